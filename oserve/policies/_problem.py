@@ -1,0 +1,186 @@
+"""The planning problem as arrays: what every planner solves (internal).
+
+Nodes with the same device type, device count and device memory form a *node group*. When the
+replica sizes (devices per replica) of the variants that fit a group form a divisibility chain
+(1, 2, 4, 8 on 8-GPU nodes), any per-variant replica counts whose devices sum to at most the
+group's devices can be packed onto its nodes with every replica on aligned contiguous devices of
+one node (first-fit decreasing on divisible sizes is exact), so planners decide counts per
+(variant, group) only. Otherwise the group is split into one group per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from oserve.errors import ConfigError
+from oserve.policies.plan import ClusterSpec, Demand, Plan
+from oserve.profiles.table import ProfileTable
+
+__all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem"]
+
+
+class ObjectiveWeights(BaseModel):
+    """Weights of the shared planning objective (see :func:`oserve.policies.evaluate`).
+
+    objective = goodput_rps - switch_cost_rps_per_s * (start time of replicas started or stopped, s)
+    - device_cost_rps * devices used.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    switch_cost_rps_per_s: float = Field(
+        1e-4, ge=0, description="objective cost (req/s) per second of start time of a replica started or stopped")
+    device_cost_rps: float = Field(
+        1e-3, ge=0, description="objective cost (req/s) per device used; frees devices no replica needs")
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes treated as one pool of devices (identical nodes, divisible replica sizes) or one node."""
+
+    nodes: tuple[str, ...]
+    device_type: str
+    devices_per_node: int
+    device_memory_bytes: int
+
+    @property
+    def devices(self) -> int:
+        """Devices in the whole group."""
+        return self.devices_per_node * len(self.nodes)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Arrays of one planning instance. V variants, C classes, G node groups.
+
+    Attributes:
+        variants: variant names, sorted (V,).
+        classes: class names in table order (C,).
+        cap: ``cap[v, c]`` one replica's capacity, req/s (V, C).
+        dev: devices per replica (V,).
+        mem: memory per device, bytes (V,).
+        start_s: replica start time, s (V,).
+        groups: node groups (G,).
+        fits: ``fits[v, g]`` variant may run on the group (device type, memory, devices) (V, G).
+        demand: per-class demand, req/s (C,).
+        current: replicas of ``current`` per (variant, group) (V, G).
+        weights: objective weights.
+        unfit: variant -> why it fits no node (only variants that fit nowhere).
+    """
+
+    variants: tuple[str, ...]
+    classes: tuple[str, ...]
+    cap: np.ndarray
+    dev: np.ndarray
+    mem: np.ndarray
+    start_s: np.ndarray
+    groups: tuple[NodeGroup, ...]
+    fits: np.ndarray
+    demand: np.ndarray
+    current: np.ndarray
+    weights: ObjectiveWeights
+    unfit: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def group_devices(self) -> np.ndarray:
+        """Devices per group (G,)."""
+        return np.array([g.devices for g in self.groups], dtype=np.int64)
+
+    def max_replicas(self) -> np.ndarray:
+        """Upper bound on replicas per (variant, group) (V, G); 0 where the variant does not fit."""
+        per_node = np.array([[g.devices_per_node // int(d) for g in self.groups] for d in self.dev], dtype=np.int64)
+        n_nodes = np.array([len(g.nodes) for g in self.groups], dtype=np.int64)
+        return np.where(self.fits, per_node * n_nodes[None, :], 0)
+
+    def usable(self) -> np.ndarray:
+        """``usable[v, c]``: variant can be placed somewhere and has capacity for the class (V, C)."""
+        return (self.cap > 0) & self.fits.any(axis=1)[:, None]
+
+
+def validate_demand(table: ProfileTable, demand: Demand) -> np.ndarray:
+    """Per-class demand array in table class order (C,), req/s; classes absent from ``demand`` are 0.
+
+    Raises:
+        ConfigError: a class the table does not know, or a negative / non-finite rate.
+    """
+    out = np.zeros(len(table.class_names))
+    index = {c: i for i, c in enumerate(table.class_names)}
+    for c, r in demand.rates_rps.items():
+        if c not in index:
+            raise ConfigError(f"demand names unknown class {c!r}", field=f"demand.{c}",
+                              allowed=", ".join(table.class_names))
+        if not np.isfinite(r) or r < 0:
+            raise ConfigError(f"demand rate for {c!r} must be a finite number >= 0 req/s, got {r}",
+                              field=f"demand.{c}", allowed=">= 0 req/s")
+        out[index[c]] = float(r)
+    return out
+
+
+def chain(sizes: list[int], devices: int) -> bool:
+    """True when the distinct sizes each divide the next and the largest divides ``devices``."""
+    s = sorted(set(sizes))
+    return all(b % a == 0 for a, b in zip(s, s[1:], strict=False)) and (not s or devices % s[-1] == 0)
+
+
+def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None,
+                  weights: ObjectiveWeights) -> Problem:
+    """Turn the inputs into a :class:`Problem`.
+
+    Raises:
+        ConfigError: invalid demand (see :func:`validate_demand`), duplicate node names.
+    """
+    names = [n.name for n in cluster.nodes]
+    if len(set(names)) != len(names):
+        raise ConfigError("cluster node names must be unique", field="cluster.nodes.name", allowed="unique names")
+    variants = tuple(sorted(table.variants))
+    classes = tuple(table.class_names)
+    vp = [table.variants[v] for v in variants]
+    cap = np.array([[p.classes[c].capacity_rps if c in p.classes else 0.0 for c in classes] for p in vp])
+    dev = np.array([p.devices_per_replica for p in vp], dtype=np.int64)
+    mem = np.array([p.memory_per_device_bytes for p in vp], dtype=np.int64)
+    start_s = np.array([p.start_time_s for p in vp], dtype=float)
+
+    # Group identical nodes, keeping cluster order.
+    buckets: dict[tuple[str, int, int], list[str]] = {}
+    for n in cluster.nodes:
+        buckets.setdefault((n.device_type, n.devices, n.device_memory_bytes), []).append(n.name)
+    groups: list[NodeGroup] = []
+    for (dtype, ndev, nmem), nodes in buckets.items():
+        sizes = [int(p.devices_per_replica) for p in vp if _fits(p.device_type, p.memory_per_device_bytes,
+                                                                  p.devices_per_replica, dtype, nmem, ndev)]
+        if chain(sizes, ndev):
+            groups.append(NodeGroup(tuple(nodes), dtype, ndev, nmem))
+        else:
+            groups.extend(NodeGroup((n,), dtype, ndev, nmem) for n in nodes)
+    fits = np.array([[_fits(p.device_type, p.memory_per_device_bytes, p.devices_per_replica, g.device_type,
+                            g.device_memory_bytes, g.devices_per_node) for g in groups] for p in vp], dtype=bool)
+    fits = fits.reshape(len(variants), len(groups))
+    unfit: dict[str, str] = {}
+    for i, p in enumerate(vp):
+        if not fits[i].any():
+            same = [g for g in groups if g.device_type == p.device_type]
+            if not same:
+                unfit[p.name] = f"no {p.device_type} node"
+            elif all(p.memory_per_device_bytes > g.device_memory_bytes for g in same):
+                best = max(g.device_memory_bytes for g in same)
+                unfit[p.name] = (f"memory: needs {p.memory_per_device_bytes / 2**30:.1f} GiB per device, "
+                                 f"largest device has {best / 2**30:.1f} GiB")
+            else:
+                unfit[p.name] = f"devices: needs {p.devices_per_replica} devices on one node"
+
+    cur = np.zeros((len(variants), len(groups)), dtype=np.int64)
+    if current is not None:
+        vi = {v: i for i, v in enumerate(variants)}
+        gi = {n: j for j, g in enumerate(groups) for n in g.nodes}
+        for r in current.replicas:
+            if r.variant in vi and r.node in gi:
+                cur[vi[r.variant], gi[r.node]] += 1
+    return Problem(variants=variants, classes=classes, cap=cap, dev=dev, mem=mem, start_s=start_s,
+                   groups=tuple(groups), fits=fits, demand=validate_demand(table, demand), current=cur,
+                   weights=weights, unfit=unfit)
+
+
+def _fits(v_type: str, v_mem: int, v_dev: int, n_type: str, n_mem: int, n_dev: int) -> bool:
+    return v_type == n_type and v_mem <= n_mem and v_dev <= n_dev

@@ -1,0 +1,235 @@
+"""The Planner interface, the planner registry and the shared plan construction.
+
+A planner is a pure function of its inputs: ``plan(cluster, table, demand, current) -> Plan``. It
+does no I/O, reads no clock and gives the same plan for the same inputs. Concrete planners only
+decide an :class:`Allocation` (replica counts per variant and node group, plus optionally the rate
+of each class each variant serves); placing replicas on device ids, deriving routing weights and
+scoring the result with :func:`oserve.policies.evaluate.evaluate` is shared, so every planner's
+objective is computed the same way and is comparable.
+
+Registry: built-in names ``milp``, ``greedy``, ``flow``, ``static``, ``hysteresis``; third parties
+register a subclass with :func:`register_planner` or through the ``oserve.planners`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from oserve.errors import ConfigError
+from oserve.policies._assign import optimal_assignment
+from oserve.policies._placement import place
+from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
+from oserve.policies.evaluate import evaluate
+from oserve.policies.plan import ClusterSpec, Demand, Plan
+from oserve.profiles.table import ProfileTable
+
+__all__ = ["Allocation", "Planner", "register_planner", "make_planner", "available_planners", "build_plan"]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What a concrete planner decides.
+
+    Attributes:
+        counts: replicas per (variant, node group), integers (V, G).
+        served: rate of class ``c`` served by variant ``v``, req/s (C, V); None to let the shared code
+            compute the best assignment for ``counts`` (or, with ``equal_routing``, spread traffic).
+        reason: planner-specific explanation, prefixed to the shared diagnosis.
+        optimal: whether the allocation is proven optimal for the objective (None: no such claim).
+        equal_routing: route every class evenly over the replicas that can serve it (round-robin),
+            admitting everything; used by the static baseline.
+    """
+
+    counts: np.ndarray
+    served: np.ndarray | None = None
+    reason: str = ""
+    optimal: bool | None = None
+    equal_routing: bool = False
+
+
+class Planner(ABC):
+    """Choose replicas per variant and node, and per-class routing weights.
+
+    Subclasses implement :meth:`_allocate`; :meth:`plan` is the public, pure entry point.
+
+    Args:
+        weights: objective weights (switching and device costs); defaults to ``ObjectiveWeights()``.
+    """
+
+    name: ClassVar[str] = "planner"
+
+    def __init__(self, weights: ObjectiveWeights | None = None) -> None:
+        self.weights = weights or ObjectiveWeights()
+
+    def plan(self, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None) -> Plan:
+        """Plan a deployment.
+
+        Args:
+            cluster: nodes and their devices.
+            table: the variants' lookup table (capacity per class in req/s, memory per device in bytes).
+            demand: per-class rates to plan for, req/s.
+            current: the plan running now (switching cost is counted against it), or None.
+
+        Returns:
+            A valid :class:`Plan` (never raises for demand the cluster cannot meet: the plan says in
+            ``reason`` which constraint binds and the resulting SLO attainment).
+
+        Raises:
+            ConfigError: invalid demand (unknown class, negative rate) or cluster.
+        """
+        problem = build_problem(cluster, table, demand, current, self.weights)
+        alloc = self._allocate(problem)
+        return build_plan(problem, alloc, cluster, table, demand, current, self.name)
+
+    @abstractmethod
+    def _allocate(self, problem: Problem) -> Allocation:
+        """Decide replica counts (and optionally the class assignment) for ``problem``."""
+
+
+def _routing(problem: Problem, counts_v: np.ndarray, served: np.ndarray | None, equal: bool
+             ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    routing: dict[str, dict[str, float]] = {}
+    admit: dict[str, float] = {}
+    for ci, c in enumerate(problem.classes):
+        can = [vi for vi in range(len(problem.variants)) if counts_v[vi] > 0 and problem.cap[vi, ci] > 0]
+        if not can:
+            routing[c] = {}
+            continue
+        if equal:
+            w = {vi: float(counts_v[vi]) for vi in can}
+        else:
+            row = served[ci] if served is not None else np.zeros(len(problem.variants))
+            tot = float(sum(row[vi] for vi in can))
+            if tot > 1e-12:
+                w = {vi: float(row[vi]) for vi in can if row[vi] > 1e-12 * tot}
+                if tot < problem.demand[ci] * (1 - 1e-6) - 1e-9:  # 1 ppm: solver round-off
+                    admit[c] = tot
+            else:
+                w = {vi: float(counts_v[vi] * problem.cap[vi, ci]) for vi in can}
+                if problem.demand[ci] > 0:
+                    admit[c] = 0.0
+        s = sum(w.values())
+        routing[c] = {problem.variants[vi]: wv / s for vi, wv in sorted(w.items())}
+    return routing, admit
+
+
+def _diagnose(problem: Problem, goodput: float, devices_used: int, counts_v: np.ndarray) -> str:
+    total = float(problem.demand.sum())
+    if total <= 0 or goodput >= total * (1 - 1e-6):
+        return "demand met" if total > 0 else "zero demand"
+    usable = problem.usable()
+    binds: list[str] = []
+    for ci, c in enumerate(problem.classes):
+        if problem.demand[ci] <= 0 or usable[:, ci].any():
+            continue
+        with_cap = [problem.variants[vi] for vi in range(len(problem.variants)) if problem.cap[vi, ci] > 0]
+        if with_cap:
+            why = "; ".join(f"{v}: {problem.unfit.get(v, 'does not fit')}" for v in with_cap)
+            binds.append(f"memory (class {c} is only served by variants that fit no device: {why})")
+        else:
+            binds.append(f"capacity (no variant serves class {c} within SLO)")
+    placeable = sum(g.devices for gi, g in enumerate(problem.groups) if problem.fits[:, gi].any())
+    min_dev = min((int(problem.dev[vi]) for vi in range(len(problem.variants)) if problem.fits[vi].any()), default=1)
+    if devices_used > placeable - min_dev:
+        binds.append(f"devices ({devices_used} of {placeable} usable devices in use)")
+    if not binds:
+        binds.append("capacity (the chosen replicas' SLO-constrained capacity)")
+    return (f"demand not met: {goodput:.3f} of {total:.3f} req/s served within SLO "
+            f"(SLO attainment {goodput / total:.1%}); binding: " + "; ".join(binds))
+
+
+def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table: ProfileTable, demand: Demand,
+               current: Plan | None, planner: str) -> Plan:
+    """Place ``alloc`` on devices, derive routing and admission, score it with ``evaluate``.
+
+    Routing: ``routing[c][v] = served[c, v] / sum_v served[c, v]``; a class with capacity but no
+    served rate (zero demand) is spread over the variants that can serve it in proportion to their
+    capacity, so every class with capacity has shares summing to 1.
+    """
+    counts = np.asarray(alloc.counts, dtype=np.int64)
+    counts_v = counts.sum(axis=1)
+    served = alloc.served
+    if served is None and not alloc.equal_routing:
+        served = optimal_assignment(problem, counts_v)
+    replicas = place(problem, counts, current)
+    routing, admit = _routing(problem, counts_v, served, alloc.equal_routing)
+    plan = Plan(replicas=replicas, routing=routing, admit_rps=admit, planner=planner)
+    score = evaluate(plan, cluster, table, demand, current, problem.weights)
+    notes = [alloc.reason] if alloc.reason else []
+    notes.append(_diagnose(problem, score.goodput_rps, score.devices_used, counts_v))
+    if problem.unfit:
+        notes.append("unplaceable variants: " + "; ".join(f"{v} ({why})" for v, why in sorted(problem.unfit.items())))
+    return plan.model_copy(update={
+        "predicted_goodput_rps": score.goodput_rps, "slo_attainment": score.slo_attainment,
+        "memory_used_bytes": score.memory_used_bytes, "objective": score.objective,
+        "devices_used": score.devices_used, "reason": ". ".join(notes), "optimal": alloc.optimal})
+
+
+# ---------------------------------------------------------------- registry
+
+_BUILTIN: dict[str, str] = {
+    "milp": "oserve.policies.milp:MILPPlanner",
+    "greedy": "oserve.policies.greedy:GreedyPlanner",
+    "flow": "oserve.policies.flow:FlowPlanner",
+    "static": "oserve.policies.static:StaticPlanner",
+    "hysteresis": "oserve.policies.hysteresis:HysteresisPlanner",
+}
+_REGISTRY: dict[str, type[Planner]] = {}
+
+
+def register_planner(name: str, cls: type[Planner]) -> None:
+    """Register a planner class under ``name``.
+
+    Raises:
+        ConfigError: ``name`` is already taken or ``cls`` is not a Planner subclass.
+    """
+    if name in _BUILTIN or name in _REGISTRY:
+        raise ConfigError(f"planner name {name!r} is already registered", field="planner.kind",
+                          allowed=f"a name not in {available_planners()}")
+    if not (isinstance(cls, type) and issubclass(cls, Planner)):
+        raise ConfigError(f"{cls!r} is not a Planner subclass", field="planner.kind", allowed="Planner subclasses")
+    _REGISTRY[name] = cls
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="oserve.planners")}
+
+
+def available_planners() -> list[str]:
+    """Names :func:`make_planner` accepts."""
+    return sorted(set(_BUILTIN) | set(_REGISTRY) | set(_entry_points()))
+
+
+def _resolve(name: str) -> type[Planner]:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _BUILTIN:
+        mod, _, attr = _BUILTIN[name].partition(":")
+        return getattr(importlib.import_module(mod), attr)
+    eps = _entry_points()
+    if name in eps:
+        cls = eps[name].load()
+        if isinstance(cls, type) and issubclass(cls, Planner):
+            return cls
+    raise ConfigError(f"unknown planner {name!r}", field="planner.kind", allowed=", ".join(available_planners()))
+
+
+def make_planner(name: str, **params: Any) -> Planner:
+    """Build the planner registered as ``name`` with constructor ``params``.
+
+    Raises:
+        ConfigError: unknown name, or parameters the planner does not accept.
+    """
+    cls = _resolve(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"invalid parameters for planner {name!r}: {exc}", field="planner",
+                          allowed=f"the arguments of {cls.__name__}") from exc

@@ -1,0 +1,196 @@
+"""The one scoring function every planner's plan goes through, and a plan validity check.
+
+Goodput model (time sharing): a replica of variant ``v`` serving class ``c`` alone sustains
+``cap[v, c]`` req/s within the SLO (the profile table's capacity). A replica serving a mix spends
+``load_c / cap[v, c]`` of its time on class ``c``; the variant's replicas are feasible while
+``sum_c load_c / cap[v, c] <= replicas_v``. Routed load beyond that is served within SLO in
+proportion ``replicas_v / sum_c load_c / cap[v, c]`` (every class on that variant equally), and load
+routed to a variant with no capacity for the class earns nothing. Goodput is the sum over classes
+of the load served within SLO, req/s. Traffic a plan does not admit (``Plan.admit_rps``) is
+rejected at admission and earns nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from oserve.errors import ConfigError, ProfileError
+from oserve.policies._problem import ObjectiveWeights, validate_demand
+from oserve.policies.plan import ClusterSpec, Demand, Plan
+from oserve.profiles.table import ProfileTable
+
+__all__ = ["PlanScore", "evaluate", "check_plan"]
+
+_EPS = 1e-9
+
+
+class PlanScore(BaseModel):
+    """A plan's predicted quality under :func:`evaluate`.
+
+    Attributes:
+        goodput_rps: demand served within SLO, req/s.
+        served_rps: per class, req/s served within SLO.
+        slo_attainment: goodput / total demand (1.0 when demand is zero).
+        memory_used_bytes: per ``"node:device"``, bytes planned on that device.
+        devices_used: devices the plan's replicas occupy.
+        utilisation: per variant, routed load in replica-time / replicas (> 1 means overloaded).
+        switch_start_s: summed start time of replicas started or stopped relative to ``current``, s.
+        switch_cost_rps: ``switch_cost_rps_per_s * switch_start_s``.
+        device_cost_rps: ``device_cost_rps * devices_used``.
+        objective: ``goodput_rps - switch_cost_rps - device_cost_rps``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    goodput_rps: float
+    served_rps: dict[str, float] = Field(default_factory=dict)
+    slo_attainment: float
+    memory_used_bytes: dict[str, int] = Field(default_factory=dict)
+    devices_used: int
+    utilisation: dict[str, float] = Field(default_factory=dict)
+    switch_start_s: float
+    switch_cost_rps: float
+    device_cost_rps: float
+    objective: float
+
+
+def _replica_key(r: object) -> tuple[str, str, tuple[int, ...]]:
+    return (r.variant, r.node, tuple(r.device_ids))  # type: ignore[attr-defined]
+
+
+def switch_start_s(plan: Plan, current: Plan | None, table: ProfileTable) -> float:
+    """Summed start time (s) of replicas in ``plan`` not in ``current`` plus those in ``current`` not in ``plan``.
+
+    A replica is identified by (variant, node, device ids); keeping it in place costs nothing.
+    """
+    if current is None:
+        return 0.0
+    new = Counter(_replica_key(r) for r in plan.replicas)
+    old = Counter(_replica_key(r) for r in current.replicas)
+    total = 0.0
+    for key, n in ((new - old) + (old - new)).items():
+        v = table.variants.get(key[0])
+        total += n * (v.start_time_s if v is not None else 0.0)
+    return total
+
+
+def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None,
+             weights: ObjectiveWeights | None = None) -> PlanScore:
+    """Score ``plan`` for ``demand`` with the time-sharing goodput model of this module.
+
+    Args:
+        plan: the plan to score.
+        cluster: the cluster the plan runs on (node memory per device).
+        table: the lookup table giving capacities (req/s), start times (s), memory per device (bytes).
+        demand: per-class arrival rates, req/s.
+        current: the plan running now; replicas started or stopped relative to it cost switching.
+        weights: objective weights; defaults to ``ObjectiveWeights()``.
+
+    Returns:
+        The :class:`PlanScore`.
+
+    Raises:
+        ProfileError: the plan names a variant the table lacks.
+        ConfigError: the plan names a node the cluster lacks, or the demand is invalid.
+    """
+    w = weights or ObjectiveWeights()
+    dem = validate_demand(table, demand)
+    classes = list(table.class_names)
+    nodes = {n.name: n for n in cluster.nodes}
+    replicas: Counter[str] = Counter()
+    memory: dict[str, int] = {}
+    devices_used = 0
+    for r in plan.replicas:
+        if r.variant not in table.variants:
+            raise ProfileError(f"plan names variant {r.variant!r} the profile table lacks")
+        if r.node not in nodes:
+            raise ConfigError(f"plan names unknown node {r.node!r}", field="plan.replicas.node",
+                              allowed=", ".join(nodes))
+        replicas[r.variant] += 1
+        devices_used += len(r.device_ids)
+        for d in r.device_ids:
+            key = f"{r.node}:{d}"
+            memory[key] = memory.get(key, 0) + table.variants[r.variant].memory_per_device_bytes
+    served = dict.fromkeys(classes, 0.0)
+    util: dict[str, float] = {}
+    load: dict[str, dict[str, float]] = {}
+    for ci, c in enumerate(classes):
+        admitted = min(dem[ci], plan.admit_rps.get(c, np.inf))
+        for v, share in plan.routing.get(c, {}).items():
+            if share > 0 and admitted > 0:
+                load.setdefault(v, {})[c] = admitted * share
+    for v, per_class in sorted(load.items()):
+        n = replicas.get(v, 0)
+        prof = table.variants.get(v)
+        if prof is None or n == 0:
+            continue
+        time_needed = sum(lc / prof.classes[c].capacity_rps for c, lc in per_class.items()
+                          if c in prof.classes and prof.classes[c].capacity_rps > 0)
+        util[v] = time_needed / n
+        frac = 1.0 if time_needed <= n * (1 + 1e-9) else n / time_needed
+        for c, lc in per_class.items():
+            if c in prof.classes and prof.classes[c].capacity_rps > 0:
+                served[c] += lc * frac
+    goodput = float(sum(served.values()))
+    total = float(dem.sum())
+    sw = switch_start_s(plan, current, table)
+    sw_cost = w.switch_cost_rps_per_s * sw
+    dev_cost = w.device_cost_rps * devices_used
+    return PlanScore(goodput_rps=goodput, served_rps=served, slo_attainment=goodput / total if total > 0 else 1.0,
+                     memory_used_bytes=memory, devices_used=devices_used, utilisation=util, switch_start_s=sw,
+                     switch_cost_rps=sw_cost, device_cost_rps=dev_cost, objective=goodput - sw_cost - dev_cost)
+
+
+def check_plan(plan: Plan, cluster: ClusterSpec, table: ProfileTable) -> list[str]:
+    """Violations of the hard constraints; an empty list means the plan is valid.
+
+    Checks: every replica's variant exists and its device type matches the node; device ids are
+    distinct, within the node (so TP/PP groups stay within one node) and number
+    ``devices_per_replica``; no device is used twice or beyond its memory; routing shares are
+    non-negative, name variants that have replicas and can serve the class, and sum to 1 for every
+    class that has any capacity in the plan.
+    """
+    problems: list[str] = []
+    nodes = {n.name: n for n in cluster.nodes}
+    used: set[tuple[str, int]] = set()
+    mem: dict[tuple[str, int], int] = {}
+    counts = plan.replica_counts()
+    for r in plan.replicas:
+        prof = table.variants.get(r.variant)
+        node = nodes.get(r.node)
+        if prof is None or node is None:
+            problems.append(f"replica {r} names an unknown variant or node")
+            continue
+        if prof.device_type != node.device_type:
+            problems.append(f"{r.variant} ({prof.device_type}) placed on {node.device_type} node {r.node}")
+        if len(r.device_ids) != prof.devices_per_replica or len(set(r.device_ids)) != len(r.device_ids):
+            problems.append(f"{r.variant} on {r.node} has device ids {r.device_ids}, needs "
+                            f"{prof.devices_per_replica} distinct ids")
+        for d in r.device_ids:
+            if not 0 <= d < node.devices:
+                problems.append(f"{r.variant} uses device {d} outside node {r.node} (0..{node.devices - 1})")
+            if (r.node, d) in used:
+                problems.append(f"device {r.node}:{d} used by two replicas")
+            used.add((r.node, d))
+            mem[(r.node, d)] = mem.get((r.node, d), 0) + prof.memory_per_device_bytes
+    for (n, d), b in mem.items():
+        if b > nodes[n].device_memory_bytes:
+            problems.append(f"device {n}:{d} over memory: {b} > {nodes[n].device_memory_bytes} bytes")
+    for c in table.class_names:
+        shares = plan.routing.get(c, {})
+        if any(s < -_EPS for s in shares.values()):
+            problems.append(f"class {c}: negative routing share")
+        bad = [v for v, s in shares.items() if s > _EPS and (counts.get(v, 0) == 0 or v not in table.variants
+                                                             or table.capacity(v, c) <= 0)]
+        if bad:
+            problems.append(f"class {c}: routed to variants without replicas or capacity: {bad}")
+        has_capacity = any(table.variants[v].classes.get(c) is not None and table.capacity(v, c) > 0
+                           for v in counts if v in table.variants)
+        total = sum(shares.values())
+        if has_capacity and abs(total - 1.0) > 1e-6:
+            problems.append(f"class {c}: routing shares sum to {total}, not 1")
+        if not has_capacity and total > _EPS:
+            problems.append(f"class {c}: routed although no replica can serve it")
+    return problems

@@ -1,0 +1,229 @@
+"""GreedyPlanner: fill devices in order of marginal goodput per device, then repair.
+
+Fill: repeatedly add the replica whose marginal goodput per device on the still-unserved demand is
+highest (a new replica has one unit of time; spending it on classes in decreasing order of its
+capacity is the best use, a fractional knapsack), net of the device cost and the switching cost
+relative to ``current``, until no addition gains anything or no device is free.
+Repair: re-assign classes to the chosen replicas optimally (a small LP), drop replicas the
+assignment leaves idle, then try local moves while they raise the objective: remove a quarter /
+one of a variant's replicas and refill, or make room for one replica of a variant by removing the
+least productive replicas on one node group.
+
+Cost: O(replicas x variants x classes) for the fill (identical additions are batched), a few dozen
+small LPs for the repair; well under the 1 s target at 128 nodes x 8 GPUs with 8 variants and 6
+classes (measured in ``bench/results/planner.json``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from oserve.policies._assign import optimal_assignment
+from oserve.policies._problem import ObjectiveWeights, Problem
+from oserve.policies.base import Allocation, Planner
+
+__all__ = ["GreedyPlanner", "fast_objective"]
+
+
+def fast_objective(problem: Problem, counts: np.ndarray, served: np.ndarray) -> float:
+    """The objective of ``evaluate`` for counts (V, G) and served rates (C, V) before placement.
+
+    Equal to ``evaluate(...).objective`` when placement keeps ``current``'s replicas (it does when it can).
+    """
+    w = problem.weights
+    switch = float((np.abs(counts - problem.current) * problem.start_s[:, None]).sum())
+    devices = float((counts.sum(axis=1) * problem.dev).sum())
+    return float(served.sum()) - w.switch_cost_rps_per_s * switch - w.device_cost_rps * devices
+
+
+def _fill_gain(cap_v: np.ndarray, order: np.ndarray, residual: np.ndarray) -> tuple[float, np.ndarray]:
+    """Goodput (req/s) one replica with capacities ``cap_v`` (C,) adds on ``residual`` (C,), and what it serves."""
+    time_left = 1.0
+    served = np.zeros_like(residual)
+    for c in order:
+        if time_left <= 1e-12:
+            break
+        if cap_v[c] <= 0 or residual[c] <= 0:
+            continue
+        s = min(residual[c], time_left * cap_v[c])
+        served[c] = s
+        time_left -= s / cap_v[c]
+    return float(served.sum()), served
+
+
+def greedy_fill(problem: Problem, counts: np.ndarray | None = None, residual: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Add replicas to ``counts`` (V, G) by marginal goodput per device on ``residual`` demand (C,)."""
+    V, G = problem.fits.shape
+    counts = np.zeros((V, G), dtype=np.int64) if counts is None else counts.copy()
+    residual = problem.demand.copy() if residual is None else residual.copy()
+    free = problem.group_devices - (counts * problem.dev[:, None]).sum(axis=0)
+    maxr = problem.max_replicas()
+    orders = [np.argsort(-problem.cap[v], kind="stable") for v in range(V)]
+    w = problem.weights
+    while True:
+        best: tuple[float, int, int, np.ndarray] | None = None
+        for v in range(V):
+            d = int(problem.dev[v])
+            gs = [g for g in range(G) if problem.fits[v, g] and free[g] >= d and counts[v, g] < maxr[v, g]]
+            if not gs:
+                continue
+            # prefer a group where current runs this variant (keeps a replica in place)
+            g = next((g for g in gs if counts[v, g] < problem.current[v, g]), gs[0])
+            gain, served = _fill_gain(problem.cap[v], orders[v], residual)
+            keep = counts[v, g] < problem.current[v, g]
+            switch = w.switch_cost_rps_per_s * problem.start_s[v] * (1.0 if keep else -1.0)
+            score = (gain - w.device_cost_rps * d + switch) / d
+            if gain > 0 and score > 0 and (best is None or score > best[0] + 1e-12):
+                best = (score, v, g, served)
+        if best is None:
+            return counts
+        _, v, g, served = best
+        # add as many identical replicas at once as keep the same marginal gain (big clusters)
+        d = int(problem.dev[v])
+        limit = min(int(free[g] // d), int(maxr[v, g] - counts[v, g]))
+        if counts[v, g] < problem.current[v, g]:
+            limit = min(limit, int(problem.current[v, g] - counts[v, g]))
+        need = np.min(np.where(served > 0, residual / np.maximum(served, 1e-300), np.inf))
+        k = max(1, min(limit, int(np.floor(need)) - 1)) if np.isfinite(need) else 1
+        counts[v, g] += k
+        free[g] -= k * d
+        residual = np.maximum(0.0, residual - k * served)
+
+
+class GreedyPlanner(Planner):
+    """Fast heuristic planner for large clusters (marginal goodput per device, then repair).
+
+    Args:
+        weights: objective weights.
+        local_search_rounds: rounds of improving moves after the fill (0 disables the repair's moves).
+    """
+
+    name = "greedy"
+
+    def __init__(self, weights: ObjectiveWeights | None = None, local_search_rounds: int = 3) -> None:
+        super().__init__(weights)
+        self.local_search_rounds = local_search_rounds
+
+    def _allocate(self, problem: Problem) -> Allocation:
+        counts = greedy_fill(problem)
+        counts, served, moves = repair(problem, counts, self.local_search_rounds)
+        return Allocation(counts=counts, served=served,
+                          reason=f"greedy fill + repair ({moves} improving moves)")
+
+
+def _prune(problem: Problem, counts: np.ndarray, served: np.ndarray) -> np.ndarray:
+    """Drop replicas the assignment leaves idle (keeps ``current``'s replicas first)."""
+    counts = counts.copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        time = np.where(problem.cap.T > 0, served / np.where(problem.cap.T > 0, problem.cap.T, 1.0), 0.0).sum(axis=0)
+    need = np.ceil(time - 1e-7).astype(np.int64)
+    for v in range(counts.shape[0]):
+        extra = int(counts[v].sum() - need[v])
+        for g in sorted(range(counts.shape[1]), key=lambda g: counts[v, g] <= problem.current[v, g]):
+            if extra <= 0:
+                break
+            drop = min(extra, int(counts[v, g]))
+            counts[v, g] -= drop
+            extra -= drop
+    return counts
+
+
+def _remove(counts: np.ndarray, v: int, k: int, problem: Problem) -> np.ndarray:
+    """Copy of ``counts`` with ``k`` replicas of ``v`` removed, from groups where ``current`` has none first."""
+    trial = counts.copy()
+    for g in sorted(range(counts.shape[1]), key=lambda g: (counts[v, g] <= problem.current[v, g], g)):
+        take = min(k, int(trial[v, g]))
+        trial[v, g] -= take
+        k -= take
+    return trial
+
+
+def _add_fill(problem: Problem, counts: np.ndarray, w: int, k: int, residual: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Add up to ``k`` replicas of ``w`` (first fit over groups); returns (counts, residual demand left)."""
+    counts = counts.copy()
+    free = problem.group_devices - (counts * problem.dev[:, None]).sum(axis=0)
+    maxr = problem.max_replicas()
+    order = np.argsort(-problem.cap[w], kind="stable")
+    for g in range(counts.shape[1]):
+        while k > 0 and problem.fits[w, g] and free[g] >= problem.dev[w] and counts[w, g] < maxr[w, g]:
+            _, served = _fill_gain(problem.cap[w], order, residual)
+            counts[w, g] += 1
+            free[g] -= problem.dev[w]
+            residual = np.maximum(0.0, residual - served)
+            k -= 1
+    return counts, residual
+
+
+def _make_room(problem: Problem, counts: np.ndarray, served: np.ndarray, w: int) -> np.ndarray | None:
+    """Remove the least productive replicas (served req/s per device) of other variants until one
+    group where ``w`` fits has ``devices_per_replica[w]`` free devices; None if impossible."""
+    reps = counts.sum(axis=1)
+    value = np.where(reps > 0, served.sum(axis=0) / np.maximum(reps * problem.dev, 1), np.inf)
+    need = int(problem.dev[w])
+    best: tuple[float, int, np.ndarray] | None = None
+    for g in range(counts.shape[1]):
+        if not problem.fits[w, g]:
+            continue
+        trial = counts.copy()
+        free = int(problem.group_devices[g] - (trial[:, g] * problem.dev).sum())
+        lost = 0.0
+        for v in np.argsort(value, kind="stable"):
+            while free < need and trial[v, g] > 0 and v != w:
+                trial[v, g] -= 1
+                free += int(problem.dev[v])
+                lost += float(value[v] * problem.dev[v])
+        if free >= need and (best is None or lost < best[0] - 1e-12):
+            best = (lost, g, trial)
+    return None if best is None else best[2]
+
+
+def repair(problem: Problem, counts: np.ndarray, rounds: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Optimal re-assignment, pruning and improving moves. Returns (counts, served, moves made).
+
+    Moves: (a) remove a quarter / one of a variant's replicas and refill greedily; (b) make room for
+    one replica of a variant (removing the least productive replicas of others on one node group),
+    add it and refill greedily. Each candidate is re-assigned optimally (LP), idle replicas dropped,
+    and the first move that raises the objective is taken.
+    """
+    served = optimal_assignment(problem, counts.sum(axis=1))
+    counts = _prune(problem, counts, served)
+    counts = greedy_fill(problem, counts, np.maximum(0.0, problem.demand - served.sum(axis=1)))
+    served = optimal_assignment(problem, counts.sum(axis=1))
+    best = fast_objective(problem, counts, served)
+    moves = 0
+    V = counts.shape[0]
+
+    def candidates():
+        for v in range(V):
+            for step in sorted({max(1, int(counts[v].sum()) // 4), 1}, reverse=True):
+                if counts[v].sum() >= step:
+                    yield _remove(counts, v, step, problem), None
+        for w in range(V):
+            if problem.fits[w].any() and problem.usable()[w].any():
+                room = _make_room(problem, counts, served, w)
+                if room is not None:
+                    yield room, w
+
+    for _ in range(rounds):
+        improved = False
+        for trial, w in candidates():
+            s0 = optimal_assignment(problem, trial.sum(axis=1))
+            residual = np.maximum(0.0, problem.demand - s0.sum(axis=1))
+            if w is not None:
+                trial, residual = _add_fill(problem, trial, w, 1, residual)
+            trial = greedy_fill(problem, trial, residual)
+            if np.array_equal(trial, counts):
+                continue
+            s1 = optimal_assignment(problem, trial.sum(axis=1))
+            trial = _prune(problem, trial, s1)
+            obj = fast_objective(problem, trial, s1)
+            if obj > best + 1e-9:
+                counts, served, best = trial, s1, obj
+                moves += 1
+                improved = True
+                break
+        if not improved:
+            break
+    return counts, served, moves

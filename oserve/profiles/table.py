@@ -1,0 +1,120 @@
+"""The resource-performance lookup table (OServe's profile): per (variant, request class).
+
+JSON on disk, versioned. Built either by measuring a real engine (``oserve profile``) or from the
+roofline model for hardware not present; both produce this same structure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from oserve.errors import ProfileError
+from oserve.profiles.iteration import IterationTimeModel
+
+__all__ = ["SLO", "ClassProfile", "VariantProfile", "ProfileTable", "TABLE_VERSION"]
+
+TABLE_VERSION = 1
+
+
+class SLO(BaseModel):
+    """Latency targets a request must meet to count towards goodput (p99 targets, seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ttft_s: float = Field(2.0, gt=0, description="time to first token target, s")
+    tpot_s: float = Field(0.2, gt=0, description="time per output token target, s")
+
+
+class ClassProfile(BaseModel):
+    """Performance of one variant's replica on one request class (served alone)."""
+
+    model_config = ConfigDict(extra="forbid")
+    capacity_rps: float = Field(..., ge=0, description="max sustainable arrival rate meeting the SLO, req/s")
+    ttft_s: float = Field(..., ge=0, description="TTFT at that rate (p99 estimate), s")
+    tpot_s: float = Field(..., ge=0, description="TPOT at that rate (p99 estimate), s")
+    max_concurrency: int = Field(..., ge=0, description="concurrent requests whose KV cache fits")
+    throughput_tokens_s: float = Field(0.0, ge=0, description="output tokens/s at capacity")
+
+
+class VariantProfile(BaseModel):
+    """One deployment variant as the planner sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    model: str
+    precision: str
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    device_type: str = Field(..., description="'cpu' or a GPU type such as 'a100-80gb'")
+    devices_per_replica: int = Field(..., ge=1, description="GPUs (or CPU cores) one replica uses")
+    memory_per_device_bytes: int = Field(..., ge=0, description="weights + KV cache + overhead per device")
+    weights_bytes: int = Field(..., ge=0)
+    kv_cache_bytes: int = Field(..., ge=0)
+    kv_bytes_per_token: int = Field(..., ge=0)
+    max_num_seqs: int = Field(..., ge=1)
+    max_num_batched_tokens: int = Field(..., ge=1)
+    max_model_len: int = Field(..., ge=1)
+    start_time_s: float = Field(..., ge=0, description="engine start + weight load + warm-up, s")
+    iteration: IterationTimeModel
+    classes: dict[str, ClassProfile]
+
+
+class ProfileTable(BaseModel):
+    """All variants' profiles for one model family and hardware.
+
+    Raises (on load):
+        ProfileError: malformed file, unsupported version, or (``check_against``) a variant or
+            class unknown to the config.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = TABLE_VERSION
+    source: Literal["measured", "modelled"]
+    created: str = Field(..., description="ISO date the table was measured or modelled")
+    hardware: dict[str, str] = Field(default_factory=dict)
+    software: dict[str, str] = Field(default_factory=dict)
+    slo: SLO
+    class_names: list[str]
+    variants: dict[str, VariantProfile]
+
+    def capacity(self, variant: str, cls: str) -> float:
+        """SLO-constrained capacity of one replica of ``variant`` for class ``cls``, req/s."""
+        try:
+            return self.variants[variant].classes[cls].capacity_rps
+        except KeyError as exc:
+            raise ProfileError(f"no profile for variant {variant!r}, class {cls!r}") from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProfileTable:
+        p = Path(path)
+        try:
+            raw = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ProfileError(f"cannot read profile table {p}: {exc}") from exc
+        if raw.get("version") != TABLE_VERSION:
+            raise ProfileError(f"profile table {p} has version {raw.get('version')!r}, expected {TABLE_VERSION}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ProfileError(f"profile table {p} is malformed: {exc}") from exc
+
+    def check_model(self, model: str) -> None:
+        """Raise ProfileError if any variant of this table profiles another model than ``model``."""
+        others = sorted({v.model for v in self.variants.values() if v.model != model})
+        if others:
+            raise ProfileError(f"profile table is for model(s) {others}, not {model!r}")
+
+    def check_against(self, variants: list[str], class_names: list[str]) -> None:
+        """Raise ProfileError if the config names a variant or class this table lacks."""
+        missing = [v for v in variants if v not in self.variants]
+        if missing:
+            raise ProfileError(f"profile table has no variant(s) {missing}; it has {sorted(self.variants)}")
+        missing_c = [c for c in class_names if c not in self.class_names]
+        if missing_c:
+            raise ProfileError(f"profile table has no class(es) {missing_c}; it has {self.class_names}")

@@ -1,0 +1,428 @@
+"""The request router: which replica serves a request.
+
+The choice itself is the pure function :func:`choose_replica`: given the ready candidates, their
+outstanding request counts and (optionally) the plan's routing weights of the request's class, it
+returns a replica id. :class:`Router` keeps the mutable state around it (the replicas, their
+router-side state, outstanding counts, the per-class smooth weighted round-robin credits, the
+fallback counter) and counts each request from :meth:`Router.acquire` to :meth:`Router.release`.
+
+Policy:
+
+1. Candidates are replicas whose router-side state is ``"ready"`` *and* whose own ``state`` is
+   ``"ready"`` (a draining, failed or stopped replica leaves the candidate set at once), that fit
+   ``needed_tokens`` (prompt tokens + ``max_tokens``) within their effective context length, and
+   that are not excluded (e.g. a replica a retried request already failed on).
+2. Without routing weights for the class (no plan yet): least outstanding requests; ties go to the
+   replica that has been given fewer requests so far, then to the earliest added.
+3. With weights ``{variant: weight}`` for the class: a variant is picked by smooth weighted
+   round-robin (nginx's algorithm: each pick adds every eligible variant's weight to its credit,
+   takes the largest credit and subtracts the eligible total from it), which is deterministic and
+   spreads picks in proportion to the weights; then least outstanding within that variant. Only
+   variants with at least one candidate are eligible.
+4. A class with weights none of whose variants has a candidate (or a class missing from a
+   non-empty routing table) falls back to any candidate, and the fallback is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from oserve.backends.base import Replica, ReplicaState
+from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError
+
+__all__ = ["Candidate", "Choice", "choose_replica", "Router", "Lease"]
+
+log = logging.getLogger(__name__)
+
+_STATES: tuple[str, ...] = ("starting", "ready", "draining", "stopped", "failed")
+
+
+class Candidate(NamedTuple):
+    """A ready replica as the choice function sees it.
+
+    Attributes:
+        replica_id: the replica's id.
+        variant: its deployment variant.
+        max_model_len: its effective context length, tokens.
+    """
+
+    replica_id: str
+    variant: str
+    max_model_len: int
+
+
+class Choice(NamedTuple):
+    """Result of :func:`choose_replica`.
+
+    Attributes:
+        replica_id: the chosen replica, or None when no candidate fits.
+        fallback: True when the class had routing weights (or a routing table exists) but none of
+            its variants had a candidate, so any candidate was taken.
+        credit: the class's new smooth-WRR credits (variant -> credit), or None when weights were
+            not used.
+    """
+
+    replica_id: str | None
+    fallback: bool
+    credit: dict[str, float] | None
+
+
+def _least_outstanding(cands: Iterable[Candidate], outstanding: Mapping[str, int],
+                       served: Mapping[str, int]) -> str | None:
+    best: str | None = None
+    best_key: tuple[int, int] = (0, 0)
+    for c in cands:
+        key = (outstanding.get(c.replica_id, 0), served.get(c.replica_id, 0))
+        if best is None or key < best_key:
+            best, best_key = c.replica_id, key
+    return best
+
+
+def choose_replica(
+    candidates: Sequence[Candidate],
+    outstanding: Mapping[str, int],
+    *,
+    needed_tokens: int,
+    weights: Mapping[str, float] | None = None,
+    credit: Mapping[str, float] | None = None,
+    served: Mapping[str, int] | None = None,
+    routing_active: bool = False,
+) -> Choice:
+    """Choose a replica for one request (pure: reads its inputs, returns a value).
+
+    Args:
+        candidates: ready replicas, in the order they were added.
+        outstanding: requests in flight per replica id.
+        needed_tokens: prompt tokens + ``max_tokens`` of the request; candidates whose
+            ``max_model_len`` is smaller are skipped.
+        weights: the class's routing weights, variant -> weight (>= 0); None or empty: no weights.
+        credit: the class's smooth-WRR credits from the previous pick (variant -> credit).
+        served: requests given to each replica so far (tie-break: fewer first).
+        routing_active: a routing table exists, so a class without weights counts as a fallback.
+
+    Returns:
+        A :class:`Choice`; ``replica_id`` is None when no candidate fits ``needed_tokens``.
+    """
+    served = served or {}
+    fits = [c for c in candidates if c.max_model_len >= needed_tokens]
+    if not fits:
+        return Choice(None, False, None)
+    if weights:
+        eligible = {c.variant for c in fits}
+        active = {v: w for v, w in weights.items() if w > 0 and v in eligible}
+        if active:
+            new_credit = {v: (credit or {}).get(v, 0.0) + w for v, w in active.items()}
+            variant = max(active, key=lambda v: new_credit[v])
+            new_credit[variant] -= sum(active.values())
+            # Keep credits of variants that are momentarily ineligible.
+            for v, c in (credit or {}).items():
+                new_credit.setdefault(v, c)
+            chosen = _least_outstanding((c for c in fits if c.variant == variant), outstanding, served)
+            return Choice(chosen, False, new_credit)
+        return Choice(_least_outstanding(fits, outstanding, served), True, None)
+    return Choice(_least_outstanding(fits, outstanding, served), routing_active, None)
+
+
+@dataclass
+class _Entry:
+    replica: Replica
+    state: ReplicaState
+    cand: Candidate
+    outstanding: int = 0
+    served: int = 0
+
+    @property
+    def max_model_len(self) -> int:
+        return self.cand.max_model_len
+
+    @max_model_len.setter
+    def max_model_len(self, value: int) -> None:
+        self.cand = self.cand._replace(max_model_len=int(value))
+
+
+class Lease:
+    """One request's hold on a replica; releases it exactly once.
+
+    Use as ``async with router.lease(...) as replica:`` or call :meth:`release`.
+
+    Attributes:
+        replica: the chosen replica.
+    """
+
+    __slots__ = ("_router", "replica", "_released")
+
+    def __init__(self, router: Router, replica: Replica) -> None:
+        self._router = router
+        self.replica = replica
+        self._released = False
+
+    def release(self) -> None:
+        """Stop counting the request against the replica. Idempotent."""
+        if not self._released:
+            self._released = True
+            self._router.release(self.replica.replica_id)
+
+    async def __aenter__(self) -> Replica:
+        return self.replica
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Router:
+    """Routes requests over replicas: least outstanding, optionally following routing weights.
+
+    Args:
+        retry_after_s: the ``retry_after_s`` of :class:`NoReplicaReadyError`, seconds.
+
+    Attributes:
+        fallbacks: requests routed outside their class's assigned variants.
+        fallbacks_by_class: the same, per class name.
+        picks: requests routed (successful :meth:`pick` calls).
+    """
+
+    def __init__(self, *, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        self._entries: dict[str, _Entry] = {}
+        self._routing: dict[str, dict[str, float]] = {}
+        self._credit: dict[str, dict[str, float]] = {}
+        self.fallbacks = 0
+        self.fallbacks_by_class: dict[str, int] = {}
+        self.picks = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- membership and state ---------------------------------------------------------------
+    def add(self, replica: Replica, *, state: ReplicaState | None = None, max_model_len: int | None = None) -> None:
+        """Add a replica.
+
+        Args:
+            replica: the replica handle.
+            state: router-side state; None takes ``replica.state``. Use ``"starting"`` to add a
+                replica that must not get traffic yet (warm-up), then :meth:`set_state`.
+            max_model_len: its effective context length, tokens; None takes
+                ``replica.spec.max_model_len`` until the engine's value is read from
+                ``replica.stats()``: at once in the background when an event loop is running,
+                else at the next :meth:`refresh`.
+
+        Raises:
+            ConfigError: the id is already present, or ``state`` is not a replica state.
+        """
+        if replica.replica_id in self._entries:
+            raise ConfigError(f"replica {replica.replica_id!r} is already in the router", field="replica_id",
+                              allowed="a unique replica id")
+        st = replica.state if state is None else state
+        self._check_state(st)
+        mml = replica.spec.max_model_len if max_model_len is None else int(max_model_len)
+        cand = Candidate(replica.replica_id, replica.spec.variant, mml)
+        self._entries[replica.replica_id] = _Entry(replica, st, cand)
+        if max_model_len is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            task = loop.create_task(self._refresh_one(replica.replica_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def remove(self, replica_id: str) -> Replica | None:
+        """Remove a replica (in-flight leases release harmlessly). Returns it, or None if unknown."""
+        entry = self._entries.pop(replica_id, None)
+        return entry.replica if entry else None
+
+    def set_state(self, replica_id: str, state: ReplicaState) -> None:
+        """Set the router-side state; only ``"ready"`` replicas get requests.
+
+        Raises:
+            KeyError: unknown replica id.
+            ConfigError: ``state`` is not one of starting, ready, draining, stopped, failed.
+        """
+        self._check_state(state)
+        self._entries[replica_id].state = state
+
+    def set_max_model_len(self, replica_id: str, max_model_len: int) -> None:
+        """Set a replica's effective context length, tokens. Raises KeyError for an unknown id."""
+        self._entries[replica_id].max_model_len = int(max_model_len)
+
+    async def refresh(self) -> None:
+        """Read each replica's effective context length from ``stats().max_model_len`` (when known).
+
+        Side effects: updates the router's per-replica context lengths.
+        """
+        for rid in list(self._entries):
+            await self._refresh_one(rid)
+
+    async def _refresh_one(self, replica_id: str) -> None:
+        entry = self._entries.get(replica_id)
+        if entry is None:
+            return
+        try:
+            stats = await entry.replica.stats()
+        except Exception:  # noqa: BLE001 - a replica whose stats fail keeps its last known value
+            log.warning("could not read stats of replica %s; keeping max_model_len=%d", replica_id,
+                        entry.max_model_len)
+            return
+        if stats.max_model_len is not None and self._entries.get(replica_id) is entry:
+            entry.max_model_len = int(stats.max_model_len)
+
+    def set_routing(self, routing: Mapping[str, Mapping[str, float]]) -> None:
+        """Set the plan's routing weights: class name -> variant -> weight.
+
+        Args:
+            routing: weights >= 0 (any scale; only ratios matter). An empty mapping turns routing
+                off (plain least outstanding, no fallbacks counted).
+
+        Raises:
+            ConfigError: a weight is negative or not finite (names the class and variant).
+        """
+        new: dict[str, dict[str, float]] = {}
+        for cls, per_variant in routing.items():
+            row: dict[str, float] = {}
+            for variant, w in per_variant.items():
+                w = float(w)
+                if not math.isfinite(w) or w < 0:
+                    raise ConfigError(f"routing weight of class {cls!r}, variant {variant!r} is {w}",
+                                      field=f"routing.{cls}.{variant}", allowed="a finite number >= 0")
+                row[variant] = w
+            new[str(cls)] = row
+        self._routing = new
+        self._credit = {c: v for c, v in self._credit.items() if c in new}
+
+    @property
+    def routing(self) -> dict[str, dict[str, float]]:
+        """A copy of the routing weights."""
+        return {c: dict(v) for c, v in self._routing.items()}
+
+    # -- queries ----------------------------------------------------------------------------
+    def replicas(self) -> list[Replica]:
+        """All replicas, in the order added."""
+        return [e.replica for e in self._entries.values()]
+
+    def get(self, replica_id: str) -> Replica | None:
+        """The replica with this id, or None."""
+        entry = self._entries.get(replica_id)
+        return entry.replica if entry else None
+
+    def state_of(self, replica_id: str) -> ReplicaState:
+        """Router-side state of a replica. Raises KeyError for an unknown id."""
+        return self._entries[replica_id].state
+
+    def ready_replicas(self) -> list[Replica]:
+        """Replicas that may get requests now."""
+        return [e.replica for e in self._entries.values() if e.state == "ready" and e.replica.state == "ready"]
+
+    def ready_count(self) -> int:
+        """Number of replicas that may get requests now."""
+        return sum(1 for e in self._entries.values() if e.state == "ready" and e.replica.state == "ready")
+
+    def outstanding(self, replica_id: str | None = None) -> int:
+        """Requests in flight on one replica, or on all when ``replica_id`` is None."""
+        if replica_id is None:
+            return sum(e.outstanding for e in self._entries.values())
+        entry = self._entries.get(replica_id)
+        return entry.outstanding if entry else 0
+
+    def max_model_len(self, replica_id: str | None = None) -> int | None:
+        """Effective context length of one replica, or the largest over ready replicas (None if none)."""
+        if replica_id is not None:
+            return self._entries[replica_id].max_model_len
+        lens = [e.max_model_len for e in self._entries.values() if e.state == "ready" and e.replica.state == "ready"]
+        return max(lens) if lens else None
+
+    # -- routing ----------------------------------------------------------------------------
+    def pick(
+        self,
+        request_class: str | None,
+        needed_tokens: int,
+        *,
+        prompt_tokens: int | None = None,
+        prompt_param: str = "prompt",
+        exclude: Iterable[str] = (),
+    ) -> Replica:
+        """Choose a replica for a request (does not count it; see :meth:`acquire`).
+
+        Args:
+            request_class: the request's class name (see :mod:`oserve.workload.classes`), or None.
+            needed_tokens: prompt tokens + ``max_tokens``.
+            prompt_tokens: the prompt's tokens, to name the right field when it alone does not fit.
+            prompt_param: the request field holding the prompt (``"prompt"`` or ``"messages"``).
+            exclude: replica ids not to use (e.g. where a retried request already failed).
+
+        Returns:
+            The chosen replica.
+
+        Raises:
+            NoReplicaReadyError: no replica is ready (503, ``retry_after_s``).
+            InvalidRequestError: replicas are ready but none has a context length that fits
+                ``needed_tokens``; ``param`` is ``prompt_param`` when the prompt alone leaves no
+                room for an output token, else ``"max_tokens"``.
+        """
+        entries = self._entries
+        cands = [e.cand for e in entries.values() if e.state == "ready" and e.replica.state == "ready"]
+        if exclude:
+            excluded = set(exclude)
+            cands = [c for c in cands if c.replica_id not in excluded]
+        if not cands:
+            raise NoReplicaReadyError("no replica is ready to serve this request; retry later",
+                                      retry_after_s=self.retry_after_s)
+        weights = self._routing.get(request_class) if request_class is not None else None
+        choice = choose_replica(
+            cands,
+            {rid: entries[rid].outstanding for rid, _, _ in cands},
+            needed_tokens=needed_tokens,
+            weights=weights,
+            credit=self._credit.get(request_class) if weights else None,
+            served={rid: entries[rid].served for rid, _, _ in cands},
+            routing_active=bool(self._routing),
+        )
+        if choice.replica_id is None:
+            limit = max(c.max_model_len for c in cands)
+            if prompt_tokens is not None and prompt_tokens >= limit:
+                raise InvalidRequestError(
+                    f"this model's maximum context length is {limit} tokens; the {prompt_param} has "
+                    f"{prompt_tokens} tokens, leaving no room for output tokens",
+                    param=prompt_param, code="context_length_exceeded")
+            detail = "" if prompt_tokens is None else (
+                f" ({prompt_tokens} in the {prompt_param} + {needed_tokens - prompt_tokens} for max_tokens)")
+            raise InvalidRequestError(
+                f"this model's maximum context length is {limit} tokens; you requested {needed_tokens} "
+                f"tokens{detail}; lower max_tokens or shorten the {prompt_param}",
+                param="max_tokens", code="context_length_exceeded")
+        if choice.credit is not None and request_class is not None:
+            self._credit[request_class] = choice.credit
+        if choice.fallback:
+            self.fallbacks += 1
+            key = request_class or ""
+            self.fallbacks_by_class[key] = self.fallbacks_by_class.get(key, 0) + 1
+        self.picks += 1
+        return entries[choice.replica_id].replica
+
+    def acquire(self, request_class: str | None, needed_tokens: int, **kwargs: object) -> Replica:
+        """:meth:`pick` a replica and count the request as outstanding on it until :meth:`release`.
+
+        Takes the same arguments and raises the same errors as :meth:`pick`.
+        """
+        replica = self.pick(request_class, needed_tokens, **kwargs)  # type: ignore[arg-type]
+        entry = self._entries[replica.replica_id]
+        entry.outstanding += 1
+        entry.served += 1
+        return replica
+
+    def release(self, replica_id: str) -> None:
+        """Stop counting one request against a replica. Unknown (removed) ids are ignored."""
+        entry = self._entries.get(replica_id)
+        if entry is not None and entry.outstanding > 0:
+            entry.outstanding -= 1
+
+    def lease(self, request_class: str | None, needed_tokens: int, **kwargs: object) -> Lease:
+        """:meth:`acquire` wrapped in a :class:`Lease` (an async context manager yielding the replica)."""
+        return Lease(self, self.acquire(request_class, needed_tokens, **kwargs))
+
+    @staticmethod
+    def _check_state(state: str) -> None:
+        if state not in _STATES:
+            raise ConfigError(f"unknown replica state {state!r}", field="state", allowed=", ".join(_STATES))

@@ -1,0 +1,89 @@
+"""Prometheus metrics of the endpoint, in a per-app ``CollectorRegistry`` (prefix ``oserve_``).
+
+Metrics:
+
+- ``oserve_requests_total{endpoint, status}``: HTTP requests answered, by HTTP status (a stream
+  counts as 200 when its headers were sent, whatever happens later).
+- ``oserve_requests_finished_total{endpoint, finish_reason}``: generation requests ended, by
+  finish reason (``stop``, ``length``, ``abort`` for a client disconnect, ``error``).
+- ``oserve_requests_retried_total``: requests retried on another replica after their replica failed
+  before the first token.
+- ``oserve_generation_requests_in_flight``: generation requests in flight (the monitor's
+  ``oserve_requests_in_flight`` has them per class).
+- ``oserve_prompt_tokens_total`` / ``oserve_generation_tokens_total``: tokens processed.
+- ``oserve_request_ttft_seconds{request_class}``: time to first token (admission to first token).
+- ``oserve_request_tpot_seconds{request_class}``: time per output token after the first,
+  ``(e2e - ttft) / (output_tokens - 1)`` (requests with at least 2 output tokens).
+- ``oserve_request_e2e_seconds{request_class}``: admission to last token.
+- ``oserve_router_ready_replicas``, ``oserve_router_outstanding_requests{replica}``,
+  ``oserve_router_fallbacks_total``: read from the router at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from oserve.router import Router
+
+__all__ = ["ServerMetrics"]
+
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class _RouterCollector(Collector):
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        r = self._router
+        yield GaugeMetricFamily("oserve_router_ready_replicas", "Replicas the router may send requests to",
+                                value=r.ready_count())
+        g = GaugeMetricFamily("oserve_router_outstanding_requests", "Requests in flight per replica",
+                              labels=["replica"])
+        for rep in r.replicas():
+            g.add_metric([rep.replica_id], r.outstanding(rep.replica_id))
+        yield g
+        yield CounterMetricFamily("oserve_router_fallbacks", "Requests routed outside their class's variants",
+                                  value=r.fallbacks)
+
+
+class ServerMetrics:
+    """The endpoint's metrics, registered in their own registry.
+
+    Args:
+        router: the router whose gauges are exported at scrape time.
+        registry: where to register; None creates a new ``CollectorRegistry``.
+    """
+
+    def __init__(self, router: Router, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter("oserve_requests", "HTTP requests answered, by status", ["endpoint", "status"],
+                                registry=reg)
+        self.finished = Counter("oserve_requests_finished", "Generation requests ended, by finish reason",
+                                ["endpoint", "finish_reason"], registry=reg)
+        self.retried = Counter("oserve_requests_retried", "Requests retried on another replica", registry=reg)
+        self.in_flight = Gauge("oserve_generation_requests_in_flight", "Generation requests in flight", registry=reg)
+        self.prompt_tokens = Counter("oserve_prompt_tokens", "Prompt tokens processed", registry=reg)
+        self.generation_tokens = Counter("oserve_generation_tokens", "Output tokens generated", registry=reg)
+        self.ttft = Histogram("oserve_request_ttft_seconds", "Time to first token, seconds", ["request_class"],
+                              buckets=_TTFT_BUCKETS, registry=reg)
+        self.tpot = Histogram("oserve_request_tpot_seconds", "Time per output token after the first, seconds",
+                              ["request_class"], buckets=_TPOT_BUCKETS, registry=reg)
+        self.e2e = Histogram("oserve_request_e2e_seconds", "End-to-end request latency, seconds",
+                             ["request_class"], buckets=_E2E_BUCKETS, registry=reg)
+        reg.register(_RouterCollector(router))
+
+    def observe_latency(self, request_class: str, ttft_s: float | None, e2e_s: float, output_tokens: int) -> None:
+        """Record one finished request's TTFT, TPOT and E2E latency (seconds)."""
+        if ttft_s is not None:
+            self.ttft.labels(request_class).observe(ttft_s)
+            if output_tokens >= 2:
+                self.tpot.labels(request_class).observe((e2e_s - ttft_s) / (output_tokens - 1))
+        self.e2e.labels(request_class).observe(e2e_s)

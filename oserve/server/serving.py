@@ -1,0 +1,499 @@
+"""Serving logic of the OpenAI-compatible endpoint (kept on ``app.state.serving``).
+
+One request goes through:
+
+1. validation beyond the protocol model (model name, empty prompt/messages, unsupported fields);
+2. prompt rendering (chat: the injected chat-template renderer) and prompt token counting;
+3. classification with the :class:`~oserve.workload.classes.ClassScheme` (prompt tokens and
+   ``max_tokens``) and ``monitor.record_admission`` (arrivals count at admission, refused ones too;
+   they then complete with ``ok=False``);
+4. :meth:`oserve.router.Router.acquire`: 503 when no replica is ready, 400 when the prompt plus
+   ``max_tokens`` fits no ready replica's *effective* context length;
+5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it
+   died or was drained) before the first token, the request is retried on another replica (up to
+   ``max_retries`` times); after the first token the error reaches the client (a 503 envelope, or
+   an SSE ``error`` event followed by ``data: [DONE]`` when streaming);
+6. a client that disconnects (streaming or not) gets its engine request aborted, freeing the slot.
+
+Latencies (TTFT, TPOT, E2E) are measured on the injected :class:`~oserve.clock.Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import anyio
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from oserve.backends.base import Replica, SamplingParams, TokenChunk
+from oserve.clock import Clock
+from oserve.errors import (
+    ClientError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoReplicaReadyError,
+    ReplicaError,
+    ServerError,
+)
+from oserve.router import Router
+from oserve.workload.classes import ClassScheme, RequestClass
+
+from .http_errors import error_payload
+from .metrics import ServerMetrics
+from .protocol import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    ChatResponseMessage,
+    ChatStreamChoice,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamChoice,
+    CompletionStreamResponse,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    UsageInfo,
+    random_id,
+)
+
+__all__ = ["AdmissionMonitor", "PromptRenderer", "TokenCounter", "OpenAIServing"]
+
+log = logging.getLogger(__name__)
+
+_THREAD_TOKENIZE_CHARS = 16_384
+"""Prompts longer than this (characters) are tokenized in a worker thread."""
+
+PromptRenderer = Callable[[list[dict[str, str]]], str]
+"""Renders chat messages (``[{"role", "content"}]``) into the model's prompt text (its chat template)."""
+
+TokenCounter = Callable[[str | list[int]], int]
+"""Counts a prompt's tokens with the served model's tokenizer."""
+
+
+@runtime_checkable
+class AdmissionMonitor(Protocol):
+    """What the endpoint tells a workload monitor (``oserve.monitor.WorkloadMonitor`` fits)."""
+
+    def record_admission(self, request_id: str, request_class: RequestClass, input_tokens: int,
+                         max_tokens: int) -> None: ...
+
+    def record_first_token(self, request_id: str) -> None: ...
+
+    def record_completion(self, request_id: str, output_tokens: int, ok: bool) -> None: ...
+
+
+@dataclass
+class _Job:
+    """State of one generation request from admission to its end."""
+
+    request_id: str
+    endpoint: str
+    prompt: str | list[int]
+    prompt_param: str
+    prompt_tokens: int
+    request_class: str
+    params: SamplingParams
+    needed_tokens: int
+    admitted_s: float
+    replica: Replica | None = None
+    tried: list[str] = field(default_factory=list)
+    first_token_s: float | None = None
+    output_tokens: int = 0
+    finish_reason: str | None = None
+    engine_done: bool = False
+    closed: bool = False
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that always runs ``on_close`` (shielded), even on client disconnect."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], object], **kw: object) -> None:
+        super().__init__(content, **kw)  # type: ignore[arg-type]
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._on_close()  # type: ignore[misc]
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+class OpenAIServing:
+    """Serves completions and chat completions over a :class:`~oserve.router.Router`.
+
+    Args:
+        router: the replicas' router.
+        served_model_names: model names clients may ask for (the first is the default).
+        token_counter: counts prompt tokens; None uses a ready replica's ``count_tokens``.
+        prompt_renderer: renders chat messages into a prompt (the model's chat template).
+        scheme: request classes for routing and the monitor.
+        monitor: optional workload monitor (see :class:`AdmissionMonitor`).
+        metrics: the app's Prometheus metrics.
+        clock: time source for latencies.
+        max_retries: retries on another replica when a replica fails before the first token.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        served_model_names: list[str],
+        token_counter: TokenCounter | None,
+        prompt_renderer: PromptRenderer,
+        scheme: ClassScheme,
+        monitor: AdmissionMonitor | None,
+        metrics: ServerMetrics,
+        clock: Clock,
+        max_retries: int = 1,
+    ) -> None:
+        self.router = router
+        self.served_model_names = list(served_model_names)
+        self.token_counter = token_counter
+        self.prompt_renderer = prompt_renderer
+        self.scheme = scheme
+        self.monitor = monitor
+        self.metrics = metrics
+        self.clock = clock
+        self.max_retries = max_retries
+        self._created = int(time.time())
+
+    # -- /v1/models -------------------------------------------------------------------------
+    def models(self) -> ModelList:
+        """The served model names, with the largest ready context length."""
+        mml = self.router.max_model_len()
+        return ModelList(data=[ModelCard(id=name, created=self._created, root=self.served_model_names[0],
+                                         max_model_len=mml) for name in self.served_model_names])
+
+    # -- validation helpers -----------------------------------------------------------------
+    def _check_model(self, model: str | None) -> str:
+        if model is None:
+            return self.served_model_names[0]
+        if model not in self.served_model_names:
+            raise ModelNotFoundError(
+                f"the model {model!r} does not exist; served models: {', '.join(self.served_model_names)}",
+                param="model", code="model_not_found")
+        return model
+
+    @staticmethod
+    def _check_supported(fields: list[str]) -> None:
+        if fields:
+            raise InvalidRequestError(f"'{fields[0]}' is not supported by this server; omit it or use its default",
+                                      param=fields[0], code="unsupported_parameter")
+
+    async def _count(self, prompt: str | list[int]) -> int:
+        counter = self.token_counter
+        if counter is None:
+            ready = self.router.ready_replicas()
+            if not ready:
+                raise NoReplicaReadyError("no replica is ready to serve this request; retry later",
+                                          retry_after_s=self.router.retry_after_s)
+            counter = ready[0].count_tokens
+        if isinstance(prompt, str) and len(prompt) > _THREAD_TOKENIZE_CHARS:
+            # A long prompt's tokenization would stall every stream on the event loop.
+            return await asyncio.to_thread(counter, prompt)
+        return counter(prompt)
+
+    async def _admit(self, endpoint: str, prompt: str | list[int], prompt_param: str, max_tokens: int | None,
+               req: CompletionRequest | ChatCompletionRequest) -> _Job:
+        admitted = self.clock.now()
+        prompt_tokens = await self._count(prompt)
+        if prompt_tokens <= 0:
+            raise InvalidRequestError(f"the {prompt_param} is empty (0 tokens)", param=prompt_param,
+                                      code="empty_prompt")
+        rclass = self.scheme.classify(prompt_tokens, max_tokens)
+        request_class = rclass.name
+        request_id = random_id("cmpl" if endpoint == "completions" else "chatcmpl")
+        if self.monitor is not None:
+            # Without max_tokens the class's expected output stands in for the (unknown) output length.
+            self.monitor.record_admission(request_id, rclass, prompt_tokens,
+                                          max_tokens if max_tokens is not None else rclass.expected_output_tokens)
+        needed = prompt_tokens + (max_tokens if max_tokens is not None else 1)
+        try:
+            replica = self.router.acquire(request_class, needed, prompt_tokens=prompt_tokens,
+                                          prompt_param=prompt_param)
+        except (ClientError, ServerError):
+            if self.monitor is not None:
+                self.monitor.record_completion(request_id, 0, False)
+            raise
+        if max_tokens is None:
+            max_tokens = max(1, self.router.max_model_len(replica.replica_id) - prompt_tokens)
+            needed = prompt_tokens + max_tokens
+        top_k = req.top_k if req.top_k not in (None, 0) else -1
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            top_k=top_k,
+            seed=req.seed,
+            stop=req.stop_tuple(),
+            ignore_eos=req.ignore_eos,
+            n=1,
+        )
+        self.metrics.in_flight.inc()
+        self.metrics.prompt_tokens.inc(prompt_tokens)
+        return _Job(request_id=request_id, endpoint=endpoint, prompt=prompt, prompt_param=prompt_param,
+                    prompt_tokens=prompt_tokens, request_class=request_class, params=params,
+                    needed_tokens=needed, admitted_s=admitted, replica=replica)
+
+    # -- generation -------------------------------------------------------------------------
+    async def _chunks(self, job: _Job) -> AsyncIterator[TokenChunk]:
+        """The engine's chunks, retrying on another replica if one fails before the first token."""
+        while True:
+            replica = job.replica
+            assert replica is not None
+            try:
+                async with aclosing(replica.generate(job.request_id, job.prompt, job.params)) as stream:
+                    async for chunk in stream:
+                        if job.first_token_s is None and chunk.completion_tokens > 0:
+                            job.first_token_s = self.clock.now()
+                            if self.monitor is not None:
+                                self.monitor.record_first_token(job.request_id)
+                        job.output_tokens = chunk.completion_tokens
+                        if chunk.prompt_tokens > 0:
+                            job.prompt_tokens = chunk.prompt_tokens  # the engine's own count wins in usage
+                        if chunk.finished:
+                            job.engine_done = True
+                            job.finish_reason = chunk.finish_reason
+                        yield chunk
+                job.engine_done = True
+                return
+            except ReplicaError as e:
+                job.engine_done = True
+                if job.first_token_s is not None or len(job.tried) >= self.max_retries:
+                    raise
+                log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
+                            replica.replica_id, job.request_id, e.message)
+                job.tried.append(replica.replica_id)
+                self.router.release(replica.replica_id)
+                job.replica = None
+                job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
+                                                  prompt_tokens=job.prompt_tokens, prompt_param=job.prompt_param)
+                job.engine_done = False
+                self.metrics.retried.inc()
+
+    async def _close(self, job: _Job, *, ok: bool) -> None:
+        """End a request once: abort it on the engine if still running, release it, record it."""
+        if job.closed:
+            return
+        job.closed = True
+        replica = job.replica
+        if replica is not None and not job.engine_done:
+            try:
+                await replica.abort(job.request_id)
+            except Exception:  # noqa: BLE001 - a failing abort must not hide the request's own outcome
+                log.exception("abort of %s on replica %s failed", job.request_id, replica.replica_id)
+            job.finish_reason = job.finish_reason or "abort"
+        if replica is not None:
+            self.router.release(replica.replica_id)
+        reason = job.finish_reason or ("error" if not ok else "stop")
+        ok = ok and reason in ("stop", "length")
+        self.metrics.in_flight.dec()
+        self.metrics.finished.labels(job.endpoint, reason).inc()
+        self.metrics.generation_tokens.inc(job.output_tokens)
+        if ok:
+            ttft = None if job.first_token_s is None else job.first_token_s - job.admitted_s
+            self.metrics.observe_latency(job.request_class, ttft, self.clock.now() - job.admitted_s,
+                                         job.output_tokens)
+        if self.monitor is not None:
+            self.monitor.record_completion(job.request_id, job.output_tokens, ok)
+
+    async def _collect(self, job: _Job, raw: Request) -> str | None:
+        """Run a non-streaming request to the end; abort it if the client disconnects first.
+
+        Returns:
+            The output text, or None when the client disconnected (the request was aborted).
+        """
+
+        async def generate() -> str:
+            parts: list[str] = []
+            async for chunk in self._chunks(job):
+                parts.append(chunk.text)
+            return "".join(parts)
+
+        async def disconnected() -> None:
+            while (await raw.receive())["type"] != "http.disconnect":
+                pass
+
+        gen_task = asyncio.ensure_future(generate())
+        watch_task = asyncio.ensure_future(disconnected())
+        try:
+            await asyncio.wait({gen_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch_task.cancel()
+            with anyio.CancelScope(shield=True):
+                if not gen_task.done():
+                    gen_task.cancel()
+                    await asyncio.gather(gen_task, return_exceptions=True)
+                failed = gen_task.cancelled() or gen_task.exception() is not None
+                await self._close(job, ok=not failed)
+        if gen_task.cancelled():
+            return None
+        exc = gen_task.exception()
+        if exc is not None:
+            raise exc
+        return gen_task.result()
+
+    def _stream(self, job: _Job, make_chunk: Callable[[TokenChunk | None, UsageInfo | None, bool], list[dict]],
+                include_usage: bool, continuous_usage: bool) -> StreamingResponse:
+        """An SSE response: ``make_chunk`` turns each engine chunk into the protocol's chunk dicts."""
+        state = {"ok": False}
+
+        def usage() -> UsageInfo:
+            return UsageInfo(prompt_tokens=job.prompt_tokens, completion_tokens=job.output_tokens,
+                             total_tokens=job.prompt_tokens + job.output_tokens)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                for payload in make_chunk(None, usage() if continuous_usage else None, True):
+                    yield _sse(payload)
+                async with aclosing(self._chunks(job)) as chunks:
+                    async for chunk in chunks:
+                        for payload in make_chunk(chunk, usage() if continuous_usage else None, False):
+                            yield _sse(payload)
+                if include_usage:
+                    for payload in make_chunk(None, usage(), False):
+                        yield _sse(payload)
+                state["ok"] = True
+            except (ClientError, ServerError) as e:
+                yield _sse(error_payload(e))
+            yield "data: [DONE]\n\n"
+
+        body = events()
+
+        async def on_close() -> None:
+            await body.aclose()
+            await self._close(job, ok=state["ok"])
+
+        return _ClosingStreamingResponse(body, on_close, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Request-Id": job.request_id})
+
+    # -- endpoints --------------------------------------------------------------------------
+    async def completions(self, req: CompletionRequest, raw: Request) -> Response:
+        """Serve ``POST /v1/completions``.
+
+        Raises:
+            ClientError: bad input (see the module docstring); ServerError: no replica ready, or
+                the replica failed after the first token (non-streaming).
+        """
+        model = self._check_model(req.model)
+        self._check_supported(req.unsupported())
+        prompt = req.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+            if len(prompt) != 1:
+                raise InvalidRequestError("batched prompts are not supported: send one prompt per request",
+                                          param="prompt", code="unsupported_parameter")
+            prompt = prompt[0]
+        if isinstance(prompt, str) and not prompt or isinstance(prompt, list) and not prompt:
+            raise InvalidRequestError("the prompt is empty", param="prompt", code="empty_prompt")
+        if req.echo and not isinstance(prompt, str):
+            raise InvalidRequestError("echo is only supported with a text prompt", param="echo",
+                                      code="unsupported_parameter")
+        job = await self._admit("completions", prompt, "prompt", req.max_tokens, req)  # type: ignore[arg-type]
+        echo = prompt if req.echo and isinstance(prompt, str) else ""
+        created = int(time.time())
+        if req.stream:
+            opts = req.stream_options
+            include_usage = bool(opts and opts.include_usage)
+            continuous = bool(opts and opts.include_usage and opts.continuous_usage_stats)
+
+            def make(chunk: TokenChunk | None, usage: UsageInfo | None, first: bool) -> list[dict]:
+                if chunk is None and not first:
+                    return [CompletionStreamResponse(id=job.request_id, created=created, model=model, choices=[],
+                                                     usage=usage).model_dump()]
+                if chunk is None:
+                    if not echo:
+                        return []
+                    choice = CompletionStreamChoice(text=echo)
+                else:
+                    choice = CompletionStreamChoice(text=chunk.text,
+                                                    finish_reason=chunk.finish_reason if chunk.finished else None)
+                d = CompletionStreamResponse(id=job.request_id, created=created, model=model, choices=[choice],
+                                             usage=usage).model_dump()
+                if not include_usage:
+                    d.pop("usage")
+                return [d]
+
+            return self._stream(job, make, include_usage, continuous)
+        text = await self._collect(job, raw)
+        if text is None:
+            return Response(status_code=499)  # client closed the request; nobody reads this
+        resp = CompletionResponse(
+            id=job.request_id, created=created, model=model,
+            choices=[CompletionChoice(text=echo + text, finish_reason=job.finish_reason)],
+            usage=UsageInfo(prompt_tokens=job.prompt_tokens, completion_tokens=job.output_tokens,
+                            total_tokens=job.prompt_tokens + job.output_tokens),
+        )
+        return JSONResponse(resp.model_dump())
+
+    async def chat(self, req: ChatCompletionRequest, raw: Request) -> Response:
+        """Serve ``POST /v1/chat/completions``.
+
+        Raises:
+            ClientError: bad input (see the module docstring); ServerError: no replica ready, or
+                the replica failed after the first token (non-streaming).
+        """
+        model = self._check_model(req.model)
+        self._check_supported(req.unsupported())
+        if not req.messages:
+            raise InvalidRequestError("messages is empty: send at least one message", param="messages",
+                                      code="empty_messages")
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        try:
+            prompt = self.prompt_renderer(messages)
+        except Exception as e:  # noqa: BLE001 - the chat template rejects the conversation (user input)
+            raise InvalidRequestError(f"the chat template rejected the messages: {e}", param="messages",
+                                      code="invalid_messages") from None
+        job = await self._admit("chat", prompt, "messages", req.requested_max_tokens(), req)
+        created = int(time.time())
+        if req.stream:
+            opts = req.stream_options
+            include_usage = bool(opts and opts.include_usage)
+            continuous = bool(opts and opts.include_usage and opts.continuous_usage_stats)
+
+            def make(chunk: TokenChunk | None, usage: UsageInfo | None, first: bool) -> list[dict]:
+                def wrap(choices: list[ChatStreamChoice]) -> dict:
+                    d = ChatCompletionStreamResponse(id=job.request_id, created=created, model=model,
+                                                     choices=choices, usage=usage).model_dump()
+                    if not include_usage:
+                        d.pop("usage")
+                    return d
+
+                if chunk is None:
+                    if first:
+                        return [wrap([ChatStreamChoice(delta=DeltaMessage(role="assistant", content=""))])]
+                    return [wrap([])]
+                out = []
+                if chunk.text:
+                    out.append(wrap([ChatStreamChoice(delta=DeltaMessage(content=chunk.text))]))
+                if chunk.finished:
+                    out.append(wrap([ChatStreamChoice(delta=DeltaMessage(), finish_reason=chunk.finish_reason)]))
+                return out
+
+            return self._stream(job, make, include_usage, continuous)
+        text = await self._collect(job, raw)
+        if text is None:
+            return Response(status_code=499)  # client closed the request; nobody reads this
+        resp = ChatCompletionResponse(
+            id=job.request_id, created=created, model=model,
+            choices=[ChatChoice(message=ChatResponseMessage(content=text), finish_reason=job.finish_reason)],
+            usage=UsageInfo(prompt_tokens=job.prompt_tokens, completion_tokens=job.output_tokens,
+                            total_tokens=job.prompt_tokens + job.output_tokens),
+        )
+        return JSONResponse(resp.model_dump())

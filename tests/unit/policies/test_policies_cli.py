@@ -1,0 +1,58 @@
+"""``oserve plan`` and the cluster YAML loader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from oserve.cli import main
+from oserve.errors import ConfigError
+from oserve.policies.cluster_config import load_cluster_config
+from oserve.testing.tables import synthetic_a100_table
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def test_example_configs_load():
+    cfg = load_cluster_config(EXAMPLES / "cluster-4x8-a100.yaml")
+    cluster = cfg.cluster()
+    assert [n.name for n in cluster.nodes] == ["node0", "node1", "node2", "node3"]
+    assert cluster.total_devices == 32 and cluster.nodes[0].device_memory_bytes == 80 * 2**30
+    assert cfg.planner.kind == "milp" and cfg.planner.params() == {"time_limit_s": 1.0}
+    cpu = load_cluster_config(EXAMPLES / "cluster-cpu.yaml").cluster()
+    assert cpu.nodes[0].device_type == "cpu" and cpu.total_devices == 2
+
+
+def test_bad_config_names_the_field(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("nodes:\n  - {name: n, device_type: cpu, devices: 0, device_memory_gib: 4}\n")
+    with pytest.raises(ConfigError) as e:
+        load_cluster_config(p)
+    assert e.value.field == "nodes.0.devices"
+
+
+@pytest.mark.parametrize("planner", ["milp", "greedy", "flow", "static"])
+def test_plan_cli_prints_json_and_table(planner, tmp_path, capsys):
+    table = tmp_path / "t.json"
+    synthetic_a100_table().save(table)
+    demand = json.dumps({"short-in/short-out": 10.0, "long-in/long-out": 0.5})
+    rc = main(["plan", str(EXAMPLES / "cluster-4x8-a100.yaml"), "--table", str(table), "--demand", demand,
+               "--planner", planner, "--format", "json"])
+    assert rc == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["planner"] == planner and plan["replicas"]
+    assert abs(sum(plan["routing"]["long-in/long-out"].values()) - 1.0) < 1e-6
+    rc = main(["plan", str(EXAMPLES / "cluster-4x8-a100.yaml"), "--table", str(table), "--demand", demand,
+               "--planner", planner, "--format", "table"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "SLO attainment" in out and "long-in/long-out" in out
+
+
+def test_plan_cli_rejects_unknown_class(tmp_path, capsys):
+    table = tmp_path / "t.json"
+    synthetic_a100_table().save(table)
+    rc = main(["plan", str(EXAMPLES / "cluster-cpu.yaml"), "--table", str(table), "--demand", '{"nope": 1}'])
+    assert rc == 2
+    assert "nope" in capsys.readouterr().err

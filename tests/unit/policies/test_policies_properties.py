@@ -1,0 +1,67 @@
+"""Hypothesis properties every planner must satisfy, and the objective ordering MILP >= greedy >= static."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oserve.policies import ClusterSpec, Demand, NodeSpec, check_plan, evaluate, make_planner
+from oserve.testing.tables import GIB, synthetic_table
+
+CLASSES = ["a", "b", "c"]
+SIZES = [1, 2, 4, 8]
+
+
+@st.composite
+def instances(draw):
+    n_var = draw(st.integers(1, 4))
+    caps, devs, mems = {}, {}, {}
+    for i in range(n_var):
+        v = f"v{i}"
+        devs[v] = draw(st.sampled_from(SIZES))
+        mems[v] = draw(st.sampled_from([20, 40, 70, 90])) * GIB  # 90 GiB fits no 80 GiB device
+        caps[v] = {c: draw(st.sampled_from([0.0, 0.5, 1.0, 3.0, 8.0])) for c in CLASSES}
+    table = synthetic_table(caps, devs, memory_per_device_bytes=mems, class_names=CLASSES)
+    nodes = [NodeSpec(name=f"n{j}", device_type="a100-80gb", devices=draw(st.sampled_from([2, 4, 8])),
+                      device_memory_bytes=draw(st.sampled_from([40, 80])) * GIB)
+             for j in range(draw(st.integers(1, 3)))]
+    demand = Demand(rates_rps={c: draw(st.sampled_from([0.0, 0.7, 2.0, 5.0, 20.0])) for c in CLASSES})
+    return ClusterSpec(nodes=nodes), table, demand
+
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("name", ["milp", "greedy", "flow", "static"])
+@FAST
+@given(inst=instances())
+def test_plans_are_valid_and_deterministic(name, inst):
+    cluster, table, demand = inst
+    planner = make_planner(name)
+    plan = planner.plan(cluster, table, demand)
+    assert check_plan(plan, cluster, table) == []  # memory, devices, TP within node, routing sums to 1
+    again = make_planner(name).plan(cluster, table, demand)
+    assert again == plan
+    score = evaluate(plan, cluster, table, demand)
+    assert plan.objective == pytest.approx(score.objective)
+    for key, used in score.memory_used_bytes.items():
+        node = next(n for n in cluster.nodes if n.name == key.split(":")[0])
+        assert used <= node.device_memory_bytes
+    assert 0.0 <= plan.slo_attainment <= 1.0 + 1e-9
+
+
+@FAST
+@given(inst=instances())
+def test_milp_objective_dominates_greedy_and_static(inst):
+    cluster, table, demand = inst
+    milp = make_planner("milp").plan(cluster, table, demand)
+    greedy = make_planner("greedy").plan(cluster, table, demand)
+    static = make_planner("static").plan(cluster, table, demand)
+    tol = 1e-3 * max(1.0, abs(milp.objective))
+    assert milp.optimal
+    assert milp.objective >= greedy.objective - tol
+    assert milp.objective >= static.objective - tol
+    assert milp.objective >= make_planner("flow").plan(cluster, table, demand).objective - tol
+    if milp.slo_attainment >= 1 - 1e-9:  # feasible demand: the heuristic meets it too and beats static
+        assert greedy.objective >= static.objective - tol
