@@ -75,9 +75,13 @@ def main() -> int:
     control = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_bin_s": 30, "history_s": 3600}
     base = dict(table=table_src, planner={"name": args.planner}, forecaster={"name": args.forecaster},
                 control=control)
-    command = "python bench/paper_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    shown = {k: (str(Path(v).resolve().relative_to(ROOT)) if k in ("table", "out") and ROOT in Path(v).resolve().parents
+                 else v) for k, v in vars(args).items() if v is not None}
+    command = ".venv/bin/python bench/paper_table.py " + " ".join(
+        f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in shown.items())
     out: dict = {
         "command": command.strip(),
+        "invoked_as": " ".join(shlex.quote(a) for a in sys.argv),
         "cli_equivalent": "oserve simulate examples/sim-4x8-a100.yaml --compare oserve,best-static,plain-vllm "
                           "--scale S --out out/sim (per model: set `model:` in the YAML)",
         "cluster": "4 nodes x 8 A100-80GB",

@@ -48,6 +48,7 @@ def main() -> int:
     ap.add_argument("--token-delay", type=float, default=0.002, help="server pause between tokens, s (0.002)")
     ap.add_argument("--input-tokens", type=int, default=200, help="prompt tokens per request (200)")
     ap.add_argument("--transport", default="auto", choices=["auto", "aiohttp", "httpx"], help="HTTP client")
+    ap.add_argument("--uvloop", action="store_true", help="run the client on uvloop (if installed)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "replay_lateness.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -67,7 +68,13 @@ def main() -> int:
             port = int(proc.stdout.readline())
             load_before = os.getloadavg()[0]
             t = time.perf_counter()
-            result = asyncio.run(replay(trace, f"http://127.0.0.1:{port}", "fake-model", transport=args.transport))
+            coro = replay(trace, f"http://127.0.0.1:{port}", "fake-model", transport=args.transport)
+            if args.uvloop:
+                import uvloop
+
+                result = uvloop.run(coro)
+            else:
+                result = asyncio.run(coro)
             wall = time.perf_counter() - t
         finally:
             proc.terminate()
@@ -98,6 +105,7 @@ def main() -> int:
         "output_tokens_per_request": args.output_tokens,
         "server_token_delay_s": args.token_delay,
         "transport": runs[0]["transport"],
+        "event_loop": "uvloop" if args.uvloop else "asyncio",
         "target_p99_ms": 5.0,
         "median_run_lateness_ms": median_run["lateness_ms"],
         "best_run_lateness_ms": best["lateness_ms"],

@@ -232,10 +232,12 @@ class ARIMAForecaster(Forecaster):
     def _apply(self, result: _JobResult) -> None:
         behind = self.history_.n_seen - result.n_seen
         models = result.models + [None] * (self.history_.k - len(result.models))
-        if behind > 0:  # catch up with the rows that arrived while the job ran
+        current = getattr(self, "models_", [])
+        if behind > 0:  # catch new models up with the rows that arrived while the job ran
             new = self.history_filled()[-behind:]
             for j, m in enumerate(models):
-                if m is not None:
+                kept = j < len(current) and m is current[j]  # a failed refit kept it: already current
+                if m is not None and not kept:
                     m.res = m.res.extend(_tf(new[:, j], bool(self.log1p)))
         self.models_ = models
         self.selected_ = True
@@ -255,11 +257,6 @@ class ARIMAForecaster(Forecaster):
 
     def _update(self, t_new: np.ndarray, y_new: np.ndarray) -> None:
         self.fallback_.update(t_new, y_new)
-        job = self._job_
-        if job is not None and job.done():
-            self._job_ = None
-            self._apply(job.result())  # re-raises a failed fit: the base records the cause
-            return
         filled_new = self.history_filled()[-y_new.shape[0]:]
         grow = False
         for j, m in enumerate(self.models_):
@@ -272,6 +269,11 @@ class ARIMAForecaster(Forecaster):
             if self.updates_since_fit_ >= 30 and m.err_ewma > self.refit_error_ratio * m.base_err + 1e-3:
                 grow = True
         self.updates_since_fit_ += int(y_new.shape[0])
+        job = self._job_
+        if job is not None and job.done():
+            self._job_ = None
+            self._apply(job.result())  # re-raises a failed fit: the base records the cause
+            return
         if self._job_ is not None:
             return
         if not self.selected_:

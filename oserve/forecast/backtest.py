@@ -10,12 +10,13 @@ bin that starts ``h`` seconds after the current one). Scores per class and horiz
   (Makridakis 1993; bounded at 200 %, harsh on idle bins, so MAE is the primary score);
 * ratios of both to the ``last`` forecaster on the same points;
 * under-forecast requests: ``sum(max(a - f, 0)) * window_s`` (demand a plan sized to the forecast
-  would not have had room for), also restricted to *burst* bins (total rate above
-  ``burst_factor`` x the series' median total rate, at least ``1 / window_s``).
+  would not have had room for), also restricted to *burst* bins (total rate above the series'
+  ``burst_quantile`` quantile of the total rate, at least ``1 / window_s``).
 
 Timing needs a clock, which forecasters never read: pass ``timer`` (e.g. ``time.perf_counter``)
-to measure milliseconds per tick (update plus the forecasts for all horizons), reported per class
-and split into ticks with and without a model (re)fit (ARIMA's ``n_fits_``).
+to measure milliseconds per tick (update plus the forecasts for all horizons) and per update plus
+one forecast, reported per class (divided by ``k``) and split into ticks with and without a model
+(re)fit (ARIMA's ``n_fits_``; with ``refit_mode="background"`` those fits leave the loop's thread).
 """
 
 from __future__ import annotations
@@ -76,8 +77,7 @@ def _pct(a: list[float], q: float) -> float | None:
 
 
 def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horizons_s: Sequence[float],
-                    *, eval_start: int = 30, timer: Callable[[], float] | None = None,
-                    burst_factor: float = 3.0) -> dict[str, Any]:
+                    *, eval_start: int = 30, timer: Callable[[], float] | None = None) -> dict[str, Any]:
     """Replay one series through one forecaster.
 
     Args:
@@ -86,7 +86,6 @@ def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horiz
         horizons_s: horizons to score, seconds (each >= ``series.window_s`` / 2).
         eval_start: first tick (row index) scored; earlier ticks only feed the forecaster.
         timer: clock for timing (seconds); None skips timing.
-        burst_factor: a bin is a burst when its total rate exceeds this times the median total.
 
     Returns:
         ``{"per_horizon": {h: {"forecast": (m, k), "actual": (m, k)}}, "timing": {...}}`` with the
@@ -98,6 +97,8 @@ def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horiz
     steps = {float(h): max(1, int(round(float(h) / series.window_s))) for h in horizons_s}
     preds: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {h: [] for h in steps}
     tick_ms: list[float] = []
+    update_ms: list[float] = []
+    predict_ms: list[float] = []
     fit_ms: list[float] = []
     f = factory()
     for i in range(n):
@@ -107,11 +108,17 @@ def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horiz
             f.fit(t[:1], y[:1])
         else:
             f.update(t[i:i + 1], y[i:i + 1])
+        t1 = timer() if timer else 0.0
         fcs = {h: f.predict(h) for h in steps} if i >= eval_start else {}
         if timer:
-            ms = (timer() - t0) * 1000.0
+            t2 = timer()
             if i >= eval_start:
-                (fit_ms if fit_count(f) != fits_before else tick_ms).append(ms)
+                if fit_count(f) != fits_before:
+                    fit_ms.append((t2 - t0) * 1000.0)
+                else:
+                    tick_ms.append((t2 - t0) * 1000.0)
+                    update_ms.append((t1 - t0) * 1000.0)
+                    predict_ms.append((t2 - t1) * 1000.0 / max(len(steps), 1))
         for h, fc in fcs.items():
             j = i + steps[h]
             if j < n:
@@ -129,6 +136,12 @@ def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horiz
         "ms_per_tick_p99": _pct(tick_ms, 99),
         "ms_per_class_mean": float(np.mean(tick_ms)) / k if tick_ms else None,
         "ms_per_class_p99": _pct(tick_ms, 99) / k if tick_ms else None,
+        "update_ms_per_class_mean": float(np.mean(update_ms)) / k if update_ms else None,
+        "predict_ms_per_class_mean": float(np.mean(predict_ms)) / k if predict_ms else None,
+        "update_plus_one_forecast_ms_per_class_mean":
+            (float(np.mean(update_ms)) + float(np.mean(predict_ms))) / k if update_ms else None,
+        "update_plus_one_forecast_ms_per_class_p99":
+            float(np.percentile(np.array(update_ms) + np.array(predict_ms), 99)) / k if update_ms else None,
         "ticks": len(tick_ms),
         "fit_ticks": len(fit_ms),
         "ms_per_fit_tick_mean": float(np.mean(fit_ms)) if fit_ms else None,
@@ -164,6 +177,15 @@ def score(forecast: np.ndarray, actual: np.ndarray, window_s: float, burst_mask:
     return res
 
 
+def _make_deterministic(name: str) -> Forecaster:
+    """``make(name)``, with ``refit_mode="inline"`` for forecasters that have that parameter, so a
+    backtest gives the same numbers on every run (refit ticks are then timed separately)."""
+    f = make(name)
+    if "refit_mode" in f.get_params():
+        return make(name, refit_mode="inline")
+    return f
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not np.isfinite(a) or not np.isfinite(b) or b == 0:
         return None
@@ -172,18 +194,20 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def backtest(series_list: Sequence[RateSeries], forecasters: Mapping[str, Callable[[], Forecaster]] | Sequence[str],
              horizons_s: Sequence[float] = (30.0, 60.0, 300.0), *, eval_start: int = 30,
-             timer: Callable[[], float] | None = None, burst_factor: float = 3.0,
+             timer: Callable[[], float] | None = None, burst_quantile: float = 0.9,
              baseline: str = "last") -> dict[str, Any]:
     """Backtest several forecasters on several series; the JSON-ready report.
 
     Args:
         series_list: the series.
-        forecasters: ``{label: factory}`` or registry names (built with default parameters). The
-            ``baseline`` (a registry name) is added when missing.
+        forecasters: ``{label: factory}`` or registry names (built with default parameters, except
+            ``refit_mode="inline"`` where a forecaster has it). The ``baseline`` (a registry name)
+            is added when missing.
         horizons_s: horizons in seconds (> 0).
         eval_start: first scored tick.
         timer: clock for timing (e.g. ``time.perf_counter``); None skips timing.
-        burst_factor: see :func:`score`.
+        burst_quantile: bins whose total rate exceeds this quantile of the series' total rate
+            (and at least one request per bin) count as bursts, in (0, 1).
         baseline: label whose errors the ratios divide by.
 
     Returns:
@@ -197,19 +221,22 @@ def backtest(series_list: Sequence[RateSeries], forecasters: Mapping[str, Callab
     if isinstance(forecasters, Mapping):
         factories = dict(forecasters)
     else:
-        factories = {name: (lambda name=name: make(name)) for name in forecasters}
+        factories = {name: (lambda name=name: _make_deterministic(name)) for name in forecasters}
         for name in forecasters:
             make(name)  # fail fast on unknown names
     if baseline not in factories:
         factories = {baseline: (lambda: make(baseline)), **factories}
+    if not 0 < burst_quantile < 1:
+        raise ConfigError(f"burst_quantile must be in (0, 1), got {burst_quantile}", field="burst_quantile",
+                          allowed="0 < q < 1")
     for h in horizons_s:
         if not (float(h) > 0):
             raise ConfigError(f"horizons must be > 0 seconds, got {h}", field="horizons", allowed="> 0 seconds")
     report: dict[str, Any] = {"horizons_s": [float(h) for h in horizons_s], "eval_start_ticks": eval_start,
-                              "burst_factor": burst_factor, "baseline": baseline, "series": {}}
+                              "burst_quantile": burst_quantile, "baseline": baseline, "series": {}}
     for s in series_list:
         tot = s.rates_rps.sum(axis=1)
-        thresh = max(burst_factor * float(np.median(tot)), 1.0 / s.window_s)
+        thresh = max(float(np.quantile(tot, burst_quantile)), 1.0 / s.window_s)
         entry: dict[str, Any] = {"n_bins": int(s.rates_rps.shape[0]), "window_s": s.window_s,
                                  "classes": list(s.class_names), "burst_threshold_rps": thresh,
                                  "forecasters": {}}

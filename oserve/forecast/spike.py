@@ -2,7 +2,8 @@
 
 Statistical forecasters lag a flash crowd by several bins (the seed paper names bursts as its
 forecaster's weak point). :class:`SpikeGuard` compares each new reading with the upper end of the
-one-bin-ahead band the wrapped forecaster gave for it. If the reading is above it, the class is in
+one-bin-ahead band the wrapped forecaster gave for it (widened by ``margin``). If the reading is
+above it, the class is in
 a *spike*: until a reading is back inside the band, every forecast for that class is at least the
 latest reading (its band widened to contain it). Once the model has caught up (or the burst is
 over) the reading falls inside the band and the wrapped forecaster answers alone again.
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from oserve.forecast.base import Forecast, Forecaster
+from oserve.forecast.base import Forecast, Forecaster, require
 from oserve.forecast.registry import build
 
 __all__ = ["SpikeGuard"]
@@ -25,6 +26,9 @@ class SpikeGuard(Forecaster):
 
     Args:
         inner: the wrapped forecaster spec (name, ``(name, params)``, dict or instance).
+        margin: a reading is a spike when it exceeds ``point + margin * (upper - point)`` of the
+            one-bin-ahead forecast made for it (>= 1; 1 is the band's upper end itself, about
+            1.64 sigma; the default 3 is about 4.9 sigma, so Poisson noise rarely triggers it).
 
     Attributes (after fit):
         inner_: the fitted wrapped forecaster.
@@ -32,8 +36,12 @@ class SpikeGuard(Forecaster):
         n_spikes_: how many times a class entered a spike.
     """
 
-    def __init__(self, inner: Any = "ewma") -> None:
+    def __init__(self, inner: Any = "ewma", margin: float = 3.0) -> None:
         self.inner = inner
+        self.margin = margin
+
+    def _validate_params(self) -> None:
+        require(isinstance(self.margin, int | float) and self.margin >= 1, "margin", ">= 1", self.margin)
 
     def _fit(self) -> None:
         self.inner_ = build(self.inner)
@@ -43,7 +51,8 @@ class SpikeGuard(Forecaster):
         self._expected_upper_ = self._next_upper()
 
     def _next_upper(self) -> np.ndarray:
-        return self.inner_.predict(self.step_s()).upper_rps
+        fc = self.inner_.predict(self.step_s())
+        return fc.rates_rps + float(self.margin) * (fc.upper_rps - fc.rates_rps)
 
     def _update(self, t_new: np.ndarray, y_new: np.ndarray) -> None:
         k = self.history_.k

@@ -118,27 +118,37 @@ def _routing(problem: Problem, counts_v: np.ndarray, served: np.ndarray | None, 
     return routing, admit
 
 
-def _diagnose(problem: Problem, goodput: float, devices_used: int, counts_v: np.ndarray) -> str:
+def _diagnose(problem: Problem, goodput: float, devices_used: int, counts: np.ndarray,
+              served: dict[str, float]) -> str:
+    """Say whether demand is met and, if not, which constraint binds for the classes left short."""
     total = float(problem.demand.sum())
     if total <= 0 or goodput >= total * (1 - 1e-6):
         return "demand met" if total > 0 else "zero demand"
     usable = problem.usable()
+    free = problem.group_devices - (counts * problem.dev[:, None]).sum(axis=0)
+    room = problem.fits & (free[None, :] >= problem.dev[:, None])  # (V, G): one more replica fits
     binds: list[str] = []
+    no_room: list[str] = []
     for ci, c in enumerate(problem.classes):
-        if problem.demand[ci] <= 0 or usable[:, ci].any():
+        if problem.demand[ci] <= 0 or served.get(c, 0.0) >= problem.demand[ci] * (1 - 1e-6):
             continue
-        with_cap = [problem.variants[vi] for vi in range(len(problem.variants)) if problem.cap[vi, ci] > 0]
-        if with_cap:
-            why = "; ".join(f"{v}: {problem.unfit.get(v, 'does not fit')}" for v in with_cap)
-            binds.append(f"memory (class {c} is only served by variants that fit no device: {why})")
-        else:
-            binds.append(f"capacity (no variant serves class {c} within SLO)")
-    placeable = sum(g.devices for gi, g in enumerate(problem.groups) if problem.fits[:, gi].any())
-    min_dev = min((int(problem.dev[vi]) for vi in range(len(problem.variants)) if problem.fits[vi].any()), default=1)
-    if devices_used > placeable - min_dev:
-        binds.append(f"devices ({devices_used} of {placeable} usable devices in use)")
+        if not usable[:, ci].any():
+            with_cap = [problem.variants[vi] for vi in range(len(problem.variants)) if problem.cap[vi, ci] > 0]
+            if with_cap:
+                reasons = [problem.unfit.get(v, "does not fit") for v in with_cap]
+                kind = "memory" if all(r.startswith("memory") for r in reasons) else "placement"
+                why = "; ".join(f"{v}: {r}" for v, r in zip(with_cap, reasons, strict=True))
+                binds.append(f"{kind} (class {c} is only served by variants that fit no node: {why})")
+            else:
+                binds.append(f"capacity (no variant serves class {c} within SLO)")
+        elif not (room & usable[:, ci][:, None]).any():
+            no_room.append(c)
+    if no_room:
+        placeable = sum(g.devices for gi, g in enumerate(problem.groups) if problem.fits[:, gi].any())
+        binds.append(f"devices ({devices_used} of {placeable} usable devices in use; no node has room for "
+                     f"another replica serving {', '.join(no_room)})")
     if not binds:
-        binds.append("capacity (the chosen replicas' SLO-constrained capacity)")
+        binds.append("capacity (devices are free but the planner judged more replicas not worth their cost)")
     return (f"demand not met: {goodput:.3f} of {total:.3f} req/s served within SLO "
             f"(SLO attainment {goodput / total:.1%}); binding: " + "; ".join(binds))
 
@@ -161,7 +171,7 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     plan = Plan(replicas=replicas, routing=routing, admit_rps=admit, planner=planner)
     score = evaluate(plan, cluster, table, demand, current, problem.weights)
     notes = [alloc.reason] if alloc.reason else []
-    notes.append(_diagnose(problem, score.goodput_rps, score.devices_used, counts_v))
+    notes.append(_diagnose(problem, score.goodput_rps, score.devices_used, counts, score.served_rps))
     if problem.unfit:
         notes.append("unplaceable variants: " + "; ".join(f"{v} ({why})" for v, why in sorted(problem.unfit.items())))
     return plan.model_copy(update={

@@ -79,9 +79,19 @@ def _banner_to_stderr() -> None:
     try:
         os.dup2(2, 1)
         highspy.Highs()
+        _flush_c_stdio()  # the banner may sit in C's stdout buffer; write it while fd 1 is stderr
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library handle on this platform
+        pass
 
 
 @dataclass

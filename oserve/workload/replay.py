@@ -394,12 +394,12 @@ class _Stream:
         self.rec.error = f"{type(exc).__name__}: {exc}"[:500]
 
 
-async def _send_aiohttp(session: Any, url: str, body: dict[str, Any], rec: RequestRecord, t0: float,
+async def _send_aiohttp(session: Any, url: str, body: bytes, rec: RequestRecord, t0: float,
                         headers: dict[str, str]) -> None:
     """Send one streaming completion with aiohttp and fill ``rec``; never raises."""
     st = _Stream(rec, t0)
     try:
-        async with session.post(url, json=body, headers=headers) as resp:
+        async with session.post(url, data=body, headers=headers) as resp:
             rec.status = resp.status
             if resp.status != 200:
                 rec.error = _error_text((await resp.read()).decode("utf-8", "replace")) or f"HTTP {resp.status}"
@@ -412,12 +412,12 @@ async def _send_aiohttp(session: Any, url: str, body: dict[str, Any], rec: Reque
         st.fail(exc)
 
 
-async def _send_httpx(client: Any, url: str, body: dict[str, Any], rec: RequestRecord, t0: float,
+async def _send_httpx(client: Any, url: str, body: bytes, rec: RequestRecord, t0: float,
                       headers: dict[str, str]) -> None:
     """Send one streaming completion with httpx and fill ``rec``; never raises."""
     st = _Stream(rec, t0)
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as resp:
+        async with client.stream("POST", url, content=body, headers=headers) as resp:
             rec.status = resp.status_code
             if resp.status_code != 200:
                 text = (await resp.aread()).decode("utf-8", "replace")
@@ -560,10 +560,13 @@ async def replay(
             model = await _first_model(client, kind, models_url, headers)
         for b in bodies:
             b["model"] = model
+        # serialised before the clock starts: the sending loop only sends bytes
+        payloads = [json.dumps(b).encode() for b in bodies]
+        headers = {**headers, "Content-Type": "application/json"}
         tasks: list[asyncio.Task] = []
 
         async def run_one(i: int) -> None:
-            await send(client, endpoint, bodies[i], records[i], t0, headers)
+            await send(client, endpoint, payloads[i], records[i], t0, headers)
             if on_record is not None:
                 on_record(records[i])
 

@@ -16,18 +16,17 @@ import httpx
 import openai
 import psutil
 import pytest
+from integration_support import MODEL
 
 from oserve.backends.base import ReplicaSpec
 from oserve.backends.vllm import VLLMBackend
-from oserve.config import OrchestratorConfig, VariantConfig
+from oserve.config import ComponentConfig, load_config
 from oserve.errors import EngineStartError
 from oserve.testing.stack_thread import StackThread
 
-from .conftest import MODEL, two_core_config
-
 pytestmark = pytest.mark.engine
 
-TABLE = Path(__file__).resolve().parents[2] / "examples" / "profiles" / "cpu-smollm2.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpu-smollm2.yaml"
 ONE_CORE = "smollm2-135m-fp32-1c-s32"
 TWO_CORE = "smollm2-135m-fp32-2c-s32"
 GiB = 1 << 30
@@ -48,14 +47,13 @@ class FaultInjectingVLLMBackend(VLLMBackend):
 
 @pytest.fixture(scope="module")
 def orch_stack() -> StackThread:
-    cfg = two_core_config(
-        variants={ONE_CORE: VariantConfig(dtype="float32", max_num_seqs=32, max_model_len=1024, kv_cache_bytes=GiB // 2),
-                  TWO_CORE: VariantConfig(dtype="float32", max_num_seqs=32, max_model_len=1024,
-                                          kv_cache_bytes=GiB // 2)},
-        orchestrator=OrchestratorConfig(table=str(TABLE), forecaster={"kind": "last"}, planner={"kind": "greedy"},
-                                        control_interval_s=1.0, drain_timeout_s=60.0),
-    )
-    cfg = cfg.model_copy(update={"deployment": [d.model_copy(update={"variant": ONE_CORE}) for d in cfg.deployment]})
+    # The shipped CPU example (its variants, classes and measured profile) with a fast control loop.
+    cfg = load_config(EXAMPLE, overrides={"server": {"host": "127.0.0.1", "port": 0}})
+    small = {n: v.model_copy(update={"max_model_len": 1024, "kv_cache_bytes": GiB // 2}) for n, v in cfg.variants.items()}
+    orch = cfg.orchestrator.model_copy(update={"forecaster": ComponentConfig(kind="last"),
+                                               "planner": ComponentConfig(kind="greedy"),
+                                               "control_interval_s": 1.0, "drain_timeout_s": 60.0})
+    cfg = cfg.model_copy(update={"variants": small, "orchestrator": orch})
     with StackThread(cfg, backend=FaultInjectingVLLMBackend(start_timeout_s=300, allow_core_sharing=True)) as st:
         yield st
 
@@ -97,7 +95,6 @@ def _stream(url: str, n: int, out: list) -> None:
 
 
 def test_switch_drains_old_replicas_without_losing_streams(orch_stack) -> None:
-    assert _ready_variants(orch_stack) == [ONE_CORE, ONE_CORE]
     results: list = []
     streams = [threading.Thread(target=_stream, args=(orch_stack.url, 120, results)) for _ in range(3)]
     for t in streams:

@@ -10,10 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+from integration_support import MAX_MODEL_LEN, MODEL
 
 from oserve.testing.bad_requests import bad_request_cases, check_error_response
-
-from .conftest import MAX_MODEL_LEN, MODEL
 
 pytestmark = pytest.mark.engine
 

@@ -13,7 +13,7 @@ from oserve.forecast import make
 RNG = np.random.default_rng(7)
 Y = 5.0 + RNG.normal(0, 1, 40).clip(-4, 4)
 T = np.arange(40) * 10.0
-FAST = {"max_p": 1, "max_q": 1, "fit_window": 30}
+FAST = {"max_p": 1, "max_q": 0, "fit_window": 30}
 
 
 def test_background_refit_does_not_block_update(monkeypatch):

@@ -140,8 +140,9 @@ def test_conformance_fast_forecasters(name):
 
 
 def test_conformance_arima_and_guard():
-    check_forecaster(lambda: make("arima", warmup=20, refit_mode="inline"))
-    check_forecaster(lambda: make("guarded", members=(("arima", {"warmup": 20, "refit_mode": "inline"}), "ewma")))
+    fast = {"warmup": 20, "fit_window": 30, "refit_mode": "inline", "max_p": 1, "max_q": 0}
+    check_forecaster(lambda: make("arima", **fast))
+    check_forecaster(lambda: make("guarded", members=(("arima", fast), "ewma")))
 
 
 def test_make_default_builds_a_guarded_planning_forecaster():
