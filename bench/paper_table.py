@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT.parent / "shared/data/traces/azure_llm_2023"
+TRACES = ROOT / "data/traces/azure_llm_2023"
 KEYS = ("throughput_avg_rps", "throughput_peak_rps", "p99_latency_s", "memory_utilisation", "switch_touched_share",
         "reconfig_s")
 EXTRA = ("goodput_avg_rps", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s",

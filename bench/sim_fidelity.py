@@ -43,10 +43,18 @@ def main() -> int:
     table = load_table(cfg)
     run = run_policy(parse_policy(args.policy), trace, table, cfg.cluster.spec(), build_scheme(cfg), cfg)
     cmp = compare_fidelity(replay_to_records(records), run.result.requests)
+    meta_path = Path(args.real).with_name("results.json")
+    real_meta = {}
+    if meta_path.exists() and meta_path != Path(args.real):
+        try:
+            real_meta = json.loads(meta_path.read_text()).get("meta", {})
+        except (OSError, json.JSONDecodeError):
+            real_meta = {}
     errors = [v["relative_error"] for v in cmp.values() if v["relative_error"] is not None]
     out = {
         "command": "python bench/sim_fidelity.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "real": str(args.real), "config": str(args.config), "policy": args.policy, "table": cfg.table,
+        "real": str(args.real), "real_file_mtime": Path(args.real).stat().st_mtime, "real_run_meta": real_meta,
+        "config": str(args.config), "policy": args.policy, "table": cfg.table,
         "table_source": table.source, "requests": len(trace), "metrics": cmp,
         "target_relative_error": args.target,
         "max_relative_error": max(errors) if errors else None,

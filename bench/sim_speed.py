@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONV = ROOT.parent / "shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
+CONV = ROOT / "data/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
 
 
 def main() -> int:

@@ -80,18 +80,26 @@ class Efficiency(BaseModel):
 
 #: Defaults from the committed calibration run (``bench/calibrate.py`` ->
 #: ``bench/results/calibration.json``): mfu from Vidur's per-operator GEMM timings, mbu and the
-#: overheads from LLM-Inference-Bench vLLM rows (calibration split). H200 uses H100's factors,
-#: L4 uses A100's (no public points here). CPU: fitted to nothing yet (see docs/profiles.md).
+#: overheads from LLM-Inference-Bench vLLM rows (calibration split). L4 uses A100's factors (no
+#: public points here). CPU: fitted to nothing yet (see docs/profiles.md).
+#: H200: mfu and mbu fitted (``bench/h200_check.py`` -> ``bench/results/h200_check.json``) to
+#: ``bench/results/h200_microbench.json``, measured 2026-11-29 on one H200: a PyTorch 2.11 eager
+#: microbenchmark of Llama-3-8B's 32 bf16 decoder layers (prefill T = 256..4096; decode B = 1..256
+#: at 1,024 KV tokens, CUDA-graph replay), NOT vLLM -- kernel-level factors, like H100's mfu. The
+#: engine overheads are H100's (a PyTorch loop has no scheduler to measure).
 DEFAULT_EFFICIENCY: dict[str, Efficiency] = {
     "a100": Efficiency(mfu=0.686, mbu=0.835, step_overhead_s=1.57e-3, per_seq_overhead_s=7.55e-5,
                        source="bench/results/calibration.json factors.a100 (seed 0)"),
     "h100": Efficiency(mfu=0.648, mbu=0.876, step_overhead_s=2.64e-3, per_seq_overhead_s=6.36e-5,
                        source="bench/results/calibration.json factors.h100 (seed 0)"),
+    "h200": Efficiency(mfu=0.689, mbu=0.733, step_overhead_s=2.64e-3, per_seq_overhead_s=6.36e-5,
+                       source="mfu/mbu: bench/results/h200_check.json factors_fitted (one H200, PyTorch eager "
+                       "microbenchmark 2026-11-29, not vLLM); overheads: h100's"),
     "cpu": Efficiency(mfu=0.5, mbu=0.5, step_overhead_s=0.005, per_seq_overhead_s=0.0005,
                       source="uncalibrated guess; fit with oserve.profiles.fit on a measured profile"),
 }
 
-_FAMILY = {"a100-40gb": "a100", "a100-80gb": "a100", "l4": "a100", "h100-sxm": "h100", "h200": "h100", "cpu": "cpu"}
+_FAMILY = {"a100-40gb": "a100", "a100-80gb": "a100", "l4": "a100", "h100-sxm": "h100", "h200": "h200", "cpu": "cpu"}
 
 
 def efficiency_for(device_type: str) -> Efficiency:

@@ -12,10 +12,15 @@ Per iteration (vLLM v1 ``Scheduler.schedule``, FCFS policy, chunked prefill on):
    the token budget lasts, ``len(running) < max_num_seqs`` and their first chunk's blocks fit;
    the first that does not fit stops admission.
 
-The iteration's duration is :meth:`IterationTimeModel.mixed_step_s` with ``batch`` = decoding
-requests, ``kv_tokens`` = the decoding requests' context tokens (prompt + generated, including the
-token being decoded) and ``prefill_tokens`` = all prefill-chunk tokens of the iteration. At its end
-every request whose KV cache caught up with its tokens samples one output token.
+The iteration's duration follows :class:`IterationTimeModel`: ``decode_step_s(batch, kv_tokens)``
+(or ``a + d`` without decodes, as :meth:`~IterationTimeModel.mixed_step_s`) with ``batch`` =
+decoding requests and ``kv_tokens`` = their context tokens (prompt + generated, including the token
+being decoded), plus ``b`` per prefill-chunk token, plus the quadratic (attention) term *per
+sequence*: a chunk of ``t`` tokens after ``p`` cached ones costs ``c * ((p + t)**2 - p**2)``. So a
+prompt prefilled alone costs exactly ``mixed_step_s(0, 0, t)`` and its chunks sum to the same
+quadratic cost, while several prompts in one iteration do not pay ``c * (sum of tokens)**2``
+(``mixed_step_s``'s form, which over-charges batched prefills: attention is per sequence). At its
+end every request whose KV cache caught up with its tokens samples one output token.
 
 Fast-forward: when an iteration holds only decodes, nothing waits that could be admitted and the
 KV cache suffices for ``k`` more steps, the ``k`` identical-shape decode steps are simulated as one
@@ -274,6 +279,7 @@ class SimReplica:
         batch = 0
         kv = 0
         prefill = 0
+        quad = 0
         all_decode = True
         for r, new in sched:
             if r.generated > 0 and new == 1 and r.num_tokens - r.computed == 1:
@@ -281,6 +287,7 @@ class SimReplica:
                 kv += r.num_tokens
             else:
                 prefill += new
+                quad += (r.computed + new) ** 2 - r.computed * r.computed
                 all_decode = False
         self._sched = sched
         self._ff = None
@@ -297,10 +304,8 @@ class SimReplica:
                 self._ff_steps = k
                 self._end_s = self._ff_end(k)
                 return self._end_s
-        if batch > 0:
-            dt = it.decode_step_s(batch, kv) + it.b * prefill + it.c * prefill * prefill
-        else:
-            dt = it.mixed_step_s(0, 0, prefill)
+        base = it.decode_step_s(batch, kv) if batch > 0 else it.a + it.d
+        dt = base + it.b * prefill + it.c * quad
         self._end_s = now_s + dt
         return self._end_s
 

@@ -70,7 +70,7 @@ class ClassScheme:
             ("input", self.input_edges, self.input_names, self.expected_input_tokens),
             ("output", self.output_edges, self.output_names, self.expected_output_tokens),
         ):
-            if any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+            if any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
                 raise ConfigError(
                     f"{axis}_edges must be positive and strictly increasing, got {list(edges)}",
                     field=f"{axis}_edges", allowed="strictly increasing positive integers",

@@ -51,8 +51,11 @@ def test_single_request_latency_equals_prefill_plus_decode_steps(fast_forward: b
 def test_chunked_prefill_splits_the_prompt_by_the_token_budget() -> None:
     q = SimRequest(0, 0.0, 1200, 1)
     drive(SimReplica("r", params(max_num_batched_tokens=512)), [q])
-    expected = sum(MODEL.mixed_step_s(0, 0, chunk) for chunk in (512, 512, 176))
+    # each chunk pays the fixed cost, b per token, and its share of the prompt's quadratic cost
+    expected = sum(MODEL.a + MODEL.d + MODEL.b * t + MODEL.c * ((p + t) ** 2 - p * p)
+                   for p, t in ((0, 512), (512, 512), (1024, 176)))
     assert q.first_token_s == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(3 * (MODEL.a + MODEL.d) + MODEL.b * 1200 + MODEL.c * 1200**2, rel=1e-12)
     assert q.finish_s == q.first_token_s
 
 
@@ -67,6 +70,14 @@ def test_decodes_are_scheduled_before_a_new_prefill_and_share_the_budget() -> No
     end = rep.start_iteration(t)
     # one decode (context 51 tokens) + a 99-token chunk of b's prompt
     assert end - t == pytest.approx(MODEL.decode_step_s(1, 51) + MODEL.b * 99 + MODEL.c * 99 * 99, rel=1e-12)
+
+
+def test_prefills_batched_together_pay_the_quadratic_cost_per_sequence() -> None:
+    rep = SimReplica("r", params(max_num_batched_tokens=2048))
+    for i in range(3):
+        rep.add(SimRequest(i, 0.0, 400, 5))
+    end = rep.start_iteration(0.0)
+    assert end == pytest.approx(MODEL.a + MODEL.d + MODEL.b * 1200 + MODEL.c * 3 * 400**2, rel=1e-12)
 
 
 def test_max_num_seqs_caps_the_running_batch() -> None:

@@ -64,3 +64,15 @@ def test_params_are_validated():
     assert exc.value.field == "refit_mode"
     with pytest.raises(ConfigError):
         make("arima", warmup=30, fit_window=10)
+
+
+def test_growing_error_triggers_a_new_order_selection():
+    rng = np.random.default_rng(1)
+    y = np.concatenate([5.0 + rng.normal(0, 0.3, 40), 5.0 + rng.normal(0, 6.0, 40).clip(-5, None)])
+    t = np.arange(80) * 10.0
+    f = make("arima", warmup=20, refit_every=1000, refit_error_ratio=1.5, refit_mode="inline", **FAST)
+    f.fit(t[:40], y[:40])
+    assert f.n_selections_ == 1
+    for i in range(40, 80):
+        f.update(t[i:i + 1], y[i:i + 1])
+    assert f.n_selections_ >= 2  # the noise grew 20x: the error EWMA crossed 1.5x the fit's error
