@@ -29,7 +29,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check oserve tests bench examples
-	$(PY) -m pytest -q -x --timeout=900 tests
+	$(PY) -m pytest -q --timeout=900 tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not engine" tests

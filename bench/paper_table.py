@@ -8,8 +8,11 @@ thinning/duplication) so the cluster is loaded, and token lengths clipped to the
 section: oserve chooses among that model's variants only.
 
 Policies: ``oserve`` (the Controller with the config's forecaster and planner, switching costs
-simulated), ``oserve-derated`` (the same, with the capacities the planner sees multiplied by
-``--derate``; see ``oserve.sim.capacity_check``), ``best-static`` (every variant's static
+simulated; the planner's default ``ObjectiveWeights``: target utilisation 0.7, idle devices filled),
+``oserve-no-headroom`` (the same planner with ``target_utilisation=1`` and ``fill_idle_devices=False``:
+the planner before headroom and spare devices), ``oserve-derated`` (``oserve`` with the capacities the
+planner sees multiplied by ``--derate`` on top of the target utilisation, i.e. planning at
+0.7 x 0.7 = 49 % by default; see ``oserve.sim.capacity_check``), ``best-static`` (every variant's static
 deployment simulated, the best goodput kept), ``plain-vllm`` (fp16 at the smallest TP leaving a
 quarter of the memory to the KV cache, round-robin).
 
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_HEADROOM = {"target_utilisation": 1.0, "fill_idle_devices": False}  # the planner's objective before headroom
 TRACES = ROOT / "data/traces/azure_llm_2023"
 KEYS = ("throughput_avg_rps", "throughput_peak_rps", "p99_latency_s", "memory_utilisation", "switch_touched_share",
         "reconfig_s")
@@ -114,11 +118,13 @@ def main() -> int:
         runs = {}
         for label, spec, extra in (
             ("oserve", PolicySpec("oserve"), {}),
+            ("oserve-no-headroom", PolicySpec("oserve"),
+             {"planner": {"name": args.planner, "params": {"weights": NO_HEADROOM}}}),
             ("oserve-derated", PolicySpec("oserve"), {"planner_capacity_factor": args.derate}),
             ("best-static", PolicySpec("best-static"), {}),
             ("plain-vllm", PolicySpec("plain-vllm"), {}),
         ):
-            cfg = SimConfig(**base, **extra)
+            cfg = SimConfig(**{**base, **extra})
             t1 = time.perf_counter()
             run = run_policy(spec, trace, table, cfg.cluster.spec(), build_scheme(cfg), cfg, seed=args.seed,
                              best_static_top=top)
@@ -127,7 +133,8 @@ def main() -> int:
             section["policies"][label] = {
                 **{k: s.get(k) for k in KEYS}, **{k: s.get(k) for k in EXTRA},
                 "variant": run.variant, "wall_s": time.perf_counter() - t1,
-                **({"planner_capacity_factor": args.derate} if extra else {}),
+                **({k: v for k, v in extra.items() if k == "planner_capacity_factor"}),
+                **({"planner_weights": extra["planner"]["params"]["weights"]} if "planner" in extra else {}),
                 **({"candidates": {v: {k: c.get(k) for k in ("goodput_avg_rps", "throughput_avg_rps",
                                                               "p99_latency_s", "slo_attainment")}
                                    for v, c in run.candidates.items()}} if run.candidates else {}),
@@ -136,7 +143,7 @@ def main() -> int:
                                                                                           "slo_attainment")}),
                   flush=True)
         pv = section["policies"]["plain-vllm"]
-        for label in ("oserve", "oserve-derated", "best-static"):
+        for label in ("oserve", "oserve-no-headroom", "oserve-derated", "best-static"):
             p = section["policies"][label]
             p["vs_plain_vllm"] = {
                 "throughput_avg_ratio": _ratio(p["throughput_avg_rps"], pv["throughput_avg_rps"]),

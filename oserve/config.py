@@ -112,7 +112,10 @@ class ComponentConfig(_Strict):
 
 class OrchestratorConfig(_Strict):
     table: str = Field(..., description="profile table (JSON) path, relative to the config file")
-    forecaster: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="ewma"))
+    forecaster: ComponentConfig = Field(
+        default_factory=lambda: ComponentConfig(kind="default"),
+        description="'default' (oserve.forecast.make_default: ewma-auto, guarded, spike-aware; the backtest "
+        "winner) or a registered forecaster name")
     planner: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="milp"))
     slo: SLO = Field(default_factory=SLO)
     control_interval_s: float = Field(10.0, gt=0)

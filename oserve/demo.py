@@ -38,12 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data" / "traces" / "azure_llm_2023"
 
 
-def build_demo_trace(*, start_s: float = 480.0, end_s: float = 720.0, rate_factor: float = 0.12,
+def build_demo_trace(*, start_s: float = 480.0, end_s: float = 720.0, rate_factor: float = 0.06,
                      time_compression: float = 2.0, seed: int = 0) -> Trace:
     """The demo's replay slice (see the module docstring). Deterministic for a seed.
 
     Returns:
-        A trace of about 270 requests over ``(end_s - start_s) / time_compression`` seconds.
+        A trace of about 140 requests over ``(end_s - start_s) / time_compression`` seconds.
     """
     from oserve.workload.loaders import load_azure
     from oserve.workload.transforms import compress, merge, scale_rate, window
@@ -54,14 +54,14 @@ def build_demo_trace(*, start_s: float = 480.0, end_s: float = 720.0, rate_facto
     sl = scale_rate(window(merged, start_s, end_s), rate_factor, seed=seed)
     sl = compress(sl, time_compression)
     is_conv = np.asarray(sl.source == "conv")
-    inp = np.clip(np.round(sl.input_tokens / 16), 4, 600).astype(np.int64)
+    inp = np.clip(np.round(sl.input_tokens / 20), 4, 600).astype(np.int64)
     out = np.where(is_conv, np.round(sl.output_tokens / 4), sl.output_tokens)
     out = np.clip(out, 2, 96).astype(np.int64)
     return Trace(arrival_s=sl.arrival_s, input_tokens=inp, output_tokens=out, source=sl.source,
                  failed=sl.failed, name="azure-2023-code+conv[480,720)s-demo",
                  meta={"source": "Azure LLM inference trace 2023 (CC-BY 4.0)", "window_s": [start_s, end_s],
                        "rate_factor": rate_factor, "time_compression": time_compression,
-                       "token_scaling": "input/16 clipped [4,600]; conv output/4; outputs clipped [2,96]"})
+                       "token_scaling": "input/20 clipped [4,600]; conv output/4; outputs clipped [2,96]"})
 
 
 def _demand_series(trace: Trace, scheme: Any, window_s: float) -> list[Any]:

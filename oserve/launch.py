@@ -161,6 +161,7 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
     try:
         if config.orchestrator is not None:
             from oserve.forecast import make as make_forecaster
+            from oserve.forecast import make_default
             from oserve.orchestrator import Orchestrator
             from oserve.policies import make_planner
             from oserve.profiles.table import ProfileTable
@@ -169,7 +170,9 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
             table = ProfileTable.load(config.resolve(oc.table))
             table.check_against(list(config.variants), scheme.names)
             stack.orchestrator = Orchestrator(
-                backend, make_forecaster(oc.forecaster.kind, **oc.forecaster.params),
+                backend,
+                make_default(**oc.forecaster.params) if oc.forecaster.kind == "default"
+                else make_forecaster(oc.forecaster.kind, **oc.forecaster.params),
                 make_planner(oc.planner.kind, **oc.planner.params), config.cluster, table, oc.slo,
                 router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
                 control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,

@@ -516,6 +516,7 @@ class Orchestrator:
         self.metrics.observe_decision(decision)
         self._call_hook(self.on_decision, decision)
         if decision.changed:
+            log.info("new plan %s: %s", decision.plan.replica_counts(), decision.reason[:200])
             try:
                 fut = self.switcher.submit(decision.plan)
             except ConfigError as exc:
@@ -567,6 +568,8 @@ class Orchestrator:
 
     def _switch_done(self, result: SwitchResult) -> None:
         if result.replicas_changed:
+            log.info("switch %s in %.1f s: now %s (%s)", result.status, result.duration_s,
+                     result.actual.replica_counts(), "make-before-break" if result.make_before_break else "rolling")
             self.metrics.switches.labels(result.status).inc()
             if result.status != "superseded":
                 self.metrics.switch_duration.observe(result.duration_s)

@@ -15,7 +15,7 @@ import numpy as np
 
 from oserve.policies._problem import Problem
 
-__all__ = ["optimal_assignment"]
+__all__ = ["optimal_assignment", "balanced_assignment"]
 
 
 def optimal_assignment(problem: Problem, replicas: np.ndarray) -> np.ndarray:
@@ -46,3 +46,48 @@ def optimal_assignment(problem: Problem, replicas: np.ndarray) -> np.ndarray:
     for k, (c, v) in enumerate(pairs):
         x[c, v] = max(0.0, float(res.x[k]))
     return x
+
+
+def balanced_assignment(problem: Problem, replicas: np.ndarray, served: np.ndarray) -> np.ndarray:
+    """Re-route ``served`` (C, V), req/s, over ``replicas`` (V,) so the busiest variant is least utilised.
+
+    Keeps every class's served total and moves it between the variants that can serve it to minimise
+    the largest utilisation ``max_v sum_c x[c, v] / cap[v, c] / replicas[v]`` (an LP; ties prefer the
+    assignment using the least replica time). Spare replicas then take a share of the load instead of
+    idling, which lowers queueing on the others. Returns ``served`` unchanged when nothing can move
+    or the LP fails.
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    V, C = problem.cap.shape
+    totals = served.sum(axis=1)
+    pairs = [(c, v) for v in range(V) if replicas[v] > 0 for c in range(C)
+             if problem.cap[v, c] > 0 and totals[c] > 0]
+    if not pairs:
+        return served
+    P = len(pairs)
+    inv = np.array([1.0 / problem.cap[v, c] for c, v in pairs])
+    # columns: x (P), u. Rows: per variant time - replicas * u <= 0; per class sum_v x = total.
+    used_v = sorted({v for _, v in pairs})
+    row_v = {v: i for i, v in enumerate(used_v)}
+    A_ub = coo_matrix((np.concatenate([inv, [-float(replicas[v]) for v in used_v]]),
+                       ([row_v[v] for _, v in pairs] + list(range(len(used_v))),
+                        list(range(P)) + [P] * len(used_v))), shape=(len(used_v), P + 1)).tocsr()
+    used_c = sorted({c for c, _ in pairs})
+    row_c = {c: i for i, c in enumerate(used_c)}
+    A_eq = coo_matrix((np.ones(P), ([row_c[c] for c, _ in pairs], range(P))), shape=(len(used_c), P + 1)).tocsr()
+    cost = np.concatenate([1e-6 * inv / inv.max(), [1.0]])
+    res = linprog(cost, A_ub=A_ub, b_ub=np.zeros(len(used_v)), A_eq=A_eq, b_eq=totals[used_c],
+                  bounds=(0, None), method="highs")
+    if res.status != 0 or res.x is None:
+        return served
+    out = np.zeros_like(served)
+    for k, (c, v) in enumerate(pairs):
+        out[c, v] = max(0.0, float(res.x[k]))
+    # exact feasibility: keep the class totals and never exceed the replicas' time
+    out *= np.where(out.sum(axis=1) > 0, totals / np.maximum(out.sum(axis=1), 1e-300), 0.0)[:, None]
+    time = (out / np.where(problem.cap.T > 0, problem.cap.T, np.inf)).sum(axis=0)
+    if np.any(time > replicas * (1 + 1e-10)):
+        return served
+    return out

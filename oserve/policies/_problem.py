@@ -19,21 +19,60 @@ from oserve.errors import ConfigError
 from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
 
-__all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem"]
+__all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity"]
 
 
 class ObjectiveWeights(BaseModel):
-    """Weights of the shared planning objective (see :func:`oserve.policies.evaluate`).
+    """Weights of the shared planning objective (see :func:`oserve.policies.evaluate.evaluate`).
 
-    objective = goodput_rps - switch_cost_rps_per_s * (start time of replicas started or stopped, s)
-    - device_cost_rps * devices used.
+    objective = goodput_rps + spare_capacity_value * planned capacity for the demand mix (req/s, only
+    with ``fill_idle_devices``) - switch_cost_rps_per_s * (start time of replicas started or stopped, s)
+    - device_cost_rps * devices used (only without ``fill_idle_devices``).
+
+    Every capacity the objective uses is ``target_utilisation * capacity_rps`` of the profile table:
+    the planner keeps ``1 - target_utilisation`` of each replica's SLO-constrained capacity as
+    headroom for burstiness and for the error of the table (the way Dynamo's SLA planner and Ray
+    Serve's autoscaler plan to a target utilisation, not to 100 %). Default 0.7, from
+    ``bench/results/sim_capacity_check.json``: one simulated A100 replica offered 100 % of its table
+    capacity met the SLO for 0-98 % of requests depending on variant and class; offered 70 % it met
+    it for 82-100 %.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     switch_cost_rps_per_s: float = Field(
         1e-4, ge=0, description="objective cost (req/s) per second of start time of a replica started or stopped")
     device_cost_rps: float = Field(
-        1e-3, ge=0, description="objective cost (req/s) per device used; frees devices no replica needs")
+        1e-3, ge=0, description="objective cost (req/s) per device used; applies only when fill_idle_devices is "
+                                "False (then devices no replica needs are freed, e.g. to save energy)")
+    target_utilisation: float = Field(
+        0.7, gt=0, le=1, description="fraction of a replica's table capacity_rps the planner plans to use "
+                                     "(headroom 1 - target_utilisation); source: bench/results/sim_capacity_check.json")
+    fill_idle_devices: bool = Field(
+        True, description="when demand is met, idle devices still host replicas (more capacity, less queueing); "
+                          "False frees them (energy saving) and charges device_cost_rps per device instead")
+    spare_capacity_value: float = Field(
+        5e-3, ge=0, lt=1, description="objective value (req/s) per req/s of planned capacity for the current "
+                                      "demand mix, with fill_idle_devices; below 1 so goodput always dominates, "
+                                      "large enough to pay for starting a spare replica (switch cost)")
+
+
+def mix_capacity(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """Capacity of one replica of each variant for the demand mix, req/s (V,).
+
+    ``cap`` is (V, C) req/s (already scaled by the target utilisation), ``demand`` (C,) req/s. A replica
+    of ``v`` serving the mix restricted to the classes it can serve, in proportion to their demand,
+    sustains ``D_v / sum_c (d_c / cap[v, c])`` req/s, where ``D_v`` is the demand of those classes; the
+    result is weighted by ``D_v / D`` (the share of the mix it can serve). Zero demand counts every
+    class equally.
+    """
+    d = np.asarray(demand, dtype=float)
+    if d.sum() <= 0:
+        d = np.ones(cap.shape[1])
+    can = cap > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        time = np.where(can, d[None, :] / np.where(can, cap, 1.0), 0.0).sum(axis=1)
+    covered = np.where(can, d[None, :], 0.0).sum(axis=1)
+    return np.where(time > 0, covered / np.maximum(time, 1e-300) * covered / d.sum(), 0.0)
 
 
 @dataclass(frozen=True)
@@ -58,7 +97,8 @@ class Problem:
     Attributes:
         variants: variant names, sorted (V,).
         classes: class names in table order (C,).
-        cap: ``cap[v, c]`` one replica's capacity, req/s (V, C).
+        cap: ``cap[v, c]`` one replica's planning capacity, req/s (V, C): the table's ``capacity_rps``
+            times ``weights.target_utilisation``.
         dev: devices per replica (V,).
         mem: memory per device, bytes (V,).
         start_s: replica start time, s (V,).
@@ -68,6 +108,8 @@ class Problem:
         current: replicas of ``current`` per (variant, group) (V, G).
         weights: objective weights.
         unfit: variant -> why it fits no node (only variants that fit nowhere).
+        has_current: whether a current plan was given; without one nothing is switched, so (as in
+            ``evaluate``) starting replicas costs nothing.
     """
 
     variants: tuple[str, ...]
@@ -82,6 +124,12 @@ class Problem:
     current: np.ndarray
     weights: ObjectiveWeights
     unfit: dict[str, str] = field(default_factory=dict)
+    has_current: bool = True
+
+    @property
+    def switch_cost(self) -> float:
+        """Objective cost per second of start time of a replica started or stopped, req/s/s (0 without ``current``)."""
+        return self.weights.switch_cost_rps_per_s if self.has_current else 0.0
 
     @property
     def group_devices(self) -> np.ndarray:
@@ -93,6 +141,10 @@ class Problem:
         per_node = np.array([[g.devices_per_node // int(d) for g in self.groups] for d in self.dev], dtype=np.int64)
         n_nodes = np.array([len(g.nodes) for g in self.groups], dtype=np.int64)
         return np.where(self.fits, per_node * n_nodes[None, :], 0)
+
+    def mix_capacity(self) -> np.ndarray:
+        """Capacity of one replica of each variant for this demand's mix, req/s (V,); see :func:`mix_capacity`."""
+        return mix_capacity(self.cap, self.demand)
 
     def usable(self) -> np.ndarray:
         """``usable[v, c]``: variant can be placed somewhere and has capacity for the class (V, C)."""
@@ -137,7 +189,8 @@ def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, cur
     variants = tuple(sorted(table.variants))
     classes = tuple(table.class_names)
     vp = [table.variants[v] for v in variants]
-    cap = np.array([[p.classes[c].capacity_rps if c in p.classes else 0.0 for c in classes] for p in vp])
+    cap = np.array([[p.classes[c].capacity_rps if c in p.classes else 0.0 for c in classes] for p in vp],
+                   dtype=float).reshape(len(vp), len(classes)) * weights.target_utilisation
     dev = np.array([p.devices_per_replica for p in vp], dtype=np.int64)
     mem = np.array([p.memory_per_device_bytes for p in vp], dtype=np.int64)
     start_s = np.array([p.start_time_s for p in vp], dtype=float)
@@ -179,7 +232,7 @@ def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, cur
                 cur[vi[r.variant], gi[r.node]] += 1
     return Problem(variants=variants, classes=classes, cap=cap, dev=dev, mem=mem, start_s=start_s,
                    groups=tuple(groups), fits=fits, demand=validate_demand(table, demand), current=cur,
-                   weights=weights, unfit=unfit)
+                   weights=weights, unfit=unfit, has_current=current is not None)
 
 
 def _fits(v_type: str, v_mem: int, v_dev: int, n_type: str, n_mem: int, n_dev: int) -> bool:

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import ValidationError
 
 from oserve.errors import ConfigError
-from oserve.policies._assign import optimal_assignment
+from oserve.policies._assign import balanced_assignment, optimal_assignment
 from oserve.policies._placement import place
 from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
 from oserve.policies.evaluate import evaluate
@@ -58,13 +60,17 @@ class Planner(ABC):
     Subclasses implement :meth:`_allocate`; :meth:`plan` is the public, pure entry point.
 
     Args:
-        weights: objective weights (switching and device costs); defaults to ``ObjectiveWeights()``.
+        weights: objective weights (headroom, spare devices, switching and device costs), or a mapping of
+            their fields (as in a YAML config); defaults to ``ObjectiveWeights()``.
+
+    Raises:
+        ConfigError: a weights mapping with unknown fields or values out of range.
     """
 
     name: ClassVar[str] = "planner"
 
-    def __init__(self, weights: ObjectiveWeights | None = None) -> None:
-        self.weights = weights or ObjectiveWeights()
+    def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
+        self.weights = as_weights(weights)
 
     def plan(self, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None) -> Plan:
         """Plan a deployment.
@@ -89,6 +95,24 @@ class Planner(ABC):
     @abstractmethod
     def _allocate(self, problem: Problem) -> Allocation:
         """Decide replica counts (and optionally the class assignment) for ``problem``."""
+
+
+def as_weights(weights: ObjectiveWeights | Mapping[str, Any] | None) -> ObjectiveWeights:
+    """``weights`` as :class:`ObjectiveWeights` (None: the defaults; a mapping: validated fields).
+
+    Raises:
+        ConfigError: a mapping with unknown fields or values out of range (names the field).
+    """
+    if weights is None:
+        return ObjectiveWeights()
+    if isinstance(weights, ObjectiveWeights):
+        return weights
+    try:
+        return ObjectiveWeights.model_validate(dict(weights))
+    except (ValidationError, TypeError) as exc:
+        field = ".".join(str(p) for p in exc.errors()[0]["loc"]) if isinstance(exc, ValidationError) else ""
+        raise ConfigError(f"invalid planner weights: {exc}", field=f"planner.weights.{field}".rstrip("."),
+                          allowed=", ".join(ObjectiveWeights.model_fields)) from exc
 
 
 def _routing(problem: Problem, counts_v: np.ndarray, served: np.ndarray | None, equal: bool
@@ -157,7 +181,9 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
                current: Plan | None, planner: str) -> Plan:
     """Place ``alloc`` on devices, derive routing and admission, score it with ``evaluate``.
 
-    Routing: ``routing[c][v] = served[c, v] / sum_v served[c, v]``; a class with capacity but no
+    Routing: ``routing[c][v] = served[c, v] / sum_v served[c, v]``; with ``fill_idle_devices`` the served
+    rates are first re-balanced over the variants (same per-class totals, least maximum utilisation,
+    :func:`oserve.policies._assign.balanced_assignment`) so spare replicas share the load; a class with capacity but no
     served rate (zero demand) is spread over the variants that can serve it in proportion to their
     capacity, so every class with capacity has shares summing to 1.
     """
@@ -166,6 +192,8 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     served = alloc.served
     if served is None and not alloc.equal_routing:
         served = optimal_assignment(problem, counts_v)
+    if served is not None and problem.weights.fill_idle_devices:
+        served = balanced_assignment(problem, counts_v, served)
     replicas = place(problem, counts, current)
     routing, admit = _routing(problem, counts_v, served, alloc.equal_routing)
     plan = Plan(replicas=replicas, routing=routing, admit_rps=admit, planner=planner)

@@ -1,13 +1,24 @@
 """The one scoring function every planner's plan goes through, and a plan validity check.
 
 Goodput model (time sharing): a replica of variant ``v`` serving class ``c`` alone sustains
-``cap[v, c]`` req/s within the SLO (the profile table's capacity). A replica serving a mix spends
+``cap[v, c]`` req/s within the SLO, planned at ``cap[v, c] = target_utilisation * capacity_rps``
+(the profile table's capacity less the headroom of :class:`ObjectiveWeights`). A replica serving a mix spends
 ``load_c / cap[v, c]`` of its time on class ``c``; the variant's replicas are feasible while
 ``sum_c load_c / cap[v, c] <= replicas_v``. Routed load beyond that is served within SLO in
 proportion ``replicas_v / sum_c load_c / cap[v, c]`` (every class on that variant equally), and load
 routed to a variant with no capacity for the class earns nothing. Goodput is the sum over classes
 of the load served within SLO, req/s. Traffic a plan does not admit (``Plan.admit_rps``) is
 rejected at admission and earns nothing.
+
+Spare capacity (``fill_idle_devices``, the default): every replica adds its capacity for the current
+demand mix (:func:`oserve.policies._problem.mix_capacity`, req/s) to the plan's planned capacity,
+worth ``spare_capacity_value`` (default 0.005) req/s of objective per req/s. Demand is fixed within
+one planning problem, so rewarding planned capacity rewards spare capacity (planned capacity beyond
+the demand), and the reward does not depend on routing. Idle devices therefore host replicas (lower
+queueing, better tail latency) and no device cost is charged; goodput dominates (a plan gives up
+1 req/s of goodput only for 200 req/s more planned capacity). ``spare_capacity_rps`` reports, per
+variant, the replica time left after its routed load times its mix capacity. With ``fill_idle_devices=False``
+the planned capacity earns nothing and every device used costs ``device_cost_rps``.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from oserve.errors import ConfigError, ProfileError
-from oserve.policies._problem import ObjectiveWeights, validate_demand
+from oserve.policies._problem import ObjectiveWeights, mix_capacity, validate_demand
 from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
 
@@ -39,8 +50,12 @@ class PlanScore(BaseModel):
         utilisation: per variant, routed load in replica-time / replicas (> 1 means overloaded).
         switch_start_s: summed start time of replicas started or stopped relative to ``current``, s.
         switch_cost_rps: ``switch_cost_rps_per_s * switch_start_s``.
-        device_cost_rps: ``device_cost_rps * devices_used``.
-        objective: ``goodput_rps - switch_cost_rps - device_cost_rps``.
+        device_cost_rps: ``device_cost_rps * devices_used`` (0 with ``fill_idle_devices``).
+        planned_capacity_rps: summed capacity of the plan's replicas for the demand mix, req/s.
+        spare_capacity_rps: the replicas' replica time left after their routed load, times their capacity
+            for the demand mix, req/s (see the module docstring).
+        capacity_value_rps: ``spare_capacity_value * planned_capacity_rps`` (0 without ``fill_idle_devices``).
+        objective: ``goodput_rps + capacity_value_rps - switch_cost_rps - device_cost_rps``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +69,9 @@ class PlanScore(BaseModel):
     switch_cost_rps: float
     device_cost_rps: float
     objective: float
+    planned_capacity_rps: float = 0.0
+    spare_capacity_rps: float = 0.0
+    capacity_value_rps: float = 0.0
 
 
 def _replica_key(r: object) -> tuple[str, str, tuple[int, ...]]:
@@ -114,7 +132,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
             key = f"{r.node}:{d}"
             memory[key] = memory.get(key, 0) + table.variants[r.variant].memory_per_device_bytes
     served = dict.fromkeys(classes, 0.0)
-    util: dict[str, float] = {}
+    util: dict[str, float] = dict.fromkeys(replicas, 0.0)
     load: dict[str, dict[str, float]] = {}
     for ci, c in enumerate(classes):
         admitted = min(dem[ci], plan.admit_rps.get(c, np.inf))
@@ -126,7 +144,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
         prof = table.variants.get(v)
         if prof is None or n == 0:
             continue
-        time_needed = sum(lc / prof.classes[c].capacity_rps for c, lc in per_class.items()
+        time_needed = sum(lc / (prof.classes[c].capacity_rps * w.target_utilisation) for c, lc in per_class.items()
                           if c in prof.classes and prof.classes[c].capacity_rps > 0)
         util[v] = time_needed / n
         frac = 1.0 if time_needed <= n * (1 + 1e-9) else n / time_needed
@@ -137,10 +155,19 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
     total = float(dem.sum())
     sw = switch_start_s(plan, current, table)
     sw_cost = w.switch_cost_rps_per_s * sw
-    dev_cost = w.device_cost_rps * devices_used
+    dev_cost = 0.0 if w.fill_idle_devices else w.device_cost_rps * devices_used
+    names = sorted(replicas)
+    cap = np.array([[table.variants[v].classes[c].capacity_rps if c in table.variants[v].classes else 0.0
+                     for c in classes] for v in names], dtype=float).reshape(len(names), len(classes))
+    per_replica = mix_capacity(cap * w.target_utilisation, dem)
+    planned = float(sum(per_replica[i] * replicas[v] for i, v in enumerate(names)))
+    spare = float(sum(per_replica[i] * replicas[v] * max(0.0, 1.0 - util[v]) for i, v in enumerate(names)))
+    cap_value = w.spare_capacity_value * planned if w.fill_idle_devices else 0.0
     return PlanScore(goodput_rps=goodput, served_rps=served, slo_attainment=goodput / total if total > 0 else 1.0,
                      memory_used_bytes=memory, devices_used=devices_used, utilisation=util, switch_start_s=sw,
-                     switch_cost_rps=sw_cost, device_cost_rps=dev_cost, objective=goodput - sw_cost - dev_cost)
+                     switch_cost_rps=sw_cost, device_cost_rps=dev_cost,
+                     objective=goodput + cap_value - sw_cost - dev_cost, planned_capacity_rps=planned,
+                     spare_capacity_rps=spare, capacity_value_rps=cap_value)
 
 
 def check_plan(plan: Plan, cluster: ClusterSpec, table: ProfileTable) -> list[str]:

@@ -16,6 +16,10 @@ the most capacity per device for it (as many as the class needs and free devices
 no free device, swap one of the three least productive replicas for it when that raises the
 objective; repeat until nothing changes.
 
+Spare devices: with ``ObjectiveWeights.fill_idle_devices`` (the default) the devices the loop leaves
+free get replicas afterwards, by the same post-step as the greedy planner
+(:func:`oserve.policies.greedy.fill_idle`), and the final flow runs on the filled deployment.
+
 Flow computed with networkx on capacities scaled to integers
 (micro-req/s) and edge costs = device time per request (device-ms), i.e. ``networkx.max_flow_min_cost``:
 among maximum flows, the one using the least replica time, so each class prefers the replicas that
@@ -24,11 +28,14 @@ serve it with the fewest device-seconds. Exact integer arithmetic, deterministic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from oserve.policies._problem import ObjectiveWeights, Problem
 from oserve.policies.base import Allocation, Planner
-from oserve.policies.greedy import fast_objective
+from oserve.policies.greedy import fast_objective, fill_idle
 
 __all__ = ["FlowPlanner", "flow_assignment"]
 
@@ -129,7 +136,7 @@ class FlowPlanner(Planner):
 
     name = "flow"
 
-    def __init__(self, weights: ObjectiveWeights | None = None, max_iterations: int = 60) -> None:
+    def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, max_iterations: int = 60) -> None:
         super().__init__(weights)
         self.max_iterations = max_iterations
 
@@ -194,8 +201,10 @@ class FlowPlanner(Planner):
                     break
             if not changed:
                 break
+        counts = fill_idle(problem, counts)
         served = flow_assignment(problem, counts.sum(axis=1))
-        return Allocation(counts=counts, served=served, reason=f"max-flow assignment, {iters} refinement iterations")
+        return Allocation(counts=counts, served=served, reason=f"max-flow assignment, {iters} refinement iterations"
+                          + (", idle devices filled" if problem.weights.fill_idle_devices else ""))
 
     def _swap(self, problem: Problem, counts: np.ndarray, served: np.ndarray, c: int, per_device: np.ndarray,
               usable: np.ndarray) -> bool:

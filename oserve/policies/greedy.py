@@ -9,6 +9,12 @@ assignment leaves idle, then try local moves while they raise the objective: rem
 one of a variant's replicas and refill, or make room for one replica of a variant by removing the
 least productive replicas on one node group.
 
+Spare devices (``ObjectiveWeights.fill_idle_devices``, the default): after the repair,
+:func:`fill_idle` puts replicas on the devices still free, the variant with the most capacity per
+device for the current demand mix first (net of the switching cost), since every planned req/s of
+capacity earns ``spare_capacity_value`` in the objective; with ``fill_idle_devices=False`` they stay
+free and each used device costs ``device_cost_rps``.
+
 Cost: O(replicas x variants x classes) for the fill (identical additions are batched), a few dozen
 small LPs for the repair; well under the 1 s target at 128 nodes x 8 GPUs with 8 variants and 6
 classes (measured in ``bench/results/planner.json``).
@@ -16,13 +22,16 @@ classes (measured in ``bench/results/planner.json``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from oserve.policies._assign import optimal_assignment
 from oserve.policies._problem import ObjectiveWeights, Problem
 from oserve.policies.base import Allocation, Planner
 
-__all__ = ["GreedyPlanner", "fast_objective"]
+__all__ = ["GreedyPlanner", "fast_objective", "fill_idle", "capacity_term"]
 
 
 def fast_objective(problem: Problem, counts: np.ndarray, served: np.ndarray) -> float:
@@ -30,10 +39,64 @@ def fast_objective(problem: Problem, counts: np.ndarray, served: np.ndarray) -> 
 
     Equal to ``evaluate(...).objective`` when placement keeps ``current``'s replicas (it does when it can).
     """
-    w = problem.weights
     switch = float((np.abs(counts - problem.current) * problem.start_s[:, None]).sum())
-    devices = float((counts.sum(axis=1) * problem.dev).sum())
-    return float(served.sum()) - w.switch_cost_rps_per_s * switch - w.device_cost_rps * devices
+    return float(served.sum()) - problem.switch_cost * switch + capacity_term(problem, counts)
+
+
+def capacity_term(problem: Problem, counts: np.ndarray) -> float:
+    """The objective's replica term for counts (V, G), req/s: ``spare_capacity_value`` x planned capacity
+    for the demand mix with ``fill_idle_devices``, else minus ``device_cost_rps`` x devices used."""
+    w = problem.weights
+    reps = counts.sum(axis=1)
+    if w.fill_idle_devices:
+        return w.spare_capacity_value * float((reps * problem.mix_capacity()).sum())
+    return -w.device_cost_rps * float((reps * problem.dev).sum())
+
+
+def _device_cost(problem: Problem) -> float:
+    """Objective cost per device used, req/s (0 when idle devices are to be filled)."""
+    return 0.0 if problem.weights.fill_idle_devices else problem.weights.device_cost_rps
+
+
+def fill_idle(problem: Problem, counts: np.ndarray) -> np.ndarray:
+    """Fill the devices ``counts`` (V, G) leaves free with replicas, if ``fill_idle_devices`` is set.
+
+    Repeatedly adds the replica with the highest value per device: ``spare_capacity_value`` x its
+    capacity for the demand mix (req/s), plus the switching cost it saves when it keeps a replica of
+    ``current`` in place or minus the cost of starting it, while that value is positive and a device
+    is free. Deterministic (ties: lower variant index, then group). Returns a new array.
+    """
+    counts = np.asarray(counts, dtype=np.int64).copy()
+    w = problem.weights
+    if not w.fill_idle_devices or w.spare_capacity_value <= 0:
+        return counts
+    V, G = problem.fits.shape
+    mixcap = problem.mix_capacity()
+    maxr = problem.max_replicas()
+    free = problem.group_devices - (counts * problem.dev[:, None]).sum(axis=0)
+    while True:
+        best: tuple[float, int, int, bool] | None = None
+        for v in range(V):
+            d = int(problem.dev[v])
+            if mixcap[v] <= 0:
+                continue
+            for g in range(G):
+                if not problem.fits[v, g] or free[g] < d or counts[v, g] >= maxr[v, g]:
+                    continue
+                keep = counts[v, g] < problem.current[v, g]
+                switch = problem.switch_cost * problem.start_s[v]
+                score = (w.spare_capacity_value * mixcap[v] + (switch if keep else -switch)) / d
+                if score > 0 and (best is None or score > best[0] + 1e-12):
+                    best = (score, v, g, keep)
+        if best is None:
+            return counts
+        _, v, g, keep = best
+        d = int(problem.dev[v])
+        k = min(int(free[g] // d), int(maxr[v, g] - counts[v, g]))
+        if keep:
+            k = min(k, int(problem.current[v, g] - counts[v, g]))
+        counts[v, g] += k
+        free[g] -= k * d
 
 
 def _fill_gain(cap_v: np.ndarray, order: np.ndarray, residual: np.ndarray) -> tuple[float, np.ndarray]:
@@ -60,7 +123,6 @@ def greedy_fill(problem: Problem, counts: np.ndarray | None = None, residual: np
     free = problem.group_devices - (counts * problem.dev[:, None]).sum(axis=0)
     maxr = problem.max_replicas()
     orders = [np.argsort(-problem.cap[v], kind="stable") for v in range(V)]
-    w = problem.weights
     while True:
         best: tuple[float, int, int, np.ndarray] | None = None
         for v in range(V):
@@ -72,8 +134,8 @@ def greedy_fill(problem: Problem, counts: np.ndarray | None = None, residual: np
             g = next((g for g in gs if counts[v, g] < problem.current[v, g]), gs[0])
             gain, served = _fill_gain(problem.cap[v], orders[v], residual)
             keep = counts[v, g] < problem.current[v, g]
-            switch = w.switch_cost_rps_per_s * problem.start_s[v] * (1.0 if keep else -1.0)
-            score = (gain - w.device_cost_rps * d + switch) / d
+            switch = problem.switch_cost * problem.start_s[v] * (1.0 if keep else -1.0)
+            score = (gain - _device_cost(problem) * d + switch) / d
             if gain > 0 and score > 0 and (best is None or score > best[0] + 1e-12):
                 best = (score, v, g, served)
         if best is None:
@@ -101,7 +163,7 @@ class GreedyPlanner(Planner):
 
     name = "greedy"
 
-    def __init__(self, weights: ObjectiveWeights | None = None, local_search_rounds: int = 3) -> None:
+    def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, local_search_rounds: int = 3) -> None:
         super().__init__(weights)
         self.local_search_rounds = local_search_rounds
 
@@ -109,7 +171,8 @@ class GreedyPlanner(Planner):
         counts = greedy_fill(problem)
         counts, served, moves = repair(problem, counts, self.local_search_rounds)
         return Allocation(counts=counts, served=served,
-                          reason=f"greedy fill + repair ({moves} improving moves)")
+                          reason=f"greedy fill + repair ({moves} improving moves)"
+                          + (", idle devices filled" if problem.weights.fill_idle_devices else ""))
 
 
 def _prune(problem: Problem, counts: np.ndarray, served: np.ndarray) -> np.ndarray:
@@ -190,6 +253,7 @@ def repair(problem: Problem, counts: np.ndarray, rounds: int) -> tuple[np.ndarra
     served = optimal_assignment(problem, counts.sum(axis=1))
     counts = _prune(problem, counts, served)
     counts = greedy_fill(problem, counts, np.maximum(0.0, problem.demand - served.sum(axis=1)))
+    counts = fill_idle(problem, counts)
     served = optimal_assignment(problem, counts.sum(axis=1))
     best = fast_objective(problem, counts, served)
     moves = 0
@@ -217,7 +281,7 @@ def repair(problem: Problem, counts: np.ndarray, rounds: int) -> tuple[np.ndarra
             if np.array_equal(trial, counts):
                 continue
             s1 = optimal_assignment(problem, trial.sum(axis=1))
-            trial = _prune(problem, trial, s1)
+            trial = fill_idle(problem, _prune(problem, trial, s1))
             obj = fast_objective(problem, trial, s1)
             if obj > best + 1e-9:
                 counts, served, best = trial, s1, obj

@@ -14,9 +14,12 @@ the plan therefore stays put instead of oscillating between two near-equal mixes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from oserve.errors import ConfigError, PlanningError
 from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
-from oserve.policies.base import Allocation, Planner, build_plan, make_planner
+from oserve.policies.base import Allocation, Planner, as_weights, build_plan, make_planner
 from oserve.policies.evaluate import evaluate, switch_start_s
 from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
@@ -32,7 +35,8 @@ class HysteresisPlanner(Planner):
         min_gain_fraction: required objective gain as a fraction of the current plan's goodput (>= 0).
         switch_cost_weight: required gain (req/s) per second of start time of replicas started or
             stopped (>= 0).
-        weights: objective weights for scoring; defaults to the inner planner's.
+        weights: objective weights for scoring; defaults to the inner planner's (and, when ``inner`` is
+            a name, the inner planner is built with them).
 
     Raises:
         ConfigError: a negative threshold.
@@ -41,8 +45,12 @@ class HysteresisPlanner(Planner):
     name = "hysteresis"
 
     def __init__(self, inner: Planner | str = "milp", min_gain_fraction: float = 0.05,
-                 switch_cost_weight: float = 1e-3, weights: ObjectiveWeights | None = None) -> None:
-        self.inner = make_planner(inner) if isinstance(inner, str) else inner
+                 switch_cost_weight: float = 1e-3, weights: ObjectiveWeights | Mapping[str, Any] | None = None
+                 ) -> None:
+        weights = None if weights is None else as_weights(weights)
+        if isinstance(inner, str):
+            inner = make_planner(inner, weights=weights) if weights is not None else make_planner(inner)
+        self.inner = inner
         super().__init__(weights or self.inner.weights)
         for field, value in (("min_gain_fraction", min_gain_fraction), ("switch_cost_weight", switch_cost_weight)):
             if not value >= 0:

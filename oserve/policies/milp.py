@@ -12,8 +12,13 @@ stays the same size however many nodes the group has):
 
 Constraints: devices per group ``sum_v n[v, g] * devices_per_replica[v] <= devices[g]``; time sharing
 ``sum_c x[c, v] / cap[v, c] <= sum_g n[v, g]``; demand ``sum_v x[c, v] <= demand[c]``.
-Objective: maximise ``sum x - switch_cost_rps_per_s * sum start_time_s[v] * s[v, g]
-- device_cost_rps * sum devices_per_replica[v] * n[v, g]`` (the objective of ``evaluate``).
+Objective: maximise ``sum x - switch_cost_rps_per_s * sum start_time_s[v] * s[v, g] + R`` (the
+objective of ``evaluate``), with the replica term ``R = spare_capacity_value * sum mix_cap[v] * n[v, g]``
+(planned capacity; demand is fixed, so this rewards spare capacity) when ``fill_idle_devices``
+(``mix_cap``: one replica's capacity for the demand mix, req/s, a parameter like demand; so idle
+devices host the replicas adding the most capacity for the mix) and
+``R = -device_cost_rps * sum devices_per_replica[v] * n[v, g]`` otherwise (idle devices freed).
+Capacities are the table's times ``target_utilisation``.
 
 The compiled cvxpy problem is cached per problem structure with demand and current replicas as
 parameters, so re-planning the same cluster and table only re-solves. After every solve the status
@@ -28,6 +33,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -35,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.policies._problem import ObjectiveWeights, Problem
+from oserve.policies._problem import ObjectiveWeights, Problem, mix_capacity
 from oserve.policies.base import Allocation, Planner
 from oserve.policies.greedy import GreedyPlanner, fast_objective
 
@@ -100,7 +106,7 @@ class _Model:
 
     pairs: list[tuple[int, int]]   # (c, v) with x variables
     slots: list[tuple[int, int]]   # (v, g) with n variables
-    solve: Any                     # callable(demand (C,), current (Q,), time_limit_s, gap, threads) -> _Point
+    solve: Any                     # callable(demand (C,), current (Q,), switch_cost, time_limit_s, gap, threads)
 
 
 @dataclass(frozen=True)
@@ -138,11 +144,19 @@ def _matrices(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[
     }
 
 
+def _variant_value(problem: Problem, demand: np.ndarray) -> np.ndarray:
+    """Objective value of one spare replica of each variant with ``fill_idle_devices``, req/s (V,)."""
+    w = problem.weights
+    if not w.fill_idle_devices:
+        return np.zeros(len(problem.variants))
+    return w.spare_capacity_value * mix_capacity(problem.cap, demand)
+
+
 def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[int, int]]) -> _Model:
     import cvxpy as cp
 
     m = _matrices(problem, pairs, slots)
-    C = len(problem.classes)
+    V, C = problem.cap.shape
     P, Q = len(pairs), len(slots)
     w = problem.weights
     n = cp.Variable(Q, integer=True)
@@ -150,14 +164,23 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
     s = cp.Variable(Q, nonneg=True)
     dem = cp.Parameter(C, nonneg=True)
     cur = cp.Parameter(Q, nonneg=True)
+    mixcap = cp.Parameter(V, nonneg=True)  # spare_capacity_value * mix capacity of each variant, req/s
+    swc = cp.Parameter(nonneg=True)  # switch cost per start-second (0 without a current plan)
     cons = [n >= 0, n <= m["ub"], m["Gd"] @ n <= m["cap_g"], m["T"] @ x <= m["S"] @ n, m["D"] @ x <= dem,
             s >= n - cur, s >= cur - n]
-    obj = cp.sum(x) - w.switch_cost_rps_per_s * (m["start"] @ s) - w.device_cost_rps * (m["devq"] @ n)
+    obj = cp.sum(x) - swc * (m["start"] @ s)
+    if w.fill_idle_devices:
+        obj = obj + mixcap @ (m["S"] @ n)
+    else:
+        obj = obj - w.device_cost_rps * (m["devq"] @ n)
     prob = cp.Problem(cp.Maximize(obj), cons)
 
-    def solve(demand: np.ndarray, current: np.ndarray, time_limit_s: float, gap: float, threads: int) -> _Point:
+    def solve(demand: np.ndarray, current: np.ndarray, switch_cost: float, time_limit_s: float, gap: float,
+              threads: int) -> _Point:
         dem.value = demand
         cur.value = current
+        mixcap.value = _variant_value(problem, demand)
+        swc.value = switch_cost
         try:
             with warnings.catch_warnings():  # "solution may be inaccurate": the point is verified below
                 warnings.simplefilter("ignore", UserWarning)
@@ -183,18 +206,24 @@ def _build_highspy(problem: Problem, pairs: list[tuple[int, int]], slots: list[t
     # columns: n (Q), x (P), s (Q). Rows: devices (groups), time (V), demand (C), switch (2Q).
     A = bmat([[m["Gd"], None, None], [-m["S"], m["T"], None], [None, m["D"], None],
               [I_q, None, -I_q], [-I_q, None, -I_q]], format="csc")
-    cost = np.concatenate([w.device_cost_rps * m["devq"], -np.ones(P), w.switch_cost_rps_per_s * m["start"]])
+    cost = np.concatenate([(0.0 if w.fill_idle_devices else w.device_cost_rps) * m["devq"], -np.ones(P),
+                           w.switch_cost_rps_per_s * m["start"]])
     inf = hp.kHighsInf
     col_lo = np.zeros(2 * Q + P)
     col_hi = np.concatenate([m["ub"], np.full(P, inf), np.full(Q, inf)])
     integrality = [hp.HighsVarType.kInteger] * Q + [hp.HighsVarType.kContinuous] * (P + Q)
 
-    def solve(demand: np.ndarray, current: np.ndarray, time_limit_s: float, gap: float, threads: int) -> _Point:
+    def solve(demand: np.ndarray, current: np.ndarray, switch_cost: float, time_limit_s: float, gap: float,
+              threads: int) -> _Point:
         h = hp.Highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("threads", int(threads))
         h.setOptionValue("time_limit", float(time_limit_s))
         h.setOptionValue("mip_rel_gap", float(gap))
+        if w.fill_idle_devices:
+            val = _variant_value(problem, demand)
+            cost[:Q] = -val[[v for v, _ in slots]]
+        cost[Q + P:] = switch_cost * m["start"]
         row_hi = np.concatenate([m["cap_g"], np.zeros(V), demand, current, -current])
         lp = hp.HighsLp()
         lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
@@ -275,7 +304,7 @@ class MILPPlanner(Planner):
 
     name = "milp"
 
-    def __init__(self, weights: ObjectiveWeights | None = None, time_limit_s: float = 5.0,
+    def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, time_limit_s: float = 5.0,
                  mip_rel_gap: float = 1e-4, backend: Literal["cvxpy", "highspy"] = "cvxpy", threads: int = 1) -> None:
         super().__init__(weights)
         if not time_limit_s > 0:
@@ -314,7 +343,7 @@ class MILPPlanner(Planner):
 
     def _solve(self, model: _Model, problem: Problem) -> _Point:
         current = np.array([float(problem.current[v, g]) for v, g in model.slots])
-        return model.solve(problem.demand, current, self.time_limit_s, self.mip_rel_gap, self.threads)
+        return model.solve(problem.demand, current, problem.switch_cost, self.time_limit_s, self.mip_rel_gap, self.threads)
 
     def _allocate(self, problem: Problem) -> Allocation:
         if not self.solver_available:

@@ -8,12 +8,16 @@ static deployment serves the most goodput in total: the fair baseline for every 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from oserve.errors import ConfigError, PlanningError
 from oserve.policies._problem import ObjectiveWeights, Problem
 from oserve.policies.base import Allocation, Planner
 from oserve.policies.evaluate import evaluate
+from oserve.policies.greedy import capacity_term
 from oserve.policies.plan import ClusterSpec, Demand
 from oserve.profiles.table import ProfileTable
 
@@ -36,7 +40,7 @@ class StaticPlanner(Planner):
     name = "static"
 
     def __init__(self, variant: str | None = None, replicas: int | None = None,
-                 weights: ObjectiveWeights | None = None) -> None:
+                 weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         super().__init__(weights)
         if replicas is not None and replicas < 1:
             raise ConfigError(f"replicas must be >= 1, got {replicas}", field="planner.replicas", allowed=">= 1")
@@ -73,7 +77,7 @@ class StaticPlanner(Planner):
                        if problem.cap[vi, c] > 0)
             frac = 1.0 if time <= reps[vi] else reps[vi] / time
             good = frac * sum(problem.demand[c] for c in range(len(problem.classes)) if problem.cap[vi, c] > 0)
-            score = good - problem.weights.device_cost_rps * float(reps[vi] * problem.dev[vi])
+            score = good + capacity_term(problem, counts)
             if best is None or score > best[0] + 1e-12:
                 best = (score, vi)
         if best is None:

@@ -7,8 +7,12 @@ Capacity model (one replica serving one class alone; input ``I`` and output ``O`
 class's expected lengths; continuous batching with chunked prefill, as vLLM schedules):
 
 1. KV limit: ``B_kv = floor(kv_capacity_tokens / (I + O))`` (every running request may grow to
-   its full length); ``B_max = min(max_num_seqs, B_kv)``. A class with ``I + O > max_model_len``
-   gets capacity 0.
+   its full length); ``B_max = min(max_num_seqs, B_kv)``. Context: a variant only ever serves
+   requests that fit its ``max_model_len`` (longer prompts are clipped or refused before they reach
+   it), so a class whose expected ``I + O`` exceeds ``max_model_len`` is profiled at
+   ``I = max_model_len - O`` when that still lies in the class's input range (e.g. Llama-2-70B's
+   4,096-token context: long-input classes, expected 4,096 input tokens, are profiled at
+   4,096 - O); otherwise (the class cannot fit at all) it gets capacity 0.
 2. For a steady-state concurrency ``B`` (requests in decode), the mean KV held is
    ``K = B (I + O/2)``. New prompts are prefilled inside decode iterations, so an iteration costs
    ``T = D + lam T P``, where ``D = decode_step_s(B, K)``, ``P = prefill_s(I) - a`` (a prompt's
@@ -111,9 +115,13 @@ def class_capacity(
     Returns:
         ``ClassProfile`` with capacity (req/s), TTFT/TPOT at that load (s), the KV-limited max
         concurrency and output throughput (tokens/s). Capacity 0 if no concurrency meets the SLO
-        or the class does not fit ``max_model_len``.
+        or no input of the class fits ``max_model_len`` with the expected output (an expected input
+        beyond ``max_model_len - O`` is clipped to it; see the module docstring).
     """
     i_tok, o_tok = cls.expected_input_tokens, cls.expected_output_tokens
+    fit_in = variant.max_model_len - o_tok
+    if i_tok > fit_in >= max(1, cls.input_range[0]):  # the longest prompts of the class this variant admits
+        i_tok = fit_in
     if i_tok + o_tok > variant.max_model_len:
         return ClassProfile(capacity_rps=0.0, ttft_s=0.0, tpot_s=0.0, max_concurrency=0)
     b_kv = variant.kv_capacity_tokens // (i_tok + o_tok)

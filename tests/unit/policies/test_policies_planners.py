@@ -15,6 +15,7 @@ from oserve.policies import (
     make_planner,
     register_planner,
 )
+from oserve.policies._problem import ObjectiveWeights
 from oserve.policies.base import Allocation
 from oserve.policies.milp import MILPPlanner, _Point
 from oserve.testing.tables import GIB, synthetic_table
@@ -22,13 +23,17 @@ from oserve.testing.tables import GIB, synthetic_table
 SHORT, LONG = "short", "long"
 
 PLANNERS = ["milp", "greedy", "flow"]
+# The hand-solved cases below check the planners' mechanics at the table's full capacity with idle
+# devices freed (the pre-headroom objective); the defaults (headroom, spare devices) are tested in
+# test_policies_headroom.py.
+EXACT = ObjectiveWeights(target_utilisation=1.0, fill_idle_devices=False)
 
 
 @pytest.mark.parametrize("name", PLANNERS)
 def test_mixes_int4_tp1_for_short_and_fp16_tp4_for_long(name, mix_table, one_node):
     # 8 GPUs: 4 x int4-tp1 serve 32 req/s short; one fp16-tp4 serves 2 req/s long. Nothing else gets 34.
     demand = Demand(rates_rps={SHORT: 32.0, LONG: 2.0})
-    plan = make_planner(name).plan(one_node, mix_table, demand)
+    plan = make_planner(name, weights=EXACT).plan(one_node, mix_table, demand)
     assert plan.replica_counts() == {"int4-tp1": 4, "fp16-tp4": 1}
     assert plan.routing[SHORT] == {"int4-tp1": pytest.approx(1.0)}
     assert plan.routing[LONG] == {"fp16-tp4": pytest.approx(1.0)}
@@ -42,7 +47,7 @@ def test_mixes_int4_tp1_for_short_and_fp16_tp4_for_long(name, mix_table, one_nod
 def test_static_single_variant_cannot_match_the_mix(mix_table, one_node):
     demand = Demand(rates_rps={SHORT: 32.0, LONG: 2.0})
     static = make_planner("static", variant="int4-tp1").plan(one_node, mix_table, demand)
-    milp = make_planner("milp").plan(one_node, mix_table, demand)
+    milp = make_planner("milp", weights=EXACT).plan(one_node, mix_table, demand)
     assert static.replica_counts() == {"int4-tp1": 8}
     assert static.predicted_goodput_rps < milp.predicted_goodput_rps - 1.0
 
@@ -52,7 +57,7 @@ def test_variant_fitting_no_device_is_never_placed(name):
     table = synthetic_table({"big": {"a": 10.0}, "small": {"a": 1.0}}, {"big": 1, "small": 1},
                             memory_per_device_bytes={"big": 100 * GIB, "small": 10 * GIB}, class_names=["a"])
     cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 80 * GIB)
-    plan = make_planner(name).plan(cluster, table, Demand(rates_rps={"a": 5.0}))
+    plan = make_planner(name, weights=EXACT).plan(cluster, table, Demand(rates_rps={"a": 5.0}))
     assert "big" not in plan.replica_counts()
     assert plan.replica_counts().get("small") == 2
     assert not check_plan(plan, cluster, table)
@@ -65,7 +70,7 @@ def test_class_only_servable_by_unfit_variant_names_memory(name):
     table = synthetic_table({"big": {"a": 1.0, "b": 1.0}, "small": {"a": 5.0}}, {"big": 1, "small": 1},
                             memory_per_device_bytes={"big": 100 * GIB, "small": 10 * GIB}, class_names=["a", "b"])
     cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 80 * GIB)
-    plan = make_planner(name).plan(cluster, table, Demand(rates_rps={"a": 1.0, "b": 1.0}))
+    plan = make_planner(name, weights=EXACT).plan(cluster, table, Demand(rates_rps={"a": 1.0, "b": 1.0}))
     assert "binding: memory (class b is only served" in plan.reason
     assert plan.slo_attainment == pytest.approx(0.5)
     assert plan.routing["b"] == {}
@@ -73,7 +78,7 @@ def test_class_only_servable_by_unfit_variant_names_memory(name):
 
 @pytest.mark.parametrize("name", PLANNERS)
 def test_devices_binding_reported(name, mix_table, one_node):
-    plan = make_planner(name).plan(one_node, mix_table, Demand(rates_rps={SHORT: 500.0, LONG: 0.0}))
+    plan = make_planner(name, weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: 500.0, LONG: 0.0}))
     assert "binding: devices" in plan.reason
     assert plan.slo_attainment == pytest.approx(64.0 / 500.0, rel=1e-6)
     assert plan.admit_rps[SHORT] == pytest.approx(64.0, rel=1e-6)
@@ -81,26 +86,26 @@ def test_devices_binding_reported(name, mix_table, one_node):
 
 @pytest.mark.parametrize("name", PLANNERS)
 def test_zero_demand_frees_devices_and_routes_by_capacity(name, mix_table, one_node):
-    plan = make_planner(name).plan(one_node, mix_table, Demand(rates_rps={}))
+    plan = make_planner(name, weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={}))
     assert plan.replicas == []
     assert plan.slo_attainment == 1.0
     assert plan.routing == {SHORT: {}, LONG: {}}
 
 
 def test_zero_demand_class_routed_over_capacity(mix_table, one_node):
-    plan = make_planner("milp").plan(one_node, mix_table, Demand(rates_rps={SHORT: 0.0, LONG: 2.0}))
+    plan = make_planner("milp", weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: 0.0, LONG: 2.0}))
     assert plan.replica_counts() == {"fp16-tp4": 1}
     assert plan.routing[SHORT] == {"fp16-tp4": pytest.approx(1.0)}
 
 
 def test_solver_limit_with_zero_values_falls_back(mix_table, one_node, monkeypatch):
-    planner = MILPPlanner(time_limit_s=1e-6)
+    planner = MILPPlanner(weights=EXACT, time_limit_s=1e-6)
 
     def limit_zero(self, model, problem):
         return _Point("user_limit", np.zeros(len(model.slots)), np.zeros(len(model.pairs)), optimal=False)
 
     monkeypatch.setattr(MILPPlanner, "_solve", limit_zero)
-    current = make_planner("greedy").plan(one_node, mix_table, Demand(rates_rps={SHORT: 8.0, LONG: 2.0}))
+    current = make_planner("greedy", weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: 8.0, LONG: 2.0}))
     plan = planner.plan(one_node, mix_table, Demand(rates_rps={SHORT: 32.0, LONG: 2.0}), current)
     assert "used greedy" in plan.reason and "user_limit" in plan.reason
     assert plan.replica_counts() == {"int4-tp1": 4, "fp16-tp4": 1}
@@ -112,7 +117,7 @@ def test_solver_limit_with_infeasible_values_is_rejected(mix_table, one_node, mo
         return _Point("user_limit", np.zeros(len(model.slots)), np.ones(len(model.pairs)), optimal=False)
 
     monkeypatch.setattr(MILPPlanner, "_solve", limit_bad)
-    plan = MILPPlanner().plan(one_node, mix_table, Demand(rates_rps={SHORT: 32.0, LONG: 2.0}))
+    plan = MILPPlanner(weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: 32.0, LONG: 2.0}))
     assert "solution rejected (served rate over the replicas' capacity)" in plan.reason
     assert "fell back to greedy" in plan.reason
     assert plan.replica_counts() == {"int4-tp1": 4, "fp16-tp4": 1}
@@ -143,7 +148,7 @@ def test_highspy_backend_matches_cvxpy(mix_table):
 
 
 def test_switching_cost_keeps_replicas_in_place(mix_table, one_node):
-    planner = make_planner("milp")
+    planner = make_planner("milp", weights=EXACT)
     first = planner.plan(one_node, mix_table, Demand(rates_rps={SHORT: 16.0, LONG: 2.0}))
     second = planner.plan(one_node, mix_table, Demand(rates_rps={SHORT: 24.0, LONG: 2.0}), first)
     assert set(first.replicas) <= set(second.replicas)
@@ -174,26 +179,27 @@ def test_registry_unknown_duplicate_and_bad_params():
 
 def test_bad_demand_raises_config_error(mix_table, one_node):
     with pytest.raises(ConfigError) as e:
-        make_planner("greedy").plan(one_node, mix_table, Demand(rates_rps={"unknown": 1.0}))
+        make_planner("greedy", weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={"unknown": 1.0}))
     assert e.value.field == "demand.unknown"
     with pytest.raises(ConfigError):
-        make_planner("greedy").plan(one_node, mix_table, Demand(rates_rps={SHORT: -1.0}))
+        make_planner("greedy", weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: -1.0}))
 
 
 def test_cpu_cluster_plans_on_cores():
     table = synthetic_table({"q4-1c": {"a": 0.5}, "q4-2c": {"a": 1.2}}, {"q4-1c": 1, "q4-2c": 2},
                             memory_per_device_bytes=4 * GIB, device_type="cpu", class_names=["a"])
     cluster = ClusterSpec.homogeneous(1, 2, "cpu", 8 * GIB)
-    plan = make_planner("milp").plan(cluster, table, Demand(rates_rps={"a": 1.0}))
+    plan = make_planner("milp", weights=EXACT).plan(cluster, table, Demand(rates_rps={"a": 1.0}))
     assert plan.replica_counts() == {"q4-2c": 1}
     assert plan.replicas[0].device_ids == (0, 1)
 
 
+@pytest.mark.parametrize("weights", [None, EXACT], ids=["defaults", "exact"])
 @pytest.mark.parametrize("name", PLANNERS + ["static", "hysteresis"])
-def test_conformance(name):
+def test_conformance(name, weights):
     from oserve.testing.planners import check_planner
 
-    check_planner(make_planner(name))
+    check_planner(make_planner(name, weights=weights))
 
 
 def test_greedy_handles_128_nodes_quickly():
@@ -205,11 +211,11 @@ def test_greedy_handles_128_nodes_quickly():
     cluster = ClusterSpec.homogeneous(128, 8, "a100-80gb", 80 * GIB)
     demand = Demand(rates_rps=dict(zip(table.class_names, [150.0, 120.0, 60.0, 40.0, 8.0, 5.0], strict=True)))
     t0 = time.perf_counter()
-    plan = make_planner("greedy").plan(cluster, table, demand)
+    plan = make_planner("greedy", weights=EXACT).plan(cluster, table, demand)
     elapsed = time.perf_counter() - t0
     assert not check_plan(plan, cluster, table)
     assert elapsed < 5.0  # target < 1 s (bench/results/planner.json); loose here for shared CI machines
-    milp = make_planner("milp").plan(cluster, table, demand)
+    milp = make_planner("milp", weights=EXACT).plan(cluster, table, demand)
     assert milp.optimal
     assert plan.objective >= milp.objective * (1 - 0.02)
 
@@ -218,7 +224,7 @@ def test_missing_milp_solver_uses_heuristic(mix_table, one_node, monkeypatch):
     import oserve.policies.milp as milp_mod
 
     monkeypatch.setattr(milp_mod, "milp_solver_available", lambda: False)
-    plan = milp_mod.MILPPlanner().plan(one_node, mix_table, Demand(rates_rps={SHORT: 32.0, LONG: 2.0}))
+    plan = milp_mod.MILPPlanner(weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: 32.0, LONG: 2.0}))
     assert plan.reason.startswith("no MILP solver installed; used greedy heuristic")
     assert plan.replica_counts() == {"int4-tp1": 4, "fp16-tp4": 1}
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oserve.policies import ClusterSpec, Demand, NodeSpec, check_plan, evaluate, make_planner
+from oserve.policies import ClusterSpec, Demand, NodeSpec, ObjectiveWeights, check_plan, evaluate, make_planner
 from oserve.testing.tables import GIB, synthetic_table
 
 CLASSES = ["a", "b", "c"]
@@ -51,17 +51,19 @@ def test_plans_are_valid_and_deterministic(name, inst):
     assert 0.0 <= plan.slo_attainment <= 1.0 + 1e-9
 
 
+@pytest.mark.parametrize("fill", [True, False], ids=["fill-idle", "free-idle"])
 @FAST
 @given(inst=instances())
-def test_milp_objective_dominates_greedy_and_static(inst):
+def test_milp_objective_dominates_greedy_and_static(fill, inst):
     cluster, table, demand = inst
-    milp = make_planner("milp").plan(cluster, table, demand)
-    greedy = make_planner("greedy").plan(cluster, table, demand)
-    static = make_planner("static").plan(cluster, table, demand)
+    w = ObjectiveWeights(fill_idle_devices=fill)
+    milp = make_planner("milp", weights=w).plan(cluster, table, demand)
+    greedy = make_planner("greedy", weights=w).plan(cluster, table, demand)
+    static = make_planner("static", weights=w).plan(cluster, table, demand)
     tol = 1e-3 * max(1.0, abs(milp.objective))
     assert milp.optimal
     assert milp.objective >= greedy.objective - tol
     assert milp.objective >= static.objective - tol
-    assert milp.objective >= make_planner("flow").plan(cluster, table, demand).objective - tol
+    assert milp.objective >= make_planner("flow", weights=w).plan(cluster, table, demand).objective - tol
     if milp.slo_attainment >= 1 - 1e-9:  # feasible demand: the heuristic meets it too and beats static
         assert greedy.objective >= static.objective - tol

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from oserve.errors import ProfileError
@@ -44,9 +46,19 @@ def test_faster_model_has_more_capacity() -> None:
     assert class_capacity(fast, V, SHORT, slo).capacity_rps > class_capacity(slow, V, SHORT, slo).capacity_rps
 
 
-def test_class_longer_than_context_has_zero_capacity() -> None:
+def test_class_longer_than_context_is_profiled_at_what_fits() -> None:
     v = Variant(model="llama-2-7b", device_type="a100-80gb")  # 4096-token context
-    cp = class_capacity(roofline_model(v), v, DEFAULT_SCHEME.by_name("long-in/long-out"), SLO())
+    long = DEFAULT_SCHEME.by_name("long-in/long-out")  # expected 4096 in + 512 out: over the context
+    cp = class_capacity(roofline_model(v), v, long, SLO())
+    clipped = dataclasses.replace(long, expected_input_tokens=4096 - 512)
+    assert cp.capacity_rps > 0 and cp == class_capacity(roofline_model(v), v, clipped, SLO())
+
+
+def test_class_that_cannot_fit_the_context_has_zero_capacity() -> None:
+    v = Variant(model="llama-2-7b", device_type="a100-80gb")
+    # every input of this class (>= 4000 tokens) plus 512 output tokens exceeds the 4096-token context
+    huge = dataclasses.replace(DEFAULT_SCHEME.by_name("long-in/long-out"), input_range=(4000, 1 << 30))
+    cp = class_capacity(roofline_model(v), v, huge, SLO())
     assert cp.capacity_rps == 0 and cp.max_concurrency == 0
 
 
