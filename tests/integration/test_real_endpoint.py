@@ -118,10 +118,13 @@ def test_client_disconnect_aborts_engine_request(cpu_stack) -> None:
             "ignore_eos": True}
     with httpx.Client(base_url=cpu_stack.url, timeout=60) as h, h.stream("POST", "/v1/completions", json=body) as r:
         assert r.status_code == 200
+        seen_running = 0
         for i, _ in enumerate(r.iter_lines()):
-            if i > 4:
-                break
-        assert _engine_running(cpu_stack) >= 1
+            if i >= 4:
+                seen_running = _engine_running(cpu_stack)
+                if seen_running >= 1 or i > 60:
+                    break
+        assert seen_running >= 1, "the streaming request must be running in an engine before the disconnect"
     deadline = time.monotonic() + 20
     while _engine_running(cpu_stack) and time.monotonic() < deadline:
         time.sleep(0.2)
