@@ -139,7 +139,13 @@ class ServeConfig(_Strict):
     @model_validator(mode="after")
     def _check_references(self) -> ServeConfig:
         nodes = {n.name: n for n in self.cluster.nodes}
+        owner: dict[tuple[str, int], int] = {}
         for i, rep in enumerate(self.deployment):
+            for d in rep.device_ids:
+                if (rep.node, d) in owner:
+                    raise ValueError(f"deployment[{i}].device_ids: device {d} of node {rep.node!r} is already used by "
+                                     f"deployment[{owner[(rep.node, d)]}]; each device serves one replica")
+                owner[(rep.node, d)] = i
             if rep.variant not in self.variants:
                 raise ValueError(f"deployment[{i}].variant {rep.variant!r} is not one of {sorted(self.variants)}")
             node = nodes.get(rep.node)

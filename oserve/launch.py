@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from oserve.backends.base import Backend, ReplicaSpec
 from oserve.clock import WallClock
 from oserve.config import ServeConfig
+from oserve.errors import ConfigError
 from oserve.workload.classes import ClassScheme
 
 __all__ = ["Stack", "build_scheme", "build_templates", "resolve_model_path", "start_stack"]
@@ -29,7 +30,11 @@ def resolve_model_path(config: ServeConfig) -> str:
         from oserve.models import ensure_default_model
 
         return str(ensure_default_model())
-    return str(config.resolve(config.model.path))
+    path = config.resolve(config.model.path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.path {str(path)!r} is not a Hugging Face checkpoint folder (no config.json there)",
+                          field="model.path", allowed="'default' or a folder holding config.json and the weights")
+    return str(path)
 
 
 def build_scheme(config: ServeConfig) -> ClassScheme:
@@ -169,6 +174,13 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
             oc = config.orchestrator
             table = ProfileTable.load(config.resolve(oc.table))
             table.check_against(list(config.variants), scheme.names)
+            for i, rep in enumerate(config.deployment):
+                need = table.variants[rep.variant].devices_per_replica
+                if len(rep.device_ids) != need:
+                    raise ConfigError(
+                        f"deployment[{i}] gives variant {rep.variant!r} {len(rep.device_ids)} device(s) but its "
+                        f"profile says it uses {need}", field=f"deployment.{i}.device_ids",
+                        allowed=f"exactly {need} device id(s)")
             stack.orchestrator = Orchestrator(
                 backend,
                 make_default(**oc.forecaster.params) if oc.forecaster.kind == "default"

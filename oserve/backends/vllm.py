@@ -34,6 +34,15 @@ _CPU_MEMORY_UTILIZATION = 0.15
 _ENV_LOCK = threading.Lock()
 
 
+def _is_client_error(exc: BaseException) -> bool:
+    """True for vLLM's own request-validation errors (``VLLMClientError`` and subclasses)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # older vLLM: no such class
+        return False
+    return isinstance(exc, VLLMClientError)
+
+
 def _cores_to_bind(cores: tuple[int, ...]) -> str:
     """vLLM's bind syntax: a comma-separated list of core ids (``"0"``, ``"0,1"``)."""
     return ",".join(str(c) for c in cores)
@@ -185,6 +194,9 @@ class VLLMReplica(Replica):
             # not a replica failure to retry elsewhere.
             raise InvalidRequestError(f"the engine refused the request: {exc}", param="prompt") from exc
         except Exception as exc:  # engine death or an engine-side error
+            if _is_client_error(exc):
+                raise InvalidRequestError(f"the engine refused the request: {exc}", param="prompt",
+                                          code="invalid_value") from exc
             raise ReplicaError(f"replica {self.replica_id} failed: {type(exc).__name__}: {exc}",
                                replica_id=self.replica_id, code="engine_error") from exc
         finally:

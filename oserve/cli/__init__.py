@@ -9,6 +9,8 @@ import importlib
 import logging
 import sys
 
+from oserve.errors import OserveError
+
 __all__ = ["main"]
 
 # module name -> subcommand(s) it registers; modules are imported only to build the parser.
@@ -43,7 +45,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0
+    except (OserveError, OSError, ValueError, aiohttp_errors()) as exc:
+        # A clear one-line error instead of a traceback; --log-level DEBUG keeps the traceback.
+        if args.log_level == "DEBUG":
+            raise
+        print(f"oserve {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+def aiohttp_errors() -> type[BaseException]:
+    """aiohttp's client error class when aiohttp is installed (the replay client's transport)."""
+    try:
+        from aiohttp import ClientError
+    except ImportError:
+        return OSError
+    return ClientError
 
 
 if __name__ == "__main__":
