@@ -92,11 +92,18 @@ def fill_idle(problem: Problem, counts: np.ndarray) -> np.ndarray:
             return counts
         _, v, g, keep = best
         d = int(problem.dev[v])
-        k = min(int(free[g] // d), int(maxr[v, g] - counts[v, g]))
-        if keep:
-            k = min(k, int(problem.current[v, g] - counts[v, g]))
+        k = _batch_limit(problem, counts, free, maxr, v, g)
         counts[v, g] += k
         free[g] -= k * d
+
+
+def _batch_limit(problem: Problem, counts: np.ndarray, free: np.ndarray, maxr: np.ndarray, v: int, g: int) -> int:
+    """Replicas of variant ``v`` that group ``g`` can still take at once: bounded by free devices and the
+    group's maximum, and, while ``current`` runs more of them there, by what keeps those in place."""
+    limit = min(int(free[g] // int(problem.dev[v])), int(maxr[v, g] - counts[v, g]))
+    if counts[v, g] < problem.current[v, g]:
+        limit = min(limit, int(problem.current[v, g] - counts[v, g]))
+    return limit
 
 
 def _fill_gain(cap_v: np.ndarray, order: np.ndarray, residual: np.ndarray) -> tuple[float, np.ndarray]:
@@ -143,9 +150,7 @@ def greedy_fill(problem: Problem, counts: np.ndarray | None = None, residual: np
         _, v, g, served = best
         # add as many identical replicas at once as keep the same marginal gain (big clusters)
         d = int(problem.dev[v])
-        limit = min(int(free[g] // d), int(maxr[v, g] - counts[v, g]))
-        if counts[v, g] < problem.current[v, g]:
-            limit = min(limit, int(problem.current[v, g] - counts[v, g]))
+        limit = _batch_limit(problem, counts, free, maxr, v, g)
         need = np.min(np.where(served > 0, residual / np.maximum(served, 1e-300), np.inf))
         k = max(1, min(limit, int(np.floor(need)) - 1)) if np.isfinite(need) else 1
         counts[v, g] += k
