@@ -31,8 +31,8 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from oserve.clock import SimClock, WallClock
-    from oserve.monitor import WorkloadMonitor
     from oserve.workload.classes import DEFAULT_SCHEME
+    from oserve.workload.monitor import WorkloadMonitor
 
     classes = DEFAULT_SCHEME.classes
     n = args.requests

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from oserve.backends.base import ReplicaSpec, SamplingParams
-from oserve.router import Router
+from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
 from oserve.workload.classes import DEFAULT_SCHEME
 

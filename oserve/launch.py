@@ -139,11 +139,11 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
     """
     from transformers import AutoTokenizer
 
-    from oserve.monitor import WorkloadMonitor
-    from oserve.router import Router
+    from oserve.control.specs import spec_factory_from_templates
     from oserve.server import api_key_dependency
     from oserve.server.app import create_app
-    from oserve.switcher import spec_factory_from_templates
+    from oserve.server.router import Router
+    from oserve.workload.monitor import WorkloadMonitor
 
     clock = WallClock()
     registry = CollectorRegistry()  # monitor and orchestrator metrics; the endpoint keeps its own
@@ -165,9 +165,9 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
     stack = Stack(config=config, app=None, router=router, monitor=monitor, backend=backend, registry=registry)
     try:
         if config.orchestrator is not None:
+            from oserve.control.orchestrator import Orchestrator
             from oserve.forecast import make as make_forecaster
             from oserve.forecast import make_default
-            from oserve.orchestrator import Orchestrator
             from oserve.policies import make_planner
             from oserve.profiles.table import ProfileTable
 
@@ -207,7 +207,7 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                          max_body_bytes=config.server.max_body_bytes, scheme=scheme, clock=clock,
                          metrics_registries=(registry,))
         if stack.orchestrator is not None:
-            from oserve.admin import make_admin_router
+            from oserve.server.admin import make_admin_router
 
             app.include_router(make_admin_router(stack.orchestrator, auth=api_key_dependency(config.server.api_key)))
         stack.app = app

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from oserve.router import Router
+from oserve.server.router import Router
 
 __all__ = ["ServerMetrics"]
 

@@ -7,7 +7,7 @@ One request goes through:
 3. classification with the :class:`~oserve.workload.classes.ClassScheme` (prompt tokens and
    ``max_tokens``) and ``monitor.record_admission`` (arrivals count at admission, refused ones too;
    they then complete with ``ok=False``);
-4. :meth:`oserve.router.Router.acquire`: 503 when no replica is ready, 400 when the prompt plus
+4. :meth:`oserve.server.router.Router.acquire`: 503 when no replica is ready, 400 when the prompt plus
    ``max_tokens`` fits no ready replica's *effective* context length;
 5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it
    died or was drained) before the first token, the request is retried on another replica (up to
@@ -44,7 +44,7 @@ from oserve.errors import (
     ReplicaError,
     ServerError,
 )
-from oserve.router import Router
+from oserve.server.router import Router
 from oserve.workload.classes import ClassScheme, RequestClass
 
 from .http_errors import error_payload
@@ -84,7 +84,7 @@ TokenCounter = Callable[[str | list[int]], int]
 
 @runtime_checkable
 class AdmissionMonitor(Protocol):
-    """What the endpoint tells a workload monitor (``oserve.monitor.WorkloadMonitor`` fits)."""
+    """What the endpoint tells a workload monitor (``oserve.workload.monitor.WorkloadMonitor`` fits)."""
 
     def record_admission(self, request_id: str, request_class: RequestClass, input_tokens: int,
                          max_tokens: int) -> None: ...
@@ -136,7 +136,7 @@ def _sse(payload: dict) -> str:
 
 
 class OpenAIServing:
-    """Serves completions and chat completions over a :class:`~oserve.router.Router`.
+    """Serves completions and chat completions over a :class:`~oserve.server.router.Router`.
 
     Args:
         router: the replicas' router.

@@ -7,15 +7,15 @@ the order is: replica ready, replica stopped / drain timeout, arrival, iteration
 
 Per event kind:
 
-* arrival: the request is classified, counted by the :class:`~oserve.monitor.WorkloadMonitor`
+* arrival: the request is classified, counted by the :class:`~oserve.workload.monitor.WorkloadMonitor`
   (driven by a :class:`~oserve.clock.SimClock`, so snapshots come from the live code) and routed by
-  :func:`oserve.router.choose_replica` (plan routing weights, least outstanding within a variant),
+  :func:`oserve.policies.routing.choose_replica` (plan routing weights, least outstanding within a variant),
   or round-robin for plain static deployments. With no ready replica that fits, it is held until one
   is ready (and counted as touched by a switch); if no replica of the deployment could ever fit it,
   it is refused.
 * iteration end: see :mod:`oserve.sim.replica` (one event per iteration, or per run of identical
   decode steps).
-* control tick: :meth:`oserve.controller.Controller.tick` with the monitor's snapshot and history and
+* control tick: :meth:`oserve.control.controller.Controller.tick` with the monitor's snapshot and history and
   the deployed plan; a changed plan goes to the simulated switcher (:mod:`oserve.sim.switching`).
 * ready / stopped / drain timeout: switching events.
 """
@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from oserve.clock import SimClock
-from oserve.controller import bin_history, placement_counts
+from oserve.control.controller import bin_history, placement_counts
 from oserve.errors import ConfigError
 from oserve.policies.plan import ClusterSpec, Plan
+from oserve.policies.routing import Candidate, choose_replica
 from oserve.profiles.table import ProfileTable
-from oserve.router import Candidate, choose_replica
 from oserve.sim.replica import ReplicaParams, SimReplica
 from oserve.sim.request import SimRequest
 from oserve.sim.switching import SimDeployment
@@ -140,7 +140,7 @@ class Simulation:
         table: the profile table (only the variants the plans name need iteration models).
         cluster: the cluster.
         initial_plan: the deployment at time 0 (already running: no start cost).
-        controller: an :class:`oserve.controller.Controller`, or None for a static deployment.
+        controller: an :class:`oserve.control.controller.Controller`, or None for a static deployment.
         routing: ``"plan"`` (the router's choice function with the plan's weights) or
             ``"round-robin"`` (over the ready replicas that fit).
         scheme: request classes.
@@ -179,7 +179,7 @@ class Simulation:
     # ------------------------------------------------------------------ run
     def run(self) -> SimResult:
         """Simulate the whole trace until every request has finished, been aborted or refused."""
-        from oserve.monitor import WorkloadMonitor
+        from oserve.workload.monitor import WorkloadMonitor
 
         t_wall = time.perf_counter()
         opt = self.options

@@ -1,6 +1,6 @@
 """Deployment policies the simulator compares: ``oserve``, ``static:VARIANT``, ``best-static``, ``plain-vllm``.
 
-* ``oserve``: a :class:`~oserve.controller.Controller` (forecaster + planner) re-plans every control
+* ``oserve``: a :class:`~oserve.control.controller.Controller` (forecaster + planner) re-plans every control
   interval; the initial deployment is the planner's plan for the mean per-class rate of the trace's
   first ``initial_window_s`` seconds (what an operator would deploy for the expected load).
 * ``static:VARIANT``: as many replicas of one variant as the cluster holds

@@ -118,8 +118,8 @@ def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand
 
 
 def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme) -> Any:
-    """A fresh :class:`oserve.controller.Controller` with the config's forecaster and planner."""
-    from oserve.controller import Controller
+    """A fresh :class:`oserve.control.controller.Controller` with the config's forecaster and planner."""
+    from oserve.control.controller import Controller
     from oserve.forecast import make as make_forecaster
     from oserve.policies import make_planner
 

@@ -1,12 +1,12 @@
 """Simulated deployment: replicas on devices and the switcher's transitions on simulated time.
 
 The order of work is the live switcher's, from the same pure function
-:func:`oserve.switcher.plan_steps` (make-before-break where memory allows, rolling phases otherwise),
-and the execution mirrors :class:`oserve.switcher.Switcher` step by step:
+:func:`oserve.control.rules.plan_steps` (make-before-break where memory allows, rolling phases otherwise),
+and the execution mirrors :class:`oserve.control.switcher.Switcher` step by step:
 
 * One transition at a time. Each phase starts its replicas concurrently (engine start + weight
   load + warm-up: the variant's ``start_time_s`` plus ``warmup_s``), then the routing shifts
-  (:func:`oserve.switcher.effective_routing`), then the phase's replicas drain and stop
+  (:func:`oserve.control.rules.effective_routing`), then the phase's replicas drain and stop
   concurrently; a drain that would leave a class without capacity is skipped, as live.
 * Draining: the replica takes no new requests at once; its in-flight requests finish up to
   ``drain_timeout_s``, the rest are aborted; the engine then stops (``stop_time_s``) and its memory
@@ -22,18 +22,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from oserve.controller import placement_counts, plans_equal
+from oserve.control.controller import placement_counts, plans_equal
+from oserve.control.resources import ResourceModel
+from oserve.control.rules import LiveReplica, SwitchSteps, covered_classes, effective_routing, plan_steps
 from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
 from oserve.profiles.table import ProfileTable
 from oserve.sim.replica import ReplicaParams, SimReplica
-from oserve.switcher import LiveReplica, ResourceModel, SwitchSteps, covered_classes, effective_routing, plan_steps
 
 __all__ = ["SimDeployment", "Transition"]
 
 
 @dataclass
 class Transition:
-    """One transition (the simulated counterpart of :class:`oserve.switcher.SwitchResult`).
+    """One transition (the simulated counterpart of :class:`oserve.control.switcher.SwitchResult`).
 
     Attributes:
         submitted_s: when the decision asked for it, seconds.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oserve.controller import Controller
+from oserve.control.controller import Controller
 from oserve.forecast import make as make_forecaster
 from oserve.policies import make_planner
 from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
@@ -142,7 +142,7 @@ def test_make_before_break_when_memory_allows() -> None:
 
     class PinnedController:  # a controller stand-in that asks for one switch at t=10 s
         def tick(self, now_s, snapshot, history_ts, history_rates, current):
-            from oserve.controller import Decision
+            from oserve.control.controller import Decision
             from oserve.policies.plan import Demand
 
             plan = target if now_s >= 10 else start

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from orch_fakes import FakeForecaster, FakePlanner, make_cluster, make_table, plan_of, snapshot
 
-from oserve.controller import Controller, ControllerInputError, plans_equal
+from oserve.control.controller import Controller, ControllerInputError, plans_equal
 from oserve.errors import PlanningError
 from oserve.workload.classes import DEFAULT_SCHEME
 
@@ -121,7 +121,7 @@ def test_history_is_bounded_and_records_outcomes():
 
 
 def test_bin_history_averages_complete_bins_only():
-    from oserve.controller import bin_history
+    from oserve.control.controller import bin_history
 
     ts = np.arange(3, 14, dtype=float)  # seconds 3..13
     rates = np.arange(11 * K, dtype=float).reshape(11, K)

@@ -10,19 +10,19 @@ import pytest
 from fastapi import FastAPI, Request
 from orch_fakes import FakeForecaster, make_cluster, make_table, plan_of, spec_factory
 
-from oserve.admin import make_admin_router
 from oserve.backends.base import SamplingParams
 from oserve.cli.status import fetch_status, format_status
 from oserve.clock import SimClock
+from oserve.control.orchestrator import Orchestrator
 from oserve.errors import AuthenticationError, EngineStartError, RequestAbortedError
-from oserve.monitor import WorkloadMonitor
-from oserve.orchestrator import Orchestrator
 from oserve.policies.plan import Plan
 from oserve.profiles.table import SLO
-from oserve.router import Router
+from oserve.server.admin import make_admin_router
 from oserve.server.http_errors import install_exception_handlers
+from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
 from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.workload.monitor import WorkloadMonitor
 
 pytestmark = pytest.mark.timeout(30)
 SHORT, LONG = DEFAULT_SCHEME.by_name("short-in/short-out"), DEFAULT_SCHEME.by_name("short-in/long-out")

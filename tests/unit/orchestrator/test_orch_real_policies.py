@@ -6,14 +6,14 @@ import pytest
 from orch_fakes import make_cluster, make_table, spec_factory
 
 from oserve.clock import SimClock
+from oserve.control.orchestrator import Orchestrator
 from oserve.forecast import make as make_forecaster
-from oserve.monitor import WorkloadMonitor
-from oserve.orchestrator import Orchestrator
 from oserve.policies import make_planner
 from oserve.profiles.table import SLO
-from oserve.router import Router
+from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend
 from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.workload.monitor import WorkloadMonitor
 
 pytestmark = pytest.mark.timeout(60)
 NAMES = DEFAULT_SCHEME.names

@@ -12,14 +12,14 @@ import httpx
 import pytest
 from orch_fakes import FakeForecaster, FakePlanner, make_cluster, make_table, plan_of, spec_factory
 
-from oserve.admin import make_admin_router
 from oserve.clock import WallClock
-from oserve.monitor import WorkloadMonitor
-from oserve.orchestrator import Orchestrator
+from oserve.control.orchestrator import Orchestrator
 from oserve.profiles.table import SLO
-from oserve.router import Router
+from oserve.server.admin import make_admin_router
+from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
 from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.workload.monitor import WorkloadMonitor
 
 pytestmark = pytest.mark.timeout(60)
 create_app = pytest.importorskip("oserve.server.app").create_app

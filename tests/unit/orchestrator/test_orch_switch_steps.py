@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from orch_fakes import GIB, make_cluster, make_table, plan_of
 
+from oserve.control.resources import ResourceModel
+from oserve.control.rules import LiveReplica, covered_classes, effective_routing, plan_steps
 from oserve.policies.plan import ClusterSpec, NodeSpec, ReplicaPlacement
-from oserve.switcher import LiveReplica, ResourceModel, covered_classes, effective_routing, plan_steps
 from oserve.workload.classes import DEFAULT_SCHEME
 
 SHORT = [c for c in DEFAULT_SCHEME.names if c.endswith("short-out")]
@@ -156,8 +157,8 @@ def test_spec_factory_from_templates_sets_cores_or_gpus():
     import pytest
 
     from oserve.backends.base import ReplicaSpec
+    from oserve.control.specs import spec_factory_from_templates
     from oserve.errors import ConfigError
-    from oserve.switcher import spec_factory_from_templates
 
     tpl = ReplicaSpec(variant="x", model="/m", served_model_name="m", max_num_seqs=4)
     cluster = ClusterSpec(nodes=[NodeSpec(name="c", device_type="cpu", devices=2, device_memory_bytes=GIB),

@@ -8,9 +8,10 @@ import pytest
 from orch_fakes import GIB, make_cluster, make_table, plan_of, spec_factory
 
 from oserve.backends.base import SamplingParams
+from oserve.control.resources import ResourceModel
+from oserve.control.switcher import Switcher
 from oserve.errors import RequestAbortedError
-from oserve.router import Router
-from oserve.switcher import ResourceModel, Switcher
+from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
 
 pytestmark = pytest.mark.timeout(30)

@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from oserve.backends.base import ReplicaSpec
-from oserve.router import Router
 from oserve.server import create_app
+from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplica, FakeReplicaOptions
 
 MODEL = "fake-model"

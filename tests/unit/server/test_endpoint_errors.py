@@ -16,8 +16,8 @@ from oserve_server_support import (  # type: ignore[import-not-found]
     make_spec,
 )
 
-from oserve.router import Router
 from oserve.server import create_app
+from oserve.server.router import Router
 from oserve.testing.bad_requests import bad_request_cases, check_error_response
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
 

@@ -13,9 +13,9 @@ import openai
 import pytest
 
 from oserve.clock import WallClock
-from oserve.monitor import WorkloadMonitor
 from oserve.testing.fake_backend import FakeReplicaOptions
 from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.workload.monitor import WorkloadMonitor
 
 MODEL = "fake-model"
 MSGS = [{"role": "user", "content": "What is the capital of France?"}]

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from oserve.backends.base import ReplicaSpec
 from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError
-from oserve.router import Candidate, Router, choose_replica
+from oserve.policies.routing import Candidate, choose_replica
+from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeReplica, FakeReplicaOptions
 
 

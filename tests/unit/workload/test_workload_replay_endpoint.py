@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 
 pytest.importorskip("oserve.server")
-pytest.importorskip("oserve.router")
+pytest.importorskip("oserve.server.router")
 
 import uvicorn  # noqa: E402
 from prometheus_client import generate_latest  # noqa: E402
 
 from oserve.backends.base import ReplicaSpec  # noqa: E402
 from oserve.clock import WallClock  # noqa: E402
-from oserve.monitor import WorkloadMonitor  # noqa: E402
-from oserve.router import Router  # noqa: E402
 from oserve.server import create_app  # noqa: E402
+from oserve.server.router import Router  # noqa: E402
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions  # noqa: E402
 from oserve.workload.classes import DEFAULT_SCHEME  # noqa: E402
 from oserve.workload.loaders import load_trace  # noqa: E402
+from oserve.workload.monitor import WorkloadMonitor  # noqa: E402
 from oserve.workload.replay import replay  # noqa: E402
 from oserve.workload.trace import Trace  # noqa: E402
 from oserve.workload.transforms import merge, scale_tokens, window  # noqa: E402

@@ -1,10 +1,9 @@
-"""The request router: which replica serves a request.
+"""The request router: which replica serves a request (the stateful part).
 
-The choice itself is the pure function :func:`choose_replica`: given the ready candidates, their
-outstanding request counts and (optionally) the plan's routing weights of the request's class, it
-returns a replica id. :class:`Router` keeps the mutable state around it (the replicas, their
-router-side state, outstanding counts, the per-class smooth weighted round-robin credits, the
-fallback counter) and counts each request from :meth:`Router.acquire` to :meth:`Router.release`.
+The choice itself is the pure function :func:`oserve.policies.routing.choose_replica`.
+:class:`Router` keeps the mutable state around it (the replicas, their router-side state,
+outstanding counts, the per-class smooth weighted round-robin credits, the fallback counter) and
+counts each request from :meth:`Router.acquire` to :meth:`Router.release`.
 
 Policy:
 
@@ -28,104 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from oserve.backends.base import Replica, ReplicaState
 from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError
+from oserve.policies.routing import Candidate, choose_replica
 
-__all__ = ["Candidate", "Choice", "choose_replica", "Router", "Lease"]
+__all__ = ["Router", "Lease"]
 
 log = logging.getLogger(__name__)
 
 _STATES: tuple[str, ...] = ("starting", "ready", "draining", "stopped", "failed")
-
-
-class Candidate(NamedTuple):
-    """A ready replica as the choice function sees it.
-
-    Attributes:
-        replica_id: the replica's id.
-        variant: its deployment variant.
-        max_model_len: its effective context length, tokens.
-    """
-
-    replica_id: str
-    variant: str
-    max_model_len: int
-
-
-class Choice(NamedTuple):
-    """Result of :func:`choose_replica`.
-
-    Attributes:
-        replica_id: the chosen replica, or None when no candidate fits.
-        fallback: True when the class had routing weights (or a routing table exists) but none of
-            its variants had a candidate, so any candidate was taken.
-        credit: the class's new smooth-WRR credits (variant -> credit), or None when weights were
-            not used.
-    """
-
-    replica_id: str | None
-    fallback: bool
-    credit: dict[str, float] | None
-
-
-def _least_outstanding(cands: Iterable[Candidate], outstanding: Mapping[str, int],
-                       served: Mapping[str, int]) -> str | None:
-    best: str | None = None
-    best_key: tuple[int, int] = (0, 0)
-    for c in cands:
-        key = (outstanding.get(c.replica_id, 0), served.get(c.replica_id, 0))
-        if best is None or key < best_key:
-            best, best_key = c.replica_id, key
-    return best
-
-
-def choose_replica(
-    candidates: Sequence[Candidate],
-    outstanding: Mapping[str, int],
-    *,
-    needed_tokens: int,
-    weights: Mapping[str, float] | None = None,
-    credit: Mapping[str, float] | None = None,
-    served: Mapping[str, int] | None = None,
-    routing_active: bool = False,
-) -> Choice:
-    """Choose a replica for one request (pure: reads its inputs, returns a value).
-
-    Args:
-        candidates: ready replicas, in the order they were added.
-        outstanding: requests in flight per replica id.
-        needed_tokens: prompt tokens + ``max_tokens`` of the request; candidates whose
-            ``max_model_len`` is smaller are skipped.
-        weights: the class's routing weights, variant -> weight (>= 0); None or empty: no weights.
-        credit: the class's smooth-WRR credits from the previous pick (variant -> credit).
-        served: requests given to each replica so far (tie-break: fewer first).
-        routing_active: a routing table exists, so a class without weights counts as a fallback.
-
-    Returns:
-        A :class:`Choice`; ``replica_id`` is None when no candidate fits ``needed_tokens``.
-    """
-    served = served or {}
-    fits = [c for c in candidates if c.max_model_len >= needed_tokens]
-    if not fits:
-        return Choice(None, False, None)
-    if weights:
-        eligible = {c.variant for c in fits}
-        active = {v: w for v, w in weights.items() if w > 0 and v in eligible}
-        if active:
-            new_credit = {v: (credit or {}).get(v, 0.0) + w for v, w in active.items()}
-            variant = max(active, key=lambda v: new_credit[v])
-            new_credit[variant] -= sum(active.values())
-            # Keep credits of variants that are momentarily ineligible.
-            for v, c in (credit or {}).items():
-                new_credit.setdefault(v, c)
-            chosen = _least_outstanding((c for c in fits if c.variant == variant), outstanding, served)
-            return Choice(chosen, False, new_credit)
-        return Choice(_least_outstanding(fits, outstanding, served), True, None)
-    return Choice(_least_outstanding(fits, outstanding, served), routing_active, None)
 
 
 @dataclass

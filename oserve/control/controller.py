@@ -1,6 +1,6 @@
 """The control decision: observed history -> forecast -> demand -> target plan. Pure, reads no clock.
 
-One :class:`Controller` is shared by the live :class:`~oserve.orchestrator.Orchestrator` and by the
+One :class:`Controller` is shared by the live :class:`~oserve.control.orchestrator.Orchestrator` and by the
 simulator: both call :meth:`Controller.tick` with the time, the monitor's snapshot and rate history,
 and the plan currently deployed, and act on the returned :class:`Decision`. The controller does no
 I/O and never reads a clock, so the same inputs give the same decisions in live and simulated runs

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError
-from oserve.orchestrator import Orchestrator
 from oserve.policies.plan import Plan
+
+if TYPE_CHECKING:  # the routes only call methods of the orchestrator they are given
+    from oserve.control.orchestrator import Orchestrator
 
 __all__ = ["PinRequest", "make_admin_router"]
 

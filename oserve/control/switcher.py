@@ -1,29 +1,22 @@
-"""The switcher: moves the running replicas from the current plan to a target plan without losing requests.
+"""The switch executor: moves the running replicas from the current plan to a target plan without
+losing requests.
 
-Two parts with one job each:
+:class:`Switcher` executes the phases of :func:`~oserve.control.rules.plan_steps` on a
+:class:`~oserve.backends.base.Backend` and a router, one transition at a time. A target that arrives
+mid-transition replaces any queued one (latest wins) and interrupts the running transition at its
+next safe point: replicas still starting that the new target does not need are cancelled
+(:func:`~oserve.control.rules.unneeded_starts`), running replicas are not drained, and the next
+transition starts from the real state. Its registry of replicas is the truth about what runs.
 
-* :func:`plan_steps` (pure) diffs the real replicas against a target :class:`~oserve.policies.plan.Plan`
-  and orders the work into phases. Each phase first starts replicas (concurrently), then shifts
-  routing, then drains and stops replicas. Where the memory of the nodes allows, every new replica
-  starts in the first phase while the old ones keep serving (make-before-break). Where it does not,
-  old replicas are drained one per phase (rolling), preferring one whose removal leaves every request
-  class some capacity; only when no such order exists is a class left without capacity for a moment
-  (reported in :attr:`SwitchSteps.capacity_gap_classes`).
-* :class:`Switcher` executes those phases on a :class:`~oserve.backends.base.Backend` and a router,
-  one transition at a time. A target that arrives mid-transition replaces any queued one (latest
-  wins) and interrupts the running transition at its next safe point: replicas still starting that
-  the new target does not need are cancelled, running replicas are not drained, and the next
-  transition starts from the real state. Its registry of replicas is the truth about what runs.
-
-Resources (:class:`ResourceModel`): memory is the hard limit. On GPU nodes each device's memory is
-checked (a replica of a variant uses ``memory_per_device_bytes`` on each of its devices). On CPU
-nodes memory is one pool per node (``devices * device_memory_bytes``) and cores may be shared by an
-old and a new replica for the short overlap of a switch.
+The same object runs live (a wall clock, a vLLM or fake backend) and in the simulator (a simulated
+clock and :class:`oserve.sim.backend.SimBackend`): every wait and timeout goes through its
+:class:`~oserve.clock.Clock`.
 
 Draining a replica: the router marks it ``draining`` at once (no new requests), in-flight requests,
 streams included, finish up to ``drain_timeout_s``, the rest are aborted by the replica with an
 explicit error (``RequestAbortedError``), then the engine stops and its memory is released before any
-replica of a later phase starts.
+replica of a later phase starts. A drain that would leave a class without capacity is skipped
+(:func:`~oserve.control.rules.drain_blocker`).
 """
 
 from __future__ import annotations
@@ -31,384 +24,31 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, SamplingParams
+from oserve.backends.base import Backend, Replica, ReplicaState, SamplingParams
 from oserve.clock import Clock, WallClock
-from oserve.controller import placement_counts, plans_equal
+from oserve.control.controller import plans_equal
+from oserve.control.resources import ResourceModel
+from oserve.control.rules import (
+    LiveReplica,
+    SwitchStatus,
+    drain_blocker,
+    effective_routing,
+    plan_steps,
+    switch_status,
+    unneeded_starts,
+)
+from oserve.control.specs import SpecFactory
 from oserve.errors import ConfigError, EngineStartError
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
-from oserve.profiles.table import ProfileTable
+from oserve.policies.plan import Plan, ReplicaPlacement
 
-__all__ = [
-    "ResourceModel",
-    "LiveReplica",
-    "Phase",
-    "SwitchSteps",
-    "plan_steps",
-    "covered_classes",
-    "effective_routing",
-    "StepRecord",
-    "SwitchResult",
-    "ManagedReplica",
-    "Switcher",
-    "SpecFactory",
-    "spec_factory_from_templates",
-]
+__all__ = ["StepKind", "StepRecord", "SwitchResult", "RouterPort", "ManagedReplica", "Switcher"]
 
 log = logging.getLogger(__name__)
 
-SpecFactory = Callable[[ReplicaPlacement, str], ReplicaSpec]
-"""Maps a plan's replica placement and a new replica id to the :class:`ReplicaSpec` to start."""
-
-
-
-def spec_factory_from_templates(templates: dict[str, ReplicaSpec], cluster: ClusterSpec) -> SpecFactory:
-    """A :data:`SpecFactory` that copies a per-variant template and sets where the replica runs.
-
-    Args:
-        templates: variant name -> the :class:`ReplicaSpec` to start for it (model path, dtype,
-            TP/PP, max_num_seqs, ...); its ``cpu_cores`` / ``devices`` are replaced per replica.
-        cluster: the nodes; on a node whose ``device_type`` is ``"cpu"`` the placement's device ids
-            become ``cpu_cores``, otherwise ``devices`` (GPU ids).
-
-    Returns:
-        ``factory(placement, replica_id) -> ReplicaSpec``.
-
-    Raises (when called):
-        ConfigError: no template for the placement's variant, or an unknown node.
-    """
-    kinds = {n.name: n.device_type.lower() for n in cluster.nodes}
-
-    def factory(placement: ReplicaPlacement, replica_id: str) -> ReplicaSpec:
-        tpl = templates.get(placement.variant)
-        if tpl is None:
-            raise ConfigError(f"no replica template for variant {placement.variant!r}", field="variants",
-                              allowed=", ".join(sorted(templates)))
-        if placement.node not in kinds:
-            raise ConfigError(f"unknown node {placement.node!r}", field="plan.replicas.node",
-                              allowed=", ".join(sorted(kinds)))
-        ids = tuple(placement.device_ids)
-        if kinds[placement.node] == "cpu":
-            return tpl.model_copy(update={"variant": placement.variant, "cpu_cores": ids})
-        return tpl.model_copy(update={"variant": placement.variant, "devices": ids})
-
-    return factory
-
-
-_MemKey = tuple[str, int | None]  # (node, device) on GPU nodes; (node, None) for a CPU node's pool
-
-
-# --------------------------------------------------------------------------------------------- resources
-class ResourceModel:
-    """Memory accounting of a cluster for a set of replica placements.
-
-    Args:
-        cluster: the nodes.
-        table: the profile table (``memory_per_device_bytes`` and ``devices_per_replica`` per variant).
-        pooled_nodes: names of nodes whose memory is one pool; default: the nodes whose
-            ``device_type`` is ``"cpu"``.
-        share_cpu_cores: on pooled (CPU) nodes, let an old and a new replica use the same cores for
-            the overlap of a switch (memory stays the hard limit). False makes cores exclusive, so
-            a switch that needs a busy core rolls instead (use it with a backend that refuses
-            shared cores, e.g. ``VLLMBackend`` without ``OSERVE_ALLOW_CORE_SHARING=1``).
-
-    Raises (from the methods):
-        ConfigError: a placement names an unknown node, a device id out of range, or a variant the
-            table lacks.
-    """
-
-    def __init__(self, cluster: ClusterSpec, table: ProfileTable, *, pooled_nodes: Iterable[str] | None = None,
-                 share_cpu_cores: bool = True) -> None:
-        self.cluster = cluster
-        self.share_cpu_cores = bool(share_cpu_cores)
-        self.table = table
-        self._nodes = {n.name: n for n in cluster.nodes}
-        self._pooled = (
-            set(pooled_nodes) if pooled_nodes is not None
-            else {n.name for n in cluster.nodes if n.device_type.lower() == "cpu"}
-        )
-
-    def pooled(self, node: str) -> bool:
-        """True when ``node``'s memory is one pool and its cores may be shared briefly."""
-        return node in self._pooled
-
-    def check(self, p: ReplicaPlacement) -> None:
-        """Validate a placement against the cluster and table. Raises ConfigError naming the field."""
-        node = self._nodes.get(p.node)
-        if node is None:
-            raise ConfigError(f"placement on unknown node {p.node!r}", field="plan.replicas.node",
-                              allowed=", ".join(sorted(self._nodes)))
-        if p.variant not in self.table.variants:
-            raise ConfigError(f"placement of unknown variant {p.variant!r}", field="plan.replicas.variant",
-                              allowed=", ".join(sorted(self.table.variants)))
-        bad = [d for d in p.device_ids if not 0 <= d < node.devices]
-        if bad:
-            raise ConfigError(f"device ids {bad} out of range on node {p.node!r}", field="plan.replicas.device_ids",
-                              allowed=f"0..{node.devices - 1}")
-
-    def need(self, p: ReplicaPlacement) -> dict[_MemKey, int]:
-        """Memory one replica needs, bytes, per memory key."""
-        self.check(p)
-        v = self.table.variants[p.variant]
-        if self.pooled(p.node):
-            return {(p.node, None): v.memory_per_device_bytes * max(v.devices_per_replica, len(p.device_ids), 1)}
-        return {(p.node, d): v.memory_per_device_bytes for d in p.device_ids}
-
-    def capacity(self, key: _MemKey) -> int:
-        """Memory available under a key, bytes."""
-        node = self._nodes[key[0]]
-        return node.device_memory_bytes * (node.devices if key[1] is None else 1)
-
-    def usage(self, placements: Iterable[ReplicaPlacement]) -> Counter[_MemKey]:
-        """Memory used by ``placements``, bytes, per key."""
-        out: Counter[_MemKey] = Counter()
-        for p in placements:
-            out.update(self.need(p))
-        return out
-
-    def fits(self, placements: Iterable[ReplicaPlacement], new: ReplicaPlacement) -> bool:
-        """True when ``new`` fits in memory beside ``placements``."""
-        placements = list(placements)
-        used = self.usage(placements)
-        if not all(used[k] + b <= self.capacity(k) for k, b in self.need(new).items()):
-            return False
-        if self.pooled(new.node) and not self.share_cpu_cores:
-            busy = {d for p in placements if p.node == new.node for d in p.device_ids}
-            return not busy & set(new.device_ids)
-        return True
-
-
-# --------------------------------------------------------------------------------------------- pure planning
-@dataclass(frozen=True)
-class LiveReplica:
-    """A replica as the step planner sees it."""
-
-    replica_id: str
-    placement: ReplicaPlacement
-    state: ReplicaState
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One phase of a transition: start replicas, shift routing, then drain and stop replicas.
-
-    Attributes:
-        starts: placements to start concurrently (devices chosen).
-        drains: replica ids to drain and stop concurrently after the starts are ready.
-        forced: True when a drain leaves some class without capacity (no other order existed).
-    """
-
-    starts: tuple[ReplicaPlacement, ...] = ()
-    drains: tuple[str, ...] = ()
-    forced: bool = False
-
-
-@dataclass(frozen=True)
-class SwitchSteps:
-    """The ordered work of one transition (output of :func:`plan_steps`).
-
-    Attributes:
-        keep: replica ids that stay.
-        cleanup: replica ids in a failed or stopped state to stop first (they serve nothing).
-        starts: every placement to start, with the devices chosen.
-        stops: every running replica id to drain and stop.
-        phases: the order of the work.
-        unplaceable: target placements that cannot fit even after every planned stop.
-        make_before_break: True when all starts come before any drain.
-        capacity_gap_classes: classes left without capacity between two phases (unavoidable).
-    """
-
-    keep: tuple[str, ...]
-    cleanup: tuple[str, ...]
-    starts: tuple[ReplicaPlacement, ...]
-    stops: tuple[str, ...]
-    phases: tuple[Phase, ...]
-    unplaceable: tuple[ReplicaPlacement, ...] = ()
-    make_before_break: bool = True
-    capacity_gap_classes: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        """True when nothing has to start or stop."""
-        return not (self.starts or self.stops or self.cleanup)
-
-
-def covered_classes(variants: Iterable[str], table: ProfileTable) -> set[str]:
-    """Classes that at least one of ``variants`` serves (capacity > 0 in the table)."""
-    out: set[str] = set()
-    for v in variants:
-        vp = table.variants.get(v)
-        if vp is not None:
-            out.update(c for c, cp in vp.classes.items() if cp.capacity_rps > 0)
-    return out
-
-
-def effective_routing(target: dict[str, dict[str, float]], ready_variants: Iterable[str],
-                      previous: dict[str, dict[str, float]] | None = None) -> dict[str, dict[str, float]]:
-    """Routing weights restricted to variants with a ready replica, renormalised per class.
-
-    For a class whose target variants have no ready replica yet, the previous weights (restricted
-    the same way) are kept; a class with neither is left out (the router then falls back to any
-    ready replica that fits, and counts it).
-    """
-    ready = set(ready_variants)
-    out: dict[str, dict[str, float]] = {}
-    for cls in sorted(set(target) | set(previous or {})):
-        for source in (target.get(cls, {}), (previous or {}).get(cls, {})):
-            ws = {v: float(w) for v, w in source.items() if v in ready and w > 0}
-            total = sum(ws.values())
-            if total > 0:
-                out[cls] = {v: w / total for v, w in sorted(ws.items())}
-                break
-    return out
-
-
-def _choose_devices(hint: ReplicaPlacement, final_taken: set[tuple[str, int]], live: list[ReplicaPlacement],
-                    res: ResourceModel) -> ReplicaPlacement:
-    """Pick devices for a new replica: free in the final layout, and fitting now if possible."""
-    node = next(n for n in res.cluster.nodes if n.name == hint.node)
-    width = max(len(hint.device_ids), res.table.variants[hint.variant].devices_per_replica, 1)
-    free_final = [d for d in range(node.devices) if (hint.node, d) not in final_taken]
-
-    def mk(ids: Sequence[int]) -> ReplicaPlacement:
-        return ReplicaPlacement(variant=hint.variant, node=hint.node, device_ids=tuple(sorted(ids)))
-
-    hint_free = all((hint.node, d) not in final_taken for d in hint.device_ids) and len(hint.device_ids) == width
-    if hint_free and res.fits(live, hint):
-        return hint
-    if len(free_final) >= width:
-        used = res.usage(live)
-        # least-used devices first; ties by id (deterministic)
-        order = sorted(free_final, key=lambda d: (used[(hint.node, None if res.pooled(hint.node) else d)], d))
-        cand = mk(order[:width])
-        if res.fits(live, cand) or not hint_free:
-            return cand
-    return hint
-
-
-def plan_steps(live: Sequence[LiveReplica], target: Plan, resources: ResourceModel, table: ProfileTable) -> SwitchSteps:
-    """Diff the real replicas against ``target`` and order the work.
-
-    Replicas are matched per ``(variant, node)``: up to the target count of the running ones are
-    kept (the ones whose devices the target names first, then by id), the others stop, and the
-    missing ones start on devices that are free in the final layout (the target's if possible).
-
-    Args:
-        live: the replicas that exist now (ready ones serve; failed/stopped ones are cleaned up).
-        target: the plan to reach.
-        resources: memory accounting.
-        table: the profile table (which classes each variant serves).
-
-    Returns:
-        The steps; see :class:`SwitchSteps`.
-
-    Raises:
-        ConfigError: the target places a replica on an unknown node/device or of an unknown variant.
-    """
-    for p in target.replicas:
-        resources.check(p)
-    serving = [r for r in live if r.state in ("ready", "starting")]
-    cleanup = tuple(r.replica_id for r in live if r.state not in ("ready", "starting", "draining"))
-    draining = [r for r in live if r.state == "draining"]
-
-    tgt_by_key: dict[tuple[str, str], list[ReplicaPlacement]] = {}
-    for p in target.replicas:
-        tgt_by_key.setdefault((p.variant, p.node), []).append(p)
-    cur_by_key: dict[tuple[str, str], list[LiveReplica]] = {}
-    for r in sorted(serving, key=lambda r: r.replica_id):
-        cur_by_key.setdefault((r.placement.variant, r.placement.node), []).append(r)
-
-    keep: list[LiveReplica] = []
-    stops: list[LiveReplica] = []
-    hints: list[ReplicaPlacement] = []
-    for key in sorted(set(tgt_by_key) | set(cur_by_key)):
-        wanted = list(tgt_by_key.get(key, []))
-        cur = cur_by_key.get(key, [])
-        target_devs = {p.device_ids for p in wanted}
-        cur = sorted(cur, key=lambda r: (r.placement.device_ids not in target_devs, r.replica_id))
-        n = len(wanted)
-        kept = cur[:n]
-        keep += kept
-        stops += cur[n:]
-        for r in kept:  # the target placements not matched by a kept replica's devices are start hints
-            if r.placement.device_ids in [p.device_ids for p in wanted]:
-                wanted.remove(next(p for p in wanted if p.device_ids == r.placement.device_ids))
-        hints += wanted[: max(0, n - len(kept))]
-
-    final_taken = {(r.placement.node, d) for r in keep for d in r.placement.device_ids}
-    live_mem = [r.placement for r in keep + stops + draining]
-    starts: list[ReplicaPlacement] = []
-    for h in hints:
-        p = _choose_devices(h, final_taken, live_mem + starts, resources)
-        starts.append(p)
-        final_taken.update((p.node, d) for d in p.device_ids)
-
-    protected = covered_classes((r.placement.variant for r in serving), table) & covered_classes(
-        (p.variant for p in target.replicas), table)
-
-    phases: list[Phase] = []
-    pending = list(starts)
-    remaining = list(stops)
-    mem = list(live_mem)
-    ready = [r.placement.variant for r in keep + stops]
-    gap: set[str] = set()
-    unplaceable: tuple[ReplicaPlacement, ...] = ()
-    while True:
-        ph_starts = []
-        for s in list(pending):
-            if resources.fits(mem, s):
-                mem.append(s)
-                ph_starts.append(s)
-                pending.remove(s)
-        ready += [s.variant for s in ph_starts]
-        if not pending:
-            phases.append(Phase(starts=tuple(ph_starts), drains=tuple(r.replica_id for r in remaining)))
-            break
-        nodes = {s.node for s in pending}
-        cands = [r for r in remaining if r.placement.node in nodes]
-        if not cands:
-            unplaceable = tuple(pending)
-            drains = tuple(r.replica_id for r in remaining)
-            phases.append(Phase(starts=tuple(ph_starts), drains=drains))
-            break
-
-        def rank(r: LiveReplica, ready=ready, mem=mem, pending=pending) -> tuple[int, int, int, str]:
-            rest = list(ready)
-            rest.remove(r.placement.variant)
-            keeps = protected <= covered_classes(rest, table)
-            others = [m for m in mem if m is not r.placement]
-            enables = any(resources.fits(others, s) for s in pending)
-            freed = sum(resources.need(r.placement).values())
-            return (0 if keeps else 1, 0 if enables else 1, -freed, r.replica_id)
-
-        best = min(cands, key=rank)
-        rest = list(ready)
-        rest.remove(best.placement.variant)
-        lost = protected - covered_classes(rest, table)
-        gap |= lost
-        phases.append(Phase(starts=tuple(ph_starts), drains=(best.replica_id,), forced=bool(lost)))
-        remaining.remove(best)
-        mem.remove(best.placement)
-        ready = rest
-    phases = [ph for ph in phases if ph.starts or ph.drains] or [Phase()]
-    mbb = not unplaceable and all(not ph.starts for ph in phases[1:])
-    return SwitchSteps(
-        keep=tuple(r.replica_id for r in keep),
-        cleanup=cleanup,
-        starts=tuple(starts),
-        stops=tuple(r.replica_id for r in stops),
-        phases=tuple(phases),
-        unplaceable=unplaceable,
-        make_before_break=mbb,
-        capacity_gap_classes=tuple(sorted(gap)),
-    )
-
-
-# --------------------------------------------------------------------------------------------- execution
 StepKind = Literal["start", "warm", "route", "drain", "stop", "cancel", "skip"]
 
 
@@ -454,7 +94,7 @@ class SwitchResult:
     """
 
     target: Plan
-    status: Literal["applied", "unchanged", "partial", "failed", "superseded"]
+    status: SwitchStatus
     steps: tuple[StepRecord, ...]
     started_s: float
     finished_s: float
@@ -498,7 +138,7 @@ class SwitchResult:
 
 
 class RouterPort(Protocol):
-    """What the switcher needs from the router (``oserve.router.Router`` provides it)."""
+    """What the switcher needs from the router (``oserve.server.router.Router`` provides it)."""
 
     def add(self, replica: Replica) -> None: ...
 
@@ -789,32 +429,18 @@ class Switcher:
         actual = self.actual_plan()
         for p in steps.unplaceable:
             self._steps.append(StepRecord("skip", "", p.variant, p.node, False, "does not fit in memory", t1, t1))
-        failed = [s for s in self._steps if not s.ok]
-        if interrupted:
-            status = "superseded"
-        elif not self._steps and not routed:
-            status = "unchanged"
-        elif placement_counts(actual) == placement_counts(target) and not failed:
-            status = "applied"
-        elif len(failed) == len(self._steps):
-            status = "failed"
-        else:
-            status = "partial"
+        status = switch_status(interrupted=interrupted, steps=len(self._steps),
+                               failed=sum(not s.ok for s in self._steps), routed=routed, actual=actual, target=target)
         return SwitchResult(target, status, tuple(self._steps), t0, t1, actual, steps.make_before_break,
                             steps.capacity_gap_classes, steps.unplaceable, self._aborted)
 
     def _drain_blocker(self, rid: str, target: Plan, forced: bool) -> str:
-        """Why draining ``rid`` now would leave a class without capacity (empty if it would not)."""
+        """Why draining ``rid`` now would leave a class without capacity (see :func:`drain_blocker`)."""
         m = self._replicas.get(rid)
-        if m is None or forced:
+        if m is None:
             return ""
         ready = [x.placement.variant for x in self._replicas.values() if x.state == "ready"]
-        if m.state == "ready":
-            ready.remove(m.placement.variant)
-        protected = covered_classes([x.placement.variant for x in self._replicas.values() if x.state == "ready"],
-                                    self.table) & covered_classes((p.variant for p in target.replicas), self.table)
-        lost = protected - covered_classes(ready, self.table)
-        return f"classes {sorted(lost)} would have no capacity" if lost else ""
+        return drain_blocker(m.placement.variant, m.state == "ready", ready, target, self.table, forced=forced)
 
     # ----------------------------------------------------------------- starts
     async def _run_starts(self, placements: Sequence[ReplicaPlacement]) -> None:
@@ -845,18 +471,12 @@ class Switcher:
             raise
 
     def _unneeded_starts(self, starting: dict[asyncio.Task[None], ManagedReplica]) -> list[asyncio.Task[None]]:
-        """Start tasks the queued target does not need (newest first)."""
+        """Start tasks the queued target does not need (see :func:`unneeded_starts`)."""
         nxt = self._pending.target if self._pending is not None else None
-        want = placement_counts(nxt)
-        have = Counter((m.placement.variant, m.placement.node) for m in self._replicas.values() if m.state == "ready")
-        out = []
-        for t, m in sorted(starting.items(), key=lambda kv: kv[1].replica_id):
-            key = (m.placement.variant, m.placement.node)
-            if have[key] < want[key]:
-                have[key] += 1
-            else:
-                out.append(t)
-        return out
+        by_id = {m.replica_id: t for t, m in starting.items()}
+        ready = [m.placement for m in self._replicas.values() if m.state == "ready"]
+        return [by_id[rid] for rid in unneeded_starts(((m.replica_id, m.placement) for m in starting.values()),
+                                                      ready, nxt)]
 
     async def _start_one(self, m: ManagedReplica) -> None:
         """Start, warm up and add one replica; never raises (failures and cancels are recorded).

@@ -1,8 +1,8 @@
 """The live orchestrator: every control interval, snapshot -> forecast -> plan -> switch.
 
-:class:`Orchestrator` assembles the parts: the :class:`~oserve.monitor.WorkloadMonitor` (what
-arrives), the :class:`~oserve.controller.Controller` (the pure decision: forecaster + planner),
-the :class:`~oserve.switcher.Switcher` (the effects on the backend and the router) and health
+:class:`Orchestrator` assembles the parts: the :class:`~oserve.workload.monitor.WorkloadMonitor` (what
+arrives), the :class:`~oserve.control.controller.Controller` (the pure decision: forecaster + planner),
+the :class:`~oserve.control.switcher.Switcher` (the effects on the backend and the router) and health
 checks (a dead or hung replica leaves the router at once and is replaced). Time comes only from the
 ``clock``; the decision step is :meth:`Orchestrator.step`, which the control loop calls and which a
 test or a simulator may call directly.
@@ -38,26 +38,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from oserve.backends.base import Backend, ReplicaStats, SamplingParams, TokenChunk
 from oserve.clock import Clock, WallClock
-from oserve.controller import Controller, Decision, bin_history, placement_counts
+from oserve.control.controller import Controller, Decision, bin_history
+from oserve.control.metrics import OrchestratorMetrics
+from oserve.control.resources import ResourceModel
+from oserve.control.rules import planning_base
+from oserve.control.specs import SpecFactory
+from oserve.control.switcher import StepRecord, Switcher, SwitchResult
 from oserve.errors import ConfigError, EngineStartError, NoReplicaReadyError, ReplicaError, RequestAbortedError
 from oserve.policies.plan import ClusterSpec, Plan
 from oserve.profiles.table import SLO, ProfileTable
-from oserve.switcher import ResourceModel, SpecFactory, StepRecord, Switcher, SwitchResult
 from oserve.workload.classes import ClassScheme
 
 __all__ = ["Orchestrator", "OrchestratorMetrics", "generate_with_retry"]
 
 log = logging.getLogger(__name__)
 
-_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-_SWITCH_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-_STATES = ("starting", "ready", "draining", "failed")
 
 
 class _RouterLike(Protocol):
@@ -84,79 +83,6 @@ class _MonitorLike(Protocol):
     def update_replica_stats(self, replica_id: str, stats: ReplicaStats | None) -> None: ...
 
     def forget_replica(self, replica_id: str) -> None: ...
-
-
-class OrchestratorMetrics:
-    """The orchestrator's Prometheus metrics (see the module docstring for the list).
-
-    Args:
-        registry: where to register; None creates a new ``CollectorRegistry``.
-        namespace: metric name prefix.
-    """
-
-    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "oserve") -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r, ns = self.registry, namespace
-        self.replicas = Gauge("replicas", "Replicas managed by the switcher, by variant and state",
-                              ["variant", "state"], namespace=ns, registry=r)
-        self.planned = Gauge("replicas_planned", "Replicas per variant in the target plan", ["variant"],
-                             namespace=ns, registry=r)
-        self.actual = Gauge("replicas_actual", "Ready replicas per variant", ["variant"], namespace=ns, registry=r)
-        self.observed = Gauge("observed_rate_rps", "Observed arrival rate at the last decision, req/s",
-                              ["request_class"], namespace=ns, registry=r)
-        self.forecast = Gauge("forecast_rate_rps", "Forecast arrival rate at the last decision, req/s",
-                              ["request_class"], namespace=ns, registry=r)
-        self.demand = Gauge("demand_rate_rps", "Demand planned for at the last decision, req/s",
-                            ["request_class"], namespace=ns, registry=r)
-        self.switches = Counter("switches", "Transitions that started or stopped replicas, by outcome", ["status"],
-                                namespace=ns, registry=r)
-        self.routing_updates = Counter("routing_updates", "Plan changes that only changed routing weights",
-                                       namespace=ns, registry=r)
-        self.switch_duration = Histogram("switch_duration_seconds", "Duration of transitions that changed replicas",
-                                         namespace=ns, registry=r, buckets=_SWITCH_BUCKETS)
-        self.replica_failures = Counter("replica_failures", "Replicas taken out by health checks", ["variant"],
-                                        namespace=ns, registry=r)
-        self.retried = Counter("orchestrator_requests_retried", "Requests retried on another replica before "
-                               "their first token", namespace=ns, registry=r)
-        self.aborted = Counter("orchestrator_requests_aborted", "Requests aborted after their first token or by "
-                               "a drain timeout", namespace=ns, registry=r)
-        self.refused = Counter("orchestrator_requests_refused", "Requests refused: no ready replica",
-                               namespace=ns, registry=r)
-        labels = ["request_class", "variant"]
-        self.ttft = Histogram("orchestrator_ttft_seconds", "Time to first token, s", labels, namespace=ns,
-                              registry=r, buckets=_TTFT_BUCKETS)
-        self.tpot = Histogram("orchestrator_tpot_seconds", "Time per output token after the first, s", labels,
-                              namespace=ns, registry=r, buckets=_TPOT_BUCKETS)
-        self.e2e = Histogram("orchestrator_e2e_seconds", "End-to-end request latency, s", labels, namespace=ns,
-                             registry=r, buckets=_E2E_BUCKETS)
-        self._planned_variants: set[str] = set()
-        self._replica_variants: set[str] = set()
-        self.slo_met = Counter("orchestrator_requests_slo_met", "Requests that met the TTFT and TPOT SLO", labels,
-                               namespace=ns, registry=r)
-
-    def observe_decision(self, d: Decision) -> None:
-        """Export a decision's rates and planned replicas."""
-        for c, v in d.observed_rps.items():
-            self.observed.labels(c).set(v)
-        for c, v in d.forecast_rps.items():
-            self.forecast.labels(c).set(v)
-        for c, v in d.demand.rates_rps.items():
-            self.demand.labels(c).set(v)
-        counts = d.plan.replica_counts()
-        self._planned_variants |= set(counts)
-        for v in self._planned_variants:
-            self.planned.labels(v).set(counts.get(v, 0))
-
-    def observe_replicas(self, switcher: Switcher) -> None:
-        """Export replica counts by variant and state from the switcher's registry."""
-        counts: dict[tuple[str, str], int] = {}
-        for m in switcher.replicas.values():
-            counts[(m.placement.variant, m.state)] = counts.get((m.placement.variant, m.state), 0) + 1
-        self._replica_variants |= {v for v, _ in counts}
-        for v in self._replica_variants:
-            for s in _STATES:
-                self.replicas.labels(v, s).set(counts.get((v, s), 0))
-            self.actual.labels(v).set(counts.get((v, "ready"), 0))
 
 
 async def generate_with_retry(
@@ -289,8 +215,8 @@ class Orchestrator:
         cluster: nodes and devices.
         table: the profile table (memory and per-class capacity per variant).
         slo: latency targets; requests meeting them are counted in ``oserve_orchestrator_requests_slo_met``.
-        router: the request router the endpoint uses (``oserve.router.Router``).
-        monitor: the workload monitor the endpoint records into (``oserve.monitor.WorkloadMonitor``).
+        router: the request router the endpoint uses (``oserve.server.router.Router``).
+        monitor: the workload monitor the endpoint records into (``oserve.workload.monitor.WorkloadMonitor``).
         spec_factory: ``(placement, replica_id) -> ReplicaSpec`` (from the YAML config).
         clock: time source (WallClock by default).
         control_interval_s: seconds between decisions (> 0).
@@ -300,7 +226,7 @@ class Orchestrator:
         scheme: request classes; defaults to ``monitor.scheme``.
         min_history: history bins before the forecaster is fitted (see :class:`Controller`).
         history_bin_s: the monitor's per-second rate history is averaged into bins this wide
-            (seconds) before it reaches the forecaster (:func:`oserve.controller.bin_history`, as
+            (seconds) before it reaches the forecaster (:func:`oserve.control.controller.bin_history`, as
             the simulator does); 1 keeps per-second observations.
         health_interval_s: seconds between health checks of ready replicas (> 0).
         health_timeout_s: a replica whose ``health()`` takes longer is hung (treated as dead), s.
@@ -312,7 +238,7 @@ class Orchestrator:
         resources: memory accounting; None builds ``ResourceModel(cluster, table,
             share_cpu_cores=share_cpu_cores)``.
         share_cpu_cores: let old and new replicas share CPU cores during a switch (see
-            :class:`~oserve.switcher.ResourceModel`); ignored when ``resources`` is given.
+            :class:`~oserve.control.resources.ResourceModel`); ignored when ``resources`` is given.
         history_len: decisions kept in :attr:`history`.
 
     Raises:
@@ -479,7 +405,7 @@ class Orchestrator:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.switcher.shutdown(self.drain_timeout_s if drain_timeout_s is None else drain_timeout_s)
         self._started = False
-        self.metrics.observe_replicas(self.switcher)
+        self.metrics.observe_replicas(self.switcher.replicas.values())
 
     async def __aenter__(self) -> Orchestrator:
         await self.start()
@@ -492,13 +418,7 @@ class Orchestrator:
     def _planning_base(self) -> Plan:
         """The plan the controller compares with: the target in progress, else the last target if the
         real replicas match it, else the real deployment (after a failure)."""
-        t = self.switcher.target
-        if t is not None:
-            return t
-        actual = self.switcher.actual_plan()
-        if self._last_target is not None and placement_counts(actual) == placement_counts(self._last_target):
-            return self._last_target
-        return actual
+        return planning_base(self.switcher.target, self._last_target, self.switcher.actual_plan())
 
     def _decide(self) -> Decision:
         snap = self.monitor.snapshot()
@@ -564,7 +484,7 @@ class Orchestrator:
     def _step_done(self, step: StepRecord) -> None:
         if step.kind == "stop" and step.ok and step.replica_id:
             self.monitor.forget_replica(step.replica_id)
-        self.metrics.observe_replicas(self.switcher)
+        self.metrics.observe_replicas(self.switcher.replicas.values())
 
     def _switch_done(self, result: SwitchResult) -> None:
         if result.replicas_changed:
@@ -577,7 +497,7 @@ class Orchestrator:
             self.metrics.routing_updates.inc()
         if result.aborted_requests:
             self.metrics.aborted.inc(result.aborted_requests)
-        self.metrics.observe_replicas(self.switcher)
+        self.metrics.observe_replicas(self.switcher.replicas.values())
         self._call_hook(self.on_switch, result)
 
     def _call_hook(self, hook: Callable[..., None], *args: object) -> None:
@@ -642,7 +562,7 @@ class Orchestrator:
         await self.switcher.replica_failed(replica_id, reason)
         self.monitor.forget_replica(replica_id)
         self.metrics.replica_failures.labels(variant).inc()
-        self.metrics.observe_replicas(self.switcher)
+        self.metrics.observe_replicas(self.switcher.replicas.values())
         self._call_hook(self.on_replica_failed, replica_id, reason)
         target = self.switcher.target or self._last_target
         if target is not None and self._started:

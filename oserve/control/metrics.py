@@ -1,0 +1,108 @@
+"""The orchestrator's Prometheus metrics (prefix ``oserve_``, in their own ``CollectorRegistry`` by default).
+
+- ``oserve_replicas{variant, state}``: replicas the switcher manages, by state
+  (``starting``, ``ready``, ``draining``, ``failed``).
+- ``oserve_replicas_planned{variant}`` / ``oserve_replicas_actual{variant}``: replicas in the target
+  plan vs ready replicas.
+- ``oserve_observed_rate_rps{request_class}``, ``oserve_forecast_rate_rps{request_class}``,
+  ``oserve_demand_rate_rps{request_class}``: the last decision's inputs, req/s.
+- ``oserve_switches_total{status}`` and ``oserve_switch_duration_seconds``: transitions that started
+  or stopped replicas; ``oserve_routing_updates_total``: plan changes of routing weights only.
+- ``oserve_replica_failures_total{variant}``: replicas taken out by health checks.
+- ``oserve_orchestrator_requests_retried_total``, ``..._aborted_total``, ``..._refused_total``:
+  requests retried on another replica, aborted (failed after their first token or by a drain
+  timeout), refused (no ready replica).
+- ``oserve_orchestrator_ttft_seconds``, ``..._tpot_seconds``, ``..._e2e_seconds``
+  ``{request_class, variant}`` and ``oserve_orchestrator_requests_slo_met_total{request_class,
+  variant}`` for requests served through :meth:`Orchestrator.generate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from oserve.control.controller import Decision
+from oserve.control.switcher import ManagedReplica
+
+__all__ = ["OrchestratorMetrics"]
+
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_SWITCH_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_STATES = ("starting", "ready", "draining", "failed")
+
+
+class OrchestratorMetrics:
+    """The orchestrator's Prometheus metrics (see the module docstring for the list).
+
+    Args:
+        registry: where to register; None creates a new ``CollectorRegistry``.
+        namespace: metric name prefix.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "oserve") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r, ns = self.registry, namespace
+        self.replicas = Gauge("replicas", "Replicas managed by the switcher, by variant and state",
+                              ["variant", "state"], namespace=ns, registry=r)
+        self.planned = Gauge("replicas_planned", "Replicas per variant in the target plan", ["variant"],
+                             namespace=ns, registry=r)
+        self.actual = Gauge("replicas_actual", "Ready replicas per variant", ["variant"], namespace=ns, registry=r)
+        self.observed = Gauge("observed_rate_rps", "Observed arrival rate at the last decision, req/s",
+                              ["request_class"], namespace=ns, registry=r)
+        self.forecast = Gauge("forecast_rate_rps", "Forecast arrival rate at the last decision, req/s",
+                              ["request_class"], namespace=ns, registry=r)
+        self.demand = Gauge("demand_rate_rps", "Demand planned for at the last decision, req/s",
+                            ["request_class"], namespace=ns, registry=r)
+        self.switches = Counter("switches", "Transitions that started or stopped replicas, by outcome", ["status"],
+                                namespace=ns, registry=r)
+        self.routing_updates = Counter("routing_updates", "Plan changes that only changed routing weights",
+                                       namespace=ns, registry=r)
+        self.switch_duration = Histogram("switch_duration_seconds", "Duration of transitions that changed replicas",
+                                         namespace=ns, registry=r, buckets=_SWITCH_BUCKETS)
+        self.replica_failures = Counter("replica_failures", "Replicas taken out by health checks", ["variant"],
+                                        namespace=ns, registry=r)
+        self.retried = Counter("orchestrator_requests_retried", "Requests retried on another replica before "
+                               "their first token", namespace=ns, registry=r)
+        self.aborted = Counter("orchestrator_requests_aborted", "Requests aborted after their first token or by "
+                               "a drain timeout", namespace=ns, registry=r)
+        self.refused = Counter("orchestrator_requests_refused", "Requests refused: no ready replica",
+                               namespace=ns, registry=r)
+        labels = ["request_class", "variant"]
+        self.ttft = Histogram("orchestrator_ttft_seconds", "Time to first token, s", labels, namespace=ns,
+                              registry=r, buckets=_TTFT_BUCKETS)
+        self.tpot = Histogram("orchestrator_tpot_seconds", "Time per output token after the first, s", labels,
+                              namespace=ns, registry=r, buckets=_TPOT_BUCKETS)
+        self.e2e = Histogram("orchestrator_e2e_seconds", "End-to-end request latency, s", labels, namespace=ns,
+                             registry=r, buckets=_E2E_BUCKETS)
+        self._planned_variants: set[str] = set()
+        self._replica_variants: set[str] = set()
+        self.slo_met = Counter("orchestrator_requests_slo_met", "Requests that met the TTFT and TPOT SLO", labels,
+                               namespace=ns, registry=r)
+
+    def observe_decision(self, d: Decision) -> None:
+        """Export a decision's rates and planned replicas."""
+        for c, v in d.observed_rps.items():
+            self.observed.labels(c).set(v)
+        for c, v in d.forecast_rps.items():
+            self.forecast.labels(c).set(v)
+        for c, v in d.demand.rates_rps.items():
+            self.demand.labels(c).set(v)
+        counts = d.plan.replica_counts()
+        self._planned_variants |= set(counts)
+        for v in self._planned_variants:
+            self.planned.labels(v).set(counts.get(v, 0))
+
+    def observe_replicas(self, replicas: Iterable[ManagedReplica]) -> None:
+        """Export replica counts by variant and state from the switcher's registry (its ``replicas.values()``)."""
+        counts: dict[tuple[str, str], int] = {}
+        for m in replicas:
+            counts[(m.placement.variant, m.state)] = counts.get((m.placement.variant, m.state), 0) + 1
+        self._replica_variants |= {v for v, _ in counts}
+        for v in self._replica_variants:
+            for s in _STATES:
+                self.replicas.labels(v, s).set(counts.get((v, s), 0))
+            self.actual.labels(v).set(counts.get((v, "ready"), 0))

@@ -1,0 +1,98 @@
+"""The resource model of a switch: memory (and CPU cores) a set of replica placements needs.
+
+Memory is the hard limit. On GPU nodes each device's memory is checked (a replica of a variant uses
+``memory_per_device_bytes`` on each of its devices). On CPU nodes memory is one pool per node
+(``devices * device_memory_bytes``) and cores may be shared by an old and a new replica for the short
+overlap of a switch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from oserve.errors import ConfigError
+from oserve.policies.plan import ClusterSpec, ReplicaPlacement
+from oserve.profiles.table import ProfileTable
+
+__all__ = ["ResourceModel"]
+
+_MemKey = tuple[str, int | None]  # (node, device) on GPU nodes; (node, None) for a CPU node's pool
+
+class ResourceModel:
+    """Memory accounting of a cluster for a set of replica placements.
+
+    Args:
+        cluster: the nodes.
+        table: the profile table (``memory_per_device_bytes`` and ``devices_per_replica`` per variant).
+        pooled_nodes: names of nodes whose memory is one pool; default: the nodes whose
+            ``device_type`` is ``"cpu"``.
+        share_cpu_cores: on pooled (CPU) nodes, let an old and a new replica use the same cores for
+            the overlap of a switch (memory stays the hard limit). False makes cores exclusive, so
+            a switch that needs a busy core rolls instead (use it with a backend that refuses
+            shared cores, e.g. ``VLLMBackend`` without ``OSERVE_ALLOW_CORE_SHARING=1``).
+
+    Raises (from the methods):
+        ConfigError: a placement names an unknown node, a device id out of range, or a variant the
+            table lacks.
+    """
+
+    def __init__(self, cluster: ClusterSpec, table: ProfileTable, *, pooled_nodes: Iterable[str] | None = None,
+                 share_cpu_cores: bool = True) -> None:
+        self.cluster = cluster
+        self.share_cpu_cores = bool(share_cpu_cores)
+        self.table = table
+        self._nodes = {n.name: n for n in cluster.nodes}
+        self._pooled = (
+            set(pooled_nodes) if pooled_nodes is not None
+            else {n.name for n in cluster.nodes if n.device_type.lower() == "cpu"}
+        )
+
+    def pooled(self, node: str) -> bool:
+        """True when ``node``'s memory is one pool and its cores may be shared briefly."""
+        return node in self._pooled
+
+    def check(self, p: ReplicaPlacement) -> None:
+        """Validate a placement against the cluster and table. Raises ConfigError naming the field."""
+        node = self._nodes.get(p.node)
+        if node is None:
+            raise ConfigError(f"placement on unknown node {p.node!r}", field="plan.replicas.node",
+                              allowed=", ".join(sorted(self._nodes)))
+        if p.variant not in self.table.variants:
+            raise ConfigError(f"placement of unknown variant {p.variant!r}", field="plan.replicas.variant",
+                              allowed=", ".join(sorted(self.table.variants)))
+        bad = [d for d in p.device_ids if not 0 <= d < node.devices]
+        if bad:
+            raise ConfigError(f"device ids {bad} out of range on node {p.node!r}", field="plan.replicas.device_ids",
+                              allowed=f"0..{node.devices - 1}")
+
+    def need(self, p: ReplicaPlacement) -> dict[_MemKey, int]:
+        """Memory one replica needs, bytes, per memory key."""
+        self.check(p)
+        v = self.table.variants[p.variant]
+        if self.pooled(p.node):
+            return {(p.node, None): v.memory_per_device_bytes * max(v.devices_per_replica, len(p.device_ids), 1)}
+        return {(p.node, d): v.memory_per_device_bytes for d in p.device_ids}
+
+    def capacity(self, key: _MemKey) -> int:
+        """Memory available under a key, bytes."""
+        node = self._nodes[key[0]]
+        return node.device_memory_bytes * (node.devices if key[1] is None else 1)
+
+    def usage(self, placements: Iterable[ReplicaPlacement]) -> Counter[_MemKey]:
+        """Memory used by ``placements``, bytes, per key."""
+        out: Counter[_MemKey] = Counter()
+        for p in placements:
+            out.update(self.need(p))
+        return out
+
+    def fits(self, placements: Iterable[ReplicaPlacement], new: ReplicaPlacement) -> bool:
+        """True when ``new`` fits in memory beside ``placements``."""
+        placements = list(placements)
+        used = self.usage(placements)
+        if not all(used[k] + b <= self.capacity(k) for k, b in self.need(new).items()):
+            return False
+        if self.pooled(new.node) and not self.share_cpu_cores:
+            busy = {d for p in placements if p.node == new.node for d in p.device_ids}
+            return not busy & set(new.device_ids)
+        return True

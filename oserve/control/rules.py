@@ -1,0 +1,372 @@
+"""The pure switch rules, shared by every run of the :class:`~oserve.control.switcher.Switcher`.
+
+Nothing here reads a clock or does I/O; each function takes values and returns values:
+
+* :func:`plan_steps` diffs the real replicas against a target :class:`~oserve.policies.plan.Plan`
+  and orders the work into phases. Each phase first starts replicas (concurrently), then shifts
+  routing, then drains and stops replicas. Where the memory of the nodes allows, every new replica
+  starts in the first phase while the old ones keep serving (make-before-break). Where it does not,
+  old replicas are drained one per phase (rolling), preferring one whose removal leaves every request
+  class some capacity; only when no such order exists is a class left without capacity for a moment
+  (reported in :attr:`SwitchSteps.capacity_gap_classes`).
+* :func:`drain_blocker`: a planned drain is skipped when it would leave a class without capacity.
+* :func:`unneeded_starts`: when a newer target arrives mid-transition, the starts it does not need.
+* :func:`effective_routing`: the target routing restricted to variants with a ready replica.
+* :func:`switch_status`: the outcome of a transition.
+* :func:`planning_base`: which plan the controller compares a new decision with.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from oserve.backends.base import ReplicaState
+from oserve.control.controller import placement_counts
+from oserve.control.resources import ResourceModel
+from oserve.policies.plan import Plan, ReplicaPlacement
+from oserve.profiles.table import ProfileTable
+
+__all__ = [
+    "LiveReplica",
+    "Phase",
+    "SwitchSteps",
+    "SwitchStatus",
+    "plan_steps",
+    "covered_classes",
+    "effective_routing",
+    "drain_blocker",
+    "unneeded_starts",
+    "switch_status",
+    "planning_base",
+]
+
+SwitchStatus = Literal["applied", "unchanged", "partial", "failed", "superseded"]
+
+@dataclass(frozen=True)
+class LiveReplica:
+    """A replica as the step planner sees it."""
+
+    replica_id: str
+    placement: ReplicaPlacement
+    state: ReplicaState
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a transition: start replicas, shift routing, then drain and stop replicas.
+
+    Attributes:
+        starts: placements to start concurrently (devices chosen).
+        drains: replica ids to drain and stop concurrently after the starts are ready.
+        forced: True when a drain leaves some class without capacity (no other order existed).
+    """
+
+    starts: tuple[ReplicaPlacement, ...] = ()
+    drains: tuple[str, ...] = ()
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class SwitchSteps:
+    """The ordered work of one transition (output of :func:`plan_steps`).
+
+    Attributes:
+        keep: replica ids that stay.
+        cleanup: replica ids in a failed or stopped state to stop first (they serve nothing).
+        starts: every placement to start, with the devices chosen.
+        stops: every running replica id to drain and stop.
+        phases: the order of the work.
+        unplaceable: target placements that cannot fit even after every planned stop.
+        make_before_break: True when all starts come before any drain.
+        capacity_gap_classes: classes left without capacity between two phases (unavoidable).
+    """
+
+    keep: tuple[str, ...]
+    cleanup: tuple[str, ...]
+    starts: tuple[ReplicaPlacement, ...]
+    stops: tuple[str, ...]
+    phases: tuple[Phase, ...]
+    unplaceable: tuple[ReplicaPlacement, ...] = ()
+    make_before_break: bool = True
+    capacity_gap_classes: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing has to start or stop."""
+        return not (self.starts or self.stops or self.cleanup)
+
+
+def covered_classes(variants: Iterable[str], table: ProfileTable) -> set[str]:
+    """Classes that at least one of ``variants`` serves (capacity > 0 in the table)."""
+    out: set[str] = set()
+    for v in variants:
+        vp = table.variants.get(v)
+        if vp is not None:
+            out.update(c for c, cp in vp.classes.items() if cp.capacity_rps > 0)
+    return out
+
+
+def effective_routing(target: dict[str, dict[str, float]], ready_variants: Iterable[str],
+                      previous: dict[str, dict[str, float]] | None = None) -> dict[str, dict[str, float]]:
+    """Routing weights restricted to variants with a ready replica, renormalised per class.
+
+    For a class whose target variants have no ready replica yet, the previous weights (restricted
+    the same way) are kept; a class with neither is left out (the router then falls back to any
+    ready replica that fits, and counts it).
+    """
+    ready = set(ready_variants)
+    out: dict[str, dict[str, float]] = {}
+    for cls in sorted(set(target) | set(previous or {})):
+        for source in (target.get(cls, {}), (previous or {}).get(cls, {})):
+            ws = {v: float(w) for v, w in source.items() if v in ready and w > 0}
+            total = sum(ws.values())
+            if total > 0:
+                out[cls] = {v: w / total for v, w in sorted(ws.items())}
+                break
+    return out
+
+
+def _choose_devices(hint: ReplicaPlacement, final_taken: set[tuple[str, int]], live: list[ReplicaPlacement],
+                    res: ResourceModel) -> ReplicaPlacement:
+    """Pick devices for a new replica: free in the final layout, and fitting now if possible."""
+    node = next(n for n in res.cluster.nodes if n.name == hint.node)
+    width = max(len(hint.device_ids), res.table.variants[hint.variant].devices_per_replica, 1)
+    free_final = [d for d in range(node.devices) if (hint.node, d) not in final_taken]
+
+    def mk(ids: Sequence[int]) -> ReplicaPlacement:
+        return ReplicaPlacement(variant=hint.variant, node=hint.node, device_ids=tuple(sorted(ids)))
+
+    hint_free = all((hint.node, d) not in final_taken for d in hint.device_ids) and len(hint.device_ids) == width
+    if hint_free and res.fits(live, hint):
+        return hint
+    if len(free_final) >= width:
+        used = res.usage(live)
+        # least-used devices first; ties by id (deterministic)
+        order = sorted(free_final, key=lambda d: (used[(hint.node, None if res.pooled(hint.node) else d)], d))
+        cand = mk(order[:width])
+        if res.fits(live, cand) or not hint_free:
+            return cand
+    return hint
+
+
+def plan_steps(live: Sequence[LiveReplica], target: Plan, resources: ResourceModel, table: ProfileTable) -> SwitchSteps:
+    """Diff the real replicas against ``target`` and order the work.
+
+    Replicas are matched per ``(variant, node)``: up to the target count of the running ones are
+    kept (the ones whose devices the target names first, then by id), the others stop, and the
+    missing ones start on devices that are free in the final layout (the target's if possible).
+
+    Args:
+        live: the replicas that exist now (ready ones serve; failed/stopped ones are cleaned up).
+        target: the plan to reach.
+        resources: memory accounting.
+        table: the profile table (which classes each variant serves).
+
+    Returns:
+        The steps; see :class:`SwitchSteps`.
+
+    Raises:
+        ConfigError: the target places a replica on an unknown node/device or of an unknown variant.
+    """
+    for p in target.replicas:
+        resources.check(p)
+    serving = [r for r in live if r.state in ("ready", "starting")]
+    cleanup = tuple(r.replica_id for r in live if r.state not in ("ready", "starting", "draining"))
+    draining = [r for r in live if r.state == "draining"]
+
+    tgt_by_key: dict[tuple[str, str], list[ReplicaPlacement]] = {}
+    for p in target.replicas:
+        tgt_by_key.setdefault((p.variant, p.node), []).append(p)
+    cur_by_key: dict[tuple[str, str], list[LiveReplica]] = {}
+    for r in sorted(serving, key=lambda r: r.replica_id):
+        cur_by_key.setdefault((r.placement.variant, r.placement.node), []).append(r)
+
+    keep: list[LiveReplica] = []
+    stops: list[LiveReplica] = []
+    hints: list[ReplicaPlacement] = []
+    for key in sorted(set(tgt_by_key) | set(cur_by_key)):
+        wanted = list(tgt_by_key.get(key, []))
+        cur = cur_by_key.get(key, [])
+        target_devs = {p.device_ids for p in wanted}
+        cur = sorted(cur, key=lambda r: (r.placement.device_ids not in target_devs, r.replica_id))
+        n = len(wanted)
+        kept = cur[:n]
+        keep += kept
+        stops += cur[n:]
+        for r in kept:  # the target placements not matched by a kept replica's devices are start hints
+            if r.placement.device_ids in [p.device_ids for p in wanted]:
+                wanted.remove(next(p for p in wanted if p.device_ids == r.placement.device_ids))
+        hints += wanted[: max(0, n - len(kept))]
+
+    final_taken = {(r.placement.node, d) for r in keep for d in r.placement.device_ids}
+    live_mem = [r.placement for r in keep + stops + draining]
+    starts: list[ReplicaPlacement] = []
+    for h in hints:
+        p = _choose_devices(h, final_taken, live_mem + starts, resources)
+        starts.append(p)
+        final_taken.update((p.node, d) for d in p.device_ids)
+
+    protected = covered_classes((r.placement.variant for r in serving), table) & covered_classes(
+        (p.variant for p in target.replicas), table)
+
+    phases: list[Phase] = []
+    pending = list(starts)
+    remaining = list(stops)
+    mem = list(live_mem)
+    ready = [r.placement.variant for r in keep + stops]
+    gap: set[str] = set()
+    unplaceable: tuple[ReplicaPlacement, ...] = ()
+    while True:
+        ph_starts = []
+        for s in list(pending):
+            if resources.fits(mem, s):
+                mem.append(s)
+                ph_starts.append(s)
+                pending.remove(s)
+        ready += [s.variant for s in ph_starts]
+        if not pending:
+            phases.append(Phase(starts=tuple(ph_starts), drains=tuple(r.replica_id for r in remaining)))
+            break
+        nodes = {s.node for s in pending}
+        cands = [r for r in remaining if r.placement.node in nodes]
+        if not cands:
+            unplaceable = tuple(pending)
+            drains = tuple(r.replica_id for r in remaining)
+            phases.append(Phase(starts=tuple(ph_starts), drains=drains))
+            break
+
+        def rank(r: LiveReplica, ready=ready, mem=mem, pending=pending) -> tuple[int, int, int, str]:
+            rest = list(ready)
+            rest.remove(r.placement.variant)
+            keeps = protected <= covered_classes(rest, table)
+            others = [m for m in mem if m is not r.placement]
+            enables = any(resources.fits(others, s) for s in pending)
+            freed = sum(resources.need(r.placement).values())
+            return (0 if keeps else 1, 0 if enables else 1, -freed, r.replica_id)
+
+        best = min(cands, key=rank)
+        rest = list(ready)
+        rest.remove(best.placement.variant)
+        lost = protected - covered_classes(rest, table)
+        gap |= lost
+        phases.append(Phase(starts=tuple(ph_starts), drains=(best.replica_id,), forced=bool(lost)))
+        remaining.remove(best)
+        mem.remove(best.placement)
+        ready = rest
+    phases = [ph for ph in phases if ph.starts or ph.drains] or [Phase()]
+    mbb = not unplaceable and all(not ph.starts for ph in phases[1:])
+    return SwitchSteps(
+        keep=tuple(r.replica_id for r in keep),
+        cleanup=cleanup,
+        starts=tuple(starts),
+        stops=tuple(r.replica_id for r in stops),
+        phases=tuple(phases),
+        unplaceable=unplaceable,
+        make_before_break=mbb,
+        capacity_gap_classes=tuple(sorted(gap)),
+    )
+
+
+def drain_blocker(variant: str, is_ready: bool, ready_variants: Sequence[str], target: Plan,
+                  table: ProfileTable, *, forced: bool = False) -> str:
+    """Why draining one replica now would leave a class without capacity (empty if it would not).
+
+    A class is protected when a ready replica serves it now and the target serves it too; a drain
+    that leaves a protected class with no ready replica is skipped, unless the phase was planned as
+    ``forced`` (no other order existed; see :attr:`Phase.forced`).
+
+    Args:
+        variant: the variant of the replica to drain.
+        is_ready: whether that replica is ready now (only then does its drain remove capacity).
+        ready_variants: the variant of every ready replica now, that one included, one entry each.
+        target: the plan the transition heads for.
+        table: the profile table (which classes each variant serves).
+        forced: the phase's ``forced`` flag.
+
+    Returns:
+        A reason such as ``"classes ['a'] would have no capacity"``, or ``""``.
+    """
+    if forced:
+        return ""
+    rest = list(ready_variants)
+    if is_ready:
+        rest.remove(variant)
+    protected = covered_classes(ready_variants, table) & covered_classes((p.variant for p in target.replicas), table)
+    lost = protected - covered_classes(rest, table)
+    return f"classes {sorted(lost)} would have no capacity" if lost else ""
+
+
+def unneeded_starts(starting: Iterable[tuple[str, ReplicaPlacement]], ready: Iterable[ReplicaPlacement],
+                    next_target: Plan | None) -> list[str]:
+    """Replicas still starting that the queued target does not need.
+
+    Per ``(variant, node)``, the ready replicas count first; starting ones are kept in replica-id
+    order up to the target's count and the rest are returned (to cancel).
+
+    Args:
+        starting: ``(replica_id, placement)`` of the replicas whose start is still running.
+        ready: placements of the ready replicas.
+        next_target: the queued target; None needs nothing.
+
+    Returns:
+        Replica ids to cancel, sorted.
+    """
+    want = placement_counts(next_target)
+    have = Counter((p.variant, p.node) for p in ready)
+    out = []
+    for rid, p in sorted(starting, key=lambda x: x[0]):
+        key = (p.variant, p.node)
+        if have[key] < want[key]:
+            have[key] += 1
+        else:
+            out.append(rid)
+    return out
+
+
+def switch_status(*, interrupted: bool, steps: int, failed: int, routed: bool, actual: Plan,
+                  target: Plan) -> SwitchStatus:
+    """The outcome of one transition.
+
+    Args:
+        interrupted: a newer target stopped it at a safe point.
+        steps: replica and routing steps recorded.
+        failed: how many of them failed (or were skipped).
+        routed: whether the routing in force changed.
+        actual: the real deployment afterwards.
+        target: the plan asked for.
+
+    Returns:
+        ``superseded``, ``unchanged`` (nothing done), ``applied`` (the real replicas match the
+        target and no step failed), ``failed`` (every step failed) or ``partial``.
+    """
+    if interrupted:
+        return "superseded"
+    if not steps and not routed:
+        return "unchanged"
+    if placement_counts(actual) == placement_counts(target) and not failed:
+        return "applied"
+    if failed == steps:
+        return "failed"
+    return "partial"
+
+
+def planning_base(in_progress: Plan | None, last_target: Plan | None, actual: Plan) -> Plan:
+    """The plan the controller compares a new decision with.
+
+    The target in progress (running or queued), else the last target when the real replicas match
+    it (so its routing weights count), else the real deployment (after a failure or a partial
+    switch, so the planner sees what runs).
+
+    Args:
+        in_progress: the switcher's target in progress, or None.
+        last_target: the last target submitted, or None.
+        actual: the real deployment now.
+    """
+    if in_progress is not None:
+        return in_progress
+    if last_target is not None and placement_counts(actual) == placement_counts(last_target):
+        return last_target
+    return actual

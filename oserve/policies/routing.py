@@ -1,0 +1,114 @@
+"""The router's choice function: which ready replica serves one request (pure).
+
+:func:`choose_replica` takes the ready candidates, their outstanding request counts and
+(optionally) the plan's routing weights of the request's class, and returns a replica id. It reads
+no clock and keeps no state: the stateful :class:`oserve.server.router.Router` (live) and the
+simulator (:mod:`oserve.sim.engine`) both call it.
+
+Policy:
+
+1. Candidates fit ``needed_tokens`` (prompt tokens + ``max_tokens``) within their effective
+   context length.
+2. Without routing weights for the class (no plan yet): least outstanding requests; ties go to the
+   replica that has been given fewer requests so far, then to the earliest added.
+3. With weights ``{variant: weight}`` for the class: a variant is picked by smooth weighted
+   round-robin (nginx's algorithm: each pick adds every eligible variant's weight to its credit,
+   takes the largest credit and subtracts the eligible total from it), which is deterministic and
+   spreads picks in proportion to the weights; then least outstanding within that variant. Only
+   variants with at least one candidate are eligible.
+4. A class with weights none of whose variants has a candidate (or a class missing from a
+   non-empty routing table) falls back to any candidate, and the fallback is flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+__all__ = ["Candidate", "Choice", "choose_replica"]
+
+
+class Candidate(NamedTuple):
+    """A ready replica as the choice function sees it.
+
+    Attributes:
+        replica_id: the replica's id.
+        variant: its deployment variant.
+        max_model_len: its effective context length, tokens.
+    """
+
+    replica_id: str
+    variant: str
+    max_model_len: int
+
+
+class Choice(NamedTuple):
+    """Result of :func:`choose_replica`.
+
+    Attributes:
+        replica_id: the chosen replica, or None when no candidate fits.
+        fallback: True when the class had routing weights (or a routing table exists) but none of
+            its variants had a candidate, so any candidate was taken.
+        credit: the class's new smooth-WRR credits (variant -> credit), or None when weights were
+            not used.
+    """
+
+    replica_id: str | None
+    fallback: bool
+    credit: dict[str, float] | None
+
+
+def _least_outstanding(cands: Iterable[Candidate], outstanding: Mapping[str, int],
+                       served: Mapping[str, int]) -> str | None:
+    best: str | None = None
+    best_key: tuple[int, int] = (0, 0)
+    for c in cands:
+        key = (outstanding.get(c.replica_id, 0), served.get(c.replica_id, 0))
+        if best is None or key < best_key:
+            best, best_key = c.replica_id, key
+    return best
+
+
+def choose_replica(
+    candidates: Sequence[Candidate],
+    outstanding: Mapping[str, int],
+    *,
+    needed_tokens: int,
+    weights: Mapping[str, float] | None = None,
+    credit: Mapping[str, float] | None = None,
+    served: Mapping[str, int] | None = None,
+    routing_active: bool = False,
+) -> Choice:
+    """Choose a replica for one request (pure: reads its inputs, returns a value).
+
+    Args:
+        candidates: ready replicas, in the order they were added.
+        outstanding: requests in flight per replica id.
+        needed_tokens: prompt tokens + ``max_tokens`` of the request; candidates whose
+            ``max_model_len`` is smaller are skipped.
+        weights: the class's routing weights, variant -> weight (>= 0); None or empty: no weights.
+        credit: the class's smooth-WRR credits from the previous pick (variant -> credit).
+        served: requests given to each replica so far (tie-break: fewer first).
+        routing_active: a routing table exists, so a class without weights counts as a fallback.
+
+    Returns:
+        A :class:`Choice`; ``replica_id`` is None when no candidate fits ``needed_tokens``.
+    """
+    served = served or {}
+    fits = [c for c in candidates if c.max_model_len >= needed_tokens]
+    if not fits:
+        return Choice(None, False, None)
+    if weights:
+        eligible = {c.variant for c in fits}
+        active = {v: w for v, w in weights.items() if w > 0 and v in eligible}
+        if active:
+            new_credit = {v: (credit or {}).get(v, 0.0) + w for v, w in active.items()}
+            variant = max(active, key=lambda v: new_credit[v])
+            new_credit[variant] -= sum(active.values())
+            # Keep credits of variants that are momentarily ineligible.
+            for v, c in (credit or {}).items():
+                new_credit.setdefault(v, c)
+            chosen = _least_outstanding((c for c in fits if c.variant == variant), outstanding, served)
+            return Choice(chosen, False, new_credit)
+        return Choice(_least_outstanding(fits, outstanding, served), True, None)
+    return Choice(_least_outstanding(fits, outstanding, served), routing_active, None)
