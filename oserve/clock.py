@@ -1,7 +1,13 @@
 """The one clock: wall time when live, simulated time in the simulator.
 
-Policies never read a clock; the orchestrator and the effects (backends, HTTP) read time
-only through a :class:`Clock`, so the same control code runs on both.
+Policies never read a clock; the orchestrator, the switcher and the effects (backends, HTTP) read
+time, wait and time out only through a :class:`Clock`, so the same control code runs on both:
+
+- :class:`WallClock`: real time (``time.monotonic``, ``asyncio.sleep``, ``asyncio.wait_for``).
+- :class:`SimClock`: a manually advanced clock for tests: ``sleep`` moves time forward at once.
+  It has no timers of its own, so :meth:`SimClock.wait_for` times out on real time.
+- :class:`oserve.sim.clock.EventClock` (a ``SimClock``): the discrete-event simulator's clock; its
+  ``sleep`` and ``wait_for`` wake on simulated time, from the simulator's event heap.
 """
 
 from __future__ import annotations
@@ -9,8 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
+from typing import TypeVar
 
 __all__ = ["Clock", "WallClock", "SimClock"]
+
+T = TypeVar("T")
 
 
 class Clock(ABC):
@@ -24,6 +34,43 @@ class Clock(ABC):
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock's time."""
 
+    async def wait_for(self, aw: Awaitable[T], timeout_s: float | None) -> T:
+        """Await ``aw`` for at most ``timeout_s`` of this clock's time.
+
+        The default races ``aw`` against :meth:`sleep`, so any clock whose ``sleep`` really waits
+        gets timeouts on its own time. Like ``asyncio.wait_for``, ``aw`` is cancelled (and awaited)
+        on a timeout, and cancelling the caller cancels it.
+
+        Args:
+            aw: a coroutine, task or future.
+            timeout_s: seconds of this clock; None waits without limit.
+
+        Returns:
+            ``aw``'s result.
+
+        Raises:
+            TimeoutError: ``aw`` did not finish within ``timeout_s``.
+            Exception: whatever ``aw`` raises.
+        """
+        if timeout_s is None:
+            return await aw
+        task = asyncio.ensure_future(aw)
+        timer = asyncio.ensure_future(self.sleep(timeout_s))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            timer.cancel()
+            await asyncio.gather(task, timer, return_exceptions=True)
+            raise
+        if task.done():
+            timer.cancel()
+            await asyncio.gather(timer, return_exceptions=True)
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise TimeoutError(f"timed out after {timeout_s} s")
+
 
 class WallClock(Clock):
     """Real time from ``time.monotonic``."""
@@ -34,13 +81,17 @@ class WallClock(Clock):
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    async def wait_for(self, aw: Awaitable[T], timeout_s: float | None) -> T:
+        """``asyncio.wait_for`` on real time (see :meth:`Clock.wait_for`)."""
+        return await asyncio.wait_for(aw, timeout_s)
+
 
 class SimClock(Clock):
-    """A manually advanced clock for the simulator and for tests.
+    """A manually advanced clock for tests (and the base of the simulator's clock).
 
-    ``sleep`` is not supported in async form for discrete-event use: the simulator advances
-    time with :meth:`advance_to`. ``sleep`` here advances the clock at once, which keeps simple
-    async tests deterministic.
+    ``sleep`` advances the clock at once (and yields to the event loop once), which keeps simple
+    async tests deterministic; time otherwise moves only by :meth:`advance_to`. Having no timers,
+    :meth:`wait_for` times out on real (wall) time, so a hung call cannot hang a test.
     """
 
     def __init__(self, start_s: float = 0.0) -> None:
@@ -58,3 +109,7 @@ class SimClock(Clock):
     async def sleep(self, seconds: float) -> None:
         self.advance_to(self._now + max(0.0, seconds))
         await asyncio.sleep(0)
+
+    async def wait_for(self, aw: Awaitable[T], timeout_s: float | None) -> T:
+        """``asyncio.wait_for`` with ``timeout_s`` read as real seconds (this clock has no timers)."""
+        return await asyncio.wait_for(aw, timeout_s)

@@ -538,7 +538,7 @@ class Orchestrator:
         try:
             reason = ""
             try:
-                ok = await asyncio.wait_for(m.replica.health(), self.health_timeout_s)
+                ok = await self.clock.wait_for(m.replica.health(), self.health_timeout_s)
                 if not ok:
                     reason = "health check failed"
             except TimeoutError:
@@ -547,7 +547,7 @@ class Orchestrator:
                 reason = f"health check raised {exc!r}"
             if not reason:
                 try:
-                    stats: ReplicaStats | None = await asyncio.wait_for(m.replica.stats(), self.health_timeout_s)
+                    stats: ReplicaStats | None = await self.clock.wait_for(m.replica.stats(), self.health_timeout_s)
                 except Exception:  # noqa: BLE001 - unreadable stats are 'unknown', not a failure
                     stats = None
                 self.monitor.update_replica_stats(replica_id, stats)

@@ -338,7 +338,7 @@ class Switcher:
         ok, detail = True, f"replica failed: {reason}"
         if m.replica is not None:
             try:
-                await asyncio.wait_for(m.replica.stop(), self.stop_timeout_s)
+                await self.clock.wait_for(m.replica.stop(), self.stop_timeout_s)
             except Exception as exc:  # noqa: BLE001 - a dead engine may fail in any way while stopping
                 ok, detail = False, f"{detail}; stop failed: {exc!r}"
         if ok:
@@ -494,13 +494,15 @@ class Switcher:
             spec = self.spec_factory(m.placement, m.replica_id)
             start = asyncio.get_running_loop().create_task(self.backend.start_replica(spec, m.replica_id),
                                                            name=f"engine-start-{m.replica_id}")
-            done, _ = await asyncio.wait({start}, timeout=self.start_timeout_s or None)
-            if not done:
+            try:
+                replica = await self.clock.wait_for(asyncio.shield(start), self.start_timeout_s or None)
+            except TimeoutError:
+                if start.done():  # the backend's own error, not this timeout
+                    raise
                 m.state = "failed"
                 m.reaper = asyncio.get_running_loop().create_task(self._reap(m, start))
                 raise EngineStartError(f"engine did not start within {self.start_timeout_s} s", cause="timeout",
-                                       replica_id=m.replica_id)
-            replica = start.result()
+                                       replica_id=m.replica_id) from None
             m.replica = replica
             self._record("start", m, True, "", t0)
             t1 = self.clock.now()
@@ -546,7 +548,7 @@ class Switcher:
         if replica is None:
             return
         try:
-            await asyncio.shield(asyncio.wait_for(replica.stop(), self.stop_timeout_s))
+            await asyncio.shield(self.clock.wait_for(replica.stop(), self.stop_timeout_s))
         except Exception as exc:  # noqa: BLE001 - best effort on a replica that never served
             log.warning("stopping replica %s after a failed start failed: %s", replica.replica_id, exc)
 
@@ -581,14 +583,14 @@ class Switcher:
             return
         if was_serving:
             try:
-                aborted = await asyncio.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
+                aborted = await self.clock.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
                 self._aborted += int(aborted)
                 self._record("drain", m, True, f"{aborted} requests aborted", t0)
             except Exception as exc:  # noqa: BLE001 - a failing drain is reported; the stop still runs
                 self._record("drain", m, False, repr(exc), t0)
         t1 = self.clock.now()
         try:
-            await asyncio.wait_for(m.replica.stop(), self.stop_timeout_s)
+            await self.clock.wait_for(m.replica.stop(), self.stop_timeout_s)
         except Exception as exc:  # noqa: BLE001 - reported; the replica stays as failed
             m.state = "failed"
             self._router_call("remove", rid)

@@ -5,21 +5,11 @@ The choice itself is the pure function :func:`oserve.policies.routing.choose_rep
 outstanding counts, the per-class smooth weighted round-robin credits, the fallback counter) and
 counts each request from :meth:`Router.acquire` to :meth:`Router.release`.
 
-Policy:
-
-1. Candidates are replicas whose router-side state is ``"ready"`` *and* whose own ``state`` is
-   ``"ready"`` (a draining, failed or stopped replica leaves the candidate set at once), that fit
-   ``needed_tokens`` (prompt tokens + ``max_tokens``) within their effective context length, and
-   that are not excluded (e.g. a replica a retried request already failed on).
-2. Without routing weights for the class (no plan yet): least outstanding requests; ties go to the
-   replica that has been given fewer requests so far, then to the earliest added.
-3. With weights ``{variant: weight}`` for the class: a variant is picked by smooth weighted
-   round-robin (nginx's algorithm: each pick adds every eligible variant's weight to its credit,
-   takes the largest credit and subtracts the eligible total from it), which is deterministic and
-   spreads picks in proportion to the weights; then least outstanding within that variant. Only
-   variants with at least one candidate are eligible.
-4. A class with weights none of whose variants has a candidate (or a class missing from a
-   non-empty routing table) falls back to any candidate, and the fallback is counted.
+Candidates are replicas whose router-side state is ``"ready"`` *and* whose own ``state`` is
+``"ready"`` (a draining, failed or stopped replica leaves the candidate set at once) and that are not
+excluded (e.g. a replica a retried request already failed on); the choice among them follows the
+policy of :mod:`oserve.policies.routing` (context fit, smooth weighted round-robin over the class's
+variants, least outstanding within a variant, counted fallbacks).
 """
 
 from __future__ import annotations

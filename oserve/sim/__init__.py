@@ -6,7 +6,9 @@ Public API::
     res = Simulation(trace, table, cluster, initial_plan, controller=controller).run()
 
 Modules: :mod:`~oserve.sim.replica` (one replica scheduled as vLLM v1), :mod:`~oserve.sim.engine`
-(the event loop), :mod:`~oserve.sim.switching` (the switcher's transitions on simulated time),
+(the entry point), :mod:`~oserve.sim.loop` and :mod:`~oserve.sim.events` (the event loop, events as
+data), :mod:`~oserve.sim.backend` and :mod:`~oserve.sim.clock` (the simulated backend and clock
+the real switcher runs on),
 :mod:`~oserve.sim.policies` (oserve / static / best-static / plain-vllm), :mod:`~oserve.sim.metrics`,
 :mod:`~oserve.sim.run` (composition from a config), :mod:`~oserve.sim.report` (files and plots),
 :mod:`~oserve.sim.fidelity` and :mod:`~oserve.sim.capacity_check`. See docs/simulator.md.

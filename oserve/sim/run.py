@@ -133,7 +133,7 @@ def _static_run(label: str, variant: str, trace: Trace, table: ProfileTable, clu
     plan = static_plan(cluster, table, variant)
     routing = "round-robin" if cfg.routing.static == "round-robin" else "plan"
     res = Simulation(trace, table, cluster, plan, routing=routing, scheme=scheme,
-                     options=sim_options(cfg, progress=progress), policy=label, seed=seed).run()
+                     options=sim_options(cfg, progress=progress), policy=label).run()
     slo = cfg.slo or table.slo
     return PolicyRun(label, variant, res, summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s))
 
@@ -212,7 +212,7 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
             demand = initial_demand(trace, scheme, cfg.initial_window_s)
             plan = ctrl.planner.plan(cluster, planning_table, demand, None)
         res = Simulation(trace, table, cluster, plan, controller=ctrl, routing="plan", scheme=scheme,
-                         options=sim_options(cfg, progress=progress), policy="oserve", seed=seed).run()
+                         options=sim_options(cfg, progress=progress), policy="oserve").run()
         return PolicyRun("oserve", None, res, summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s))
     raise ConfigError(f"unknown policy kind {spec.kind!r}", field="policy",
                       allowed="oserve, static:VARIANT, best-static, plain-vllm")

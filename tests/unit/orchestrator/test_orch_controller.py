@@ -130,5 +130,5 @@ def test_bin_history_averages_complete_bins_only():
     assert np.allclose(means[0], rates[2:7].mean(axis=0))
     same_ts, same_rates = bin_history(ts, rates, 1)
     assert np.array_equal(same_ts, ts) and np.array_equal(same_rates, rates)
-    sim = pytest.importorskip("oserve.sim.engine")
+    sim = pytest.importorskip("oserve.sim.loop")
     assert sim.bin_history is bin_history  # the simulator bins with the very same function
