@@ -165,7 +165,7 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
     stack = Stack(config=config, app=None, router=router, monitor=monitor, backend=backend, registry=registry)
     try:
         if config.orchestrator is not None:
-            from oserve.control.orchestrator import Orchestrator
+            from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
             from oserve.forecast import make as make_forecaster
             from oserve.forecast import make_default
             from oserve.policies import make_planner
@@ -181,15 +181,16 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                         f"deployment[{i}] gives variant {rep.variant!r} {len(rep.device_ids)} device(s) but its "
                         f"profile says it uses {need}", field=f"deployment.{i}.device_ids",
                         allowed=f"exactly {need} device id(s)")
-            stack.orchestrator = Orchestrator(
+            stack.orchestrator = Orchestrator.build(
                 backend,
                 make_default(**oc.forecaster.params) if oc.forecaster.kind == "default"
                 else make_forecaster(oc.forecaster.kind, **oc.forecaster.params),
-                make_planner(oc.planner.kind, **oc.planner.params), config.cluster, table, oc.slo,
+                make_planner(oc.planner.kind, **oc.planner.params), config.cluster, table,
                 router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
-                control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
-                drain_timeout_s=oc.drain_timeout_s, initial_plan=config.initial_plan(), scheme=scheme,
-                min_history=oc.min_history, history_bin_s=oc.history_bin_s, registry=registry,
+                options=OrchestratorOptions(control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
+                                            drain_timeout_s=oc.drain_timeout_s, min_history=oc.min_history,
+                                            history_bin_s=oc.history_bin_s),
+                initial_plan=config.initial_plan(), scheme=scheme, registry=registry,
             )
             await stack.orchestrator.start()
         else:
@@ -205,7 +206,8 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
         app = create_app(router, served_model_names=[config.model.served_name], tokenizer_counter=count_tokens,
                          prompt_renderer=render_chat, monitor=monitor, api_key=config.server.api_key,
                          max_body_bytes=config.server.max_body_bytes, scheme=scheme, clock=clock,
-                         metrics_registries=(registry,))
+                         metrics_registries=(registry,),
+                         on_replica_error=None if stack.orchestrator is None else stack.orchestrator.report_replica_error)
         if stack.orchestrator is not None:
             from oserve.server.admin import make_admin_router
 

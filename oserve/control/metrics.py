@@ -9,12 +9,10 @@
 - ``oserve_switches_total{status}`` and ``oserve_switch_duration_seconds``: transitions that started
   or stopped replicas; ``oserve_routing_updates_total``: plan changes of routing weights only.
 - ``oserve_replica_failures_total{variant}``: replicas taken out by health checks.
-- ``oserve_orchestrator_requests_retried_total``, ``..._aborted_total``, ``..._refused_total``:
-  requests retried on another replica, aborted (failed after their first token or by a drain
-  timeout), refused (no ready replica).
-- ``oserve_orchestrator_ttft_seconds``, ``..._tpot_seconds``, ``..._e2e_seconds``
-  ``{request_class, variant}`` and ``oserve_orchestrator_requests_slo_met_total{request_class,
-  variant}`` for requests served through :meth:`Orchestrator.generate`.
+- ``oserve_orchestrator_requests_aborted_total``: requests aborted by drain timeouts.
+
+Request latencies (TTFT, TPOT, end to end), retries and refusals are the endpoint's metrics
+(:mod:`oserve.server.metrics`): every request takes the endpoint's path.
 """
 
 from __future__ import annotations
@@ -28,9 +26,6 @@ from oserve.control.switcher import ManagedReplica
 
 __all__ = ["OrchestratorMetrics"]
 
-_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _SWITCH_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _STATES = ("starting", "ready", "draining", "failed")
 
@@ -65,23 +60,10 @@ class OrchestratorMetrics:
                                          namespace=ns, registry=r, buckets=_SWITCH_BUCKETS)
         self.replica_failures = Counter("replica_failures", "Replicas taken out by health checks", ["variant"],
                                         namespace=ns, registry=r)
-        self.retried = Counter("orchestrator_requests_retried", "Requests retried on another replica before "
-                               "their first token", namespace=ns, registry=r)
-        self.aborted = Counter("orchestrator_requests_aborted", "Requests aborted after their first token or by "
-                               "a drain timeout", namespace=ns, registry=r)
-        self.refused = Counter("orchestrator_requests_refused", "Requests refused: no ready replica",
+        self.aborted = Counter("orchestrator_requests_aborted", "Requests aborted by drain timeouts",
                                namespace=ns, registry=r)
-        labels = ["request_class", "variant"]
-        self.ttft = Histogram("orchestrator_ttft_seconds", "Time to first token, s", labels, namespace=ns,
-                              registry=r, buckets=_TTFT_BUCKETS)
-        self.tpot = Histogram("orchestrator_tpot_seconds", "Time per output token after the first, s", labels,
-                              namespace=ns, registry=r, buckets=_TPOT_BUCKETS)
-        self.e2e = Histogram("orchestrator_e2e_seconds", "End-to-end request latency, s", labels, namespace=ns,
-                             registry=r, buckets=_E2E_BUCKETS)
         self._planned_variants: set[str] = set()
         self._replica_variants: set[str] = set()
-        self.slo_met = Counter("orchestrator_requests_slo_met", "Requests that met the TTFT and TPOT SLO", labels,
-                               namespace=ns, registry=r)
 
     def observe_decision(self, d: Decision) -> None:
         """Export a decision's rates and planned replicas."""

@@ -1,79 +1,52 @@
 """The live orchestrator: every control interval, snapshot -> forecast -> plan -> switch.
 
-:class:`Orchestrator` assembles the parts: the :class:`~oserve.workload.monitor.WorkloadMonitor` (what
-arrives), the :class:`~oserve.control.controller.Controller` (the pure decision: forecaster + planner),
-the :class:`~oserve.control.switcher.Switcher` (the effects on the backend and the router) and health
-checks (a dead or hung replica leaves the router at once and is replaced). Time comes only from the
-``clock``; the decision step is :meth:`Orchestrator.step`, which the control loop calls and which a
-test or a simulator may call directly.
+:class:`Orchestrator` runs the parts it is given: the workload monitor (what arrives; e.g.
+:class:`~oserve.workload.monitor.WorkloadMonitor`), the :class:`~oserve.control.controller.Controller`
+(the pure decision: forecaster + planner), the :class:`~oserve.control.switcher.Switcher` (the
+effects on the backend and the router) and health checks (a dead or hung replica leaves the router
+at once and is replaced). :meth:`Orchestrator.build` builds the controller and switcher from a
+backend, a forecaster, a planner, the cluster and the profile table. Time comes only from the
+switcher's ``clock``; the decision step is :meth:`Orchestrator.step`, which the control loop calls
+and which a test may call directly.
 
-Requests go through :meth:`Orchestrator.generate` (or the free function :func:`generate_with_retry`):
-a request whose replica fails before its first token is retried on another replica; one that fails
-after is ended with :class:`~oserve.errors.RequestAbortedError` (an explicit error, never a hang).
-
-Prometheus metrics (prefix ``oserve_``, in ``registry``; a fresh ``CollectorRegistry`` by default):
-
-- ``oserve_replicas{variant, state}``: replicas the switcher manages, by state
-  (``starting``, ``ready``, ``draining``, ``failed``).
-- ``oserve_replicas_planned{variant}`` / ``oserve_replicas_actual{variant}``: replicas in the target
-  plan vs ready replicas.
-- ``oserve_observed_rate_rps{request_class}``, ``oserve_forecast_rate_rps{request_class}``,
-  ``oserve_demand_rate_rps{request_class}``: the last decision's inputs, req/s.
-- ``oserve_switches_total{status}`` and ``oserve_switch_duration_seconds``: transitions that started
-  or stopped replicas; ``oserve_routing_updates_total``: plan changes of routing weights only.
-- ``oserve_replica_failures_total{variant}``: replicas taken out by health checks.
-- ``oserve_orchestrator_requests_retried_total``, ``..._aborted_total``, ``..._refused_total``:
-  requests retried on another replica, aborted (failed after their first token or by a drain
-  timeout), refused (no ready replica).
-- ``oserve_orchestrator_ttft_seconds``, ``..._tpot_seconds``, ``..._e2e_seconds``
-  ``{request_class, variant}`` and ``oserve_orchestrator_requests_slo_met_total{request_class,
-  variant}`` for requests served through :meth:`Orchestrator.generate`.
+Requests do not pass through the orchestrator: the endpoint (:mod:`oserve.server.serving`) routes
+and retries them, and reports a replica error it sees to :meth:`Orchestrator.report_replica_error`
+(a callback the composition passes to ``create_app``), which health-checks that replica at once.
+The Prometheus metrics are listed in :mod:`oserve.control.metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from oserve.backends.base import Backend, ReplicaStats, SamplingParams, TokenChunk
-from oserve.clock import Clock, WallClock
+from oserve.backends.base import Backend, ReplicaStats
+from oserve.clock import Clock
 from oserve.control.controller import Controller, Decision, bin_history
 from oserve.control.metrics import OrchestratorMetrics
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
 from oserve.control.specs import SpecFactory
-from oserve.control.switcher import StepRecord, Switcher, SwitchResult
-from oserve.errors import ConfigError, EngineStartError, NoReplicaReadyError, ReplicaError, RequestAbortedError
+from oserve.control.switcher import RouterPort, StepRecord, Switcher, SwitchResult
+from oserve.errors import ConfigError, EngineStartError, RequestAbortedError
 from oserve.policies.plan import ClusterSpec, Plan
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
 from oserve.workload.classes import ClassScheme
 
-__all__ = ["Orchestrator", "OrchestratorMetrics", "generate_with_retry"]
+__all__ = ["Orchestrator", "OrchestratorOptions"]
 
 log = logging.getLogger(__name__)
 
 
+class MonitorPort(Protocol):
+    """What the orchestrator needs from the workload monitor (``WorkloadMonitor`` provides it)."""
 
-class _RouterLike(Protocol):
-    def acquire(self, request_class: str | None, needed_tokens: int, **kwargs: Any) -> Any: ...
-
-    def release(self, replica_id: str) -> None: ...
-
-    def add(self, replica: Any) -> None: ...
-
-    def remove(self, replica_id: str) -> Any: ...
-
-    def set_state(self, replica_id: str, state: Any) -> None: ...
-
-    def set_routing(self, routing: dict[str, dict[str, float]]) -> None: ...
-
-
-class _MonitorLike(Protocol):
     scheme: ClassScheme
 
     def snapshot(self) -> Any: ...
@@ -85,232 +58,135 @@ class _MonitorLike(Protocol):
     def forget_replica(self, replica_id: str) -> None: ...
 
 
-async def generate_with_retry(
-    router: _RouterLike,
-    request_id: str,
-    prompt: str | list[int],
-    params: SamplingParams,
-    *,
-    request_class: str | None,
-    needed_tokens: int,
-    prompt_tokens: int | None = None,
-    max_attempts: int = 3,
-    wait_for_replica_s: float = 0.0,
-    clock: Clock | None = None,
-    on_replica_error: Callable[[str, Exception], Awaitable[None] | None] | None = None,
-    metrics: OrchestratorMetrics | None = None,
-    slo: SLO | None = None,
-) -> AsyncIterator[TokenChunk]:
-    """Stream a request through the router; retry it on another replica if its replica fails first.
+@dataclass(frozen=True)
+class OrchestratorOptions:
+    """Knobs of the control wing, seconds unless named otherwise.
 
-    A replica error before the first output token (the engine died, was killed or stopped, or its
-    drain aborted the request while it waited) sends the request to another ready replica (the
-    ones tried are excluded), up to ``max_attempts`` replicas in all. An error after the first
-    token ends the stream with :class:`RequestAbortedError` (its text cannot be taken back).
+    The loop's own knobs (read by :class:`Orchestrator`):
 
-    Args:
-        router: picks replicas (``acquire(request_class, needed_tokens, exclude=...)`` / ``release``).
-        request_id: the request's id; retries use ``"<id>.retry<n>"`` on the new replica.
-        prompt: prompt text or token ids.
-        params: sampling parameters.
-        request_class: the class name the request was classified into at admission.
-        needed_tokens: prompt tokens + ``max_tokens``.
-        prompt_tokens: prompt tokens (for the router's error message), or None.
-        max_attempts: replicas to try in all (>= 1).
-        wait_for_replica_s: on a retry, how long to wait for another ready replica, seconds.
-        clock: for latency metrics and waiting (WallClock by default).
-        on_replica_error: called with ``(replica_id, error)`` when a replica fails a request
-            (the orchestrator health-checks that replica at once).
-        metrics: where to count retries/aborts/refusals and observe TTFT/TPOT/E2E.
-        slo: counts requests meeting it in ``metrics.slo_met``.
+    Attributes:
+        control_interval_s: seconds between decisions (> 0).
+        history_bin_s: the monitor's per-second rate history is averaged into bins this wide before
+            it reaches the forecaster (:func:`oserve.control.controller.bin_history`, as the
+            simulator does); 1 keeps per-second observations (> 0).
+        health_interval_s: seconds between health checks of ready replicas (> 0).
+        health_timeout_s: a replica whose ``health()`` takes longer is hung (treated as dead) (> 0).
+        drain_timeout_s: how long in-flight requests may finish on a draining replica (>= 0).
 
-    Yields:
-        The replica's token chunks.
+    The parts' knobs (read by :meth:`Orchestrator.build` when it builds them):
+
+    Attributes:
+        horizon_s: forecast horizon (> 0; :class:`~oserve.control.controller.Controller`).
+        min_history: history bins before the forecaster is fitted (``Controller``).
+        history_len: decisions kept in :attr:`Orchestrator.history` (``Controller``).
+        warmup_requests: real requests sent to each new replica before it gets traffic (``Switcher``).
+        start_timeout_s: how long an engine may take to start (``Switcher``).
+        share_cpu_cores: let old and new replicas share CPU cores during a switch
+            (:class:`~oserve.control.resources.ResourceModel`).
 
     Raises:
-        NoReplicaReadyError: no ready replica (refused; 503 with ``Retry-After``).
-        RequestAbortedError: failed after the first token, or on every replica tried.
-        InvalidRequestError: from the router or replica (the request itself is invalid).
+        ConfigError: an interval or timeout out of range (naming the field).
     """
-    if max_attempts < 1:
-        raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}", field="max_attempts", allowed=">= 1")
-    clock = clock or WallClock()
-    t0 = clock.now()
-    tried: list[str] = []
-    last_exc: Exception | None = None
-    for attempt in range(max_attempts):
-        replica = await _acquire(router, request_class, needed_tokens, prompt_tokens, tried,
-                                 wait_for_replica_s if attempt else 0.0, clock, metrics)
-        rid = replica.replica_id
-        variant = replica.spec.variant
-        sub_id = request_id if attempt == 0 else f"{request_id}.retry{attempt}"
-        first_s: float | None = None
-        tokens = 0
-        try:
-            async for chunk in replica.generate(sub_id, prompt, params):
-                if chunk.token_ids and first_s is None:
-                    first_s = clock.now()
-                tokens = chunk.completion_tokens
-                yield chunk
-            if metrics is not None and first_s is not None:
-                _observe_latency(metrics, slo, request_class or "", variant, t0, first_s, clock.now(), tokens)
-            return
-        except ReplicaError as exc:
-            last_exc = exc
-            if on_replica_error is not None and not isinstance(exc, RequestAbortedError):
-                maybe = on_replica_error(rid, exc)
-                if asyncio.iscoroutine(maybe):
-                    await maybe
-            if first_s is not None:
-                if metrics is not None:
-                    metrics.aborted.inc()
-                raise RequestAbortedError(
-                    f"request {request_id} aborted after {tokens} output tokens: replica {rid} failed ({exc})",
-                    replica_id=rid, code="replica_failed_mid_stream") from exc
-            tried.append(rid)
-            if attempt + 1 < max_attempts and metrics is not None:
-                metrics.retried.inc()
-            log.info("request %s failed on replica %s before its first token (%s); retrying", request_id, rid, exc)
-        finally:
-            router.release(rid)
-    if metrics is not None:
-        metrics.aborted.inc()
-    raise RequestAbortedError(f"request {request_id} failed on {len(tried)} replicas: {last_exc}",
-                              replica_id=tried[-1] if tried else None, code="retries_exhausted")
 
+    control_interval_s: float = 10.0
+    history_bin_s: float = 1.0
+    health_interval_s: float = 2.0
+    health_timeout_s: float = 5.0
+    drain_timeout_s: float = 30.0
+    horizon_s: float = 60.0
+    min_history: int = 6
+    history_len: int = 256
+    warmup_requests: int = 2
+    start_timeout_s: float = 600.0
+    share_cpu_cores: bool = True
 
-async def _acquire(router: _RouterLike, request_class: str | None, needed_tokens: int, prompt_tokens: int | None,
-                   tried: list[str], wait_s: float, clock: Clock, metrics: OrchestratorMetrics | None) -> Any:
-    deadline = clock.now() + wait_s
-    while True:
-        try:
-            return router.acquire(request_class, needed_tokens, prompt_tokens=prompt_tokens, exclude=tuple(tried))
-        except NoReplicaReadyError:
-            if clock.now() >= deadline:
-                if metrics is not None:
-                    metrics.refused.inc()
-                raise
-            await clock.sleep(min(0.05, max(0.0, deadline - clock.now())))
-
-
-def _observe_latency(m: OrchestratorMetrics, slo: SLO | None, cls: str, variant: str, t0: float, first_s: float,
-                     end_s: float, tokens: int) -> None:
-    ttft = first_s - t0
-    m.ttft.labels(cls, variant).observe(ttft)
-    m.e2e.labels(cls, variant).observe(end_s - t0)
-    tpot = (end_s - first_s) / (tokens - 1) if tokens > 1 else 0.0
-    if tokens > 1:
-        m.tpot.labels(cls, variant).observe(tpot)
-    if slo is not None and ttft <= slo.ttft_s and tpot <= slo.tpot_s:
-        m.slo_met.labels(cls, variant).inc()
+    def __post_init__(self) -> None:
+        for name in ("control_interval_s", "health_interval_s", "health_timeout_s", "history_bin_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name,
+                                  allowed="> 0 seconds")
+        if self.drain_timeout_s < 0:
+            raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}", field="drain_timeout_s",
+                              allowed=">= 0 seconds")
 
 
 class Orchestrator:
-    """Runs the control loop on a backend: monitor -> controller -> switcher, plus health checks.
+    """Runs the control loop: monitor -> controller -> switcher, plus health checks.
 
     Args:
-        backend: starts replicas (vLLM, TensorRT-LLM, a simulated or fake backend).
-        forecaster: an ``oserve.forecast`` forecaster (a fresh instance; the controller fits it).
-        planner: an ``oserve.policies`` planner.
-        cluster: nodes and devices.
-        table: the profile table (memory and per-class capacity per variant).
-        slo: latency targets; requests meeting them are counted in ``oserve_orchestrator_requests_slo_met``.
-        router: the request router the endpoint uses (``oserve.server.router.Router``).
-        monitor: the workload monitor the endpoint records into (``oserve.workload.monitor.WorkloadMonitor``).
-        spec_factory: ``(placement, replica_id) -> ReplicaSpec`` (from the YAML config).
-        clock: time source (WallClock by default).
-        control_interval_s: seconds between decisions (> 0).
-        horizon_s: forecast horizon, seconds (> 0).
-        drain_timeout_s: how long in-flight requests may finish on a draining replica, seconds.
+        controller: the pure decision step (forecaster + planner).
+        switcher: the executor on the backend and the router; its ``clock`` is the loop's clock.
+        monitor: the workload monitor the endpoint records into.
+        options: the loop's knobs (see :class:`OrchestratorOptions`); defaults when None.
         initial_plan: the plan :meth:`start` deploys; None: the controller's first decision.
-        scheme: request classes; defaults to ``monitor.scheme``.
-        min_history: history bins before the forecaster is fitted (see :class:`Controller`).
-        history_bin_s: the monitor's per-second rate history is averaged into bins this wide
-            (seconds) before it reaches the forecaster (:func:`oserve.control.controller.bin_history`, as
-            the simulator does); 1 keeps per-second observations.
-        health_interval_s: seconds between health checks of ready replicas (> 0).
-        health_timeout_s: a replica whose ``health()`` takes longer is hung (treated as dead), s.
-        warmup_requests: real requests sent to each new replica before it gets traffic.
-        start_timeout_s: how long an engine may take to start, seconds.
-        max_attempts: replicas a request may be tried on (see :func:`generate_with_retry`).
-        retry_wait_s: how long a retried request waits for another ready replica, seconds.
-        registry: Prometheus registry for the metrics; None: a fresh one (``self.metrics.registry``).
-        resources: memory accounting; None builds ``ResourceModel(cluster, table,
-            share_cpu_cores=share_cpu_cores)``.
-        share_cpu_cores: let old and new replicas share CPU cores during a switch (see
-            :class:`~oserve.control.resources.ResourceModel`); ignored when ``resources`` is given.
-        history_len: decisions kept in :attr:`history`.
-
-    Raises:
-        ConfigError: an interval or timeout out of range.
+        metrics: where to export metrics; None: :class:`OrchestratorMetrics` in a fresh registry.
 
     No side effects: nothing starts until :meth:`start`.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        forecaster: Any,
-        planner: Any,
-        cluster: ClusterSpec,
-        table: ProfileTable,
-        slo: SLO,
-        *,
-        router: _RouterLike,
-        monitor: _MonitorLike,
-        spec_factory: SpecFactory,
-        clock: Clock | None = None,
-        control_interval_s: float = 10.0,
-        horizon_s: float = 60.0,
-        drain_timeout_s: float = 30.0,
-        initial_plan: Plan | None = None,
-        scheme: ClassScheme | None = None,
-        min_history: int = 6,
-        history_bin_s: float = 1.0,
-        health_interval_s: float = 2.0,
-        health_timeout_s: float = 5.0,
-        warmup_requests: int = 2,
-        start_timeout_s: float = 600.0,
-        max_attempts: int = 3,
-        retry_wait_s: float = 5.0,
-        registry: CollectorRegistry | None = None,
-        resources: ResourceModel | None = None,
-        share_cpu_cores: bool = True,
-        history_len: int = 256,
-    ) -> None:
-        for name, val in (("control_interval_s", control_interval_s), ("health_interval_s", health_interval_s),
-                          ("health_timeout_s", health_timeout_s), ("history_bin_s", history_bin_s)):
-            if not val > 0:
-                raise ConfigError(f"{name} must be > 0, got {val}", field=name, allowed="> 0 seconds")
-        self.backend = backend
-        self.cluster = cluster
-        self.table = table
-        self.slo = slo
-        self.router = router
+    def __init__(self, controller: Controller, switcher: Switcher, monitor: MonitorPort, *,
+                 options: OrchestratorOptions | None = None, initial_plan: Plan | None = None,
+                 metrics: OrchestratorMetrics | None = None) -> None:
+        self.options = opt = options or OrchestratorOptions()
+        self.controller = controller
+        self.switcher = switcher
         self.monitor = monitor
-        self.clock = clock or WallClock()
-        self.control_interval_s = float(control_interval_s)
-        self.health_interval_s = float(health_interval_s)
-        self.health_timeout_s = float(health_timeout_s)
-        self.drain_timeout_s = float(drain_timeout_s)
-        self.max_attempts = int(max_attempts)
-        self.retry_wait_s = float(retry_wait_s)
-        self.history_bin_s = float(history_bin_s)
+        self.clock: Clock = switcher.clock
+        self.router = switcher.router
+        self.backend = switcher.backend
+        self.resources = switcher.resources
+        self.control_interval_s = opt.control_interval_s
+        self.health_interval_s = opt.health_interval_s
+        self.health_timeout_s = opt.health_timeout_s
+        self.drain_timeout_s = opt.drain_timeout_s
+        self.history_bin_s = opt.history_bin_s
         self.initial_plan = initial_plan
-        self.scheme = scheme if scheme is not None else monitor.scheme
-        self.controller = Controller(forecaster, planner, cluster, table, self.scheme, horizon_s=horizon_s,
-                                     min_history=min_history, history_len=history_len)
-        self.resources = resources or ResourceModel(cluster, table, share_cpu_cores=share_cpu_cores)
-        self.switcher = Switcher(backend, router, spec_factory, self.resources, clock=self.clock,
-                                 drain_timeout_s=drain_timeout_s, start_timeout_s=start_timeout_s,
-                                 warmup_requests=warmup_requests)
-        self.metrics = OrchestratorMetrics(registry)
+        self.metrics = metrics or OrchestratorMetrics()
         self.switcher.on_result.append(self._switch_done)
         self.switcher.on_step.append(self._step_done)
         self._tasks: list[asyncio.Task[None]] = []
         self._checking: set[str] = set()
+        self._checks: set[asyncio.Task[bool]] = set()
         self._last_target: Plan | None = None
         self._started = False
+
+    @classmethod
+    def build(cls, backend: Backend, forecaster: Any, planner: Any, cluster: ClusterSpec, table: ProfileTable, *,
+              router: RouterPort, monitor: MonitorPort, spec_factory: SpecFactory, clock: Clock | None = None,
+              options: OrchestratorOptions | None = None, initial_plan: Plan | None = None,
+              scheme: ClassScheme | None = None, registry: CollectorRegistry | None = None,
+              resources: ResourceModel | None = None) -> Orchestrator:
+        """Build the controller and the switcher, then the orchestrator (the usual path).
+
+        Args:
+            backend: starts replicas (vLLM, TensorRT-LLM, a simulated or fake backend).
+            forecaster: an ``oserve.forecast`` forecaster (a fresh instance; the controller fits it).
+            planner: an ``oserve.policies`` planner.
+            cluster: nodes and devices.
+            table: the profile table (memory and per-class capacity per variant).
+            router: the request router the endpoint uses (``oserve.server.router.Router``).
+            monitor: the workload monitor the endpoint records into.
+            spec_factory: ``(placement, replica_id) -> ReplicaSpec`` (from the YAML config).
+            clock: time source (:class:`~oserve.clock.WallClock` by default).
+            options: every knob (:class:`OrchestratorOptions`).
+            initial_plan: the plan :meth:`start` deploys; None: the first decision's plan.
+            scheme: request classes; defaults to ``monitor.scheme``.
+            registry: Prometheus registry for the metrics; None: a fresh one.
+            resources: memory accounting; None builds ``ResourceModel(cluster, table,
+                share_cpu_cores=options.share_cpu_cores)``.
+
+        Raises:
+            ConfigError: a knob out of range.
+        """
+        opt = options or OrchestratorOptions()
+        controller = Controller(forecaster, planner, cluster, table, scheme if scheme is not None else monitor.scheme,
+                                horizon_s=opt.horizon_s, min_history=opt.min_history, history_len=opt.history_len)
+        resources = resources or ResourceModel(cluster, table, share_cpu_cores=opt.share_cpu_cores)
+        switcher = Switcher(backend, router, spec_factory, resources, clock=clock,
+                            drain_timeout_s=opt.drain_timeout_s, start_timeout_s=opt.start_timeout_s,
+                            warmup_requests=opt.warmup_requests)
+        return cls(controller, switcher, monitor, options=opt, initial_plan=initial_plan,
+                   metrics=OrchestratorMetrics(registry))
 
     # ----------------------------------------------------------------- hooks for subclasses
     def on_decision(self, decision: Decision) -> None:
@@ -399,7 +275,7 @@ class Orchestrator:
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         """Stop the loops, then drain and stop every replica (in-flight requests finish up to the
         drain timeout). Idempotent."""
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = self._tasks + list(self._checks), []
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -569,24 +445,20 @@ class Orchestrator:
             fut = self.switcher.submit(target, merge=False)
             fut.add_done_callback(lambda f: None if f.cancelled() else log.info("replacement: %s", f.result().status))
 
-    async def report_replica_error(self, replica_id: str, error: Exception) -> None:
-        """A request failed on ``replica_id``: health-check it now (it is replaced if dead)."""
-        await self._check_one(replica_id)
+    def report_replica_error(self, replica_id: str, error: Exception) -> None:
+        """A request saw ``replica_id`` fail: health-check it now, without waiting for the next round.
 
-    # ----------------------------------------------------------------- requests
-    def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams, *,
-                 request_class: str | None, needed_tokens: int,
-                 prompt_tokens: int | None = None) -> AsyncIterator[TokenChunk]:
-        """Stream a request through the router with retry (see :func:`generate_with_retry`).
+        The endpoint's request path calls this (``create_app(on_replica_error=...)``); a dead or hung
+        replica is taken out and replaced at once, a healthy one stays. Errors that a drain causes
+        (:class:`~oserve.errors.RequestAbortedError`) say nothing about the replica and are ignored.
 
-        The endpoint records admission/first token/completion in the monitor itself; this method
-        adds the retry, the health check of a failing replica and the per-variant latency metrics.
+        Side effects: schedules the check as a task of this orchestrator (cancelled by :meth:`stop`).
         """
-        return generate_with_retry(
-            self.router, request_id, prompt, params, request_class=request_class, needed_tokens=needed_tokens,
-            prompt_tokens=prompt_tokens, max_attempts=self.max_attempts, wait_for_replica_s=self.retry_wait_s,
-            clock=self.clock, on_replica_error=self.report_replica_error, metrics=self.metrics, slo=self.slo,
-        )
+        if isinstance(error, RequestAbortedError) or not self._started:
+            return
+        task = asyncio.get_running_loop().create_task(self._check_one(replica_id), name=f"oserve-check-{replica_id}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
 
 def _outcome(result: SwitchResult) -> str:

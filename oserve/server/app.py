@@ -127,6 +127,7 @@ def create_app(
     clock: Clock | None = None,
     max_retries: int = 1,
     metrics_registries: Sequence[CollectorRegistry] = (),
+    on_replica_error: Callable[[str, Exception], None] | None = None,
 ) -> FastAPI:
     """Build the OpenAI-compatible FastAPI app over a router's replicas.
 
@@ -150,6 +151,8 @@ def create_app(
             the first token.
         metrics_registries: more Prometheus registries ``/metrics`` exports after the endpoint's
             own (e.g. the monitor's and the orchestrator's); metric names must not collide.
+        on_replica_error: ``on_replica_error(replica_id, error)`` when a request sees its replica
+            fail (e.g. the orchestrator's ``report_replica_error``); see :class:`OpenAIServing`.
 
     Returns:
         The app. ``app.state`` holds ``router``, ``serving`` (:class:`OpenAIServing`),
@@ -186,7 +189,7 @@ def create_app(
     app.state.serving = OpenAIServing(
         router, served_model_names=served_model_names, token_counter=tokenizer_counter,
         prompt_renderer=prompt_renderer, scheme=scheme, monitor=monitor, metrics=metrics,
-        clock=clock or WallClock(), max_retries=max_retries,
+        clock=clock or WallClock(), max_retries=max_retries, on_replica_error=on_replica_error,
     )
     install_exception_handlers(app)
 

@@ -148,6 +148,10 @@ class OpenAIServing:
         metrics: the app's Prometheus metrics.
         clock: time source for latencies.
         max_retries: retries on another replica when a replica fails before the first token.
+        on_replica_error: ``on_replica_error(replica_id, error)``, called at once when a request sees
+            its replica fail (any :class:`~oserve.errors.ReplicaError`), before the retry; the
+            composition passes the orchestrator's ``report_replica_error`` so a failing replica is
+            checked and taken out without waiting for the next health round. It must not block.
     """
 
     def __init__(
@@ -162,8 +166,10 @@ class OpenAIServing:
         metrics: ServerMetrics,
         clock: Clock,
         max_retries: int = 1,
+        on_replica_error: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self.router = router
+        self.on_replica_error = on_replica_error
         self.served_model_names = list(served_model_names)
         self.token_counter = token_counter
         self.prompt_renderer = prompt_renderer
@@ -276,6 +282,7 @@ class OpenAIServing:
                 return
             except ReplicaError as e:
                 job.engine_done = True
+                self._report(replica.replica_id, e)
                 if job.first_token_s is not None or len(job.tried) >= self.max_retries:
                     raise
                 log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
@@ -287,6 +294,15 @@ class OpenAIServing:
                                                   prompt_tokens=job.prompt_tokens, prompt_param=job.prompt_param)
                 job.engine_done = False
                 self.metrics.retried.inc()
+
+    def _report(self, replica_id: str, error: ReplicaError) -> None:
+        """Tell the composition's ``on_replica_error`` hook; a failing hook is logged, never raised."""
+        if self.on_replica_error is None:
+            return
+        try:
+            self.on_replica_error(replica_id, error)
+        except Exception:  # noqa: BLE001 - the request's own error matters more than the observer's
+            log.exception("on_replica_error hook raised")
 
     async def _close(self, job: _Job, *, ok: bool) -> None:
         """End a request once: abort it on the engine if still running, release it, record it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import httpx
@@ -10,14 +11,13 @@ import pytest
 from fastapi import FastAPI, Request
 from orch_fakes import FakeForecaster, make_cluster, make_table, plan_of, spec_factory
 
-from oserve.backends.base import SamplingParams
 from oserve.cli.status import fetch_status, format_status
 from oserve.clock import SimClock
-from oserve.control.orchestrator import Orchestrator
-from oserve.errors import AuthenticationError, EngineStartError, RequestAbortedError
+from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
+from oserve.errors import AuthenticationError, EngineStartError, ReplicaError, RequestAbortedError
 from oserve.policies.plan import Plan
-from oserve.profiles.table import SLO
 from oserve.server.admin import make_admin_router
+from oserve.server.app import create_app
 from oserve.server.http_errors import install_exception_handlers
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
@@ -49,11 +49,18 @@ def build(backend: FakeBackend, **kw) -> tuple[Orchestrator, Router, WorkloadMon
     mclock = SimClock(0.0)
     monitor = WorkloadMonitor(DEFAULT_SCHEME, mclock, window_s=5, history_s=60)
     router = Router()
-    orch = Orchestrator(backend, FakeForecaster(), kw.pop("planner", FakeMixPlanner()), make_cluster(), make_table(),
-                        SLO(ttft_s=1.0, tpot_s=0.5), router=router, monitor=monitor, spec_factory=spec_factory,
-                        control_interval_s=3600, health_interval_s=3600, min_history=3,
-                        initial_plan=kw.pop("initial_plan", plan_of(("fast", "node0", (0,)))), **kw)
+    planner = kw.pop("planner", FakeMixPlanner())
+    initial_plan = kw.pop("initial_plan", plan_of(("fast", "node0", (0,))))
+    options = OrchestratorOptions(**{"control_interval_s": 3600, "health_interval_s": 3600, "min_history": 3, **kw})
+    orch = Orchestrator.build(backend, FakeForecaster(), planner, make_cluster(), make_table(), router=router,
+                              monitor=monitor, spec_factory=spec_factory, options=options, initial_plan=initial_plan)
+    # the endpoint as `oserve serve` composes it: it reports replica errors to the orchestrator
+    APPS[id(orch)] = create_app(router, served_model_names=["fake"], monitor=monitor,
+                                on_replica_error=orch.report_replica_error)
     return orch, router, monitor, mclock
+
+
+APPS: dict[int, FastAPI] = {}
 
 
 def feed(monitor: WorkloadMonitor, clock: SimClock, cls, per_s: int, seconds: int) -> None:
@@ -63,10 +70,31 @@ def feed(monitor: WorkloadMonitor, clock: SimClock, cls, per_s: int, seconds: in
         clock.advance_to(clock.now() + 1.0)
 
 
-async def send(orch: Orchestrator, rid: str, max_tokens: int = 20) -> list:
-    gen = orch.generate(rid, "hello there", SamplingParams(max_tokens=max_tokens, ignore_eos=True),
-                        request_class=SHORT.name, needed_tokens=max_tokens + 8)
-    return [c async for c in gen]
+async def send(orch: Orchestrator, rid: str, max_tokens: int = 20) -> int:
+    """One completion through the endpoint's request path; returns its output tokens."""
+    body = {"model": "fake", "prompt": "hello there", "max_tokens": max_tokens, "ignore_eos": True, "user": rid}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=APPS[id(orch)]), base_url="http://t",
+                                 timeout=30) as c:
+        r = await c.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["usage"]["completion_tokens"]
+
+
+async def send_stream(orch: Orchestrator, max_tokens: int) -> list[dict]:
+    """A streamed completion through the endpoint; returns its SSE payloads."""
+    body = {"model": "fake", "prompt": "hello there", "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+    out = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=APPS[id(orch)]), base_url="http://t",
+                                 timeout=30) as c:
+        async with c.stream("POST", "/v1/completions", json=body) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    out.append(json.loads(line[6:]))
+    return out
+
+
+def endpoint_metric(orch: Orchestrator, name: str) -> float:
+    return APPS[id(orch)].state.metrics.registry.get_sample_value(name, {}) or 0.0
 
 
 def metric(orch: Orchestrator, name: str, labels: dict | None = None) -> float:
@@ -110,7 +138,7 @@ async def test_mix_shift_switches_live_without_losing_requests():
         await asyncio.gather(*clients)
         assert orch.current_plan.replica_counts() == {"big": 2}
         assert orch.history[-1].outcome.startswith("applied")
-        assert done and all(r[-1].finished and r[-1].completion_tokens == 20 for r in done)
+        assert done and all(n == 20 for n in done)
         assert metric(orch, "oserve_orchestrator_requests_aborted_total") == 0
         assert metric(orch, "oserve_switches_total", {"status": "applied"}) == 2  # initial deployment + switch
         assert metric(orch, "oserve_replicas_actual", {"variant": "big"}) == 2
@@ -122,14 +150,14 @@ async def test_mix_shift_switches_live_without_losing_requests():
     assert all(r.state == "stopped" for r in backend.replicas.values())
 
 
-async def test_replica_killed_mid_stream_retries_requests_without_a_token():
+async def test_replica_killed_mid_stream_retries_requests_and_is_replaced_at_once():
     backend = FakeBackend(FakeReplicaOptions(token_delay_s=0.01, prefill_delay_s=0.15))
     orch, router, *_ = build(backend, initial_plan=plan_of(("fast", "node0", (0,)), ("fast", "node0", (1,))))
     await orch.start()
     try:
         warm = 8  # 2 warm-up requests x 4 tokens per replica
         # a request with output already streaming: its replica becomes the victim
-        streaming = asyncio.create_task(send(orch, "mid", 200))
+        streaming = asyncio.create_task(send_stream(orch, 200))
         while not any(r.tokens_emitted > warm + 2 for r in backend.replicas.values()):
             await asyncio.sleep(0.01)
         victim = next(r for r in backend.replicas.values() if r.tokens_emitted > warm + 2)
@@ -141,15 +169,36 @@ async def test_replica_killed_mid_stream_retries_requests_without_a_token():
         assert on_victim >= 2  # least outstanding put some of them on the victim
         victim.kill()
         results = await asyncio.gather(*waiting, return_exceptions=True)
-        assert all(isinstance(r, list) and r[-1].completion_tokens == 20 for r in results), results
-        assert metric(orch, "oserve_orchestrator_requests_retried_total") == on_victim
-        with pytest.raises(RequestAbortedError):
-            await streaming  # it had output: an explicit error, not a silent drop
-        assert metric(orch, "oserve_orchestrator_requests_aborted_total") == 1
+        assert results == [20] * 6, results
+        assert endpoint_metric(orch, "oserve_requests_retried_total") == on_victim
+        payloads = await streaming  # it had output: an explicit error event, not a silent drop
+        assert "error" in payloads[-1] and any(p.get("choices") for p in payloads[:-1])
+        # the health loop never runs here (interval 3600 s): the endpoint's report took the dead
+        # replica out and the orchestrator replaced it
         await orch.switcher.idle()
-        # the dead replica left the router and was replaced
         assert victim_id not in orch.switcher.replicas and router.get(victim_id) is None
         assert orch.current_plan.replica_counts() == {"fast": 2} and router.ready_count() == 2
+        assert metric(orch, "oserve_replica_failures_total", {"variant": "fast"}) == 1
+    finally:
+        await orch.stop()
+
+
+async def test_a_replica_error_reported_by_a_request_is_checked_at_once():
+    backend = FakeBackend()
+    orch, router, *_ = build(backend, initial_plan=plan_of(("fast", "node0", (0,)), ("fast", "node0", (1,))))
+    await orch.start()
+    try:
+        healthy, dead = sorted(orch.switcher.replicas)
+        backend.replicas[dead].kill()
+        orch.report_replica_error(healthy, ReplicaError("a transient error", replica_id=healthy))
+        orch.report_replica_error(dead, RequestAbortedError("drained", replica_id=dead))  # says nothing
+        await asyncio.sleep(0)
+        assert dead in orch.switcher.replicas  # a drain abort is not a replica failure
+        orch.report_replica_error(dead, ReplicaError("engine died", replica_id=dead))
+        while dead in orch.switcher.replicas or orch.switcher.busy:
+            await asyncio.sleep(0.01)
+        assert healthy in orch.switcher.replicas  # its health check passed: it stays
+        assert router.get(dead) is None and router.ready_count() == 2
         assert metric(orch, "oserve_replica_failures_total", {"variant": "fast"}) == 1
     finally:
         await orch.stop()

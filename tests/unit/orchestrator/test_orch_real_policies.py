@@ -6,10 +6,9 @@ import pytest
 from orch_fakes import make_cluster, make_table, spec_factory
 
 from oserve.clock import SimClock
-from oserve.control.orchestrator import Orchestrator
+from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
 from oserve.forecast import make as make_forecaster
 from oserve.policies import make_planner
-from oserve.profiles.table import SLO
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend
 from oserve.workload.classes import DEFAULT_SCHEME
@@ -33,10 +32,11 @@ async def test_greedy_planner_and_ewma_switch_on_a_mix_shift():
     mclock = SimClock(0.0)
     monitor = WorkloadMonitor(DEFAULT_SCHEME, mclock, window_s=5, history_s=120)
     backend = FakeBackend()
-    orch = Orchestrator(backend, make_forecaster("ewma"), make_planner("greedy"), make_cluster(devices=4),
-                        make_table(capacities=CAPS), SLO(), router=Router(), monitor=monitor,
-                        spec_factory=spec_factory, control_interval_s=3600, health_interval_s=3600,
-                        min_history=3, history_bin_s=5)
+    orch = Orchestrator.build(backend, make_forecaster("ewma"), make_planner("greedy"), make_cluster(devices=4),
+                              make_table(capacities=CAPS), router=Router(), monitor=monitor,
+                              spec_factory=spec_factory,
+                              options=OrchestratorOptions(control_interval_s=3600, health_interval_s=3600,
+                                                          min_history=3, history_bin_s=5))
     feed(monitor, mclock, "short-in/short-out", 4, 20)
     await orch.start()  # no initial plan: the first decision's plan is deployed
     try:

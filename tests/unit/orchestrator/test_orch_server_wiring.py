@@ -13,8 +13,7 @@ import pytest
 from orch_fakes import FakeForecaster, FakePlanner, make_cluster, make_table, plan_of, spec_factory
 
 from oserve.clock import WallClock
-from oserve.control.orchestrator import Orchestrator
-from oserve.profiles.table import SLO
+from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
 from oserve.server.admin import make_admin_router
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
@@ -29,9 +28,10 @@ async def test_streams_through_the_endpoint_survive_a_pinned_switch():
     backend = FakeBackend(FakeReplicaOptions(token_delay_s=0.01))
     router = Router()
     monitor = WorkloadMonitor(DEFAULT_SCHEME, WallClock(), window_s=5, history_s=60)
-    orch = Orchestrator(backend, FakeForecaster(), FakePlanner(), make_cluster(), make_table(), SLO(), router=router,
-                        monitor=monitor, spec_factory=spec_factory, control_interval_s=3600,
-                        health_interval_s=3600, initial_plan=plan_of(("fast", "node0", (0,))))
+    orch = Orchestrator.build(backend, FakeForecaster(), FakePlanner(), make_cluster(), make_table(), router=router,
+                              monitor=monitor, spec_factory=spec_factory,
+                              options=OrchestratorOptions(control_interval_s=3600, health_interval_s=3600),
+                              initial_plan=plan_of(("fast", "node0", (0,))))
     app = create_app(router, served_model_names=["fake"], monitor=monitor)
     app.include_router(make_admin_router(orch))
     await orch.start()
