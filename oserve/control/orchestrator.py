@@ -30,10 +30,11 @@ from oserve.backends.base import Backend, ReplicaStats
 from oserve.clock import Clock
 from oserve.control.controller import Controller, Decision, bin_history
 from oserve.control.metrics import OrchestratorMetrics
+from oserve.control.records import StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
 from oserve.control.specs import SpecFactory
-from oserve.control.switcher import RouterPort, StepRecord, Switcher, SwitchResult
+from oserve.control.switcher import RouterPort, Switcher
 from oserve.errors import ConfigError, EngineStartError, RequestAbortedError
 from oserve.policies.plan import ClusterSpec, Plan
 from oserve.profiles.table import ProfileTable

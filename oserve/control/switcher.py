@@ -25,16 +25,16 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from oserve.backends.base import Backend, Replica, ReplicaState, SamplingParams
 from oserve.clock import Clock, WallClock
 from oserve.control.controller import plans_equal
+from oserve.control.records import StepKind, StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import (
     LiveReplica,
-    SwitchStatus,
     drain_blocker,
     effective_routing,
     plan_steps,
@@ -45,97 +45,9 @@ from oserve.control.specs import SpecFactory
 from oserve.errors import ConfigError, EngineStartError
 from oserve.policies.plan import Plan, ReplicaPlacement
 
-__all__ = ["StepKind", "StepRecord", "SwitchResult", "RouterPort", "ManagedReplica", "Switcher"]
+__all__ = ["RouterPort", "ManagedReplica", "Switcher"]
 
 log = logging.getLogger(__name__)
-
-StepKind = Literal["start", "warm", "route", "drain", "stop", "cancel", "skip"]
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What one step did.
-
-    Attributes:
-        kind: ``start``, ``warm``, ``route``, ``drain``, ``stop``, ``cancel`` or ``skip``.
-        replica_id: the replica concerned (empty for ``route``).
-        variant / node: its placement.
-        ok: False when the step failed.
-        detail: error text, aborted count, or why a step was skipped.
-        started_s / finished_s: clock times, seconds.
-    """
-
-    kind: StepKind
-    replica_id: str
-    variant: str
-    node: str
-    ok: bool
-    detail: str
-    started_s: float
-    finished_s: float
-
-
-@dataclass(frozen=True)
-class SwitchResult:
-    """The outcome of one transition.
-
-    Attributes:
-        target: the plan asked for.
-        status: ``applied`` (the real replicas match the target), ``unchanged`` (nothing to do),
-            ``partial`` (some step failed or was skipped; see ``steps``), ``failed`` (no step
-            succeeded), or ``superseded`` (a newer target interrupted it, or it never started).
-        steps: the steps in the order they finished.
-        started_s / finished_s: clock times, seconds; ``duration_s`` their difference.
-        actual: the real deployment afterwards (ready replicas and the routing in force).
-        make_before_break: whether the transition was planned make-before-break.
-        capacity_gap_classes: classes that had no capacity for a moment (rolling without choice).
-        unplaceable: target placements that could not fit.
-        aborted_requests: requests aborted by drain timeouts.
-    """
-
-    target: Plan
-    status: SwitchStatus
-    steps: tuple[StepRecord, ...]
-    started_s: float
-    finished_s: float
-    actual: Plan
-    make_before_break: bool = True
-    capacity_gap_classes: tuple[str, ...] = ()
-    unplaceable: tuple[ReplicaPlacement, ...] = ()
-    aborted_requests: int = 0
-
-    @property
-    def duration_s(self) -> float:
-        """Transition time, seconds."""
-        return self.finished_s - self.started_s
-
-    @property
-    def replicas_changed(self) -> bool:
-        """True when a replica was started, cancelled, stopped or skipped (not a routing-only change)."""
-        return any(s.kind != "route" for s in self.steps)
-
-    @property
-    def failed_steps(self) -> tuple[StepRecord, ...]:
-        """Steps that failed."""
-        return tuple(s for s in self.steps if not s.ok)
-
-    def to_dict(self) -> dict:
-        """A JSON-ready summary."""
-        return {
-            "status": self.status,
-            "started_s": self.started_s,
-            "finished_s": self.finished_s,
-            "duration_s": self.duration_s,
-            "replicas_changed": self.replicas_changed,
-            "make_before_break": self.make_before_break,
-            "capacity_gap_classes": list(self.capacity_gap_classes),
-            "unplaceable": [p.model_dump(mode="json") for p in self.unplaceable],
-            "aborted_requests": self.aborted_requests,
-            "target": self.target.model_dump(mode="json"),
-            "actual": self.actual.model_dump(mode="json"),
-            "steps": [asdict(s) for s in self.steps],
-        }
-
 
 class RouterPort(Protocol):
     """What the switcher needs from the router (``oserve.server.router.Router`` provides it)."""

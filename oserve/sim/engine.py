@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,15 +159,24 @@ class Simulation:
     def run(self) -> SimResult:
         """Simulate the whole trace until every request has finished, been aborted or refused.
 
-        The run uses its own asyncio event loop (the switcher is async); call it from synchronous
-        code, or from a worker thread inside async code.
-
-        Raises:
-            RuntimeError: called from a thread that runs an asyncio event loop.
+        The run uses its own asyncio event loop (the switcher is async); called from async code,
+        it runs in a worker thread (and blocks the caller's loop until it ends).
         """
         t_wall = time.perf_counter()
         r = SimRun(self)
-        asyncio.run(r.run())
+
+        def go() -> None:
+            # a plain selector loop: SimRun settles on its queue of ready callbacks (see SimRun._settle)
+            with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+                runner.run(r.run())
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            go()
+        else:  # called from async code: the run gets its own loop in a worker thread
+            with ThreadPoolExecutor(1, thread_name_prefix="oserve-sim") as pool:
+                pool.submit(go).result()
         return SimResult(
             policy=self.policy,
             requests=[q.record() for q in r.requests],

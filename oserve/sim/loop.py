@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from oserve.control.controller import bin_history
+from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
-from oserve.control.switcher import Switcher, SwitchResult
+from oserve.control.switcher import Switcher
 from oserve.policies.plan import Plan
 from oserve.policies.routing import Candidate, choose_replica
 from oserve.sim.backend import SimBackend, SimRouterPort

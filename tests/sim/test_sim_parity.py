@@ -15,9 +15,10 @@ import pytest
 
 from oserve.backends.base import ReplicaSpec
 from oserve.control.controller import Decision
+from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.specs import spec_factory_from_templates
-from oserve.control.switcher import Switcher, SwitchResult
+from oserve.control.switcher import Switcher
 from oserve.policies.plan import ClusterSpec, Demand, Plan, ReplicaPlacement
 from oserve.server.router import Router
 from oserve.sim.engine import SimOptions, Simulation
@@ -81,7 +82,8 @@ def sim_steps(cluster: ClusterSpec) -> list[tuple]:
     sim = Simulation(trace, table(), cluster, TARGETS[0], controller=ScriptedController(),
                      options=SimOptions(control_interval_s=TICK_S, drain_timeout_s=5.0))
     run = SimRun(sim)
-    asyncio.run(run.run())
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        runner.run(run.run())
     return steps_of(run.switcher.results)
 
 
@@ -95,3 +97,10 @@ def test_live_and_simulated_switches_take_the_same_steps() -> None:
     assert "drain" in kinds[2] and kinds[2].index("start") < kinds[2].index("drain")  # make-before-break
     assert kinds[3].index("stop") < kinds[3].index("start")  # rolling: the stop frees memory first
     assert simulated == live
+
+
+async def test_a_simulation_started_from_async_code_runs_on_its_own_loop() -> None:
+    cluster = ClusterSpec.homogeneous(1, 4, "a100-80gb", 80 * GIB)
+    trace = Trace(np.arange(20) * 1.0, np.full(20, 100), np.full(20, 10), name="steady")
+    res = Simulation(trace, table(), cluster, TARGETS[0]).run()  # inside this test's running loop
+    assert len(res.requests) == 20 and all(r["finish_s"] is not None for r in res.requests)
