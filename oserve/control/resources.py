@@ -30,7 +30,7 @@ class ResourceModel:
         share_cpu_cores: on pooled (CPU) nodes, let an old and a new replica use the same cores for
             the overlap of a switch (memory stays the hard limit). False makes cores exclusive, so
             a switch that needs a busy core rolls instead (use it with a backend that refuses
-            shared cores, e.g. ``VLLMBackend`` without ``OSERVE_ALLOW_CORE_SHARING=1``).
+            shared cores, e.g. ``VLLMBackend(allow_core_sharing=False)``).
 
     Raises (from the methods):
         ConfigError: a placement names an unknown node, a device id out of range, or a variant the

@@ -12,7 +12,8 @@ One request goes through:
 5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it
    died or was drained) before the first token, the request is retried on another replica (up to
    ``max_retries`` times); after the first token the error reaches the client (a 503 envelope, or
-   an SSE ``error`` event followed by ``data: [DONE]`` when streaming);
+   an SSE ``error`` event followed by ``data: [DONE]`` when streaming). Either way the error is
+   reported at once to the ``on_replica_error`` hook (the orchestrator health-checks the replica);
 6. a client that disconnects (streaming or not) gets its engine request aborted, freeing the slot.
 
 Latencies (TTFT, TPOT, E2E) are measured on the injected :class:`~oserve.clock.Clock`.
