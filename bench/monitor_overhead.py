@@ -32,7 +32,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from oserve.clock import SimClock, WallClock
     from oserve.monitor import WorkloadMonitor
-    from oserve.workload.classes import DEFAULT_SCHEME
+    from oserve.types import DEFAULT_SCHEME
 
     classes = DEFAULT_SCHEME.classes
     n = args.requests

@@ -128,8 +128,8 @@ def _run_load(base_url: str) -> dict[str, Any]:
 def bench_oserve() -> dict[str, Any]:
     """oserve's endpoint over one fp32 vLLM-CPU replica pinned to core 0."""
     from oserve.config import ServeConfig, ServerConfig, VariantConfig
-    from oserve.policies.plan import ClusterSpec, NodeSpec, ReplicaPlacement
     from oserve.testing.stack_thread import StackThread
+    from oserve.types import ClusterSpec, NodeSpec, ReplicaPlacement
 
     config = ServeConfig(
         server=ServerConfig(port=0),

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError
 from oserve.orchestrator import Orchestrator
-from oserve.policies.plan import Plan
+from oserve.types import Plan
 
 __all__ = ["PinRequest", "make_admin_router"]
 

@@ -31,9 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
-from oserve.profiles.table import SLO
-from oserve.workload.classes import ClassScheme
+from oserve.types import SLO, ClassScheme, ClusterSpec, Plan, ReplicaPlacement
 
 __all__ = [
     "ModelConfig", "ServerConfig", "BackendConfig", "VariantConfig", "ClassesConfig",

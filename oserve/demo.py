@@ -66,7 +66,7 @@ def build_demo_trace(*, start_s: float = 480.0, end_s: float = 720.0, rate_facto
 
 
 def _demand_series(trace: Trace, scheme: Any, window_s: float) -> list[Any]:
-    from oserve.policies.plan import Demand
+    from oserve.types import Demand
     from oserve.workload.binning import rates_per_class
 
     binned = rates_per_class(trace, scheme, window_s)

@@ -17,7 +17,7 @@ from oserve.backends.base import Backend, ReplicaSpec
 from oserve.clock import WallClock
 from oserve.config import ServeConfig
 from oserve.errors import ConfigError
-from oserve.workload.classes import ClassScheme
+from oserve.types import ClassScheme
 
 __all__ = ["Stack", "build_scheme", "build_templates", "resolve_model_path", "start_stack"]
 

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from oserve.backends.base import ReplicaStats
 from oserve.clock import Clock
 from oserve.errors import ConfigError
-from oserve.workload.classes import ClassScheme, RequestClass
+from oserve.types import ClassScheme, RequestClass
 
 __all__ = ["WorkloadMonitor", "WorkloadSnapshot"]
 

@@ -44,10 +44,9 @@ from oserve.backends.base import Backend, ReplicaStats, SamplingParams, TokenChu
 from oserve.clock import Clock, WallClock
 from oserve.controller import Controller, Decision, bin_history, placement_counts
 from oserve.errors import ConfigError, EngineStartError, NoReplicaReadyError, ReplicaError, RequestAbortedError
-from oserve.policies.plan import ClusterSpec, Plan
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
 from oserve.switcher import ResourceModel, SpecFactory, StepRecord, Switcher, SwitchResult
-from oserve.workload.classes import ClassScheme
+from oserve.types import SLO, ClassScheme, ClusterSpec, Plan
 
 __all__ = ["Orchestrator", "OrchestratorMetrics", "generate_with_retry"]
 

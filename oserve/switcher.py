@@ -40,8 +40,8 @@ from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, Sa
 from oserve.clock import Clock, WallClock
 from oserve.controller import placement_counts, plans_equal
 from oserve.errors import ConfigError, EngineStartError
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Plan, ReplicaPlacement
 
 __all__ = [
     "ResourceModel",

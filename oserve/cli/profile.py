@@ -14,7 +14,8 @@ from pathlib import Path
 
 from oserve.backends.base import Backend
 from oserve.errors import ConfigError, OserveError
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
+from oserve.types import SLO
 
 __all__ = ["register", "show_table", "plot_table", "make_backend"]
 

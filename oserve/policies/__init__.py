@@ -18,8 +18,8 @@ from typing import Any
 
 from oserve.policies._problem import ObjectiveWeights
 from oserve.policies.base import Allocation, Planner, available_planners, make_planner, register_planner
-from oserve.policies.evaluate import PlanScore, check_plan, evaluate
-from oserve.policies.plan import ClusterSpec, Demand, NodeSpec, Plan, ReplicaPlacement
+from oserve.policies.evaluate import check_plan, evaluate
+from oserve.types import ClusterSpec, Demand, NodeSpec, Plan, PlanScore, ReplicaPlacement
 
 __all__ = [
     "NodeSpec", "ClusterSpec", "Demand", "ReplicaPlacement", "Plan",

@@ -13,7 +13,7 @@ import numpy as np
 
 from oserve.errors import PlanningError
 from oserve.policies._problem import Problem, chain
-from oserve.policies.plan import Plan, ReplicaPlacement
+from oserve.types import Plan, ReplicaPlacement
 
 __all__ = ["place"]
 

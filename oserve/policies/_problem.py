@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity"]
 

@@ -27,8 +27,8 @@ from oserve.policies._assign import balanced_assignment, optimal_assignment
 from oserve.policies._placement import place
 from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
 from oserve.policies.evaluate import evaluate
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["Allocation", "Planner", "register_planner", "make_planner", "available_planners", "build_plan"]
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, NodeSpec
+from oserve.types import ClusterSpec, NodeSpec
 
 __all__ = ["NodeGroupConfig", "PlannerConfig", "ClusterConfig", "load_cluster_config"]
 

@@ -26,52 +26,15 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from oserve.errors import ConfigError, ProfileError
 from oserve.policies._problem import ObjectiveWeights, mix_capacity, validate_demand
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan, PlanScore
 
-__all__ = ["PlanScore", "evaluate", "check_plan"]
+__all__ = ["evaluate", "check_plan"]
 
 _EPS = 1e-9
-
-
-class PlanScore(BaseModel):
-    """A plan's predicted quality under :func:`evaluate`.
-
-    Attributes:
-        goodput_rps: demand served within SLO, req/s.
-        served_rps: per class, req/s served within SLO.
-        slo_attainment: goodput / total demand (1.0 when demand is zero).
-        memory_used_bytes: per ``"node:device"``, bytes planned on that device.
-        devices_used: devices the plan's replicas occupy.
-        utilisation: per variant, routed load in replica-time / replicas (> 1 means overloaded).
-        switch_start_s: summed start time of replicas started or stopped relative to ``current``, s.
-        switch_cost_rps: ``switch_cost_rps_per_s * switch_start_s``.
-        device_cost_rps: ``device_cost_rps * devices_used`` (0 with ``fill_idle_devices``).
-        planned_capacity_rps: summed capacity of the plan's replicas for the demand mix, req/s.
-        spare_capacity_rps: the replicas' replica time left after their routed load, times their capacity
-            for the demand mix, req/s (see the module docstring).
-        capacity_value_rps: ``spare_capacity_value * planned_capacity_rps`` (0 without ``fill_idle_devices``).
-        objective: ``goodput_rps + capacity_value_rps - switch_cost_rps - device_cost_rps``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    goodput_rps: float
-    served_rps: dict[str, float] = Field(default_factory=dict)
-    slo_attainment: float
-    memory_used_bytes: dict[str, int] = Field(default_factory=dict)
-    devices_used: int
-    utilisation: dict[str, float] = Field(default_factory=dict)
-    switch_start_s: float
-    switch_cost_rps: float
-    device_cost_rps: float
-    objective: float
-    planned_capacity_rps: float = 0.0
-    spare_capacity_rps: float = 0.0
-    capacity_value_rps: float = 0.0
 
 
 def _replica_key(r: object) -> tuple[str, str, tuple[int, ...]]:

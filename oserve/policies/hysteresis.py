@@ -21,8 +21,8 @@ from oserve.errors import ConfigError, PlanningError
 from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
 from oserve.policies.base import Allocation, Planner, as_weights, build_plan, make_planner
 from oserve.policies.evaluate import evaluate, switch_start_s
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["HysteresisPlanner"]
 

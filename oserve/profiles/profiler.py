@@ -39,8 +39,9 @@ from oserve.config import ClassesConfig
 from oserve.errors import ConfigError, ProfileError
 from oserve.profiles.capacity import build_table
 from oserve.profiles.fit import fit_iteration_model
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
 from oserve.profiles.variants import Variant, get_model
+from oserve.types import SLO
 
 __all__ = ["SweepConfig", "ProfileConfig", "Profiler", "load_profile_config", "replica_spec"]
 

@@ -45,7 +45,7 @@ from oserve.errors import (
     ServerError,
 )
 from oserve.router import Router
-from oserve.workload.classes import ClassScheme, RequestClass
+from oserve.types import ClassScheme, RequestClass
 
 from .http_errors import error_payload
 from .metrics import ServerMetrics

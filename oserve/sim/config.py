@@ -32,8 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
-from oserve.profiles.table import SLO
+from oserve.types import SLO, ClusterSpec, Plan, ReplicaPlacement
 
 __all__ = ["SimConfig", "ClusterConfig", "load_config"]
 

@@ -34,13 +34,12 @@ import numpy as np
 from oserve.clock import SimClock
 from oserve.controller import bin_history, placement_counts
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Plan
 from oserve.profiles.table import ProfileTable
 from oserve.router import Candidate, choose_replica
 from oserve.sim.replica import ReplicaParams, SimReplica
 from oserve.sim.request import SimRequest
 from oserve.sim.switching import SimDeployment
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Plan
 from oserve.workload.trace import Trace
 
 __all__ = ["SimOptions", "SimResult", "Simulation"]

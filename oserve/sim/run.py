@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig
 from oserve.sim.engine import SimOptions, SimResult, Simulation
 from oserve.sim.metrics import summarise
 from oserve.sim.policies import PolicySpec, plain_vllm_variant, restrict_table, static_plan
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Demand, Plan
 from oserve.workload.trace import Trace
 
 __all__ = ["PolicyRun", "build_scheme", "load_table", "load_traces", "sim_options", "run_policy",

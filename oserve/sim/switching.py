@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from oserve.controller import placement_counts, plans_equal
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
 from oserve.profiles.table import ProfileTable
 from oserve.sim.replica import ReplicaParams, SimReplica
 from oserve.switcher import LiveReplica, ResourceModel, SwitchSteps, covered_classes, effective_routing, plan_steps
+from oserve.types import ClusterSpec, Plan, ReplicaPlacement
 
 __all__ = ["SimDeployment", "Transition"]
 

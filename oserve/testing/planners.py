@@ -10,9 +10,9 @@ reported numbers agreeing with :func:`oserve.policies.evaluate`.
 from __future__ import annotations
 
 from oserve.policies import ClusterSpec, Demand, NodeSpec, Planner, check_plan, evaluate
-from oserve.policies.plan import Plan
 from oserve.profiles.table import ProfileTable
 from oserve.testing.tables import GIB, synthetic_table
+from oserve.types import Plan
 
 __all__ = ["check_planner", "conformance_instances"]
 

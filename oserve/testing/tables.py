@@ -10,7 +10,8 @@ table is never mistaken for a measured one.
 from __future__ import annotations
 
 from oserve.profiles.iteration import IterationTimeModel
-from oserve.profiles.table import SLO, ClassProfile, ProfileTable, VariantProfile
+from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
+from oserve.types import SLO
 
 __all__ = ["synthetic_table", "synthetic_a100_table", "SIX_CLASSES", "GIB"]
 

@@ -12,13 +12,12 @@ import pytest
 
 from oserve.cli import main as cli_main
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec
 from oserve.sim.engine import Simulation
 from oserve.sim.fidelity import replay_to_records, trace_from_replay
 from oserve.sim.metrics import compare_fidelity, summarise
 from oserve.sim.policies import parse_policy, plain_vllm_variant, static_plan
 from oserve.testing.tables import GIB, synthetic_table
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, ClusterSpec
 from oserve.workload.trace import Trace
 
 NAMES = DEFAULT_SCHEME.names

@@ -17,12 +17,10 @@ from oserve.clock import SimClock
 from oserve.errors import AuthenticationError, EngineStartError, RequestAbortedError
 from oserve.monitor import WorkloadMonitor
 from oserve.orchestrator import Orchestrator
-from oserve.policies.plan import Plan
-from oserve.profiles.table import SLO
 from oserve.router import Router
 from oserve.server.http_errors import install_exception_handlers
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, SLO, Plan
 
 pytestmark = pytest.mark.timeout(30)
 SHORT, LONG = DEFAULT_SCHEME.by_name("short-in/short-out"), DEFAULT_SCHEME.by_name("short-in/long-out")

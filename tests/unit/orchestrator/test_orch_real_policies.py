@@ -10,10 +10,9 @@ from oserve.forecast import make as make_forecaster
 from oserve.monitor import WorkloadMonitor
 from oserve.orchestrator import Orchestrator
 from oserve.policies import make_planner
-from oserve.profiles.table import SLO
 from oserve.router import Router
 from oserve.testing.fake_backend import FakeBackend
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, SLO
 
 pytestmark = pytest.mark.timeout(60)
 NAMES = DEFAULT_SCHEME.names

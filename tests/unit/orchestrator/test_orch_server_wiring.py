@@ -16,10 +16,9 @@ from oserve.admin import make_admin_router
 from oserve.clock import WallClock
 from oserve.monitor import WorkloadMonitor
 from oserve.orchestrator import Orchestrator
-from oserve.profiles.table import SLO
 from oserve.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, SLO
 
 pytestmark = pytest.mark.timeout(60)
 create_app = pytest.importorskip("oserve.server.app").create_app

@@ -15,7 +15,7 @@ import pytest
 from oserve.clock import WallClock
 from oserve.monitor import WorkloadMonitor
 from oserve.testing.fake_backend import FakeReplicaOptions
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 
 MODEL = "fake-model"
 MSGS = [{"role": "user", "content": "What is the capital of France?"}]

@@ -12,7 +12,7 @@ from oserve.backends.base import ReplicaStats
 from oserve.clock import SimClock
 from oserve.errors import ConfigError
 from oserve.monitor import WorkloadMonitor
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 
 C = DEFAULT_SCHEME.classes
 
