@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m oserve.demo
+	$(PY) -m oserve.cli.demo
 
 test: setup
 	$(PY) -m ruff check oserve tests bench examples

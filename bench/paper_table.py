@@ -59,10 +59,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/paper_table.json"))
     args = ap.parse_args()
 
+    from oserve.compose.simulation import load_traces, run_policy
     from oserve.profiles.table import ProfileTable
     from oserve.sim.config import SimConfig
     from oserve.sim.policies import PolicySpec, restrict_table
-    from oserve.sim.run import build_scheme, load_traces, run_policy
     from oserve.workload.transforms import clip_tokens
 
     if Path(args.table).exists():
@@ -77,7 +77,7 @@ def main() -> int:
     scales = [float(x) for x in args.scales.split(",")]
     tops = [int(x) for x in args.best_static_top.split(",")]
     control = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_bin_s": 30, "history_s": 3600}
-    base = dict(table=table_src, planner={"name": args.planner}, forecaster={"name": args.forecaster},
+    base = dict(table=table_src, planner={"kind": args.planner}, forecaster={"kind": args.forecaster},
                 control=control)
     shown = {k: (str(Path(v).resolve().relative_to(ROOT)) if k in ("table", "out") and ROOT in Path(v).resolve().parents
                  else v) for k, v in vars(args).items() if v is not None}
@@ -119,14 +119,14 @@ def main() -> int:
         for label, spec, extra in (
             ("oserve", PolicySpec("oserve"), {}),
             ("oserve-no-headroom", PolicySpec("oserve"),
-             {"planner": {"name": args.planner, "params": {"weights": NO_HEADROOM}}}),
+             {"planner": {"kind": args.planner, "params": {"weights": NO_HEADROOM}}}),
             ("oserve-derated", PolicySpec("oserve"), {"planner_capacity_factor": args.derate}),
             ("best-static", PolicySpec("best-static"), {}),
             ("plain-vllm", PolicySpec("plain-vllm"), {}),
         ):
             cfg = SimConfig(**{**base, **extra})
             t1 = time.perf_counter()
-            run = run_policy(spec, trace, table, cfg.cluster.spec(), build_scheme(cfg), cfg, seed=args.seed,
+            run = run_policy(spec, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg, seed=args.seed,
                              best_static_top=top)
             runs[label] = run
             s = run.summary

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, SamplingParams
 from oserve.clock import Clock, WallClock
-from oserve.config import ClassesConfig
+from oserve.config import ClassesConfig, ComponentConfig
 from oserve.errors import ConfigError, ProfileError
 from oserve.profiles.capacity import build_table
 from oserve.profiles.fit import fit_iteration_model
@@ -67,7 +67,7 @@ class ProfileConfig(BaseModel):
     Attributes:
         model: checkpoint path or name the backend loads.
         arch: built-in architecture name (``oserve.profiles.variants.MODELS``).
-        backend: backend name (``vllm``).
+        backend: the engine backend, ``{kind, params}`` (default ``vllm``).
         device_type: ``cpu`` or a GPU type of ``oserve.profiles.hardware.HARDWARE``.
         variants: per-variant overrides of :class:`~oserve.profiles.variants.Variant` fields
             (``precision``, ``tp``, ``devices_per_replica``, ``max_num_seqs``...).
@@ -78,7 +78,8 @@ class ProfileConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
     arch: str
-    backend: str = "vllm"
+    backend: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="vllm"),
+                                     description="engine backend: {kind, params}, as in the serve config")
     device_type: str = "cpu"
     variants: list[dict[str, Any]] = Field(..., min_length=1)
     sweep: SweepConfig = SweepConfig()
@@ -125,7 +126,7 @@ def replica_spec(config: ProfileConfig, variant: Variant) -> ReplicaSpec:
     cpu = variant.hardware.kind == "cpu"
     model = config.model
     if model == "default":
-        from oserve.models import ensure_default_model
+        from oserve.backends.embedded_model import ensure_default_model
 
         model = str(ensure_default_model())
     return ReplicaSpec(
