@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from oserve.policies._problem import Problem
+from oserve.policies.problem import Problem
 
 __all__ = ["optimal_assignment", "balanced_assignment"]
 

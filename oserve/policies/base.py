@@ -17,7 +17,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import numpy as np
 from pydantic import ValidationError
@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from oserve.errors import ConfigError
 from oserve.policies._assign import balanced_assignment, optimal_assignment
 from oserve.policies._placement import place
-from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
 from oserve.policies.evaluate import evaluate
+from oserve.policies.problem import ObjectiveWeights, Problem, build_problem
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
@@ -57,7 +57,10 @@ class Allocation:
 class Planner(ABC):
     """Choose replicas per variant and node, and per-class routing weights.
 
-    Subclasses implement :meth:`_allocate`; :meth:`plan` is the public, pure entry point.
+    Subclasses implement :meth:`_allocate` only; :meth:`plan` is the public, pure entry point and is
+    final (it builds the :class:`~oserve.policies.problem.Problem`, places replicas, derives routing and
+    scores the plan the same way for every planner). Everything a subclass needs is public:
+    ``from oserve.policies import Allocation, Planner, Problem``.
 
     Args:
         weights: objective weights (headroom, spare devices, switching and device costs), or a mapping of
@@ -72,6 +75,7 @@ class Planner(ABC):
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         self.weights = as_weights(weights)
 
+    @final
     def plan(self, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None) -> Plan:
         """Plan a deployment.
 

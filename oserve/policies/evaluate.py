@@ -11,7 +11,7 @@ of the load served within SLO, req/s. Traffic a plan does not admit (``Plan.admi
 rejected at admission and earns nothing.
 
 Spare capacity (``fill_idle_devices``, the default): every replica adds its capacity for the current
-demand mix (:func:`oserve.policies._problem.mix_capacity`, req/s) to the plan's planned capacity,
+demand mix (:func:`oserve.policies.problem.mix_capacity`, req/s) to the plan's planned capacity,
 worth ``spare_capacity_value`` (default 0.005) req/s of objective per req/s. Demand is fixed within
 one planning problem, so rewarding planned capacity rewards spare capacity (planned capacity beyond
 the demand), and the reward does not depend on routing. Idle devices therefore host replicas (lower
@@ -28,7 +28,7 @@ from collections import Counter
 import numpy as np
 
 from oserve.errors import ConfigError, ProfileError
-from oserve.policies._problem import ObjectiveWeights, mix_capacity, validate_demand
+from oserve.policies.problem import ObjectiveWeights, mix_capacity, validate_demand
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan, PlanScore
 

@@ -1,6 +1,6 @@
 """MILPPlanner: the exact planner, a mixed-integer program built with cvxpy and solved by HiGHS.
 
-Variables (node groups as in :mod:`oserve.policies._problem`; a group is one node unless its nodes
+Variables (node groups as in :mod:`oserve.policies.problem`; a group is one node unless its nodes
 are identical and replica sizes divide each other, where per-group totals are exact and the model
 stays the same size however many nodes the group has):
 
@@ -41,9 +41,9 @@ from typing import Any, Literal
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.policies._problem import ObjectiveWeights, Problem, mix_capacity
 from oserve.policies.base import Allocation, Planner
 from oserve.policies.greedy import GreedyPlanner, fast_objective
+from oserve.policies.problem import ObjectiveWeights, Problem, mix_capacity
 
 __all__ = ["MILPPlanner", "milp_solver_available"]
 

@@ -1,4 +1,4 @@
-"""The planning problem as arrays: what every planner solves (internal).
+"""The planning problem as arrays: what every planner solves (public: a custom planner's ``_allocate`` receives one).
 
 Nodes with the same device type, device count and device memory form a *node group*. When the
 replica sizes (devices per replica) of the variants that fit a group form a divisibility chain
@@ -110,6 +110,8 @@ class Problem:
         unfit: variant -> why it fits no node (only variants that fit nowhere).
         has_current: whether a current plan was given; without one nothing is switched, so (as in
             ``evaluate``) starting replicas costs nothing.
+        cluster / table / demand_spec / current_plan: the inputs the problem was built from (set by
+            :func:`build_problem`), for planners that score whole plans (e.g. the hysteresis wrapper).
     """
 
     variants: tuple[str, ...]
@@ -125,6 +127,10 @@ class Problem:
     weights: ObjectiveWeights
     unfit: dict[str, str] = field(default_factory=dict)
     has_current: bool = True
+    cluster: ClusterSpec | None = None
+    table: ProfileTable | None = None
+    demand_spec: Demand | None = None
+    current_plan: Plan | None = None
 
     @property
     def switch_cost(self) -> float:
@@ -232,7 +238,8 @@ def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, cur
                 cur[vi[r.variant], gi[r.node]] += 1
     return Problem(variants=variants, classes=classes, cap=cap, dev=dev, mem=mem, start_s=start_s,
                    groups=tuple(groups), fits=fits, demand=validate_demand(table, demand), current=cur,
-                   weights=weights, unfit=unfit, has_current=current is not None)
+                   weights=weights, unfit=unfit, has_current=current is not None, cluster=cluster, table=table,
+                   demand_spec=demand, current_plan=current)
 
 
 def _fits(v_type: str, v_mem: int, v_dev: int, n_type: str, n_mem: int, n_dev: int) -> bool:
