@@ -27,15 +27,18 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(PY) -m oserve.cli.demo
 
+# tests/ plus examples/test_*.py, which use only the oserve pytest plugin (pytest11 entry point).
 test: setup
 	$(PY) -m ruff check oserve tests bench examples
-	$(PY) -m pytest -q --timeout=900 tests
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q --timeout=900 tests examples
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not engine" tests
+	$(PY) -m pytest -q -m "not engine" tests examples
 
 lint: setup
 	$(PY) -m ruff check oserve tests bench examples
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "check_planner", "check_forecaster", "check_forecast", "conformance_instances",
     "FakeBackend", "FakeReplica", "FakeReplicaOptions", "StackThread", "synthetic_table", "serve_config",
+    "SimulatedCluster", "simulated_cluster", "poisson_trace",
 ]
 
 _LAZY = {
@@ -32,6 +33,9 @@ _LAZY = {
     "StackThread": "oserve.testing.stack_thread",
     "synthetic_table": "oserve.testing.tables",
     "serve_config": "oserve.testing.pytest_plugin",
+    "SimulatedCluster": "oserve.testing.pytest_plugin",
+    "simulated_cluster": "oserve.testing.pytest_plugin",
+    "poisson_trace": "oserve.testing.pytest_plugin",
 }
 
 
