@@ -135,7 +135,7 @@ class PlanScore(BaseModel):
         slo_attainment: goodput / total demand (1.0 when demand is zero).
         memory_used_bytes: per ``"node:device"``, bytes planned on that device.
         devices_used: devices the plan's replicas occupy.
-        utilisation: per variant, routed load in replica-time / replicas (> 1 means overloaded).
+        utilization: per variant, routed load in replica-time / replicas (> 1 means overloaded).
         switch_start_s: summed start time of replicas started or stopped relative to ``current``, s.
         switch_cost_rps: ``switch_cost_rps_per_s * switch_start_s``.
         device_cost_rps: ``device_cost_rps * devices_used`` (0 with ``fill_idle_devices``).
@@ -152,7 +152,7 @@ class PlanScore(BaseModel):
     slo_attainment: float
     memory_used_bytes: dict[str, int] = Field(default_factory=dict)
     devices_used: int
-    utilisation: dict[str, float] = Field(default_factory=dict)
+    utilization: dict[str, float] = Field(default_factory=dict)
     switch_start_s: float
     switch_cost_rps: float
     device_cost_rps: float

@@ -186,7 +186,7 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     """Place ``alloc`` on devices, derive routing and admission, score it with ``evaluate``.
 
     Routing: ``routing[c][v] = served[c, v] / sum_v served[c, v]``; with ``fill_idle_devices`` the served
-    rates are first re-balanced over the variants (same per-class totals, least maximum utilisation,
+    rates are first re-balanced over the variants (same per-class totals, least maximum utilization,
     :func:`oserve.policies._assign.balanced_assignment`) so spare replicas share the load; a class with capacity but no
     served rate (zero demand) is spread over the variants that can serve it in proportion to their
     capacity, so every class with capacity has shares summing to 1.
@@ -225,7 +225,7 @@ _REGISTRY: dict[str, type[Planner]] = {}
 
 
 def register_planner(name: str, cls: type[Planner]) -> None:
-    """Register a planner class under ``name``.
+    """Register a planner class under ``name`` (also its ``name``, unless the class sets one).
 
     Raises:
         ConfigError: ``name`` is already taken or ``cls`` is not a Planner subclass.
@@ -236,6 +236,8 @@ def register_planner(name: str, cls: type[Planner]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Planner)):
         raise ConfigError(f"{cls!r} is not a Planner subclass", field="planner.kind", allowed="Planner subclasses")
     _REGISTRY[name] = cls
+    if "name" not in cls.__dict__:  # plans name the planner that made them
+        cls.name = name
 
 
 def _entry_points() -> dict[str, Any]:

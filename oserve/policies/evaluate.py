@@ -1,7 +1,7 @@
 """The one scoring function every planner's plan goes through, and a plan validity check.
 
 Goodput model (time sharing): a replica of variant ``v`` serving class ``c`` alone sustains
-``cap[v, c]`` req/s within the SLO, planned at ``cap[v, c] = target_utilisation * capacity_rps``
+``cap[v, c]`` req/s within the SLO, planned at ``cap[v, c] = target_utilization * capacity_rps``
 (the profile table's capacity less the headroom of :class:`ObjectiveWeights`). A replica serving a mix spends
 ``load_c / cap[v, c]`` of its time on class ``c``; the variant's replicas are feasible while
 ``sum_c load_c / cap[v, c] <= replicas_v``. Routed load beyond that is served within SLO in
@@ -107,7 +107,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
         prof = table.variants.get(v)
         if prof is None or n == 0:
             continue
-        time_needed = sum(lc / (prof.classes[c].capacity_rps * w.target_utilisation) for c, lc in per_class.items()
+        time_needed = sum(lc / (prof.classes[c].capacity_rps * w.target_utilization) for c, lc in per_class.items()
                           if c in prof.classes and prof.classes[c].capacity_rps > 0)
         util[v] = time_needed / n
         frac = 1.0 if time_needed <= n * (1 + 1e-9) else n / time_needed
@@ -122,12 +122,12 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
     names = sorted(replicas)
     cap = np.array([[table.variants[v].classes[c].capacity_rps if c in table.variants[v].classes else 0.0
                      for c in classes] for v in names], dtype=float).reshape(len(names), len(classes))
-    per_replica = mix_capacity(cap * w.target_utilisation, dem)
+    per_replica = mix_capacity(cap * w.target_utilization, dem)
     planned = float(sum(per_replica[i] * replicas[v] for i, v in enumerate(names)))
     spare = float(sum(per_replica[i] * replicas[v] * max(0.0, 1.0 - util[v]) for i, v in enumerate(names)))
     cap_value = w.spare_capacity_value * planned if w.fill_idle_devices else 0.0
     return PlanScore(goodput_rps=goodput, served_rps=served, slo_attainment=goodput / total if total > 0 else 1.0,
-                     memory_used_bytes=memory, devices_used=devices_used, utilisation=util, switch_start_s=sw,
+                     memory_used_bytes=memory, devices_used=devices_used, utilization=util, switch_start_s=sw,
                      switch_cost_rps=sw_cost, device_cost_rps=dev_cost,
                      objective=goodput + cap_value - sw_cost - dev_cost, planned_capacity_rps=planned,
                      spare_capacity_rps=spare, capacity_value_rps=cap_value)

@@ -18,7 +18,7 @@ objective of ``evaluate``), with the replica term ``R = spare_capacity_value * s
 (``mix_cap``: one replica's capacity for the demand mix, req/s, a parameter like demand; so idle
 devices host the replicas adding the most capacity for the mix) and
 ``R = -device_cost_rps * sum devices_per_replica[v] * n[v, g]`` otherwise (idle devices freed).
-Capacities are the table's times ``target_utilisation``.
+Capacities are the table's times ``target_utilization``.
 
 The compiled cvxpy problem is cached per problem structure with demand and current replicas as
 parameters, so re-planning the same cluster and table only re-solves. After every solve the status

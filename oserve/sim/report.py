@@ -50,7 +50,7 @@ _TABLE_KEYS = (
     ("ttft_p99_s", "TTFT p99 (s)"),
     ("tpot_p99_s", "TPOT p99 (s)"),
     ("p99_latency_s", "p99 latency (s/token)"),
-    ("memory_utilisation", "memory utilisation"),
+    ("memory_utilization", "memory utilization"),
     ("switch_touched_share", "touched by a switch"),
     ("switches", "switches"),
     ("reconfig_s", "reconfiguration (s)"),

@@ -26,7 +26,7 @@ PLANNERS = ["milp", "greedy", "flow"]
 # The hand-solved cases below check the planners' mechanics at the table's full capacity with idle
 # devices freed (the pre-headroom objective); the defaults (headroom, spare devices) are tested in
 # test_policies_headroom.py.
-EXACT = ObjectiveWeights(target_utilisation=1.0, fill_idle_devices=False)
+EXACT = ObjectiveWeights(target_utilization=1.0, fill_idle_devices=False)
 
 
 @pytest.mark.parametrize("name", PLANNERS)
