@@ -58,7 +58,7 @@ class SweepConfig(BaseModel):
     batch_sizes: list[int] = Field([1, 2, 4, 8], min_length=1, description="decode batch sizes")
     decode_prompt_tokens: int = Field(64, ge=1, description="prompt tokens of decode requests")
     decode_output_tokens: int = Field(32, ge=3, description="output tokens of decode requests")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the random prompts")
 
 
 class ProfileConfig(BaseModel):
@@ -76,14 +76,14 @@ class ProfileConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    model: str
-    arch: str
+    model: str = Field(..., description="'default' (the embedded SmolLM2-135M-Instruct) or a checkpoint folder")
+    arch: str = Field(..., description="built-in architecture name (oserve.profiles.variants.MODELS)")
     backend: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="vllm"),
                                      description="engine backend: {kind, params}, as in the serve config")
-    device_type: str = "cpu"
-    variants: list[dict[str, Any]] = Field(..., min_length=1)
-    sweep: SweepConfig = SweepConfig()
-    slo: SLO = SLO()
+    device_type: str = Field("cpu", description="'cpu' or a GPU type of oserve.profiles.hardware.HARDWARE")
+    variants: list[dict[str, Any]] = Field(..., min_length=1, description="per-variant Variant field overrides")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="what to measure")
+    slo: SLO = Field(default_factory=SLO, description="targets of the table's capacity columns")
     classes: ClassesConfig = Field(default_factory=ClassesConfig,
                                    description="request classes of the table (default: input 2048, output 256)")
 

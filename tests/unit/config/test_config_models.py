@@ -11,6 +11,7 @@ import oserve.config as serve_cfg
 import oserve.sim.config as sim_cfg
 from oserve.compose import build_forecaster
 from oserve.errors import ConfigError
+from oserve.profiles.profiler import ProfileConfig, SweepConfig
 from oserve.types import DEFAULT_SCHEME, ClusterSpec, NodeSpec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -22,12 +23,21 @@ MODELS = [serve_cfg.ComponentConfig, serve_cfg.NodeGroupConfig, serve_cfg.Cluste
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_every_config_model_and_field_is_documented(model: type[BaseModel]) -> None:
-    assert model.__doc__ and model.__doc__.strip(), f"{model.__name__} has no docstring"
-    missing = [name for name, f in model.model_fields.items() if not f.description]
-    assert not missing, f"{model.__name__} fields without a description: {missing}"
+    _check_documented(model)
     doc = (ROOT / "docs" / "configuration.md").read_text()
     absent = [name for name in model.model_fields if f"`{name}`" not in doc]
     assert not absent, f"docs/configuration.md does not list {model.__name__} fields {absent}"
+
+
+@pytest.mark.parametrize("model", [ProfileConfig, SweepConfig], ids=lambda m: m.__name__)
+def test_profile_config_models_are_documented(model: type[BaseModel]) -> None:
+    _check_documented(model)
+
+
+def _check_documented(model: type[BaseModel]) -> None:
+    assert model.__doc__ and model.__doc__.strip(), f"{model.__name__} has no docstring"
+    missing = [name for name, f in model.model_fields.items() if not f.description]
+    assert not missing, f"{model.__name__} fields without a description: {missing}"
 
 
 def test_serve_and_sim_examples_name_the_same_components_and_cluster_model() -> None:
