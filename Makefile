@@ -25,17 +25,20 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m oserve.demo
+	$(PY) -m oserve.cli.demo
 
+# tests/ plus examples/test_*.py, which use only the oserve pytest plugin (pytest11 entry point).
 test: setup
 	$(PY) -m ruff check oserve tests bench examples
-	$(PY) -m pytest -q --timeout=900 tests
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q --timeout=900 tests examples
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not engine" tests
+	$(PY) -m pytest -q -m "not engine" tests examples
 
 lint: setup
 	$(PY) -m ruff check oserve tests bench examples
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

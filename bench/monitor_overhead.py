@@ -31,7 +31,7 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from oserve.clock import SimClock, WallClock
-    from oserve.workload.classes import DEFAULT_SCHEME
+    from oserve.types import DEFAULT_SCHEME
     from oserve.workload.monitor import WorkloadMonitor
 
     classes = DEFAULT_SCHEME.classes

@@ -8,10 +8,10 @@ thinning/duplication) so the cluster is loaded, and token lengths clipped to the
 section: oserve chooses among that model's variants only.
 
 Policies: ``oserve`` (the Controller with the config's forecaster and planner, switching costs
-simulated; the planner's default ``ObjectiveWeights``: target utilisation 0.7, idle devices filled),
-``oserve-no-headroom`` (the same planner with ``target_utilisation=1`` and ``fill_idle_devices=False``:
+simulated; the planner's default ``ObjectiveWeights``: target utilization 0.7, idle devices filled),
+``oserve-no-headroom`` (the same planner with ``target_utilization=1`` and ``fill_idle_devices=False``:
 the planner before headroom and spare devices), ``oserve-derated`` (``oserve`` with the capacities the
-planner sees multiplied by ``--derate`` on top of the target utilisation, i.e. planning at
+planner sees multiplied by ``--derate`` on top of the target utilization, i.e. planning at
 0.7 x 0.7 = 49 % by default; see ``oserve.sim.capacity_check``), ``best-static`` (every variant's static
 deployment simulated, the best goodput kept), ``plain-vllm`` (fp16 at the smallest TP leaving a
 quarter of the memory to the KV cache, round-robin).
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_HEADROOM = {"target_utilisation": 1.0, "fill_idle_devices": False}  # the planner's objective before headroom
+NO_HEADROOM = {"target_utilization": 1.0, "fill_idle_devices": False}  # the planner's objective before headroom
 TRACES = ROOT / "data/traces/azure_llm_2023"
-KEYS = ("throughput_avg_rps", "throughput_peak_rps", "p99_latency_s", "memory_utilisation", "switch_touched_share",
+KEYS = ("throughput_avg_rps", "throughput_peak_rps", "p99_latency_s", "memory_utilization", "switch_touched_share",
         "reconfig_s")
 EXTRA = ("goodput_avg_rps", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s",
          "memory_cluster_share", "memory_reserved_share", "switches", "reconfig_p50_s", "reconfig_max_s", "aborted",
@@ -59,10 +59,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/paper_table.json"))
     args = ap.parse_args()
 
+    from oserve.compose.simulation import load_traces, run_policy
     from oserve.profiles.table import ProfileTable
     from oserve.sim.config import SimConfig
     from oserve.sim.policies import PolicySpec, restrict_table
-    from oserve.sim.run import build_scheme, load_traces, run_policy
     from oserve.workload.transforms import clip_tokens
 
     if Path(args.table).exists():
@@ -77,7 +77,7 @@ def main() -> int:
     scales = [float(x) for x in args.scales.split(",")]
     tops = [int(x) for x in args.best_static_top.split(",")]
     control = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_bin_s": 30, "history_s": 3600}
-    base = dict(table=table_src, planner={"name": args.planner}, forecaster={"name": args.forecaster},
+    base = dict(table=table_src, planner={"kind": args.planner}, forecaster={"kind": args.forecaster},
                 control=control)
     shown = {k: (str(Path(v).resolve().relative_to(ROOT)) if k in ("table", "out") and ROOT in Path(v).resolve().parents
                  else v) for k, v in vars(args).items() if v is not None}
@@ -98,7 +98,7 @@ def main() -> int:
             "throughput_avg_rps": "requests completed during the trace span / span",
             "throughput_peak_rps": "max completions per 60-s bin",
             "p99_latency_s": "p99 of normalised latency: (finish - arrival) / output tokens, s/token",
-            "memory_utilisation": "time-avg (weights + KV blocks in use) / memory reserved by running replicas",
+            "memory_utilization": "time-avg (weights + KV blocks in use) / memory reserved by running replicas",
             "switch_touched_share": "requests in flight on a draining replica, held with no replica ready, or aborted",
             "reconfig_s": "mean time from a plan-changing decision to the switcher's transition finished",
         },
@@ -119,14 +119,14 @@ def main() -> int:
         for label, spec, extra in (
             ("oserve", PolicySpec("oserve"), {}),
             ("oserve-no-headroom", PolicySpec("oserve"),
-             {"planner": {"name": args.planner, "params": {"weights": NO_HEADROOM}}}),
+             {"planner": {"kind": args.planner, "params": {"weights": NO_HEADROOM}}}),
             ("oserve-derated", PolicySpec("oserve"), {"planner_capacity_factor": args.derate}),
             ("best-static", PolicySpec("best-static"), {}),
             ("plain-vllm", PolicySpec("plain-vllm"), {}),
         ):
             cfg = SimConfig(**{**base, **extra})
             t1 = time.perf_counter()
-            run = run_policy(spec, trace, table, cfg.cluster.spec(), build_scheme(cfg), cfg, seed=args.seed,
+            run = run_policy(spec, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg, seed=args.seed,
                              best_static_top=top)
             runs[label] = run
             s = run.summary

@@ -36,7 +36,7 @@ import numpy as np
 from oserve.backends.base import ReplicaSpec, SamplingParams
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 
 
 def _pct(xs: list[float], q: float) -> float:

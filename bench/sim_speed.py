@@ -29,10 +29,10 @@ def main() -> int:
     ap.add_argument("--skip-oserve", action="store_true")
     args = ap.parse_args()
 
+    from oserve.compose.simulation import load_traces, run_policy
     from oserve.profiles.table import ProfileTable
     from oserve.sim.config import SimConfig
     from oserve.sim.policies import PolicySpec, restrict_table
-    from oserve.sim.run import build_scheme, load_traces, run_policy
 
     if Path(args.table).exists():
         table = ProfileTable.load(args.table)
@@ -44,9 +44,9 @@ def main() -> int:
         table = modelled_table(["llama-3-8b"], "a100-80gb")
         table_src = "oserve.profiles.modelled.modelled_table(['llama-3-8b'], 'a100-80gb') (in memory)"
     table = restrict_table(table, model=table.variants[args.variant].model)
-    cfg = SimConfig(table=args.table, planner={"name": "greedy"}, forecaster={"name": "ewma"})
+    cfg = SimConfig(table=args.table, planner={"kind": "greedy"}, forecaster={"kind": "ewma"})
     cluster = cfg.cluster.spec()
-    scheme = build_scheme(cfg)
+    scheme = cfg.classes.to_scheme()
     t0 = time.perf_counter()
     trace = load_traces([args.trace])
     load_s = time.perf_counter() - t0

@@ -1,4 +1,8 @@
-"""The ``oserve serve`` configuration: one YAML file validated by pydantic.
+"""The configuration models: one YAML dialect for ``oserve serve``, ``oserve simulate`` and ``oserve plan``.
+
+Every component (backend, forecaster, planner) is chosen the same way, ``{kind: NAME, params: {...}}``
+(:class:`ComponentConfig`: ``kind`` is a registered name, ``params`` the keyword arguments of its
+constructor), and every file describes its machines with the same :class:`ClusterConfig`.
 
 Example (``examples/cpu-smollm2.yaml``)::
 
@@ -6,17 +10,18 @@ Example (``examples/cpu-smollm2.yaml``)::
       served_name: smollm2-135m-instruct
       path: default                 # the embedded SmolLM2-135M-Instruct checkpoint, or a folder
     server: {host: 127.0.0.1, port: 8000}
+    backend: {kind: vllm, params: {start_timeout_s: 300}}
     cluster:
       nodes: [{name: local, device_type: cpu, devices: 2, device_memory_bytes: 4294967296}]
     variants:
       fp32-s32: {dtype: float32, max_num_seqs: 32, max_model_len: 2048, kv_cache_bytes: 536870912}
     deployment:
-      - {variant: fp32-s32, node: local, devices: [0]}
-      - {variant: fp32-s32, node: local, devices: [1]}
+      - {variant: fp32-s32, node: local, device_ids: [0]}
+      - {variant: fp32-s32, node: local, device_ids: [1]}
     orchestrator:                   # optional: without it the deployment is static
-      table: examples/profiles/cpu-smollm2.json
-      forecaster: {kind: ewma}
-      planner: {kind: milp}
+      table: profiles/cpu-smollm2.json
+      forecaster: {kind: default}
+      planner: {kind: milp, params: {time_limit_s: 1.0}}
 
 Every model forbids unknown keys; an error names the field and the allowed values.
 """
@@ -25,65 +30,155 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
-from oserve.profiles.table import SLO
-from oserve.workload.classes import ClassScheme
+from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, ClusterSpec, NodeSpec, Plan, ReplicaPlacement
 
 __all__ = [
-    "ModelConfig", "ServerConfig", "BackendConfig", "VariantConfig", "ClassesConfig",
-    "ComponentConfig", "OrchestratorConfig", "ServeConfig", "load_config",
+    "ComponentConfig", "NodeGroupConfig", "ClusterConfig", "PlanConfig", "ModelConfig", "ServerConfig",
+    "VariantConfig", "ClassesConfig", "OrchestratorConfig", "ServeConfig", "load_config", "load_plan_config",
+    "read_yaml", "validate",
 ]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ComponentConfig(_Strict):
+    """Which implementation of a component to build: ``{kind: NAME, params: {...}}``.
+
+    ``kind`` is looked up in the component's registry (:mod:`oserve.backends.registry`,
+    :mod:`oserve.forecast.registry`, :mod:`oserve.policies.base`), which also holds the entry-point
+    groups ``oserve.backends``, ``oserve.forecasters`` and ``oserve.planners``.
+    """
+
+    kind: str = Field(..., min_length=1, description="registered name, e.g. 'vllm', 'default', 'ewma' or 'milp'")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of its constructor")
+
+
+class NodeGroupConfig(_Strict):
+    """One node, or ``count`` identical nodes (named ``name0``, ``name1``, ... when ``count`` > 1)."""
+
+    name: str = Field(..., min_length=1, description="node name, or the name prefix when count > 1")
+    count: int = Field(1, ge=1, description="number of identical nodes")
+    device_type: str = Field(..., description="'cpu' or a GPU type such as 'a100-80gb' (as in the profile table)")
+    devices: int = Field(..., ge=1, description="GPUs per node, or CPU cores")
+    device_memory_gib: float | None = Field(None, gt=0, description="memory per device, GiB (or device_memory_bytes)")
+    device_memory_bytes: int | None = Field(None, gt=0, description="memory per device, bytes (or device_memory_gib)")
+
+    @model_validator(mode="after")
+    def _one_memory(self) -> NodeGroupConfig:
+        if (self.device_memory_gib is None) == (self.device_memory_bytes is None):
+            raise ValueError("give exactly one of device_memory_gib and device_memory_bytes")
+        return self
+
+    def nodes(self) -> list[NodeSpec]:
+        """The :class:`NodeSpec` of each node of the group."""
+        mem = self.device_memory_bytes or int(round((self.device_memory_gib or 0) * 2**30))
+        names = [self.name] if self.count == 1 else [f"{self.name}{i}" for i in range(self.count)]
+        return [NodeSpec(name=n, device_type=self.device_type, devices=self.devices, device_memory_bytes=mem)
+                for n in names]
+
+
+class ClusterConfig(_Strict):
+    """The machines, as node groups; the same model in serve, simulator and plan files.
+
+    A :class:`~oserve.types.ClusterSpec` is accepted as well (its nodes become one group each).
+    """
+
+    nodes: list[NodeGroupConfig] = Field(..., min_length=1, description="node groups")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_spec(cls, data: Any) -> Any:
+        if isinstance(data, ClusterSpec):
+            return {"nodes": [n.model_dump() for n in data.nodes]}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ClusterConfig:
+        names = [n.name for g in self.nodes for n in g.nodes()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"node names repeat: {dup}; every node needs its own name")
+        return self
+
+    def spec(self) -> ClusterSpec:
+        """The :class:`~oserve.types.ClusterSpec` the node groups describe."""
+        return ClusterSpec(nodes=[n for g in self.nodes for n in g.nodes()])
+
+
+class PlanConfig(ClusterConfig):
+    """The ``oserve plan`` file: a cluster plus the planner to run on it."""
+
+    planner: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="milp"),
+                                     description="planner to run (default milp)")
+
+
 class ModelConfig(_Strict):
+    """The served model."""
+
     served_name: str = Field("smollm2-135m-instruct", description="model name clients put in 'model'")
-    path: str = Field("default", description="'default' (embedded SmolLM2-135M-Instruct) or a checkpoint folder")
+    path: str = Field("default", description="'default' (embedded SmolLM2-135M-Instruct) or a checkpoint folder "
+                                             "(relative to the config file); unused by backends that load no "
+                                             "checkpoint (fake)")
 
 
 class ServerConfig(_Strict):
+    """The OpenAI-compatible HTTP endpoint."""
+
     host: str = Field("127.0.0.1", description="address to bind; loopback by default")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
-    api_key: str | None = Field(None, min_length=1, description="bearer key; also OSERVE_API_KEY")
+    api_key: str | None = Field(None, min_length=1, description="bearer key clients must send; load_config takes "
+                                                                "it from OSERVE_API_KEY when the file has none")
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body, bytes")
 
 
-class BackendConfig(_Strict):
-    kind: Literal["vllm"] = Field("vllm", description="engine kind")
-    start_timeout_s: float = Field(300.0, gt=0, description="an engine not up by then fails to start, s")
-
-
 class VariantConfig(_Strict):
+    """How to start one deployment variant's replicas (engine arguments)."""
+
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights/activations")
     quantization: str | None = Field(None, description="engine quantization method (GPU), e.g. 'awq'")
-    tensor_parallel_size: int = Field(1, ge=1, le=8)
-    pipeline_parallel_size: int = Field(1, ge=1, le=8)
-    max_num_seqs: int = Field(32, ge=1, le=1024)
-    max_model_len: int = Field(2048, ge=64, le=131072, description="prompt + output tokens")
-    max_num_batched_tokens: int | None = Field(None, ge=64)
-    kv_cache_bytes: int | None = Field(None, gt=0, description="KV-cache memory per replica, bytes")
+    tensor_parallel_size: int = Field(1, ge=1, le=8, description="TP degree (devices per pipeline stage)")
+    pipeline_parallel_size: int = Field(1, ge=1, le=8, description="PP degree (pipeline stages)")
+    max_num_seqs: int = Field(32, ge=1, le=1024, description="most sequences one replica runs at once")
+    max_model_len: int = Field(2048, ge=64, le=131072, description="context length: prompt + output tokens")
+    max_num_batched_tokens: int | None = Field(None, ge=64, description="token budget of one engine step "
+                                                                        "(None: the engine's default)")
+    kv_cache_bytes: int | None = Field(None, gt=0, description="KV-cache memory per replica, bytes "
+                                                               "(None: the engine's default)")
 
 
 class ClassesConfig(_Strict):
-    input_edges: list[int] = Field([2048], description="interior edges over input tokens")
+    """Request classes: buckets over (prompt tokens, output tokens); see :class:`~oserve.types.ClassScheme`.
+
+    Names default to ``short-in``/``long-in`` (two buckets) or ``in0``, ``in1``...; expected lengths
+    default to bucket midpoints (the top bucket's is 1.5x its lower edge). Left entirely at the
+    defaults, the scheme is :data:`~oserve.types.DEFAULT_SCHEME`.
+    """
+
+    input_edges: list[int] = Field([2048], description="interior edges over prompt tokens")
     output_edges: list[int] = Field([256], description="interior edges over output tokens")
-    input_names: list[str] | None = None
-    output_names: list[str] | None = None
-    expected_input_tokens: list[int] | None = None
-    expected_output_tokens: list[int] | None = None
+    input_names: list[str] | None = Field(None, description="prompt bucket names (len(input_edges) + 1)")
+    output_names: list[str] | None = Field(None, description="output bucket names (len(output_edges) + 1)")
+    expected_input_tokens: list[int] | None = Field(None, description="representative prompt tokens per bucket")
+    expected_output_tokens: list[int] | None = Field(None, description="representative output tokens per bucket")
 
     def to_scheme(self) -> ClassScheme:
-        """The :class:`ClassScheme`; names and expected lengths default to labels and bucket midpoints
-        (the top bucket's midpoint is taken as 1.5x its lower edge)."""
+        """The :class:`~oserve.types.ClassScheme`.
+
+        Raises:
+            ConfigError: edges not increasing, or name/length lists of the wrong size (``classes.<field>``).
+        """
+        if self == ClassesConfig():
+            return DEFAULT_SCHEME
         n_in, n_out = len(self.input_edges) + 1, len(self.output_edges) + 1
 
         def names(given: list[str] | None, n: int, two: list[str], prefix: str) -> tuple[str, ...]:
@@ -105,40 +200,41 @@ class ClassesConfig(_Strict):
             raise ConfigError(f"classes: {exc}", field=f"classes.{exc.field}", allowed=exc.allowed) from exc
 
 
-class ComponentConfig(_Strict):
-    kind: str = Field(..., description="registered name, e.g. 'ewma' or 'milp'")
-    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of its constructor")
-
-
 class OrchestratorConfig(_Strict):
+    """The control loop of ``oserve serve``: forecast, plan, switch every ``control_interval_s``."""
+
     table: str = Field(..., description="profile table (JSON) path, relative to the config file")
     forecaster: ComponentConfig = Field(
         default_factory=lambda: ComponentConfig(kind="default"),
-        description="'default' (oserve.forecast.make_default: ewma-auto, guarded, spike-aware; the backtest "
-        "winner) or a registered forecaster name")
-    planner: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="milp"))
-    slo: SLO = Field(default_factory=SLO)
-    control_interval_s: float = Field(10.0, gt=0)
-    horizon_s: float = Field(30.0, gt=0)
-    drain_timeout_s: float = Field(30.0, ge=0)
-    min_history: int = Field(6, ge=1)
-    history_bin_s: float = Field(1.0, gt=0)
+        description="'default' (ewma-auto, guarded, spike-aware: the backtest winner, see docs/forecasting.md) "
+                    "or any registered forecaster name")
+    planner: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="milp"),
+                                     description="registered planner name (default milp)")
+    slo: SLO = Field(default_factory=SLO, description="TTFT/TPOT targets goodput counts against")
+    control_interval_s: float = Field(10.0, gt=0, description="time between control ticks, s")
+    horizon_s: float = Field(30.0, gt=0, description="forecast horizon, s")
+    drain_timeout_s: float = Field(30.0, ge=0, description="a draining replica's requests are aborted after, s")
+    min_history: int = Field(6, ge=1, description="history bins before the forecaster is fitted")
+    history_bin_s: float = Field(1.0, gt=0, description="rate-history bin handed to the forecaster, s")
 
 
 class ServeConfig(_Strict):
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    backend: BackendConfig = Field(default_factory=BackendConfig)
-    cluster: ClusterSpec
-    variants: dict[str, VariantConfig]
+    """The ``oserve serve`` file (see the module docstring for an example)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the served model")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="the HTTP endpoint")
+    backend: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="vllm"),
+                                     description="engine backend: {kind: vllm|fake|<registered>, params: {...}}")
+    cluster: ClusterConfig = Field(..., description="the machines")
+    variants: dict[str, VariantConfig] = Field(..., min_length=1, description="variant name -> engine arguments")
     deployment: list[ReplicaPlacement] = Field(..., min_length=1, description="initial replicas")
-    classes: ClassesConfig = Field(default_factory=ClassesConfig)
-    orchestrator: OrchestratorConfig | None = None
+    classes: ClassesConfig = Field(default_factory=ClassesConfig, description="request classes")
+    orchestrator: OrchestratorConfig | None = Field(None, description="control loop; None: a static deployment")
     base_dir: str = Field(".", description="folder relative paths resolve against (set by load_config)")
 
     @model_validator(mode="after")
     def _check_references(self) -> ServeConfig:
-        nodes = {n.name: n for n in self.cluster.nodes}
+        nodes = {n.name: n for n in self.cluster_spec.nodes}
         owner: dict[tuple[str, int], int] = {}
         for i, rep in enumerate(self.deployment):
             for d in rep.device_ids:
@@ -153,10 +249,17 @@ class ServeConfig(_Strict):
                 raise ValueError(f"deployment[{i}].node {rep.node!r} is not one of {sorted(nodes)}")
             bad = [d for d in rep.device_ids if not 0 <= d < node.devices]
             if bad or not rep.device_ids:
-                raise ValueError(f"deployment[{i}].devices {list(rep.device_ids)} must be ids in [0, {node.devices})")
+                raise ValueError(f"deployment[{i}].device_ids {list(rep.device_ids)} must be ids in "
+                                 f"[0, {node.devices})")
         return self
 
+    @property
+    def cluster_spec(self) -> ClusterSpec:
+        """The cluster as the planners see it."""
+        return self.cluster.spec()
+
     def resolve(self, path: str) -> Path:
+        """``path`` if absolute, else relative to the config file's folder."""
         p = Path(path)
         return p if p.is_absolute() else Path(self.base_dir) / p
 
@@ -174,6 +277,34 @@ def _format_validation_error(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"invalid config {source}: " + "; ".join(lines), field=field or None, allowed=allowed)
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, setting ``base_dir`` to the file's folder unless the file sets it.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, or a top level that is not a mapping.
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {p}: {exc}", field="config", allowed="a readable YAML file") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {p} must be a mapping at the top level", field="<root>", allowed="a mapping")
+    return raw
+
+
+def validate(model: type[M], raw: dict[str, Any], source: str) -> M:
+    """``model.model_validate(raw)``, a validation error turned into a :class:`ConfigError`.
+
+    Raises:
+        ConfigError: a field out of range; the message names every bad field path, ``field`` the first.
+    """
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, source) from exc
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ServeConfig:
     """Read and validate a serve config.
 
@@ -186,18 +317,18 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Se
             and what is allowed).
     """
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {p}: {exc}", field=None) from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {p} must be a mapping at the top level", field="<root>")
+    raw = read_yaml(p)
     raw.update(overrides or {})
     raw.setdefault("base_dir", str(p.resolve().parent))
     if os.environ.get("OSERVE_API_KEY") and not (raw.get("server") or {}).get("api_key"):
-        raw.setdefault("server", {})
-        raw["server"] = {**raw["server"], "api_key": os.environ["OSERVE_API_KEY"]}
-    try:
-        return ServeConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise _format_validation_error(exc, str(p)) from exc
+        raw["server"] = {**(raw.get("server") or {}), "api_key": os.environ["OSERVE_API_KEY"]}
+    return validate(ServeConfig, raw, str(p))
+
+
+def load_plan_config(path: str | Path) -> PlanConfig:
+    """Read an ``oserve plan`` cluster file (``nodes`` and an optional ``planner``).
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, repeated node names or a field out of range (named).
+    """
+    return validate(PlanConfig, read_yaml(path), str(path))

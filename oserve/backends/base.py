@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,9 +150,16 @@ class Replica(ABC):
 
 
 class Backend(ABC):
-    """An engine kind (vLLM, TensorRT-LLM, simulated). Starts replicas."""
+    """An engine kind (vLLM, TensorRT-LLM, simulated). Starts replicas.
+
+    Attributes:
+        name: short name, as registered in :mod:`oserve.backends.registry`.
+        needs_checkpoint: whether replicas load the configured model checkpoint; when False (fake
+            and simulated backends) the stack neither builds the checkpoint nor loads its tokenizer.
+    """
 
     name: str = "backend"
+    needs_checkpoint: ClassVar[bool] = True
 
     @abstractmethod
     async def start_replica(self, spec: ReplicaSpec, replica_id: str) -> Replica:

@@ -39,8 +39,8 @@ def load_series(paths: list[str], window_s: float, merged: bool = True) -> list[
         merged: with two or more traces, also add their merge on the common clock.
     """
     from oserve.forecast.backtest import RateSeries
+    from oserve.types import DEFAULT_SCHEME
     from oserve.workload.binning import rates_per_class
-    from oserve.workload.classes import DEFAULT_SCHEME
     from oserve.workload.loaders import load_trace
     from oserve.workload.transforms import merge
 

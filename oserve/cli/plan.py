@@ -44,13 +44,14 @@ def _table(plan, table) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from oserve.compose import build_planner
+    from oserve.config import ComponentConfig, load_plan_config
     from oserve.errors import OserveError
-    from oserve.policies import Demand, make_planner
-    from oserve.policies.cluster_config import load_cluster_config
+    from oserve.policies import Demand
     from oserve.profiles.table import ProfileTable
 
     try:
-        cfg = load_cluster_config(args.config)
+        cfg = load_plan_config(args.config)
         table = ProfileTable.load(args.table)
         try:
             rates = json.loads(args.demand)
@@ -61,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
             print('error: --demand must be a JSON object {"class": rate_rps, ...}', file=sys.stderr)
             return 2
         kind = args.planner or cfg.planner.kind
-        params = cfg.planner.params() if kind == cfg.planner.kind else {}
+        params = dict(cfg.planner.params) if kind == cfg.planner.kind else {}
         if kind == "static" and args.variant:
             params["variant"] = args.variant
-        plan = make_planner(kind, **params).plan(cfg.cluster(), table, Demand(rates_rps=rates))
+        planner = build_planner(ComponentConfig(kind=kind, params=params))
+        plan = planner.plan(cfg.spec(), table, Demand(rates_rps=rates))
     except OserveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

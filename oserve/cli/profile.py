@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 from pathlib import Path
 
-from oserve.backends.base import Backend
 from oserve.errors import ConfigError, OserveError
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
+from oserve.types import SLO
 
-__all__ = ["register", "show_table", "plot_table", "make_backend"]
-
-#: backend name -> "module:Class" (imported only when chosen)
-BACKENDS = {"vllm": "oserve.backends.vllm:VLLMBackend"}
-
+__all__ = ["register", "show_table", "plot_table"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("profile", help="measure, model or show a profile (lookup) table",
@@ -37,18 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tpot-s", type=float, default=0.1, help="with --modelled: TPOT SLO, s")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
-
-
-def make_backend(name: str) -> Backend:
-    """Instantiate the backend called ``name``. Raises ConfigError if unknown or not installed."""
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}", field="backend", allowed=", ".join(BACKENDS))
-    mod_name, cls_name = BACKENDS[name].split(":")
-    try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"backend {name!r} is not available: {exc}", field="backend") from exc
-    return cls()
 
 
 def show_table(table: ProfileTable) -> None:
@@ -130,11 +113,12 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         if not args.config:
             raise ConfigError("give a CONFIG, --show or --modelled", field="config")
+        from oserve.compose import build_backend
         from oserve.profiles.profiler import Profiler, load_profile_config
 
         config = load_profile_config(args.config)
         config.build_variants()
-        profiler = Profiler(make_backend(config.backend), config, progress=not args.no_progress)
+        profiler = Profiler(build_backend(config.backend), config, progress=not args.no_progress)
         table = asyncio.run(profiler.run(args.output))
         show_table(table)
         return 0

@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from oserve.compose import start_stack
     from oserve.config import load_config
-    from oserve.launch import start_stack
 
     cfg = load_config(args.config)
     server = cfg.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),

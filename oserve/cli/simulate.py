@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="oserve | static:VARIANT | best-static | plain-vllm (default: oserve)")
     p.add_argument("--compare", default=None, help="comma-separated policies to run side by side (overrides --policy)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=None, help="seed of the rate scaling and the engine (default: config)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the rate scaling (default: config; the simulation itself is deterministic)")
     p.add_argument("--scale", type=float, default=None, help="arrival-rate scale factor (default: config)")
     p.add_argument("--duration", type=float, default=None, help="simulate only the first S seconds of the trace")
     p.add_argument("--best-static-top", type=int, default=0,
@@ -32,34 +32,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from oserve.compose import simulate
     from oserve.errors import OserveError
-    from oserve.sim.config import load_config
-    from oserve.sim.policies import parse_policy
     from oserve.sim.report import comparison_table, write_outputs
-    from oserve.sim.run import build_scheme, load_table, load_traces, run_policy
 
     try:
-        cfg = load_config(args.config)
-        seed = cfg.trace.seed if args.seed is None else args.seed
-        scale = cfg.trace.scale if args.scale is None else args.scale
-        duration = cfg.trace.duration_s if args.duration is None else args.duration
-        paths = args.trace or [str(cfg.resolve(p)) for p in cfg.trace.paths]
-        specs = [parse_policy(x) for x in (args.compare.split(",") if args.compare else [args.policy])]
-        table = load_table(cfg)
-        scheme = build_scheme(cfg)
-        cluster = cfg.cluster.spec()
-        trace = load_traces(paths, scale=scale, seed=seed, duration_s=duration)
-        runs = [run_policy(s, trace, table, cluster, scheme, cfg, seed=seed, progress=not args.no_progress,
-                           best_static_top=args.best_static_top) for s in specs]
+        sim = simulate(args.config, args.compare.split(",") if args.compare else [args.policy],
+                       trace_paths=args.trace, seed=args.seed, scale=args.scale, duration_s=args.duration,
+                       progress=not args.no_progress, best_static_top=args.best_static_top)
     except OserveError as exc:
         print(f"oserve simulate: {exc}", file=sys.stderr)
         return 2
-    info = {"name": trace.name, "paths": paths, "requests": len(trace), "duration_s": trace.duration_s,
-            "scale": scale, "seed": seed}
+    info = {"name": sim.trace.name, "paths": sim.paths, "requests": len(sim.trace),
+            "duration_s": sim.trace.duration_s, "scale": sim.scale, "seed": sim.seed}
     command = "oserve " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["simulate"] else ""
-    path = write_outputs(runs, args.out, config=cfg.model_dump(mode="json"), trace_info=info, command=command,
-                         plots=not args.no_plots)
-    print(comparison_table(runs))
+    path = write_outputs(sim.runs, args.out, config=sim.config.model_dump(mode="json"), trace_info=info,
+                         command=command, plots=not args.no_plots)
+    print(comparison_table(sim.runs))
     print(f"\nwrote {path.parent}/ (results.json, requests_*.csv, report.md"
           f"{', timeline_*.png' if not args.no_plots else ''})")
     return 0

@@ -24,9 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from oserve.errors import OserveError, PlanningError
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
-from oserve.workload.classes import ClassScheme
+from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
 
 __all__ = ["Controller", "Decision", "ControllerInputError", "plans_equal", "placement_counts", "bin_history"]
 

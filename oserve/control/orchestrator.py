@@ -36,9 +36,8 @@ from oserve.control.rules import planning_base
 from oserve.control.specs import SpecFactory
 from oserve.control.switcher import RouterPort, Switcher
 from oserve.errors import ConfigError, EngineStartError, RequestAbortedError
-from oserve.policies.plan import ClusterSpec, Plan
 from oserve.profiles.table import ProfileTable
-from oserve.workload.classes import ClassScheme
+from oserve.types import ClassScheme, ClusterSpec, Plan
 
 __all__ = ["Orchestrator", "OrchestratorOptions"]
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from oserve.control.rules import SwitchStatus
-from oserve.policies.plan import Plan, ReplicaPlacement
+from oserve.types import Plan, ReplicaPlacement
 
 __all__ = ["StepKind", "StepRecord", "SwitchResult"]
 

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Iterable
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, ReplicaPlacement
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, ReplicaPlacement
 
 __all__ = ["ResourceModel"]
 

@@ -2,7 +2,7 @@
 
 Nothing here reads a clock or does I/O; each function takes values and returns values:
 
-* :func:`plan_steps` diffs the real replicas against a target :class:`~oserve.policies.plan.Plan`
+* :func:`plan_steps` diffs the real replicas against a target :class:`~oserve.types.Plan`
   and orders the work into phases. Each phase first starts replicas (concurrently), then shifts
   routing, then drains and stops replicas. Where the memory of the nodes allows, every new replica
   starts in the first phase while the old ones keep serving (make-before-break). Where it does not,
@@ -26,8 +26,8 @@ from typing import Literal
 from oserve.backends.base import ReplicaState
 from oserve.control.controller import placement_counts
 from oserve.control.resources import ResourceModel
-from oserve.policies.plan import Plan, ReplicaPlacement
 from oserve.profiles.table import ProfileTable
+from oserve.types import Plan, ReplicaPlacement
 
 __all__ = [
     "LiveReplica",

@@ -1,6 +1,6 @@
 """Replica specs: what to start for a plan's replica placement.
 
-A :data:`SpecFactory` maps a :class:`~oserve.policies.plan.ReplicaPlacement` and a new replica id to
+A :data:`SpecFactory` maps a :class:`~oserve.types.ReplicaPlacement` and a new replica id to
 the :class:`~oserve.backends.base.ReplicaSpec` the backend starts; :func:`spec_factory_from_templates`
 builds the usual one from per-variant templates.
 """
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from oserve.backends.base import ReplicaSpec
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, ReplicaPlacement
+from oserve.types import ClusterSpec, ReplicaPlacement
 
 __all__ = ["SpecFactory", "spec_factory_from_templates"]
 

@@ -43,7 +43,7 @@ from oserve.control.rules import (
 )
 from oserve.control.specs import SpecFactory
 from oserve.errors import ConfigError, EngineStartError
-from oserve.policies.plan import Plan, ReplicaPlacement
+from oserve.types import Plan, ReplicaPlacement
 
 __all__ = ["RouterPort", "ManagedReplica", "Switcher"]
 

@@ -2,8 +2,8 @@
 
 ``make(name, **params)`` builds a forecaster by registry name; ``register(name, cls)`` adds one.
 Built-in names: ``"last"``, ``"ewma"``, ``"ewma-auto"``, ``"seasonal-naive"``, ``"arima"``, ``"ensemble"``,
-``"guarded"`` (fallback chain) and ``"spike-guard"`` (follows bursts at once).
-:func:`make_default` builds the configuration recommended by the backtests (docs/forecasting.md).
+``"guarded"`` (fallback chain), ``"spike-guard"`` (follows bursts at once) and ``"default"``
+(:class:`DefaultForecaster`, the configuration recommended by the backtests, docs/forecasting.md).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from oserve.forecast.base import (
     ForecastInputError,
     NotFittedError,
 )
+from oserve.forecast.default import DEFAULT_FORECASTER, DefaultForecaster
 from oserve.forecast.ensemble import EnsembleForecaster
 from oserve.forecast.guard import GuardedForecaster
 from oserve.forecast.naive import LastValueForecaster, SeasonalNaiveForecaster
@@ -37,6 +38,7 @@ __all__ = [
     "EnsembleForecaster",
     "GuardedForecaster",
     "SpikeGuard",
+    "DefaultForecaster",
     "make",
     "register",
     "available",
@@ -53,25 +55,20 @@ for _name, _cls in (
     ("ensemble", EnsembleForecaster),
     ("guarded", GuardedForecaster),
     ("spike-guard", SpikeGuard),
+    ("default", DefaultForecaster),
 ):
     register(_name, _cls)
 
-DEFAULT_FORECASTER = "ewma-auto"
-"""Registry name of the forecaster that won the backtests on the Azure 2023 traces (see
-docs/forecasting.md and bench/results/forecast.json)."""
 
 
 def make_default(registry: object = None, spike_margin: float | None = 3.0) -> Forecaster:
-    """The recommended planning forecaster: :data:`DEFAULT_FORECASTER` behind a fallback guard (to
-    ``last``), optionally behind a spike guard.
+    """The recommended planning forecaster (same as ``make("default", ...)``): :class:`DefaultForecaster`.
 
     Args:
         registry: ``prometheus_client.CollectorRegistry`` for the fallback counter (None: default).
-        spike_margin: ``margin`` of the :class:`SpikeGuard`; None leaves the spike guard out (lowest
-            MAE; with it, fewer requests are under-forecast during bursts, at some MAE cost: see
-            docs/forecasting.md).
+        spike_margin: ``margin`` of the :class:`SpikeGuard`; None leaves the spike guard off.
+
+    Raises:
+        ConfigError: ``spike_margin`` below 1.
     """
-    guarded = GuardedForecaster(members=(DEFAULT_FORECASTER, "last"), registry=registry)
-    if spike_margin is None:
-        return guarded
-    return SpikeGuard(inner=guarded, margin=spike_margin)
+    return make("default", registry=registry, spike_margin=spike_margin)

@@ -22,7 +22,7 @@ class EnsembleForecaster(Forecaster):
     combination). Members always answer through their safe :meth:`Forecaster.predict`.
 
     Args:
-        members: member specs: registry names, ``(name, params)`` pairs, ``{"name": ..., **params}``
+        members: member specs: registry names, ``(name, params)`` pairs, ``{"kind": ..., "params": {...}}``
             dicts or Forecaster instances (cloned). At least one.
         weights: fixed non-negative weights per member (``weighting="fixed"``); None means equal.
         weighting: ``"fixed"`` or ``"inverse-error"``.

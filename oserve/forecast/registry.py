@@ -13,7 +13,7 @@ from typing import Any
 from oserve.errors import ConfigError
 from oserve.forecast.base import Forecaster
 
-__all__ = ["register", "make", "available", "ENTRY_POINT_GROUP"]
+__all__ = ["register", "make", "build", "available", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "oserve.forecasters"
 
@@ -90,7 +90,8 @@ def make(name: str, **params: Any) -> Forecaster:
 
 
 def build(spec: str | Forecaster | tuple[str, dict[str, Any]] | dict[str, Any]) -> Forecaster:
-    """Build a member forecaster from a name, ``(name, params)``, ``{"name": ..., **params}`` or an
+    """Build a member forecaster from a name, ``(name, params)``, ``{"kind": ..., "params": {...}}`` (the
+    config dialect) or an
     instance (cloned, so the caller's object is never fitted behind its back).
 
     Raises:
@@ -102,8 +103,7 @@ def build(spec: str | Forecaster | tuple[str, dict[str, Any]] | dict[str, Any]) 
         return make(spec)
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
         return make(spec[0], **spec[1])
-    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
-        params = {k: v for k, v in spec.items() if k != "name"}
-        return make(spec["name"], **params)
+    if isinstance(spec, dict) and isinstance(spec.get("kind"), str) and set(spec) <= {"kind", "params"}:
+        return make(spec["kind"], **dict(spec.get("params") or {}))
     raise ConfigError(f"cannot build a forecaster from {spec!r}", field="members",
-                      allowed="a name, (name, params), {'name': ..., **params} or a Forecaster")
+                      allowed="a name, (name, params), {'kind': ..., 'params': {...}} or a Forecaster")

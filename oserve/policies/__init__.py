@@ -10,20 +10,25 @@ fast heuristic), ``flow`` (:class:`FlowPlanner`, the OServe paper's max-flow met
 (:class:`StaticPlanner`, one variant round-robin; :func:`best_static` for the hindsight baseline),
 ``hysteresis`` (:class:`HysteresisPlanner`, wraps another planner). cvxpy is imported only when the
 MILP planner is built.
+
+A custom planner subclasses :class:`Planner`, implements ``_allocate(problem: Problem) -> Allocation``
+and registers with :func:`register_planner` (or the ``oserve.planners`` entry-point group); see
+docs/planning.md.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from oserve.policies._problem import ObjectiveWeights
 from oserve.policies.base import Allocation, Planner, available_planners, make_planner, register_planner
-from oserve.policies.evaluate import PlanScore, check_plan, evaluate
-from oserve.policies.plan import ClusterSpec, Demand, NodeSpec, Plan, ReplicaPlacement
+from oserve.policies.evaluate import check_plan, evaluate
+from oserve.policies.problem import ObjectiveWeights, Problem, build_problem
+from oserve.types import ClusterSpec, Demand, NodeSpec, Plan, PlanScore, ReplicaPlacement
 
 __all__ = [
     "NodeSpec", "ClusterSpec", "Demand", "ReplicaPlacement", "Plan",
-    "ObjectiveWeights", "Allocation", "Planner", "register_planner", "make_planner", "available_planners",
+    "ObjectiveWeights", "Problem", "build_problem", "Allocation", "Planner", "register_planner", "make_planner",
+    "available_planners",
     "PlanScore", "evaluate", "check_plan",
     "MILPPlanner", "GreedyPlanner", "FlowPlanner", "StaticPlanner", "HysteresisPlanner", "best_static",
 ]

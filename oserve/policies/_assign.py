@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from oserve.policies._problem import Problem
+from oserve.policies.problem import Problem
 
 __all__ = ["optimal_assignment", "balanced_assignment"]
 
@@ -49,10 +49,10 @@ def optimal_assignment(problem: Problem, replicas: np.ndarray) -> np.ndarray:
 
 
 def balanced_assignment(problem: Problem, replicas: np.ndarray, served: np.ndarray) -> np.ndarray:
-    """Re-route ``served`` (C, V), req/s, over ``replicas`` (V,) so the busiest variant is least utilised.
+    """Re-route ``served`` (C, V), req/s, over ``replicas`` (V,) so the busiest variant is least utilized.
 
     Keeps every class's served total and moves it between the variants that can serve it to minimise
-    the largest utilisation ``max_v sum_c x[c, v] / cap[v, c] / replicas[v]`` (an LP; ties prefer the
+    the largest utilization ``max_v sum_c x[c, v] / cap[v, c] / replicas[v]`` (an LP; ties prefer the
     assignment using the least replica time). Spare replicas then take a share of the load instead of
     idling, which lowers queueing on the others. Returns ``served`` unchanged when nothing can move
     or the LP fails.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from oserve.errors import PlanningError
-from oserve.policies._problem import Problem, chain
-from oserve.policies.plan import Plan, ReplicaPlacement
+from oserve.policies.problem import Problem, chain
+from oserve.types import Plan, ReplicaPlacement
 
 __all__ = ["place"]
 

@@ -17,7 +17,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import numpy as np
 from pydantic import ValidationError
@@ -25,10 +25,10 @@ from pydantic import ValidationError
 from oserve.errors import ConfigError
 from oserve.policies._assign import balanced_assignment, optimal_assignment
 from oserve.policies._placement import place
-from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
 from oserve.policies.evaluate import evaluate
-from oserve.policies.plan import ClusterSpec, Demand, Plan
+from oserve.policies.problem import ObjectiveWeights, Problem, build_problem
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["Allocation", "Planner", "register_planner", "make_planner", "available_planners", "build_plan"]
 
@@ -57,7 +57,10 @@ class Allocation:
 class Planner(ABC):
     """Choose replicas per variant and node, and per-class routing weights.
 
-    Subclasses implement :meth:`_allocate`; :meth:`plan` is the public, pure entry point.
+    Subclasses implement :meth:`_allocate` only; :meth:`plan` is the public, pure entry point and is
+    final (it builds the :class:`~oserve.policies.problem.Problem`, places replicas, derives routing and
+    scores the plan the same way for every planner). Everything a subclass needs is public:
+    ``from oserve.policies import Allocation, Planner, Problem``.
 
     Args:
         weights: objective weights (headroom, spare devices, switching and device costs), or a mapping of
@@ -72,6 +75,7 @@ class Planner(ABC):
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         self.weights = as_weights(weights)
 
+    @final
     def plan(self, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None) -> Plan:
         """Plan a deployment.
 
@@ -182,7 +186,7 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     """Place ``alloc`` on devices, derive routing and admission, score it with ``evaluate``.
 
     Routing: ``routing[c][v] = served[c, v] / sum_v served[c, v]``; with ``fill_idle_devices`` the served
-    rates are first re-balanced over the variants (same per-class totals, least maximum utilisation,
+    rates are first re-balanced over the variants (same per-class totals, least maximum utilization,
     :func:`oserve.policies._assign.balanced_assignment`) so spare replicas share the load; a class with capacity but no
     served rate (zero demand) is spread over the variants that can serve it in proportion to their
     capacity, so every class with capacity has shares summing to 1.
@@ -221,7 +225,7 @@ _REGISTRY: dict[str, type[Planner]] = {}
 
 
 def register_planner(name: str, cls: type[Planner]) -> None:
-    """Register a planner class under ``name``.
+    """Register a planner class under ``name`` (also its ``name``, unless the class sets one).
 
     Raises:
         ConfigError: ``name`` is already taken or ``cls`` is not a Planner subclass.
@@ -232,6 +236,8 @@ def register_planner(name: str, cls: type[Planner]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Planner)):
         raise ConfigError(f"{cls!r} is not a Planner subclass", field="planner.kind", allowed="Planner subclasses")
     _REGISTRY[name] = cls
+    if "name" not in cls.__dict__:  # plans name the planner that made them
+        cls.name = name
 
 
 def _entry_points() -> dict[str, Any]:

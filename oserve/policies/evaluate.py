@@ -1,7 +1,7 @@
 """The one scoring function every planner's plan goes through, and a plan validity check.
 
 Goodput model (time sharing): a replica of variant ``v`` serving class ``c`` alone sustains
-``cap[v, c]`` req/s within the SLO, planned at ``cap[v, c] = target_utilisation * capacity_rps``
+``cap[v, c]`` req/s within the SLO, planned at ``cap[v, c] = target_utilization * capacity_rps``
 (the profile table's capacity less the headroom of :class:`ObjectiveWeights`). A replica serving a mix spends
 ``load_c / cap[v, c]`` of its time on class ``c``; the variant's replicas are feasible while
 ``sum_c load_c / cap[v, c] <= replicas_v``. Routed load beyond that is served within SLO in
@@ -11,7 +11,7 @@ of the load served within SLO, req/s. Traffic a plan does not admit (``Plan.admi
 rejected at admission and earns nothing.
 
 Spare capacity (``fill_idle_devices``, the default): every replica adds its capacity for the current
-demand mix (:func:`oserve.policies._problem.mix_capacity`, req/s) to the plan's planned capacity,
+demand mix (:func:`oserve.policies.problem.mix_capacity`, req/s) to the plan's planned capacity,
 worth ``spare_capacity_value`` (default 0.005) req/s of objective per req/s. Demand is fixed within
 one planning problem, so rewarding planned capacity rewards spare capacity (planned capacity beyond
 the demand), and the reward does not depend on routing. Idle devices therefore host replicas (lower
@@ -26,52 +26,15 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from oserve.errors import ConfigError, ProfileError
-from oserve.policies._problem import ObjectiveWeights, mix_capacity, validate_demand
-from oserve.policies.plan import ClusterSpec, Demand, Plan
+from oserve.policies.problem import ObjectiveWeights, mix_capacity, validate_demand
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan, PlanScore
 
-__all__ = ["PlanScore", "evaluate", "check_plan"]
+__all__ = ["evaluate", "check_plan"]
 
 _EPS = 1e-9
-
-
-class PlanScore(BaseModel):
-    """A plan's predicted quality under :func:`evaluate`.
-
-    Attributes:
-        goodput_rps: demand served within SLO, req/s.
-        served_rps: per class, req/s served within SLO.
-        slo_attainment: goodput / total demand (1.0 when demand is zero).
-        memory_used_bytes: per ``"node:device"``, bytes planned on that device.
-        devices_used: devices the plan's replicas occupy.
-        utilisation: per variant, routed load in replica-time / replicas (> 1 means overloaded).
-        switch_start_s: summed start time of replicas started or stopped relative to ``current``, s.
-        switch_cost_rps: ``switch_cost_rps_per_s * switch_start_s``.
-        device_cost_rps: ``device_cost_rps * devices_used`` (0 with ``fill_idle_devices``).
-        planned_capacity_rps: summed capacity of the plan's replicas for the demand mix, req/s.
-        spare_capacity_rps: the replicas' replica time left after their routed load, times their capacity
-            for the demand mix, req/s (see the module docstring).
-        capacity_value_rps: ``spare_capacity_value * planned_capacity_rps`` (0 without ``fill_idle_devices``).
-        objective: ``goodput_rps + capacity_value_rps - switch_cost_rps - device_cost_rps``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    goodput_rps: float
-    served_rps: dict[str, float] = Field(default_factory=dict)
-    slo_attainment: float
-    memory_used_bytes: dict[str, int] = Field(default_factory=dict)
-    devices_used: int
-    utilisation: dict[str, float] = Field(default_factory=dict)
-    switch_start_s: float
-    switch_cost_rps: float
-    device_cost_rps: float
-    objective: float
-    planned_capacity_rps: float = 0.0
-    spare_capacity_rps: float = 0.0
-    capacity_value_rps: float = 0.0
 
 
 def _replica_key(r: object) -> tuple[str, str, tuple[int, ...]]:
@@ -144,7 +107,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
         prof = table.variants.get(v)
         if prof is None or n == 0:
             continue
-        time_needed = sum(lc / (prof.classes[c].capacity_rps * w.target_utilisation) for c, lc in per_class.items()
+        time_needed = sum(lc / (prof.classes[c].capacity_rps * w.target_utilization) for c, lc in per_class.items()
                           if c in prof.classes and prof.classes[c].capacity_rps > 0)
         util[v] = time_needed / n
         frac = 1.0 if time_needed <= n * (1 + 1e-9) else n / time_needed
@@ -159,12 +122,12 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
     names = sorted(replicas)
     cap = np.array([[table.variants[v].classes[c].capacity_rps if c in table.variants[v].classes else 0.0
                      for c in classes] for v in names], dtype=float).reshape(len(names), len(classes))
-    per_replica = mix_capacity(cap * w.target_utilisation, dem)
+    per_replica = mix_capacity(cap * w.target_utilization, dem)
     planned = float(sum(per_replica[i] * replicas[v] for i, v in enumerate(names)))
     spare = float(sum(per_replica[i] * replicas[v] * max(0.0, 1.0 - util[v]) for i, v in enumerate(names)))
     cap_value = w.spare_capacity_value * planned if w.fill_idle_devices else 0.0
     return PlanScore(goodput_rps=goodput, served_rps=served, slo_attainment=goodput / total if total > 0 else 1.0,
-                     memory_used_bytes=memory, devices_used=devices_used, utilisation=util, switch_start_s=sw,
+                     memory_used_bytes=memory, devices_used=devices_used, utilization=util, switch_start_s=sw,
                      switch_cost_rps=sw_cost, device_cost_rps=dev_cost,
                      objective=goodput + cap_value - sw_cost - dev_cost, planned_capacity_rps=planned,
                      spare_capacity_rps=spare, capacity_value_rps=cap_value)

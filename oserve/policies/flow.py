@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from oserve.policies._problem import ObjectiveWeights, Problem
 from oserve.policies.base import Allocation, Planner
 from oserve.policies.greedy import fast_objective, fill_idle
+from oserve.policies.problem import ObjectiveWeights, Problem
 
 __all__ = ["FlowPlanner", "flow_assignment"]
 

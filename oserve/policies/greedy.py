@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from oserve.policies._assign import optimal_assignment
-from oserve.policies._problem import ObjectiveWeights, Problem
 from oserve.policies.base import Allocation, Planner
+from oserve.policies.problem import ObjectiveWeights, Problem
 
 __all__ = ["GreedyPlanner", "fast_objective", "fill_idle", "capacity_term"]
 

@@ -15,14 +15,13 @@ the plan therefore stays put instead of oscillating between two near-equal mixes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from oserve.errors import ConfigError, PlanningError
-from oserve.policies._problem import ObjectiveWeights, Problem, build_problem
 from oserve.policies.base import Allocation, Planner, as_weights, build_plan, make_planner
 from oserve.policies.evaluate import evaluate, switch_start_s
-from oserve.policies.plan import ClusterSpec, Demand, Plan
-from oserve.profiles.table import ProfileTable
+from oserve.policies.problem import ObjectiveWeights, Problem
 
 __all__ = ["HysteresisPlanner"]
 
@@ -51,6 +50,7 @@ class HysteresisPlanner(Planner):
         if isinstance(inner, str):
             inner = make_planner(inner, weights=weights) if weights is not None else make_planner(inner)
         self.inner = inner
+        self.name = f"{inner.name}+hysteresis"  # the plans' ``planner`` field names the inner planner too
         super().__init__(weights or self.inner.weights)
         for field, value in (("min_gain_fraction", min_gain_fraction), ("switch_cost_weight", switch_cost_weight)):
             if not value >= 0:
@@ -58,38 +58,40 @@ class HysteresisPlanner(Planner):
         self.min_gain_fraction = float(min_gain_fraction)
         self.switch_cost_weight = float(switch_cost_weight)
 
-    def plan(self, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None) -> Plan:
-        """Plan as the inner planner would, but keep ``current`` unless switching pays (see module doc)."""
-        candidate = self.inner.plan(cluster, table, demand, current)
+    def _allocate(self, problem: Problem) -> Allocation:
+        """The inner planner's allocation, or the current replicas unless switching pays (module doc).
+
+        Raises:
+            ValueError: ``problem`` was not built by :func:`~oserve.policies.problem.build_problem`
+                (it lacks the inputs to score plans with).
+        """
+        candidate_alloc = self.inner._allocate(problem)
+        current = problem.current_plan
         if current is None:
-            return candidate
-        problem = build_problem(cluster, table, demand, current, self.weights)
+            return candidate_alloc
+        cluster, table, demand = problem.cluster, problem.table, problem.demand_spec
+        if cluster is None or table is None or demand is None:
+            raise ValueError("HysteresisPlanner needs a Problem built by build_problem (cluster, table, demand)")
+        candidate = build_plan(problem, candidate_alloc, cluster, table, demand, current, self.name)
+        keep_alloc = Allocation(counts=problem.current)
         try:
-            keep = build_plan(problem, Allocation(counts=problem.current), cluster, table, demand, current,
-                              f"{self.inner.name}+hysteresis")
+            keep = build_plan(problem, keep_alloc, cluster, table, demand, current, self.name)
         except PlanningError:  # current no longer packs onto this cluster: nothing to keep
-            return candidate
+            return candidate_alloc
         no_switch = self.weights.model_copy(update={"switch_cost_rps_per_s": 0.0})
         cand_obj = evaluate(candidate, cluster, table, demand, None, no_switch).objective
         keep_score = evaluate(keep, cluster, table, demand, None, no_switch)
         gain = cand_obj - keep_score.objective
         moved_s = switch_start_s(candidate, current, table)
         threshold = self.min_gain_fraction * keep_score.goodput_rps + self.switch_cost_weight * moved_s
+        inner_reason = f". {candidate_alloc.reason}" if candidate_alloc.reason else ""
         if moved_s > 0 and gain > threshold:
-            return candidate.model_copy(update={
-                "planner": f"{self.inner.name}+hysteresis",
-                "reason": f"hysteresis: switching (gain {gain:.4f} > threshold {threshold:.4f} req/s). "
-                          f"{candidate.reason}"})
-        kept_reason = (f"hysteresis: keeping current replicas (gain {gain:.4f} <= threshold {threshold:.4f} req/s)"
-                       if moved_s > 0 else "hysteresis: candidate equals current replicas")
+            return replace(candidate_alloc, reason=f"hysteresis: switching (gain {gain:.4f} > threshold "
+                                                   f"{threshold:.4f} req/s){inner_reason}")
         if moved_s == 0:
-            return candidate.model_copy(update={"planner": f"{self.inner.name}+hysteresis",
-                                                "reason": f"{kept_reason}. {candidate.reason}"})
-        return keep.model_copy(update={"reason": f"{kept_reason}. {keep.reason}"})
-
-    def _allocate(self, problem: Problem) -> Allocation:
-        """The inner planner's allocation (used when this planner is driven through ``_allocate``)."""
-        return self.inner._allocate(problem)
+            return replace(candidate_alloc, reason=f"hysteresis: candidate equals current replicas{inner_reason}")
+        return replace(keep_alloc, reason=f"hysteresis: keeping current replicas (gain {gain:.4f} <= threshold "
+                                          f"{threshold:.4f} req/s)")
 
     def __repr__(self) -> str:
         return (f"HysteresisPlanner(inner={self.inner.name!r}, min_gain_fraction={self.min_gain_fraction}, "

@@ -1,6 +1,6 @@
 """MILPPlanner: the exact planner, a mixed-integer program built with cvxpy and solved by HiGHS.
 
-Variables (node groups as in :mod:`oserve.policies._problem`; a group is one node unless its nodes
+Variables (node groups as in :mod:`oserve.policies.problem`; a group is one node unless its nodes
 are identical and replica sizes divide each other, where per-group totals are exact and the model
 stays the same size however many nodes the group has):
 
@@ -18,7 +18,7 @@ objective of ``evaluate``), with the replica term ``R = spare_capacity_value * s
 (``mix_cap``: one replica's capacity for the demand mix, req/s, a parameter like demand; so idle
 devices host the replicas adding the most capacity for the mix) and
 ``R = -device_cost_rps * sum devices_per_replica[v] * n[v, g]`` otherwise (idle devices freed).
-Capacities are the table's times ``target_utilisation``.
+Capacities are the table's times ``target_utilization``.
 
 The compiled cvxpy problem is cached per problem structure with demand and current replicas as
 parameters, so re-planning the same cluster and table only re-solves. After every solve the status
@@ -41,9 +41,9 @@ from typing import Any, Literal
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.policies._problem import ObjectiveWeights, Problem, mix_capacity
 from oserve.policies.base import Allocation, Planner
 from oserve.policies.greedy import GreedyPlanner, fast_objective
+from oserve.policies.problem import ObjectiveWeights, Problem, mix_capacity
 
 __all__ = ["MILPPlanner", "milp_solver_available"]
 

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import ConfigError, PlanningError
-from oserve.policies._problem import ObjectiveWeights, Problem
 from oserve.policies.base import Allocation, Planner
 from oserve.policies.evaluate import evaluate
 from oserve.policies.greedy import capacity_term
-from oserve.policies.plan import ClusterSpec, Demand
+from oserve.policies.problem import ObjectiveWeights, Problem
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand
 
 __all__ = ["StaticPlanner", "best_static"]
 

@@ -16,8 +16,9 @@ from oserve.profiles.fit import fit_iteration_model
 from oserve.profiles.hardware import HARDWARE, Hardware, get_hardware
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.roofline import DEFAULT_EFFICIENCY, Efficiency, roofline_model
-from oserve.profiles.table import SLO, ClassProfile, ProfileTable, VariantProfile
+from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
 from oserve.profiles.variants import MODELS, ModelArch, Variant, catalogue, get_model
+from oserve.types import SLO
 
 __all__ = [
     "build_table",

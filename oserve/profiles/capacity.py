@@ -40,9 +40,9 @@ from datetime import date
 
 from oserve.errors import ProfileError
 from oserve.profiles.iteration import IterationTimeModel
-from oserve.profiles.table import SLO, ClassProfile, ProfileTable, VariantProfile
+from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
 from oserve.profiles.variants import Variant
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme, RequestClass
+from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, RequestClass
 
 __all__ = ["LoadPoint", "load_point", "class_capacity", "variant_profile", "build_table"]
 

@@ -15,9 +15,9 @@ from oserve.errors import ConfigError
 from oserve.profiles.capacity import build_table
 from oserve.profiles.hardware import get_hardware
 from oserve.profiles.roofline import efficiency_for, estimate_start_time_s, roofline_model
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
 from oserve.profiles.variants import catalogue, get_model
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme
 
 __all__ = ["modelled_table", "GPU_SLO"]
 

@@ -35,12 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, SamplingParams
 from oserve.clock import Clock, WallClock
-from oserve.config import ClassesConfig
+from oserve.config import ClassesConfig, ComponentConfig
 from oserve.errors import ConfigError, ProfileError
 from oserve.profiles.capacity import build_table
 from oserve.profiles.fit import fit_iteration_model
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
 from oserve.profiles.variants import Variant, get_model
+from oserve.types import SLO
 
 __all__ = ["SweepConfig", "ProfileConfig", "Profiler", "load_profile_config", "replica_spec"]
 
@@ -57,7 +58,7 @@ class SweepConfig(BaseModel):
     batch_sizes: list[int] = Field([1, 2, 4, 8], min_length=1, description="decode batch sizes")
     decode_prompt_tokens: int = Field(64, ge=1, description="prompt tokens of decode requests")
     decode_output_tokens: int = Field(32, ge=3, description="output tokens of decode requests")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the random prompts")
 
 
 class ProfileConfig(BaseModel):
@@ -66,7 +67,7 @@ class ProfileConfig(BaseModel):
     Attributes:
         model: checkpoint path or name the backend loads.
         arch: built-in architecture name (``oserve.profiles.variants.MODELS``).
-        backend: backend name (``vllm``).
+        backend: the engine backend, ``{kind, params}`` (default ``vllm``).
         device_type: ``cpu`` or a GPU type of ``oserve.profiles.hardware.HARDWARE``.
         variants: per-variant overrides of :class:`~oserve.profiles.variants.Variant` fields
             (``precision``, ``tp``, ``devices_per_replica``, ``max_num_seqs``...).
@@ -75,13 +76,14 @@ class ProfileConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    model: str
-    arch: str
-    backend: str = "vllm"
-    device_type: str = "cpu"
-    variants: list[dict[str, Any]] = Field(..., min_length=1)
-    sweep: SweepConfig = SweepConfig()
-    slo: SLO = SLO()
+    model: str = Field(..., description="'default' (the embedded SmolLM2-135M-Instruct) or a checkpoint folder")
+    arch: str = Field(..., description="built-in architecture name (oserve.profiles.variants.MODELS)")
+    backend: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="vllm"),
+                                     description="engine backend: {kind, params}, as in the serve config")
+    device_type: str = Field("cpu", description="'cpu' or a GPU type of oserve.profiles.hardware.HARDWARE")
+    variants: list[dict[str, Any]] = Field(..., min_length=1, description="per-variant Variant field overrides")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="what to measure")
+    slo: SLO = Field(default_factory=SLO, description="targets of the table's capacity columns")
     classes: ClassesConfig = Field(default_factory=ClassesConfig,
                                    description="request classes of the table (default: input 2048, output 256)")
 
@@ -124,7 +126,7 @@ def replica_spec(config: ProfileConfig, variant: Variant) -> ReplicaSpec:
     cpu = variant.hardware.kind == "cpu"
     model = config.model
     if model == "default":
-        from oserve.models import ensure_default_model
+        from oserve.backends.embedded_model import ensure_default_model
 
         model = str(ensure_default_model())
     return ReplicaSpec(

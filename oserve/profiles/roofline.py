@@ -61,7 +61,7 @@ class Efficiency(BaseModel):
     """Calibrated efficiency factors of one device family on one engine.
 
     Attributes:
-        mfu: achieved fraction of peak FLOP/s in GEMMs and attention (model FLOPs utilisation).
+        mfu: achieved fraction of peak FLOP/s in GEMMs and attention (model FLOPs utilization).
         mbu: achieved fraction of peak memory bandwidth when reading weights and KV cache.
         step_overhead_s: fixed engine cost per iteration (scheduling, launch, sync), s.
         per_seq_overhead_s: engine cost per sequence per iteration (sampling, bookkeeping), s.

@@ -14,18 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.errors import ProfileError
 from oserve.profiles.iteration import IterationTimeModel
+from oserve.types import SLO
 
-__all__ = ["SLO", "ClassProfile", "VariantProfile", "ProfileTable", "TABLE_VERSION"]
+__all__ = ["ClassProfile", "VariantProfile", "ProfileTable", "TABLE_VERSION"]
 
 TABLE_VERSION = 1
-
-
-class SLO(BaseModel):
-    """Latency targets a request must meet to count towards goodput (p99 targets, seconds)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    ttft_s: float = Field(2.0, gt=0, description="time to first token target, s")
-    tpot_s: float = Field(0.2, gt=0, description="time per output token target, s")
 
 
 class ClassProfile(BaseModel):

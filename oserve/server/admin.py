@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError
-from oserve.policies.plan import Plan
+from oserve.types import Plan
 
 if TYPE_CHECKING:  # the routes only call methods of the orchestrator they are given
     from oserve.control.orchestrator import Orchestrator

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from oserve.clock import Clock, WallClock
 from oserve.errors import AuthenticationError, ConfigError
 from oserve.server.router import Router
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme
 
 from .body import read_model
 from .chat_template import render_plain_chat

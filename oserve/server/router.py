@@ -249,7 +249,7 @@ class Router:
         """Choose a replica for a request (does not count it; see :meth:`acquire`).
 
         Args:
-            request_class: the request's class name (see :mod:`oserve.workload.classes`), or None.
+            request_class: the request's class name (see :mod:`oserve.types`), or None.
             needed_tokens: prompt tokens + ``max_tokens``.
             prompt_tokens: the prompt's tokens, to name the right field when it alone does not fit.
             prompt_param: the request field holding the prompt (``"prompt"`` or ``"messages"``).

@@ -4,7 +4,7 @@ One request goes through:
 
 1. validation beyond the protocol model (model name, empty prompt/messages, unsupported fields);
 2. prompt rendering (chat: the injected chat-template renderer) and prompt token counting;
-3. classification with the :class:`~oserve.workload.classes.ClassScheme` (prompt tokens and
+3. classification with the :class:`~oserve.types.ClassScheme` (prompt tokens and
    ``max_tokens``) and ``monitor.record_admission`` (arrivals count at admission, refused ones too;
    they then complete with ``ok=False``);
 4. :meth:`oserve.server.router.Router.acquire`: 503 when no replica is ready, 400 when the prompt plus
@@ -46,7 +46,7 @@ from oserve.errors import (
     ServerError,
 )
 from oserve.server.router import Router
-from oserve.workload.classes import ClassScheme, RequestClass
+from oserve.types import ClassScheme, RequestClass
 
 from .http_errors import error_payload
 from .metrics import ServerMetrics

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from oserve.sim import Simulation, SimOptions, run_policy, compare_fidelity
+    from oserve.sim import Simulation, SimOptions, compare_fidelity
     res = Simulation(trace, table, cluster, initial_plan, controller=controller).run()
 
 Modules: :mod:`~oserve.sim.replica` (one replica scheduled as vLLM v1), :mod:`~oserve.sim.engine`
@@ -10,8 +10,8 @@ Modules: :mod:`~oserve.sim.replica` (one replica scheduled as vLLM v1), :mod:`~o
 data), :mod:`~oserve.sim.backend` and :mod:`~oserve.sim.clock` (the simulated backend and clock
 the real switcher runs on),
 :mod:`~oserve.sim.policies` (oserve / static / best-static / plain-vllm), :mod:`~oserve.sim.metrics`,
-:mod:`~oserve.sim.run` (composition from a config), :mod:`~oserve.sim.report` (files and plots),
-:mod:`~oserve.sim.fidelity` and :mod:`~oserve.sim.capacity_check`. See docs/simulator.md.
+:mod:`~oserve.sim.report` (files and plots),
+:mod:`~oserve.sim.fidelity` and :mod:`~oserve.sim.capacity_check`. Composition from a config: :func:`oserve.compose.simulate`. See docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 from oserve.sim.engine import SimOptions, SimResult, Simulation
 from oserve.sim.metrics import compare_fidelity, summarise
 from oserve.sim.replica import ReplicaParams, SimReplica
+from oserve.sim.report import PolicyRun
 from oserve.sim.request import SimRequest
-from oserve.sim.run import PolicyRun, run_policy
 
-__all__ = ["Simulation", "SimOptions", "SimResult", "SimReplica", "ReplicaParams", "SimRequest", "run_policy",
+__all__ = ["Simulation", "SimOptions", "SimResult", "SimReplica", "ReplicaParams", "SimRequest",
            "PolicyRun", "summarise", "compare_fidelity"]

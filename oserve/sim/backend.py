@@ -22,9 +22,9 @@ from collections.abc import AsyncIterator, Callable
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
 from oserve.clock import Clock
 from oserve.errors import ConfigError
-from oserve.policies.plan import ReplicaPlacement
 from oserve.sim.events import EventKind, EventQueue, Priority
 from oserve.sim.replica import ReplicaParams, SimReplica
+from oserve.types import ReplicaPlacement
 
 __all__ = ["SimBackend", "SimReplicaHandle", "SimRouterPort"]
 

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
 from oserve.profiles.table import ProfileTable
 from oserve.sim.engine import SimOptions, Simulation
 from oserve.sim.metrics import summarise
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Plan, ReplicaPlacement
 from oserve.workload.trace import Trace
 
 __all__ = ["check_capacity", "derate_table"]

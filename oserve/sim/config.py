@@ -1,20 +1,21 @@
 """The simulator's YAML configuration (pydantic v2, ``extra="forbid"``).
 
+It shares the serve config's building blocks (:mod:`oserve.config`): the cluster model, the request
+classes and the ``{kind, params}`` component dialect, so a serve config and its simulator config
+name the same forecaster and planner the same way.
+
 Example (``examples/sim-4x8-a100.yaml``)::
 
-    cluster:
-      nodes: 4
-      devices_per_node: 8
-      device_type: a100-80gb
-      device_memory_gib: 80
+    cluster:                       # the same cluster model as the serve config
+      nodes: [{name: node, count: 4, device_type: a100-80gb, devices: 8, device_memory_gib: 80}]
     table: examples/profiles/a100-80gb-mixed.json   # relative to the YAML file
     model: llama-2-70b                               # optional: only this model's variants
     variants: null                                   # optional: an explicit variant list
-    scheme: {input_edges: [2048], output_edges: [256]}
+    classes: {input_edges: [2048], output_edges: [256]}  # as the serve config's classes
     slo: {ttft_s: 2.0, tpot_s: 0.2}                  # optional: overrides the table's SLO
     control: {interval_s: 30, horizon_s: 90, monitor_window_s: 30, history_bin_s: 30, history_s: 3600}
-    forecaster: {name: ewma, params: {}}
-    planner: {name: milp, params: {}}              # greedy for large clusters
+    forecaster: {kind: default, params: {}}        # {kind, params}, as in the serve config
+    planner: {kind: milp, params: {}}              # greedy for large clusters
     switching: {drain_timeout_s: 30, stop_time_s: 5, warmup_s: 0}
     routing: {static: round-robin}
     plain_vllm: {min_kv_fraction: 0.25}
@@ -27,43 +28,20 @@ Example (``examples/sim-4x8-a100.yaml``)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
-from oserve.profiles.table import SLO
+from oserve.config import ClassesConfig, ClusterConfig, ComponentConfig, NodeGroupConfig, read_yaml, validate
+from oserve.types import SLO, Plan, ReplicaPlacement
 
-__all__ = ["SimConfig", "ClusterConfig", "load_config"]
+__all__ = ["SimConfig", "load_config", "PAPER_CLUSTER"]
 
-GIB = 1 << 30
-
+PAPER_CLUSTER = NodeGroupConfig(name="node", count=4, device_type="a100-80gb", devices=8, device_memory_gib=80)
+"""The OServe paper's cluster: 4 nodes of 8 A100-80GB GPUs (named node0..node3)."""
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ClusterConfig(_Model):
-    nodes: int = Field(4, ge=1, description="identical nodes")
-    devices_per_node: int = Field(8, ge=1, description="GPUs (or CPU cores) per node")
-    device_type: str = Field("a100-80gb", description="device type, as in the profile table")
-    device_memory_gib: float = Field(80.0, gt=0, description="memory per device, GiB")
-
-    def spec(self) -> ClusterSpec:
-        return ClusterSpec.homogeneous(self.nodes, self.devices_per_node, self.device_type,
-                                       int(self.device_memory_gib * GIB))
-
-
-class SchemeConfig(_Model):
-    """Request classes, as the ``classes`` section of the serve config (same defaults)."""
-
-    input_edges: list[int] = Field([2048], description="interior input-token edges")
-    output_edges: list[int] = Field([256], description="interior output-token edges")
-    input_names: list[str] | None = Field(None, description="input bucket names (default short-in/long-in)")
-    output_names: list[str] | None = Field(None, description="output bucket names (default short-out/long-out)")
-    expected_input_tokens: list[int] | None = Field(None, description="representative input per bucket, tokens")
-    expected_output_tokens: list[int] | None = Field(None, description="representative output per bucket, tokens")
 
 
 class ControlConfig(_Model):
@@ -77,46 +55,55 @@ class ControlConfig(_Model):
     min_history: int = Field(6, ge=1, description="history bins before the forecaster is fitted")
 
 
-class ComponentConfig(_Model):
-    name: str = Field(..., description="registry name")
-    params: dict[str, Any] = Field(default_factory=dict, description="constructor parameters")
-
-
 class SwitchingConfig(_Model):
+    """How long simulated replicas take to drain, stop and warm up."""
+
     drain_timeout_s: float = Field(30.0, ge=0, description="drain limit before aborting, s")
     stop_time_s: float = Field(5.0, ge=0, description="engine stop time before memory is free, s")
     warmup_s: float = Field(0.0, ge=0, description="warm-up added to each variant's start_time_s, s")
 
 
 class RoutingConfig(_Model):
+    """How the static baselines route requests."""
+
     static: Literal["round-robin", "plan"] = Field(
         "round-robin", description="routing of static deployments: round-robin, or the oserve router (least outstanding)")
 
 
 class PlainVllmConfig(_Model):
+    """The ``plain-vllm`` baseline: the variant a plain vLLM deployment would run."""
+
     min_kv_fraction: float = Field(0.25, ge=0, lt=1, description="share of replica memory the KV cache must get")
 
 
 class TraceConfig(_Model):
+    """The trace to replay (``oserve simulate --trace`` overrides ``paths``)."""
+
     paths: list[str] = Field(default_factory=list, description="Azure-format CSV traces, merged on one clock")
     scale: float = Field(1.0, gt=0, description="arrival-rate scale (thinning/duplication, seeded)")
-    seed: int = Field(0, description="seed of the rate scaling")
+    seed: int = Field(0, description="seed of the rate scaling (the simulation itself is deterministic)")
     duration_s: float | None = Field(None, gt=0, description="keep the first duration_s seconds")
 
 
 class SimConfig(_Model):
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """The ``oserve simulate`` file (see the module docstring for an example)."""
+
+    cluster: ClusterConfig = Field(default_factory=lambda: ClusterConfig(nodes=[PAPER_CLUSTER]),
+                                   description="the machines (default: the OServe paper's 4 nodes x 8 A100-80GB)")
     table: str = Field(..., description="profile table JSON (relative paths: to the YAML file)")
     model: str | None = Field(None, description="keep only this model's variants")
     variants: list[str] | None = Field(None, description="keep only these variants")
-    scheme: SchemeConfig = Field(default_factory=SchemeConfig)
+    classes: ClassesConfig = Field(default_factory=ClassesConfig, description="request classes, as the serve "
+                                                                              "config's (must match the table)")
     slo: SLO | None = Field(None, description="SLO override (default: the table's)")
-    control: ControlConfig = Field(default_factory=ControlConfig)
-    forecaster: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="ewma"))
-    planner: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="milp"))
-    switching: SwitchingConfig = Field(default_factory=SwitchingConfig)
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    plain_vllm: PlainVllmConfig = Field(default_factory=PlainVllmConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig, description="the control loop")
+    forecaster: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="default"),
+                                        description="registered forecaster (default: the live default)")
+    planner: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="milp"),
+                                     description="registered planner (default milp)")
+    switching: SwitchingConfig = Field(default_factory=SwitchingConfig, description="replica start/stop timing")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="routing of static policies")
+    plain_vllm: PlainVllmConfig = Field(default_factory=PlainVllmConfig, description="the plain-vllm baseline")
     initial_window_s: float = Field(300.0, gt=0, description="oserve's initial plan: mean rate of this first window")
     deployment: list[ReplicaPlacement] | None = Field(
         None, description="oserve's initial replicas, as the serve config's `deployment` (default: the planner's "
@@ -126,7 +113,7 @@ class SimConfig(_Model):
         "1 = the table as is); the simulated replicas always use the table's iteration models")
     block_size: int = Field(16, ge=1, description="KV-cache block size, tokens")
     sample_interval_s: float = Field(10.0, gt=0, description="timeline sample period, s")
-    trace: TraceConfig = Field(default_factory=TraceConfig)
+    trace: TraceConfig = Field(default_factory=TraceConfig, description="the trace to replay")
     base_dir: str = Field(".", description="directory relative paths are resolved against (set by load_config)")
 
     def initial_plan(self) -> Plan | None:
@@ -145,19 +132,9 @@ def load_config(path: str | Path) -> SimConfig:
     """Read a simulator YAML file.
 
     Raises:
-        ConfigError: unreadable file or invalid fields (names the first bad field).
+        ConfigError: unreadable file or invalid fields (names every bad field, ``field`` the first).
     """
-    import yaml
-
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read simulator config {p}: {exc}", field="config", allowed="a YAML file") from exc
+    raw = read_yaml(p)
     raw.setdefault("base_dir", str(p.parent))
-    try:
-        return SimConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{p}: {field}: {err['msg']}", field=field, allowed=err["msg"]) from exc
+    return validate(SimConfig, raw, str(p))

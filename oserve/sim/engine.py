@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Plan
 from oserve.profiles.table import ProfileTable
 from oserve.sim.loop import SimRun
 from oserve.sim.replica import ReplicaParams
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Plan
 from oserve.workload.trace import Trace
 
 __all__ = ["SimOptions", "SimResult", "Simulation"]

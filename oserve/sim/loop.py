@@ -36,13 +36,13 @@ from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
 from oserve.control.switcher import Switcher
-from oserve.policies.plan import Plan
 from oserve.policies.routing import Candidate, choose_replica
 from oserve.sim.backend import SimBackend, SimRouterPort
 from oserve.sim.clock import EventClock
 from oserve.sim.events import EventKind, EventQueue, Priority
 from oserve.sim.replica import SimReplica
 from oserve.sim.request import SimRequest
+from oserve.types import Plan
 from oserve.workload.monitor import WorkloadMonitor
 
 if TYPE_CHECKING:

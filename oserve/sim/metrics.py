@@ -11,7 +11,7 @@ Definitions (all requests of the run, seconds unless stated):
 * ``goodput_avg_rps``: like the average throughput, counting only requests that met the SLO
   (TTFT <= ``slo.ttft_s`` and TPOT <= ``slo.tpot_s``); ``slo_attainment`` = those / all requests.
 * ``p99_latency_s``: p99 of the normalised latency (s per output token) of completed requests.
-* ``memory_utilisation``: time-averaged (weights + KV-cache blocks in use) over the time-averaged
+* ``memory_utilization``: time-averaged (weights + KV-cache blocks in use) over the time-averaged
   memory reserved by running replicas (weights + KV pool + overhead): how well the memory of the
   GPUs in use is used. ``memory_cluster_share``: the same numerator over all device memory of the
   cluster; ``memory_reserved_share``: reserved memory over all device memory.
@@ -145,7 +145,7 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
             u, rs = ((used[:-1] * w).sum() / tot, (resv[:-1] * w).sum() / tot) if tot > 0 else (used[0], resv[0])
         else:
             u, rs = used[0], resv[0]
-        out["memory_utilisation"] = float(u / rs) if rs > 0 else None
+        out["memory_utilization"] = float(u / rs) if rs > 0 else None
         out["memory_cluster_share"] = float(u / total_memory_bytes)
         out["memory_reserved_share"] = float(rs / total_memory_bytes)
     if transitions is not None:

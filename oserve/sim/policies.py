@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["static_plan", "plain_vllm_variant", "PolicySpec", "parse_policy", "restrict_table"]
 

@@ -9,16 +9,37 @@ import csv
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from oserve.sim.engine import SimResult
 from oserve.sim.metrics import timeseries
 from oserve.sim.request import RECORD_FIELDS
-from oserve.sim.run import PolicyRun
 
-__all__ = ["write_outputs", "comparison_table", "slug"]
+__all__ = ["PolicyRun", "write_outputs", "comparison_table", "slug"]
+
+@dataclass
+class PolicyRun:
+    """One policy's simulation.
+
+    Attributes:
+        label: the policy as given (``oserve``, ``static:V``, ``best-static``, ``plain-vllm``).
+        variant: the static variant used (static policies), else None.
+        result: the simulation result.
+        summary: :func:`oserve.sim.metrics.summarise` of it.
+        candidates: for ``best-static``: summary per variant tried.
+    """
+
+    label: str
+    variant: str | None
+    result: SimResult
+    summary: dict[str, Any]
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 
 _TABLE_KEYS = (
     ("throughput_avg_rps", "throughput avg (req/s)"),
@@ -29,7 +50,7 @@ _TABLE_KEYS = (
     ("ttft_p99_s", "TTFT p99 (s)"),
     ("tpot_p99_s", "TPOT p99 (s)"),
     ("p99_latency_s", "p99 latency (s/token)"),
-    ("memory_utilisation", "memory utilisation"),
+    ("memory_utilization", "memory utilization"),
     ("switch_touched_share", "touched by a switch"),
     ("switches", "switches"),
     ("reconfig_s", "reconfiguration (s)"),

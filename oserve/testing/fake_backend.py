@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from oserve.backends.base import (
     Backend,
@@ -37,7 +37,7 @@ from oserve.backends.base import (
     SamplingParams,
     TokenChunk,
 )
-from oserve.errors import EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
+from oserve.errors import ConfigError, EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
 
 __all__ = ["FakeReplicaOptions", "FakeReplica", "FakeBackend"]
 
@@ -276,15 +276,31 @@ class FakeReplica(Replica):
             running += 1
 
 
+def _as_options(options: FakeReplicaOptions | Mapping[str, Any] | None) -> FakeReplicaOptions:
+    if options is None:
+        return FakeReplicaOptions()
+    if isinstance(options, FakeReplicaOptions):
+        return options
+    try:
+        return FakeReplicaOptions(**dict(options))
+    except TypeError as exc:
+        raise ConfigError(f"invalid fake replica options {dict(options)!r}: {exc}", field="backend.params.options",
+                          allowed=", ".join(FakeReplicaOptions.__dataclass_fields__)) from exc
+
+
 class FakeBackend(Backend):
     """Starts :class:`FakeReplica` objects.
 
     Args:
-        options: default behaviour of the replicas.
-        variant_options: per-variant behaviour, overriding ``options``.
+        options: default behaviour of the replicas, or a mapping of :class:`FakeReplicaOptions` fields
+            (as given in a YAML config: ``backend: {kind: fake, params: {options: {token_delay_s: 0.01}}}``).
+        variant_options: per-variant behaviour, overriding ``options`` (options or mappings).
         fail_start_variants: variants whose start raises :class:`EngineStartError`.
         fail_start_cause: the ``cause`` of that error (``"out_of_memory"``, ``"bad_model_path"``, ...).
         start_delay_s: seconds :meth:`start_replica` takes.
+
+    Raises:
+        ConfigError: an options mapping with an unknown field.
 
     Attributes:
         replicas: every replica started, by id (stopped ones included).
@@ -292,18 +308,19 @@ class FakeBackend(Backend):
     """
 
     name = "fake"
+    needs_checkpoint = False
 
     def __init__(
         self,
-        options: FakeReplicaOptions | None = None,
+        options: FakeReplicaOptions | Mapping[str, Any] | None = None,
         *,
-        variant_options: dict[str, FakeReplicaOptions] | None = None,
+        variant_options: Mapping[str, FakeReplicaOptions | Mapping[str, Any]] | None = None,
         fail_start_variants: Iterable[str] = (),
         fail_start_cause: str = "engine_error",
         start_delay_s: float = 0.0,
     ) -> None:
-        self.options = options or FakeReplicaOptions()
-        self.variant_options = dict(variant_options or {})
+        self.options = _as_options(options)
+        self.variant_options = {v: _as_options(o) for v, o in (variant_options or {}).items()}
         self.fail_start_variants = set(fail_start_variants)
         self.fail_start_cause = fail_start_cause
         self.start_delay_s = start_delay_s

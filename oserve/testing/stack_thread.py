@@ -29,7 +29,7 @@ class StackThread:
         start_timeout_s: how long to wait for the stack to come up, seconds.
 
     Raises:
-        Whatever :func:`oserve.launch.start_stack` raised, re-raised in the caller's thread.
+        Whatever :func:`oserve.compose.start_stack` raised, re-raised in the caller's thread.
     """
 
     def __init__(self, config: ServeConfig, *, backend: Backend | None = None, start_timeout_s: float = 900.0):
@@ -48,7 +48,7 @@ class StackThread:
 
     def _run(self) -> None:
         async def main() -> None:
-            from oserve.launch import start_stack
+            from oserve.compose import start_stack
 
             self.loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()

@@ -10,7 +10,8 @@ table is never mistaken for a measured one.
 from __future__ import annotations
 
 from oserve.profiles.iteration import IterationTimeModel
-from oserve.profiles.table import SLO, ClassProfile, ProfileTable, VariantProfile
+from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
+from oserve.types import SLO
 
 __all__ = ["synthetic_table", "synthetic_a100_table", "SIX_CLASSES", "GIB"]
 
@@ -88,7 +89,7 @@ def synthetic_a100_table(
 
     Per replica with TP degree ``t`` and ``p`` bytes per parameter (70e9 parameters):
     decode step = weights read at 2 TB/s x ``t`` x 0.8 (TP efficiency ``0.8`` per doubling beyond 1);
-    prefill = 2 x 70e9 FLOP/token at 312 TFLOP/s x ``t`` x 0.5 utilisation (slower for quantised
+    prefill = 2 x 70e9 FLOP/token at 312 TFLOP/s x ``t`` x 0.5 utilization (slower for quantised
     kernels); concurrency limited by the KV cache left after the weights (320 KiB/token, fp16 KV)
     and 256 sequences. Capacity = concurrency / request latency, capped by prefill throughput, and
     0 when TTFT or TPOT at that concurrency misses the SLO. Not a measurement: shapes only.

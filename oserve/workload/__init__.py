@@ -3,8 +3,8 @@
 The replay client (:mod:`oserve.workload.replay`, needs httpx) is not imported here.
 """
 
+from oserve.types import DEFAULT_SCHEME, ClassScheme, RequestClass
 from oserve.workload.binning import rates_per_class
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme, RequestClass
 from oserve.workload.loaders import (
     TraceOrderWarning,
     load_azure,

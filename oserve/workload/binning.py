@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme
 from oserve.workload.trace import Trace
 
 __all__ = ["rates_per_class", "FILL_EMPTY"]

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from oserve.backends.base import ReplicaStats
 from oserve.clock import Clock
 from oserve.errors import ConfigError
-from oserve.workload.classes import ClassScheme, RequestClass
+from oserve.types import ClassScheme, RequestClass
 
 __all__ = ["WorkloadMonitor", "WorkloadSnapshot"]
 
@@ -77,7 +77,7 @@ class WorkloadSnapshot:
     replica_counter_rates: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def rates_by_class(self) -> dict[str, float]:
-        """Arrival rates as ``{class name: req/s}`` (the shape of ``oserve.policies.plan.Demand``)."""
+        """Arrival rates as ``{class name: req/s}`` (the shape of ``oserve.types.Demand``)."""
         return {n: float(r) for n, r in zip(self.class_names, self.arrival_rates_rps, strict=True)}
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme
 from oserve.workload.trace import Trace
 
 __all__ = [

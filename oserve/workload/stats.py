@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.types import DEFAULT_SCHEME, ClassScheme
 from oserve.workload.trace import Trace
 
 __all__ = ["trace_stats", "token_quantiles", "SUMMARY_KEYS"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from oserve.config import ServeConfig, ServerConfig, VariantConfig
-from oserve.policies.plan import ClusterSpec, NodeSpec, ReplicaPlacement
+from oserve.types import ClusterSpec, NodeSpec, ReplicaPlacement
 
 MODEL = "smollm2-135m-instruct"
 MAX_MODEL_LEN = 1024

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from oserve.backends.base import ReplicaSpec
+from oserve.backends.embedded_model import ensure_default_model
 from oserve.backends.vllm import VLLMBackend
 from oserve.errors import EngineStartError
-from oserve.models import ensure_default_model
 
 pytestmark = pytest.mark.engine
 

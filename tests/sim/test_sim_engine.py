@@ -8,12 +8,11 @@ import pytest
 from oserve.control.controller import Controller
 from oserve.forecast import make as make_forecaster
 from oserve.policies import make_planner
-from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
 from oserve.sim.engine import SimOptions, Simulation
 from oserve.sim.metrics import summarise
 from oserve.sim.policies import static_plan
 from oserve.testing.tables import GIB, synthetic_table
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, ClusterSpec, Plan, ReplicaPlacement
 from oserve.workload.trace import Trace
 
 NAMES = DEFAULT_SCHEME.names
@@ -143,7 +142,7 @@ def test_make_before_break_when_memory_allows() -> None:
     class PinnedController:  # a controller stand-in that asks for one switch at t=10 s
         def tick(self, now_s, snapshot, history_ts, history_rates, current):
             from oserve.control.controller import Decision
-            from oserve.policies.plan import Demand
+            from oserve.types import Demand
 
             plan = target if now_s >= 10 else start
             return Decision(now_s, {}, {}, Demand(rates_rps={}), plan, plan is not current, "test")

@@ -12,13 +12,12 @@ import pytest
 
 from oserve.cli import main as cli_main
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec
 from oserve.sim.engine import Simulation
 from oserve.sim.fidelity import replay_to_records, trace_from_replay
 from oserve.sim.metrics import compare_fidelity, summarise
 from oserve.sim.policies import parse_policy, plain_vllm_variant, static_plan
 from oserve.testing.tables import GIB, synthetic_table
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, ClusterSpec
 from oserve.workload.trace import Trace
 
 NAMES = DEFAULT_SCHEME.names
@@ -109,10 +108,10 @@ def test_simulate_command_writes_every_output(tmp_path: Path) -> None:
     small_table().save(tmp_path / "table.json")
     write_azure_csv(tmp_path / "AzureLLMInferenceTrace_conv.csv", 300, seed=1)
     (tmp_path / "sim.yaml").write_text(
-        "cluster: {nodes: 1, devices_per_node: 4, device_type: a100-80gb, device_memory_gib: 80}\n"
+        "cluster: {nodes: [{name: node0, device_type: a100-80gb, devices: 4, device_memory_gib: 80}]}\n"
         "table: table.json\n"
         "control: {interval_s: 20, horizon_s: 40, monitor_window_s: 20, history_bin_s: 20, min_history: 3}\n"
-        "forecaster: {name: ewma}\nplanner: {name: greedy}\ninitial_window_s: 60\n")
+        "forecaster: {kind: ewma}\nplanner: {kind: greedy}\ninitial_window_s: 60\n")
     out = tmp_path / "out"
     rc = cli_main(["simulate", str(tmp_path / "sim.yaml"), "--trace", str(tmp_path / "AzureLLMInferenceTrace_conv.csv"),
                    "--compare", "oserve,best-static", "--out", str(out), "--no-progress"])

@@ -19,13 +19,12 @@ from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.specs import spec_factory_from_templates
 from oserve.control.switcher import Switcher
-from oserve.policies.plan import ClusterSpec, Demand, Plan, ReplicaPlacement
 from oserve.server.router import Router
 from oserve.sim.engine import SimOptions, Simulation
 from oserve.sim.loop import SimRun
 from oserve.testing.fake_backend import FakeBackend
 from oserve.testing.tables import GIB, synthetic_table
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, ClusterSpec, Demand, Plan, ReplicaPlacement
 from oserve.workload.trace import Trace
 
 NAMES = DEFAULT_SCHEME.names

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from oserve.cli import main
+from oserve.compose import resolve_model_path
 from oserve.config import load_config
 from oserve.errors import ConfigError
-from oserve.launch import resolve_model_path
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "cpu-smollm2.yaml"
 

@@ -17,7 +17,7 @@ from oserve.forecast import (
     make_default,
     register,
 )
-from oserve.forecast.checks import check_forecaster
+from oserve.testing import check_forecaster
 
 FAST = ["last", "ewma", "ewma-auto", "seasonal-naive", "ensemble", "spike-guard"]
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from oserve.forecast import available, make
-from oserve.forecast.checks import check_forecast
+from oserve.testing import check_forecast
 
 readings = st.one_of(
     st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),

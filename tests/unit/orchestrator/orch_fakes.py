@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from oserve.backends.base import ReplicaSpec
-from oserve.policies.plan import ClusterSpec, Demand, Plan, ReplicaPlacement
 from oserve.profiles.iteration import IterationTimeModel
-from oserve.profiles.table import SLO, ClassProfile, ProfileTable, VariantProfile
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
+from oserve.types import DEFAULT_SCHEME, SLO, ClusterSpec, Demand, Plan, ReplicaPlacement
 
 GIB = 1024**3
 

@@ -8,7 +8,7 @@ from orch_fakes import FakeForecaster, FakePlanner, make_cluster, make_table, pl
 
 from oserve.control.controller import Controller, ControllerInputError, plans_equal
 from oserve.errors import PlanningError
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 
 K = len(DEFAULT_SCHEME)
 

@@ -15,13 +15,12 @@ from oserve.cli.status import fetch_status, format_status
 from oserve.clock import SimClock
 from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
 from oserve.errors import AuthenticationError, EngineStartError, ReplicaError, RequestAbortedError
-from oserve.policies.plan import Plan
 from oserve.server.admin import make_admin_router
 from oserve.server.app import create_app
 from oserve.server.http_errors import install_exception_handlers
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, Plan
 from oserve.workload.monitor import WorkloadMonitor
 
 pytestmark = pytest.mark.timeout(30)

@@ -11,7 +11,7 @@ from oserve.forecast import make as make_forecaster
 from oserve.policies import make_planner
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 from oserve.workload.monitor import WorkloadMonitor
 
 pytestmark = pytest.mark.timeout(60)

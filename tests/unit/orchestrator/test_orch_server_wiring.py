@@ -17,7 +17,7 @@ from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
 from oserve.server.admin import make_admin_router
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 from oserve.workload.monitor import WorkloadMonitor
 
 pytestmark = pytest.mark.timeout(60)

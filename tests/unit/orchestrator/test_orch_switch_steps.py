@@ -8,8 +8,7 @@ from orch_fakes import GIB, make_cluster, make_table, plan_of
 
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import LiveReplica, covered_classes, effective_routing, plan_steps
-from oserve.policies.plan import ClusterSpec, NodeSpec, ReplicaPlacement
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, ClusterSpec, NodeSpec, ReplicaPlacement
 
 SHORT = [c for c in DEFAULT_SCHEME.names if c.endswith("short-out")]
 LONG = [c for c in DEFAULT_SCHEME.names if c.endswith("long-out")]

@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 
 from oserve.cli import main
+from oserve.config import load_plan_config
 from oserve.errors import ConfigError
-from oserve.policies.cluster_config import load_cluster_config
 from oserve.testing.tables import synthetic_a100_table
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def test_example_configs_load():
-    cfg = load_cluster_config(EXAMPLES / "cluster-4x8-a100.yaml")
-    cluster = cfg.cluster()
+    cfg = load_plan_config(EXAMPLES / "cluster-4x8-a100.yaml")
+    cluster = cfg.spec()
     assert [n.name for n in cluster.nodes] == ["node0", "node1", "node2", "node3"]
     assert cluster.total_devices == 32 and cluster.nodes[0].device_memory_bytes == 80 * 2**30
-    assert cfg.planner.kind == "milp" and cfg.planner.params() == {"time_limit_s": 1.0}
-    cpu = load_cluster_config(EXAMPLES / "cluster-cpu.yaml").cluster()
+    assert cfg.planner.kind == "milp" and cfg.planner.params == {"time_limit_s": 1.0}
+    cpu = load_plan_config(EXAMPLES / "cluster-cpu.yaml").spec()
     assert cpu.nodes[0].device_type == "cpu" and cpu.total_devices == 2
 
 
@@ -29,7 +29,7 @@ def test_bad_config_names_the_field(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("nodes:\n  - {name: n, device_type: cpu, devices: 0, device_memory_gib: 4}\n")
     with pytest.raises(ConfigError) as e:
-        load_cluster_config(p)
+        load_plan_config(p)
     assert e.value.field == "nodes.0.devices"
 
 

@@ -1,4 +1,4 @@
-"""Planning headroom (target utilisation) and spare devices (fill_idle_devices), across planners."""
+"""Planning headroom (target utilization) and spare devices (fill_idle_devices), across planners."""
 
 from __future__ import annotations
 
@@ -14,31 +14,31 @@ FREE = ObjectiveWeights(fill_idle_devices=False)
 
 
 @pytest.mark.parametrize("name", PLANNERS)
-def test_headroom_plans_capacity_at_target_utilisation(name, mix_table, one_node):
+def test_headroom_plans_capacity_at_target_utilization(name, mix_table, one_node):
     # 24 req/s short on int4-tp1 (8 req/s per replica): 3 replicas at 100 %, ceil(24 / 5.6) = 5 at 70 %
     demand = Demand(rates_rps={SHORT: 24.0})
-    full = make_planner(name, weights=FREE.model_copy(update={"target_utilisation": 1.0})).plan(
+    full = make_planner(name, weights=FREE.model_copy(update={"target_utilization": 1.0})).plan(
         one_node, mix_table, demand)
     headroom = make_planner(name, weights=FREE).plan(one_node, mix_table, demand)
     assert full.replica_counts() == {"int4-tp1": 3}
     assert headroom.replica_counts() == {"int4-tp1": 5}
     assert headroom.slo_attainment == pytest.approx(1.0)
-    assert evaluate(headroom, one_node, mix_table, demand, None, FREE).utilisation["int4-tp1"] == pytest.approx(
+    assert evaluate(headroom, one_node, mix_table, demand, None, FREE).utilization["int4-tp1"] == pytest.approx(
         24.0 / (5 * 8.0 * 0.7))
 
 
-def test_evaluate_scores_at_target_utilisation(mix_table, one_node):
+def test_evaluate_scores_at_target_utilization(mix_table, one_node):
     demand = Demand(rates_rps={SHORT: 8.0})
     plan = make_planner("static", variant="int4-tp1", replicas=1).plan(one_node, mix_table, demand)
     assert evaluate(plan, one_node, mix_table, demand).goodput_rps == pytest.approx(5.6)  # 8 x 0.7
-    exact = ObjectiveWeights(target_utilisation=1.0)
+    exact = ObjectiveWeights(target_utilization=1.0)
     assert evaluate(plan, one_node, mix_table, demand, None, exact).goodput_rps == pytest.approx(8.0)
 
 
 @pytest.mark.parametrize("value", [0.0, -0.1, 1.5])
-def test_target_utilisation_out_of_range_is_rejected(value):
-    with pytest.raises(pydantic.ValidationError, match="target_utilisation"):
-        ObjectiveWeights(target_utilisation=value)
+def test_target_utilization_out_of_range_is_rejected(value):
+    with pytest.raises(pydantic.ValidationError, match="target_utilization"):
+        ObjectiveWeights(target_utilization=value)
 
 
 @pytest.mark.parametrize("name", PLANNERS)
@@ -55,9 +55,9 @@ def test_idle_devices_host_replicas_by_default(name, mix_table, one_node):
     assert score.device_cost_rps == 0.0 and score.capacity_value_rps > 0
     freed_score = evaluate(freed, one_node, mix_table, demand)
     assert score.spare_capacity_rps > freed_score.spare_capacity_rps
-    # routing spreads the load over the spare replicas: the busiest variant is less utilised
-    assert max(score.utilisation.values()) < max(freed_score.utilisation.values()) - 0.05
-    assert all(u > 0 for u in score.utilisation.values())
+    # routing spreads the load over the spare replicas: the busiest variant is less utilized
+    assert max(score.utilization.values()) < max(freed_score.utilization.values()) - 0.05
+    assert all(u > 0 for u in score.utilization.values())
 
 
 def test_spare_devices_get_the_variant_with_most_capacity_per_device_for_the_mix(one_node):

@@ -68,7 +68,7 @@ def test_best_static_uses_hindsight_over_the_series():
     assert best_static(cluster, table, long_heavy) == "fp16-tp4"
     # 60 req/s short: int4 serves 60, fp16 only 24 -> a few short-heavy intervals outweigh long ones
     assert best_static(cluster, table, short_heavy + long_heavy) == "int4-tp1"
-    # 16 req/s short: both variants serve it all (fp16-tp4: 2 x 12 x 0.7 target utilisation = 16.8 req/s),
+    # 16 req/s short: both variants serve it all (fp16-tp4: 2 x 12 x 0.7 target utilization = 16.8 req/s),
     # so the long intervals decide
     assert best_static(cluster, table, [Demand(rates_rps={SHORT: 16.0})] * 3 + long_heavy) == "fp16-tp4"
     with pytest.raises(PlanningError):

@@ -15,9 +15,9 @@ from oserve.policies import (
     make_planner,
     register_planner,
 )
-from oserve.policies._problem import ObjectiveWeights
 from oserve.policies.base import Allocation
 from oserve.policies.milp import MILPPlanner, _Point
+from oserve.policies.problem import ObjectiveWeights
 from oserve.testing.tables import GIB, synthetic_table
 
 SHORT, LONG = "short", "long"
@@ -26,7 +26,7 @@ PLANNERS = ["milp", "greedy", "flow"]
 # The hand-solved cases below check the planners' mechanics at the table's full capacity with idle
 # devices freed (the pre-headroom objective); the defaults (headroom, spare devices) are tested in
 # test_policies_headroom.py.
-EXACT = ObjectiveWeights(target_utilisation=1.0, fill_idle_devices=False)
+EXACT = ObjectiveWeights(target_utilization=1.0, fill_idle_devices=False)
 
 
 @pytest.mark.parametrize("name", PLANNERS)
@@ -197,7 +197,7 @@ def test_cpu_cluster_plans_on_cores():
 @pytest.mark.parametrize("weights", [None, EXACT], ids=["defaults", "exact"])
 @pytest.mark.parametrize("name", PLANNERS + ["static", "hysteresis"])
 def test_conformance(name, weights):
-    from oserve.testing.planners import check_planner
+    from oserve.testing import check_planner
 
     check_planner(make_planner(name, weights=weights))
 

@@ -10,9 +10,9 @@ from oserve.errors import ProfileError
 from oserve.profiles.capacity import build_table, class_capacity, load_point
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.roofline import estimate_start_time_s, roofline_model
-from oserve.profiles.table import SLO, ProfileTable
+from oserve.profiles.table import ProfileTable
 from oserve.profiles.variants import Variant
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME, SLO
 
 V = Variant(model="llama-3-8b", precision="fp16", tp=1, device_type="a100-80gb", max_model_len=8192)
 M = roofline_model(V)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from oserve.cli import main
-from oserve.cli.profile import make_backend
-from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 
 
@@ -30,12 +28,3 @@ def test_errors_exit_2(tmp_path, capsys) -> None:
     bad.write_text("model: x\narch: smollm2-135m\nvariants: [{precision: int4}]\n")
     assert main(["profile", str(bad), "-o", str(tmp_path / "o.json")]) == 2
     assert "variants[0].precision" in capsys.readouterr().out
-
-
-def test_unknown_backend() -> None:
-    try:
-        make_backend("tgi")
-    except ConfigError as exc:
-        assert exc.field == "backend"
-    else:  # pragma: no cover
-        raise AssertionError("expected ConfigError")

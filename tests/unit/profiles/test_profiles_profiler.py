@@ -107,7 +107,7 @@ class FakeBatchBackend(Backend):
 
 def _config() -> ProfileConfig:
     return ProfileConfig(
-        model="fake/smollm2", arch="smollm2-135m", backend="fake-batch", device_type="cpu",
+        model="fake/smollm2", arch="smollm2-135m", backend={"kind": "fake-batch"}, device_type="cpu",
         variants=[{"precision": "fp32", "devices_per_replica": 1, "max_num_seqs": 8, "max_model_len": 2048,
                    "max_num_batched_tokens": 2048},
                   {"precision": "bf16", "devices_per_replica": 2, "max_num_seqs": 8, "max_model_len": 2048,

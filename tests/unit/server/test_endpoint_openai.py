@@ -14,7 +14,7 @@ import pytest
 
 from oserve.clock import WallClock
 from oserve.testing.fake_backend import FakeReplicaOptions
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 from oserve.workload.monitor import WorkloadMonitor
 
 MODEL = "fake-model"

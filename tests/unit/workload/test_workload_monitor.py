@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from oserve.backends.base import ReplicaStats
 from oserve.clock import SimClock
 from oserve.errors import ConfigError
-from oserve.workload.classes import DEFAULT_SCHEME
+from oserve.types import DEFAULT_SCHEME
 from oserve.workload.monitor import WorkloadMonitor
 
 C = DEFAULT_SCHEME.classes

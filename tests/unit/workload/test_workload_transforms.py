@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oserve.errors import ConfigError, TraceError
+from oserve.types import DEFAULT_SCHEME, ClassScheme
 from oserve.workload.binning import rates_per_class
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
 from oserve.workload.trace import Trace
 from oserve.workload.transforms import clip_tokens, compress, merge, scale_rate, scale_tokens, window
 

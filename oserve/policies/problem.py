@@ -1,4 +1,4 @@
-"""The planning problem as arrays: what every planner solves (internal).
+"""The planning problem as arrays: what every planner solves (public: a custom planner's ``_allocate`` receives one).
 
 Nodes with the same device type, device count and device memory form a *node group*. When the
 replica sizes (devices per replica) of the variants that fit a group form a divisibility chain
@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
+from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity"]
 
@@ -29,10 +29,10 @@ class ObjectiveWeights(BaseModel):
     with ``fill_idle_devices``) - switch_cost_rps_per_s * (start time of replicas started or stopped, s)
     - device_cost_rps * devices used (only without ``fill_idle_devices``).
 
-    Every capacity the objective uses is ``target_utilisation * capacity_rps`` of the profile table:
-    the planner keeps ``1 - target_utilisation`` of each replica's SLO-constrained capacity as
+    Every capacity the objective uses is ``target_utilization * capacity_rps`` of the profile table:
+    the planner keeps ``1 - target_utilization`` of each replica's SLO-constrained capacity as
     headroom for burstiness and for the error of the table (the way Dynamo's SLA planner and Ray
-    Serve's autoscaler plan to a target utilisation, not to 100 %). Default 0.7, from
+    Serve's autoscaler plan to a target utilization, not to 100 %). Default 0.7, from
     ``bench/results/sim_capacity_check.json``: one simulated A100 replica offered 100 % of its table
     capacity met the SLO for 0-98 % of requests depending on variant and class; offered 70 % it met
     it for 82-100 %.
@@ -44,9 +44,9 @@ class ObjectiveWeights(BaseModel):
     device_cost_rps: float = Field(
         1e-3, ge=0, description="objective cost (req/s) per device used; applies only when fill_idle_devices is "
                                 "False (then devices no replica needs are freed, e.g. to save energy)")
-    target_utilisation: float = Field(
+    target_utilization: float = Field(
         0.7, gt=0, le=1, description="fraction of a replica's table capacity_rps the planner plans to use "
-                                     "(headroom 1 - target_utilisation); source: bench/results/sim_capacity_check.json")
+                                     "(headroom 1 - target_utilization); source: bench/results/sim_capacity_check.json")
     fill_idle_devices: bool = Field(
         True, description="when demand is met, idle devices still host replicas (more capacity, less queueing); "
                           "False frees them (energy saving) and charges device_cost_rps per device instead")
@@ -59,7 +59,7 @@ class ObjectiveWeights(BaseModel):
 def mix_capacity(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
     """Capacity of one replica of each variant for the demand mix, req/s (V,).
 
-    ``cap`` is (V, C) req/s (already scaled by the target utilisation), ``demand`` (C,) req/s. A replica
+    ``cap`` is (V, C) req/s (already scaled by the target utilization), ``demand`` (C,) req/s. A replica
     of ``v`` serving the mix restricted to the classes it can serve, in proportion to their demand,
     sustains ``D_v / sum_c (d_c / cap[v, c])`` req/s, where ``D_v`` is the demand of those classes; the
     result is weighted by ``D_v / D`` (the share of the mix it can serve). Zero demand counts every
@@ -98,7 +98,7 @@ class Problem:
         variants: variant names, sorted (V,).
         classes: class names in table order (C,).
         cap: ``cap[v, c]`` one replica's planning capacity, req/s (V, C): the table's ``capacity_rps``
-            times ``weights.target_utilisation``.
+            times ``weights.target_utilization``.
         dev: devices per replica (V,).
         mem: memory per device, bytes (V,).
         start_s: replica start time, s (V,).
@@ -110,6 +110,8 @@ class Problem:
         unfit: variant -> why it fits no node (only variants that fit nowhere).
         has_current: whether a current plan was given; without one nothing is switched, so (as in
             ``evaluate``) starting replicas costs nothing.
+        cluster / table / demand_spec / current_plan: the inputs the problem was built from (set by
+            :func:`build_problem`), for planners that score whole plans (e.g. the hysteresis wrapper).
     """
 
     variants: tuple[str, ...]
@@ -125,6 +127,10 @@ class Problem:
     weights: ObjectiveWeights
     unfit: dict[str, str] = field(default_factory=dict)
     has_current: bool = True
+    cluster: ClusterSpec | None = None
+    table: ProfileTable | None = None
+    demand_spec: Demand | None = None
+    current_plan: Plan | None = None
 
     @property
     def switch_cost(self) -> float:
@@ -190,7 +196,7 @@ def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, cur
     classes = tuple(table.class_names)
     vp = [table.variants[v] for v in variants]
     cap = np.array([[p.classes[c].capacity_rps if c in p.classes else 0.0 for c in classes] for p in vp],
-                   dtype=float).reshape(len(vp), len(classes)) * weights.target_utilisation
+                   dtype=float).reshape(len(vp), len(classes)) * weights.target_utilization
     dev = np.array([p.devices_per_replica for p in vp], dtype=np.int64)
     mem = np.array([p.memory_per_device_bytes for p in vp], dtype=np.int64)
     start_s = np.array([p.start_time_s for p in vp], dtype=float)
@@ -232,7 +238,8 @@ def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, cur
                 cur[vi[r.variant], gi[r.node]] += 1
     return Problem(variants=variants, classes=classes, cap=cap, dev=dev, mem=mem, start_s=start_s,
                    groups=tuple(groups), fits=fits, demand=validate_demand(table, demand), current=cur,
-                   weights=weights, unfit=unfit, has_current=current is not None)
+                   weights=weights, unfit=unfit, has_current=current is not None, cluster=cluster, table=table,
+                   demand_spec=demand, current_plan=current)
 
 
 def _fits(v_type: str, v_mem: int, v_dev: int, n_type: str, n_mem: int, n_dev: int) -> bool:

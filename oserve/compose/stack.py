@@ -1,6 +1,5 @@
-"""The composition root: builds the serving stack (backend, router, monitor, orchestrator,
-OpenAI endpoint) from a :class:`~oserve.config.ServeConfig`. The only module that imports
-concrete backends, forecasters and planners by name."""
+"""The serving stack (backend, router, monitor, orchestrator, OpenAI endpoint) built from a
+:class:`~oserve.config.ServeConfig`: what ``oserve serve``, the demo and the pytest plugin start."""
 
 from __future__ import annotations
 
@@ -8,61 +7,58 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from oserve.backends.base import Backend, ReplicaSpec
+from oserve.backends.base import Backend
 from oserve.clock import WallClock
+from oserve.compose.components import (
+    build_backend,
+    build_forecaster,
+    build_planner,
+    build_templates,
+    needs_checkpoint,
+    resolve_model_path,
+)
 from oserve.config import ServeConfig
 from oserve.errors import ConfigError
-from oserve.workload.classes import ClassScheme
 
-__all__ = ["Stack", "build_scheme", "build_templates", "resolve_model_path", "start_stack"]
+__all__ = ["Stack", "start_stack", "free_port"]
 
 log = logging.getLogger(__name__)
 
 
-def resolve_model_path(config: ServeConfig) -> str:
-    """Checkpoint folder of the configured model (builds the embedded default once)."""
-    if config.model.path == "default":
-        from oserve.models import ensure_default_model
+def _plain_text_tokenizer() -> tuple[Callable[[str | list[int]], int], Callable[[list[dict[str, str]]], str]]:
+    """Token counting and chat rendering for backends that load no checkpoint (fake, simulated):
+    a token per whitespace-separated word (as :class:`~oserve.testing.fake_backend.FakeReplica` counts),
+    chat turns rendered as ``role: content`` lines."""
 
-        return str(ensure_default_model())
-    path = config.resolve(config.model.path)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"model.path {str(path)!r} is not a Hugging Face checkpoint folder (no config.json there)",
-                          field="model.path", allowed="'default' or a folder holding config.json and the weights")
-    return str(path)
+    def count_tokens(prompt: str | list[int]) -> int:
+        return len(prompt) if isinstance(prompt, list) else len(prompt.split())
 
+    def render_chat(messages: list[dict[str, str]]) -> str:
+        return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages) + "\nassistant:"
 
-def build_scheme(config: ServeConfig) -> ClassScheme:
-    """The request-class scheme from the config's ``classes`` section."""
-    return config.classes.to_scheme()
+    return count_tokens, render_chat
 
 
-def build_templates(config: ServeConfig, model_path: str) -> dict[str, ReplicaSpec]:
-    """One :class:`ReplicaSpec` template per configured variant (placement filled in later)."""
-    out = {}
-    for name, v in config.variants.items():
-        out[name] = ReplicaSpec(
-            variant=name, model=model_path, served_model_name=config.model.served_name, dtype=v.dtype,
-            quantization=v.quantization, tensor_parallel_size=v.tensor_parallel_size,
-            pipeline_parallel_size=v.pipeline_parallel_size, max_num_seqs=v.max_num_seqs,
-            max_model_len=v.max_model_len, max_num_batched_tokens=v.max_num_batched_tokens,
-            kv_cache_bytes=v.kv_cache_bytes,
-        )
-    return out
+def _checkpoint_tokenizer(model_path: str) -> tuple[Callable[[str | list[int]], int],
+                                                     Callable[[list[dict[str, str]]], str]]:
+    """Token counting and chat template of the checkpoint's Hugging Face tokenizer."""
+    from transformers import AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
 
-def _make_backend(config: ServeConfig) -> Backend:
-    if config.backend.kind == "vllm":
-        from oserve.backends.vllm import VLLMBackend
+    def count_tokens(prompt: str | list[int]) -> int:
+        return len(prompt) if isinstance(prompt, list) else len(tokenizer.encode(prompt, add_special_tokens=False))
 
-        return VLLMBackend(start_timeout_s=config.backend.start_timeout_s,
-                           allow_core_sharing=config.orchestrator is not None)
-    raise AssertionError(f"unhandled backend kind {config.backend.kind}")  # guarded by the config's Literal
+    def render_chat(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return count_tokens, render_chat
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -130,14 +126,14 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
 
     Args:
         config: the validated config.
-        backend: engine kind to use; None builds the configured one (vLLM).
+        backend: a built backend to use; None builds ``config.backend`` from the backend registry.
+            A backend with ``needs_checkpoint = False`` (fake) loads no model and no tokenizer.
         http: also serve the app with uvicorn on ``config.server``.
 
     Raises:
         EngineStartError: a replica of the initial deployment failed to start.
         ProfileError: the orchestrator's profile table does not match the config.
     """
-    from transformers import AutoTokenizer
 
     from oserve.control.specs import spec_factory_from_templates
     from oserve.server import api_key_dependency
@@ -147,28 +143,23 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
 
     clock = WallClock()
     registry = CollectorRegistry()  # monitor and orchestrator metrics; the endpoint keeps its own
-    model_path = resolve_model_path(config)
-    scheme = build_scheme(config)
+    backend = backend or build_backend(config.backend, allow_core_sharing=config.orchestrator is not None)
+    if needs_checkpoint(backend):
+        model_path = resolve_model_path(config)
+        count_tokens, render_chat = _checkpoint_tokenizer(model_path)
+    else:
+        model_path = config.model.path
+        count_tokens, render_chat = _plain_text_tokenizer()
+    scheme = config.classes.to_scheme()
     templates = build_templates(config, model_path)
-    spec_factory = spec_factory_from_templates(templates, config.cluster)
-    backend = backend or _make_backend(config)
+    spec_factory = spec_factory_from_templates(templates, config.cluster_spec)
     router = Router()
     monitor = WorkloadMonitor(scheme, clock, registry=registry)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-
-    def count_tokens(prompt: str | list[int]) -> int:
-        return len(prompt) if isinstance(prompt, list) else len(tokenizer.encode(prompt, add_special_tokens=False))
-
-    def render_chat(messages: list[dict[str, str]]) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     stack = Stack(config=config, app=None, router=router, monitor=monitor, backend=backend, registry=registry)
     try:
         if config.orchestrator is not None:
             from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
-            from oserve.forecast import make as make_forecaster
-            from oserve.forecast import make_default
-            from oserve.policies import make_planner
             from oserve.profiles.table import ProfileTable
 
             oc = config.orchestrator
@@ -183,9 +174,7 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                         allowed=f"exactly {need} device id(s)")
             stack.orchestrator = Orchestrator.build(
                 backend,
-                make_default(**oc.forecaster.params) if oc.forecaster.kind == "default"
-                else make_forecaster(oc.forecaster.kind, **oc.forecaster.params),
-                make_planner(oc.planner.kind, **oc.planner.params), config.cluster, table,
+                build_forecaster(oc.forecaster), build_planner(oc.planner), config.cluster_spec, table,
                 router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
                 options=OrchestratorOptions(control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
                                             drain_timeout_s=oc.drain_timeout_s, min_history=oc.min_history,

@@ -1,72 +1,33 @@
-"""Compose a simulation from a config: load table and traces, build a policy, run, summarise.
+"""Compose a simulation from a :class:`~oserve.sim.config.SimConfig`: load table and traces, build a
+policy (forecaster and planner through :mod:`oserve.compose.components`), run, summarise.
 
-This is the simulator's composition root (the only module that imports the concrete forecaster
-and planner registries).
+:func:`simulate` is what ``oserve simulate`` runs.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from oserve.compose.components import build_forecaster, build_planner
 from oserve.errors import ConfigError
-from oserve.policies.plan import ClusterSpec, Demand, Plan
 from oserve.profiles.table import ProfileTable
-from oserve.sim.config import SimConfig
-from oserve.sim.engine import SimOptions, SimResult, Simulation
+from oserve.sim.config import SimConfig, load_config
+from oserve.sim.engine import SimOptions, Simulation
 from oserve.sim.metrics import summarise
 from oserve.sim.policies import PolicySpec, plain_vllm_variant, restrict_table, static_plan
-from oserve.workload.classes import DEFAULT_SCHEME, ClassScheme
+from oserve.sim.report import PolicyRun
+from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
 from oserve.workload.trace import Trace
 
-__all__ = ["PolicyRun", "build_scheme", "load_table", "load_traces", "sim_options", "run_policy",
+__all__ = ["simulate", "SimulationRuns", "load_table", "load_traces", "sim_options", "run_policy",
            "build_controller", "initial_demand"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PolicyRun:
-    """One policy's simulation.
-
-    Attributes:
-        label: the policy as given (``oserve``, ``static:V``, ``best-static``, ``plain-vllm``).
-        variant: the static variant used (static policies), else None.
-        result: the simulation result.
-        summary: :func:`oserve.sim.metrics.summarise` of it.
-        candidates: for ``best-static``: summary per variant tried.
-    """
-
-    label: str
-    variant: str | None
-    result: SimResult
-    summary: dict[str, Any]
-    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def build_scheme(cfg: SimConfig) -> ClassScheme:
-    """The class scheme of the config, with the serve config's defaults (``oserve.launch.build_scheme``):
-    two buckets per axis are named short/long, expected lengths default to bucket midpoints."""
-    c = cfg.scheme
-    ie, oe = tuple(c.input_edges), tuple(c.output_edges)
-    if ie == DEFAULT_SCHEME.input_edges and oe == DEFAULT_SCHEME.output_edges and not (
-            c.input_names or c.output_names or c.expected_input_tokens or c.expected_output_tokens):
-        return DEFAULT_SCHEME
-    n_in, n_out = len(ie) + 1, len(oe) + 1
-    in_names = tuple(c.input_names or (["short-in", "long-in"] if n_in == 2 else [f"in{i}" for i in range(n_in)]))
-    out_names = tuple(c.output_names or (["short-out", "long-out"] if n_out == 2 else
-                                         [f"out{j}" for j in range(n_out)]))
-    in_b, out_b = [0, *ie], [0, *oe]
-
-    def mid(b: list[int], i: int) -> int:
-        return max(1, (b[i] + (b[i + 1] if i + 1 < len(b) else 2 * b[i])) // 2)
-
-    exp_in = tuple(c.expected_input_tokens or [mid(in_b, i) for i in range(n_in)])
-    exp_out = tuple(c.expected_output_tokens or [mid(out_b, j) for j in range(n_out)])
-    return ClassScheme(ie, oe, in_names, out_names, exp_in, exp_out)
 
 
 def load_table(cfg: SimConfig) -> ProfileTable:
@@ -120,11 +81,8 @@ def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand
 def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme) -> Any:
     """A fresh :class:`oserve.control.controller.Controller` with the config's forecaster and planner."""
     from oserve.control.controller import Controller
-    from oserve.forecast import make as make_forecaster
-    from oserve.policies import make_planner
 
-    return Controller(make_forecaster(cfg.forecaster.name, **cfg.forecaster.params),
-                      make_planner(cfg.planner.name, **cfg.planner.params), cluster, table, scheme,
+    return Controller(build_forecaster(cfg.forecaster), build_planner(cfg.planner), cluster, table, scheme,
                       horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history)
 
 
@@ -216,3 +174,61 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
         return PolicyRun("oserve", None, res, summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s))
     raise ConfigError(f"unknown policy kind {spec.kind!r}", field="policy",
                       allowed="oserve, static:VARIANT, best-static, plain-vllm")
+
+
+@dataclass
+class SimulationRuns:
+    """What :func:`simulate` returns.
+
+    Attributes:
+        config: the simulator config.
+        trace: the replayed (merged, windowed, scaled) trace.
+        paths: the trace files.
+        seed: seed of the rate scaling.
+        scale: arrival-rate scale factor.
+        runs: one :class:`~oserve.sim.report.PolicyRun` per policy, in the order given.
+    """
+
+    config: SimConfig
+    trace: Trace
+    paths: list[str]
+    seed: int
+    scale: float
+    runs: list[PolicyRun]
+
+
+def simulate(config: SimConfig | str | Path, policies: list[str] | tuple[str, ...] = ("oserve",), *,
+             trace_paths: list[str] | None = None, seed: int | None = None, scale: float | None = None,
+             duration_s: float | None = None, progress: bool = False, best_static_top: int = 0) -> SimulationRuns:
+    """Replay a trace on the config's simulated cluster under each policy.
+
+    Args:
+        config: a :class:`~oserve.sim.config.SimConfig` or the path of its YAML file.
+        policies: ``oserve``, ``static:VARIANT``, ``best-static`` or ``plain-vllm`` (see docs/simulator.md).
+        trace_paths: trace files (default: the config's ``trace.paths``).
+        seed / scale / duration_s: override the config's ``trace`` section.
+        progress: tqdm progress bars.
+        best_static_top: see :func:`run_policy`.
+
+    Returns:
+        The runs, with the trace and settings used.
+
+    Raises:
+        ConfigError: an invalid config, no trace, an unknown policy or component.
+        TraceError: a malformed trace file.
+    """
+    from oserve.sim.policies import parse_policy
+
+    cfg = config if isinstance(config, SimConfig) else load_config(config)
+    seed = cfg.trace.seed if seed is None else seed
+    scale = cfg.trace.scale if scale is None else scale
+    duration = cfg.trace.duration_s if duration_s is None else duration_s
+    paths = list(trace_paths or [str(cfg.resolve(p)) for p in cfg.trace.paths])
+    specs = [parse_policy(x) for x in policies]
+    table = load_table(cfg)
+    scheme = cfg.classes.to_scheme()
+    cluster = cfg.cluster.spec()
+    trace = load_traces(paths, scale=scale, seed=seed, duration_s=duration)
+    runs = [run_policy(s, trace, table, cluster, scheme, cfg, seed=seed, progress=progress,
+                       best_static_top=best_static_top) for s in specs]
+    return SimulationRuns(config=cfg, trace=trace, paths=paths, seed=seed, scale=scale, runs=runs)

@@ -1,0 +1,104 @@
+"""Build components from ``{kind, params}`` configs through their registries.
+
+The only place that turns a config's component names into objects: the backend, forecaster and
+planner registries are looked up here, so ``oserve serve``, ``oserve simulate``, ``oserve plan``,
+``oserve profile`` and the demo build every component the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oserve.backends.base import Backend, ReplicaSpec
+from oserve.config import ComponentConfig, ServeConfig
+from oserve.errors import ConfigError
+from oserve.forecast.base import Forecaster
+from oserve.policies.base import Planner
+
+__all__ = ["build_backend", "build_forecaster", "build_planner", "resolve_model_path", "build_templates",
+           "needs_checkpoint"]
+
+
+def _component(spec: ComponentConfig | str) -> ComponentConfig:
+    return ComponentConfig(kind=spec) if isinstance(spec, str) else spec
+
+
+def build_backend(spec: ComponentConfig | str, **defaults: Any) -> Backend:
+    """The backend ``spec.kind`` of :mod:`oserve.backends.registry`, built with ``spec.params``.
+
+    Args:
+        spec: ``{kind, params}`` (or just the kind).
+        **defaults: constructor arguments the caller supplies unless ``params`` sets them and the
+            backend's constructor accepts them (e.g. ``allow_core_sharing`` for ``vllm``).
+
+    Raises:
+        ConfigError: unknown kind (lists the allowed ones) or parameters the backend does not accept.
+    """
+    import inspect
+
+    from oserve.backends.registry import backend_class, make_backend
+
+    spec = _component(spec)
+    accepted = inspect.signature(backend_class(spec.kind).__init__).parameters
+    extra = {k: v for k, v in defaults.items() if k in accepted and k not in spec.params}
+    return make_backend(spec.kind, **{**extra, **spec.params})
+
+
+def build_forecaster(spec: ComponentConfig | str) -> Forecaster:
+    """An unfitted forecaster of :mod:`oserve.forecast.registry` (``default`` is the live default).
+
+    Raises:
+        ConfigError: unknown kind (lists the allowed ones) or a bad hyper-parameter.
+    """
+    from oserve.forecast import make
+
+    spec = _component(spec)
+    return make(spec.kind, **spec.params)
+
+
+def build_planner(spec: ComponentConfig | str) -> Planner:
+    """A planner of the planner registry (:func:`oserve.policies.make_planner`).
+
+    Raises:
+        ConfigError: unknown kind (lists the allowed ones) or parameters the planner does not accept.
+    """
+    from oserve.policies import make_planner
+
+    spec = _component(spec)
+    return make_planner(spec.kind, **spec.params)
+
+
+def needs_checkpoint(backend: Backend) -> bool:
+    """Whether ``backend``'s replicas load the configured checkpoint (False for fake/simulated ones)."""
+    return bool(type(backend).needs_checkpoint)
+
+
+def resolve_model_path(config: ServeConfig) -> str:
+    """Checkpoint folder of the configured model (builds the embedded default once).
+
+    Raises:
+        ConfigError: ``model.path`` is not ``default`` and not a folder holding ``config.json``.
+    """
+    if config.model.path == "default":
+        from oserve.backends.embedded_model import ensure_default_model
+
+        return str(ensure_default_model())
+    path = config.resolve(config.model.path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.path {str(path)!r} is not a Hugging Face checkpoint folder (no config.json there)",
+                          field="model.path", allowed="'default' or a folder holding config.json and the weights")
+    return str(path)
+
+
+def build_templates(config: ServeConfig, model_path: str) -> dict[str, ReplicaSpec]:
+    """One :class:`ReplicaSpec` template per configured variant (placement filled in later)."""
+    out = {}
+    for name, v in config.variants.items():
+        out[name] = ReplicaSpec(
+            variant=name, model=model_path, served_model_name=config.model.served_name, dtype=v.dtype,
+            quantization=v.quantization, tensor_parallel_size=v.tensor_parallel_size,
+            pipeline_parallel_size=v.pipeline_parallel_size, max_num_seqs=v.max_num_seqs,
+            max_model_len=v.max_model_len, max_num_batched_tokens=v.max_num_batched_tokens,
+            kv_cache_bytes=v.kv_cache_bytes,
+        )
+    return out

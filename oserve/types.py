@@ -1,0 +1,277 @@
+"""Shared value types: cluster, demand, plan, SLO, plan score and request classes.
+
+Pure values (frozen pydantic models and dataclasses) with no I/O, exchanged by the planners, the
+forecasters' consumers, the profiles, the simulator, the control loop and the configs. They live in
+one module that imports nothing else from oserve but :mod:`oserve.errors`, so every layer can use
+them without import cycles.
+
+Request classes: Request classes: buckets over (input tokens, output tokens), the spatial axis of a workload.
+
+The default scheme splits input at 2,048 tokens and output at 256 tokens, giving four classes
+(``short-in/short-out``, ``short-in/long-out``, ``long-in/short-out``, ``long-in/long-out``). On the
+Azure LLM inference 2023 traces this separates the code service (prefill heavy, p50 output 13
+tokens) from the conversation service (p50 output 129 tokens).
+
+At admission a request is classified by its prompt's token count and by ``max_tokens``; when a
+request gives no ``max_tokens``, the expected output of the class its input falls into is used
+(``expected_output_tokens`` of the short-output class of that input row).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from oserve.errors import ConfigError
+
+__all__ = [
+    "NodeSpec", "ClusterSpec", "Demand", "ReplicaPlacement", "Plan", "SLO", "PlanScore",
+    "RequestClass", "ClassScheme", "DEFAULT_SCHEME",
+]
+
+
+class NodeSpec(BaseModel):
+    """One machine. On GPUs a device is a GPU; on CPU a device is a core.
+
+    TP/PP groups of a replica stay within one node.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    device_type: str = Field(..., description="'cpu' or a GPU type, e.g. 'a100-80gb'")
+    devices: int = Field(..., ge=1, description="GPUs, or CPU cores")
+    device_memory_bytes: int = Field(..., gt=0, description="memory per device (per core share on CPU)")
+
+
+class ClusterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nodes: list[NodeSpec]
+
+    @property
+    def total_devices(self) -> int:
+        return sum(n.devices for n in self.nodes)
+
+    @classmethod
+    def homogeneous(cls, n_nodes: int, devices: int, device_type: str, device_memory_bytes: int) -> ClusterSpec:
+        """``n_nodes`` identical nodes named ``node0..``."""
+        return cls(nodes=[NodeSpec(name=f"node{i}", device_type=device_type, devices=devices,
+                                   device_memory_bytes=device_memory_bytes) for i in range(n_nodes)])
+
+
+class Demand(BaseModel):
+    """Per-class arrival rate to plan for, req/s (forecast or observed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rates_rps: dict[str, float]
+
+
+class ReplicaPlacement(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    variant: str
+    node: str
+    device_ids: tuple[int, ...]
+
+
+class Plan(BaseModel):
+    """A deployment: replicas placed on devices plus per-class routing weights.
+
+    Attributes:
+        replicas: replicas to run.
+        routing: ``routing[class][variant]`` = share of that class's traffic sent to the variant's
+            replicas; for each class with any capacity the shares sum to 1.
+        predicted_goodput_rps: demand served within SLO as the planner predicts, req/s.
+        slo_attainment: predicted_goodput / total demand (1.0 for zero demand).
+        memory_used_bytes: per ``"node:device"`` key, bytes planned on that device.
+        objective: the planner's objective value (comparable across planners given the same inputs).
+        reason: human-readable explanation (binding constraint, fallback, hysteresis...).
+        planner: name of the planner that produced the plan.
+        admit_rps: per class, admission limit in req/s when demand exceeds what the plan serves.
+        devices_used: devices occupied by the replicas.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    replicas: list[ReplicaPlacement] = Field(default_factory=list)
+    routing: dict[str, dict[str, float]] = Field(default_factory=dict)
+    predicted_goodput_rps: float = 0.0
+    slo_attainment: float = 1.0
+    memory_used_bytes: dict[str, int] = Field(default_factory=dict)
+    objective: float = 0.0
+    reason: str = ""
+    planner: str = ""
+    admit_rps: dict[str, float] = Field(
+        default_factory=dict,
+        description="per class, the most req/s to admit (the rest is rejected at admission because no "
+                    "replica could serve it within SLO); classes absent are admitted in full")
+    devices_used: int = Field(0, description="devices the replicas occupy")
+    optimal: bool | None = Field(
+        None, description="True when the planner proved the plan optimal for the shared objective (MILP solved "
+                          "to its gap); None when the planner makes no such claim")
+
+    def replica_counts(self) -> dict[str, int]:
+        """Number of replicas per variant."""
+        out: dict[str, int] = {}
+        for r in self.replicas:
+            out[r.variant] = out.get(r.variant, 0) + 1
+        return out
+
+
+class SLO(BaseModel):
+    """Latency targets a request must meet to count towards goodput (p99 targets, seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ttft_s: float = Field(2.0, gt=0, description="time to first token target, s")
+    tpot_s: float = Field(0.2, gt=0, description="time per output token target, s")
+
+
+class PlanScore(BaseModel):
+    """A plan's predicted quality under :func:`evaluate`.
+
+    Attributes:
+        goodput_rps: demand served within SLO, req/s.
+        served_rps: per class, req/s served within SLO.
+        slo_attainment: goodput / total demand (1.0 when demand is zero).
+        memory_used_bytes: per ``"node:device"``, bytes planned on that device.
+        devices_used: devices the plan's replicas occupy.
+        utilization: per variant, routed load in replica-time / replicas (> 1 means overloaded).
+        switch_start_s: summed start time of replicas started or stopped relative to ``current``, s.
+        switch_cost_rps: ``switch_cost_rps_per_s * switch_start_s``.
+        device_cost_rps: ``device_cost_rps * devices_used`` (0 with ``fill_idle_devices``).
+        planned_capacity_rps: summed capacity of the plan's replicas for the demand mix, req/s.
+        spare_capacity_rps: the replicas' replica time left after their routed load, times their capacity
+            for the demand mix, req/s (see the module docstring).
+        capacity_value_rps: ``spare_capacity_value * planned_capacity_rps`` (0 without ``fill_idle_devices``).
+        objective: ``goodput_rps + capacity_value_rps - switch_cost_rps - device_cost_rps``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    goodput_rps: float
+    served_rps: dict[str, float] = Field(default_factory=dict)
+    slo_attainment: float
+    memory_used_bytes: dict[str, int] = Field(default_factory=dict)
+    devices_used: int
+    utilization: dict[str, float] = Field(default_factory=dict)
+    switch_start_s: float
+    switch_cost_rps: float
+    device_cost_rps: float
+    objective: float
+    planned_capacity_rps: float = 0.0
+    spare_capacity_rps: float = 0.0
+    capacity_value_rps: float = 0.0
+
+
+@dataclass(frozen=True)
+class RequestClass:
+    """One bucket of requests.
+
+    Attributes:
+        name: stable identifier, e.g. ``"short-in/short-out"``.
+        index: position in the scheme (row/column index of per-class arrays).
+        input_range: ``[lo, hi)`` input tokens.
+        output_range: ``[lo, hi)`` output tokens.
+        expected_input_tokens: representative input length (tokens) used by profiles/planners.
+        expected_output_tokens: representative output length (tokens).
+    """
+
+    name: str
+    index: int
+    input_range: tuple[int, int]
+    output_range: tuple[int, int]
+    expected_input_tokens: int
+    expected_output_tokens: int
+
+
+@dataclass(frozen=True)
+class ClassScheme:
+    """A grid of request classes defined by input and output token edges.
+
+    Args:
+        input_edges: increasing interior edges over input tokens, e.g. ``(2048,)``.
+        output_edges: increasing interior edges over output tokens, e.g. ``(256,)``.
+        input_names / output_names: labels per bucket (len(edges) + 1 each).
+        expected_input_tokens / expected_output_tokens: representative lengths per bucket.
+
+    Raises:
+        ConfigError: edges not strictly increasing or not positive, or label counts off.
+    """
+
+    input_edges: tuple[int, ...] = (2048,)
+    output_edges: tuple[int, ...] = (256,)
+    input_names: tuple[str, ...] = ("short-in", "long-in")
+    output_names: tuple[str, ...] = ("short-out", "long-out")
+    expected_input_tokens: tuple[int, ...] = (1024, 4096)
+    expected_output_tokens: tuple[int, ...] = (64, 512)
+    classes: tuple[RequestClass, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for axis, edges, names, expected in (
+            ("input", self.input_edges, self.input_names, self.expected_input_tokens),
+            ("output", self.output_edges, self.output_names, self.expected_output_tokens),
+        ):
+            if any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ConfigError(
+                    f"{axis}_edges must be positive and strictly increasing, got {list(edges)}",
+                    field=f"{axis}_edges", allowed="strictly increasing positive integers",
+                )
+            if len(names) != len(edges) + 1 or len(expected) != len(edges) + 1:
+                raise ConfigError(
+                    f"{axis}_names and expected_{axis}_tokens need {len(edges) + 1} entries",
+                    field=f"{axis}_names", allowed=f"exactly {len(edges) + 1} entries",
+                )
+        inf = 2**62
+        in_b = [0, *self.input_edges, inf]
+        out_b = [0, *self.output_edges, inf]
+        classes = []
+        for i, iname in enumerate(self.input_names):
+            for j, oname in enumerate(self.output_names):
+                classes.append(
+                    RequestClass(
+                        name=f"{iname}/{oname}",
+                        index=len(classes),
+                        input_range=(in_b[i], in_b[i + 1]),
+                        output_range=(out_b[j], out_b[j + 1]),
+                        expected_input_tokens=self.expected_input_tokens[i],
+                        expected_output_tokens=self.expected_output_tokens[j],
+                    )
+                )
+        object.__setattr__(self, "classes", tuple(classes))
+
+    @property
+    def names(self) -> list[str]:
+        """Class names in index order."""
+        return [c.name for c in self.classes]
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def by_name(self, name: str) -> RequestClass:
+        """Return the class called ``name``. Raises ConfigError naming the known classes."""
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise ConfigError(f"unknown request class {name!r}", field="class", allowed=", ".join(self.names))
+
+    def classify(self, input_tokens: int, output_tokens: int | None = None) -> RequestClass:
+        """Classify one request.
+
+        Args:
+            input_tokens: prompt tokens (>= 0).
+            output_tokens: ``max_tokens`` of the request, or None when absent: then the input
+                row's first output bucket's expected length is used.
+        """
+        i = bisect.bisect_right(self.input_edges, max(0, int(input_tokens)))
+        if output_tokens is None:
+            output_tokens = self.expected_output_tokens[0]
+        j = bisect.bisect_right(self.output_edges, max(0, int(output_tokens)))
+        return self.classes[i * (len(self.output_edges) + 1) + j]
+
+    def classify_many(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`classify`: arrays of shape ``(n,)`` -> class indices ``(n,)``."""
+        i = np.searchsorted(np.asarray(self.input_edges), np.asarray(input_tokens), side="right")
+        j = np.searchsorted(np.asarray(self.output_edges), np.asarray(output_tokens), side="right")
+        return (i * (len(self.output_edges) + 1) + j).astype(np.int64)
+
+
+DEFAULT_SCHEME = ClassScheme()

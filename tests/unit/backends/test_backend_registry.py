@@ -1,0 +1,57 @@
+"""The backend registry: built-in names, run-time registration, unknown and duplicate names."""
+
+from __future__ import annotations
+
+import pytest
+
+from oserve.backends.base import Backend, ReplicaSpec
+from oserve.backends.registry import available_backends, backend_class, make_backend, register_backend
+from oserve.compose import build_backend
+from oserve.config import ComponentConfig
+from oserve.errors import ConfigError
+from oserve.testing.fake_backend import FakeBackend
+
+
+class _NullBackend(Backend):
+    """A backend that starts nothing (registration tests only)."""
+
+    def __init__(self, start_timeout_s: float = 1.0) -> None:
+        self.start_timeout_s = start_timeout_s
+
+    async def start_replica(self, spec: ReplicaSpec, replica_id: str):  # pragma: no cover - never started
+        raise NotImplementedError
+
+
+def test_builtin_names_are_listed_and_fake_is_lazy_and_light() -> None:
+    assert {"vllm", "fake"} <= set(available_backends())
+    backend = make_backend("fake", options={"token_delay_s": 0.01})
+    assert isinstance(backend, FakeBackend) and backend.options.token_delay_s == 0.01
+    assert backend.needs_checkpoint is False
+    assert backend_class("fake") is FakeBackend
+
+
+def test_unknown_backend_lists_the_allowed_names() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_backend("tgi")
+    assert info.value.field == "backend.kind" and "fake" in str(info.value.allowed)
+
+
+def test_duplicate_and_bad_registrations_are_refused() -> None:
+    with pytest.raises(ConfigError, match="already registered"):
+        register_backend("fake", _NullBackend)
+    with pytest.raises(ConfigError, match="not a subclass"):
+        register_backend("not-a-backend", object)  # type: ignore[arg-type]
+    register_backend("null-test", _NullBackend)
+    with pytest.raises(ConfigError, match="already registered"):
+        register_backend("null-test", _NullBackend)
+    built = build_backend(ComponentConfig(kind="null-test", params={"start_timeout_s": 2.0}),
+                          allow_core_sharing=True)  # a default the constructor does not take is dropped
+    assert isinstance(built, _NullBackend) and built.start_timeout_s == 2.0
+
+
+def test_bad_params_name_the_backend() -> None:
+    with pytest.raises(ConfigError, match="fake") as info:
+        make_backend("fake", colour="red")
+    assert info.value.field == "backend.params"
+    with pytest.raises(ConfigError, match="options"):
+        make_backend("fake", options={"colour": "red"})

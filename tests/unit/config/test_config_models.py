@@ -1,0 +1,81 @@
+"""The config dialect: {kind, params} everywhere, one cluster model, a description on every field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import oserve.config as serve_cfg
+import oserve.sim.config as sim_cfg
+from oserve.compose import build_forecaster
+from oserve.errors import ConfigError
+from oserve.profiles.profiler import ProfileConfig, SweepConfig
+from oserve.types import DEFAULT_SCHEME, ClusterSpec, NodeSpec
+
+ROOT = Path(__file__).resolve().parents[3]
+MODELS = [serve_cfg.ComponentConfig, serve_cfg.NodeGroupConfig, serve_cfg.ClusterConfig, serve_cfg.PlanConfig,
+          serve_cfg.ModelConfig, serve_cfg.ServerConfig, serve_cfg.VariantConfig, serve_cfg.ClassesConfig,
+          serve_cfg.OrchestratorConfig, serve_cfg.ServeConfig, sim_cfg.SimConfig, sim_cfg.ControlConfig,
+          sim_cfg.SwitchingConfig, sim_cfg.RoutingConfig, sim_cfg.PlainVllmConfig, sim_cfg.TraceConfig]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_config_model_and_field_is_documented(model: type[BaseModel]) -> None:
+    _check_documented(model)
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    absent = [name for name in model.model_fields if f"`{name}`" not in doc]
+    assert not absent, f"docs/configuration.md does not list {model.__name__} fields {absent}"
+
+
+@pytest.mark.parametrize("model", [ProfileConfig, SweepConfig], ids=lambda m: m.__name__)
+def test_profile_config_models_are_documented(model: type[BaseModel]) -> None:
+    _check_documented(model)
+
+
+def _check_documented(model: type[BaseModel]) -> None:
+    assert model.__doc__ and model.__doc__.strip(), f"{model.__name__} has no docstring"
+    missing = [name for name, f in model.model_fields.items() if not f.description]
+    assert not missing, f"{model.__name__} fields without a description: {missing}"
+
+
+def test_serve_and_sim_examples_name_the_same_components_and_cluster_model() -> None:
+    serve = serve_cfg.load_config(ROOT / "examples" / "cpu-smollm2.yaml")
+    sim = sim_cfg.load_config(ROOT / "examples" / "sim-cpu-smollm2.yaml")
+    assert serve.orchestrator is not None
+    assert sim.forecaster == serve.orchestrator.forecaster and sim.forecaster.kind == "default"
+    assert sim.planner == serve.orchestrator.planner
+    assert sim.classes.to_scheme() == serve.classes.to_scheme()
+    assert [n.devices for n in sim.cluster.spec().nodes] == [n.devices for n in serve.cluster_spec.nodes]
+    assert type(build_forecaster(sim.forecaster)).__name__ == "DefaultForecaster"
+
+
+def test_old_dialects_are_refused_with_the_field_named(tmp_path: Path) -> None:
+    p = tmp_path / "sim.yaml"
+    p.write_text("table: t.json\nforecaster: {name: ewma}\n")
+    with pytest.raises(ConfigError) as info:
+        sim_cfg.load_config(p)
+    assert info.value.field is not None and info.value.field.startswith("forecaster")
+    p.write_text("table: t.json\ncluster: {nodes: 4, devices_per_node: 8}\n")
+    with pytest.raises(ConfigError) as info:
+        sim_cfg.load_config(p)
+    assert info.value.field is not None and info.value.field.startswith("cluster.nodes")
+
+
+def test_cluster_groups_expand_and_accept_a_cluster_spec() -> None:
+    cfg = serve_cfg.ClusterConfig.model_validate(
+        {"nodes": [{"name": "n", "count": 2, "device_type": "cpu", "devices": 2, "device_memory_gib": 1}]})
+    spec = cfg.spec()
+    assert [n.name for n in spec.nodes] == ["n0", "n1"] and spec.nodes[0].device_memory_bytes == 1 << 30
+    assert serve_cfg.ClusterConfig.model_validate(spec).spec() == spec
+    one = ClusterSpec(nodes=[NodeSpec(name="a", device_type="cpu", devices=1, device_memory_bytes=5)])
+    assert serve_cfg.ClusterConfig.model_validate(one).spec() == one
+    with pytest.raises(ValueError, match="node names repeat"):
+        serve_cfg.ClusterConfig.model_validate({"nodes": [
+            {"name": "a", "device_type": "cpu", "devices": 1, "device_memory_gib": 1},
+            {"name": "a", "device_type": "cpu", "devices": 1, "device_memory_gib": 1}]})
+
+
+def test_default_classes_are_the_default_scheme() -> None:
+    assert serve_cfg.ClassesConfig().to_scheme() is DEFAULT_SCHEME
