@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +42,54 @@ def _is_client_error(exc: BaseException) -> bool:
     except ImportError:  # older vLLM: no such class
         return False
     return isinstance(exc, VLLMClientError)
+
+
+_PARAMS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+           "repetition_penalty", "max_tokens", "stop", "seed", "n", "logprobs", "logit_bias")
+"""Request fields whose name leads vLLM's validation messages (``"top_k must be ..."``)."""
+
+
+def _refusal_types() -> tuple[type[BaseException], ...]:
+    """Exception types vLLM raises for a request it refuses (``VLLMClientError``, ``ValueError``)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # older vLLM: validation errors are plain ValueErrors
+        return (ValueError,)
+    return (VLLMClientError, ValueError)
+
+
+def _refusal(exc: BaseException, default_param: str | None) -> InvalidRequestError:
+    """Translate a vLLM request-validation error into a 400 naming the parameter.
+
+    vLLM's ``VLLMValidationError`` carries ``parameter`` for some checks only; for the others the
+    message starts with the parameter's name (``"presence_penalty must be in [-2, 2], got 3.0."``),
+    or names it after ``in`` (``"token_id(s) [99999] in logit_bias contain out-of-vocab ..."``).
+    """
+    text = str(exc)
+    param = getattr(exc, "parameter", None)
+    if param is None:
+        m = re.match(r"^(\w+) (?:must|cannot)\b", text) or re.search(r"\bin (\w+) contain", text)
+        if m is not None and m.group(1) in _PARAMS:
+            param = m.group(1)
+    return InvalidRequestError(f"the engine refused the request: {text}", param=param or default_param,
+                               code="invalid_value")
+
+
+def _vllm_params(params: SamplingParams) -> Any:
+    """vLLM's ``SamplingParams`` for ours; its constructor runs vLLM's own argument checks.
+
+    Raises:
+        vllm.exceptions.VLLMValidationError / ValueError: a value vLLM refuses.
+    """
+    from vllm import SamplingParams as VSamplingParams
+
+    return VSamplingParams(
+        max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+        top_k=params.top_k, min_p=params.min_p, presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty, repetition_penalty=params.repetition_penalty,
+        seed=params.seed, stop=list(params.stop) or None, ignore_eos=params.ignore_eos, n=params.n,
+        logit_bias=dict(params.logit_bias) if params.logit_bias else None,
+    )
 
 
 def _cores_to_bind(cores: tuple[int, ...]) -> str:
@@ -143,17 +192,30 @@ class VLLMReplica(Replica):
         """Apply the model's chat template, ending with the assistant generation prompt."""
         return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
-        from vllm import SamplingParams as VSamplingParams
+    def validate(self, params: SamplingParams) -> None:
+        """Run vLLM's own checks on ``params``: its ``SamplingParams`` constructor (value ranges)
+        and ``SamplingParams.verify`` (limits of this model: ``logit_bias`` ids within the
+        vocabulary), as vLLM's input processor does when a request arrives.
 
+        Raises:
+            InvalidRequestError: a value vLLM refuses; ``param`` names it.
+        """
+        try:
+            vparams = _vllm_params(params)
+            cfg = getattr(self._engine, "vllm_config", None)
+            vparams.verify(self._engine.model_config, getattr(cfg, "speculative_config", None),
+                           getattr(cfg, "structured_outputs_config", None), self._tokenizer)
+        except _refusal_types() as exc:
+            raise _refusal(exc, None) from None
+
+    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
         if self._state != "ready":
             raise ReplicaError(f"replica {self.replica_id} is {self._state}, not taking requests",
                                replica_id=self.replica_id, code="replica_not_ready")
-        vparams = VSamplingParams(
-            max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-            top_k=params.top_k, seed=params.seed, stop=list(params.stop) or None,
-            ignore_eos=params.ignore_eos, n=1,
-        )
+        try:
+            vparams = _vllm_params(params)
+        except _refusal_types() as exc:
+            raise _refusal(exc, None) from None
         engine_prompt: Any = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
         self._in_flight.add(request_id)
         self._idle.clear()
@@ -190,13 +252,12 @@ class VLLMReplica(Replica):
             await self._abort_quietly(request_id)
             raise
         except ValueError as exc:
-            # vLLM validates the request itself (prompt length, sampling values): a client error,
-            # not a replica failure to retry elsewhere.
-            raise InvalidRequestError(f"the engine refused the request: {exc}", param="prompt") from exc
+            # vLLM's input processor validates the request (prompt length, sampling values): a
+            # client error, not a replica failure to retry elsewhere.
+            raise _refusal(exc, "prompt") from exc
         except Exception as exc:  # engine death or an engine-side error
             if _is_client_error(exc):
-                raise InvalidRequestError(f"the engine refused the request: {exc}", param="prompt",
-                                          code="invalid_value") from exc
+                raise _refusal(exc, "prompt") from exc
             raise ReplicaError(f"replica {self.replica_id} failed: {type(exc).__name__}: {exc}",
                                replica_id=self.replica_id, code="engine_error") from exc
         finally:

@@ -47,7 +47,7 @@ from oserve.errors import (
 from oserve.router import Router
 from oserve.workload.classes import ClassScheme, RequestClass
 
-from .http_errors import error_payload
+from .http_errors import error_payload, internal_error_payload
 from .metrics import ServerMetrics
 from .protocol import (
     ChatChoice,
@@ -112,6 +112,7 @@ class _Job:
     first_token_s: float | None = None
     output_tokens: int = 0
     finish_reason: str | None = None
+    outcome: str | None = None
     engine_done: bool = False
     closed: bool = False
 
@@ -235,17 +236,28 @@ class OpenAIServing:
         if max_tokens is None:
             max_tokens = max(1, self.router.max_model_len(replica.replica_id) - prompt_tokens)
             needed = prompt_tokens + max_tokens
-        top_k = req.top_k if req.top_k not in (None, 0) else -1
         params = SamplingParams(
             max_tokens=max_tokens,
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
-            top_k=top_k,
+            top_k=req.top_k if req.top_k not in (None, 0) else -1,
+            min_p=req.min_p or 0.0,
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
             seed=req.seed,
             stop=req.stop_tuple(),
             ignore_eos=req.ignore_eos,
             n=1,
+            logit_bias=req.logit_bias_ids(),
         )
+        try:
+            replica.validate(params)  # the engine's own limits, before any response starts
+        except ClientError:
+            self.router.release(replica.replica_id)
+            if self.monitor is not None:
+                self.monitor.record_completion(request_id, 0, False)
+            raise
         self.metrics.in_flight.inc()
         self.metrics.prompt_tokens.inc(prompt_tokens)
         return _Job(request_id=request_id, endpoint=endpoint, prompt=prompt, prompt_param=prompt_param,
@@ -254,7 +266,11 @@ class OpenAIServing:
 
     # -- generation -------------------------------------------------------------------------
     async def _chunks(self, job: _Job) -> AsyncIterator[TokenChunk]:
-        """The engine's chunks, retrying on another replica if one fails before the first token."""
+        """The engine's chunks, retrying on another replica if one fails before the first token.
+
+        Side effects: sets ``job.outcome`` to ``"refused"`` (the engine refused the request, a
+        :class:`~oserve.errors.ClientError`) or ``"error"`` (a server fault) before re-raising.
+        """
         while True:
             replica = job.replica
             assert replica is not None
@@ -274,19 +290,36 @@ class OpenAIServing:
                         yield chunk
                 job.engine_done = True
                 return
+            except ClientError:
+                job.engine_done = True  # the engine refused it: nothing runs there to abort
+                job.outcome = "refused"
+                raise
             except ReplicaError as e:
                 job.engine_done = True
                 if job.first_token_s is not None or len(job.tried) >= self.max_retries:
+                    job.outcome = "error"
                     raise
                 log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
                             replica.replica_id, job.request_id, e.message)
                 job.tried.append(replica.replica_id)
                 self.router.release(replica.replica_id)
                 job.replica = None
-                job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
-                                                  prompt_tokens=job.prompt_tokens, prompt_param=job.prompt_param)
+                try:
+                    job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
+                                                      prompt_tokens=job.prompt_tokens,
+                                                      prompt_param=job.prompt_param)
+                    job.replica.validate(job.params)
+                except ClientError:
+                    job.outcome = "refused"
+                    raise
+                except ServerError:
+                    job.outcome = "error"
+                    raise
                 job.engine_done = False
                 self.metrics.retried.inc()
+            except Exception:  # a fault of ours or the engine's (a client disconnect is no Exception)
+                job.outcome = "error"
+                raise
 
     async def _close(self, job: _Job, *, ok: bool) -> None:
         """End a request once: abort it on the engine if still running, release it, record it."""
@@ -302,7 +335,12 @@ class OpenAIServing:
             job.finish_reason = job.finish_reason or "abort"
         if replica is not None:
             self.router.release(replica.replica_id)
-        reason = job.finish_reason or ("error" if not ok else "stop")
+        if job.outcome is not None:
+            reason = job.outcome  # "refused" (engine refusal, 4xx) or "error" (server fault)
+        elif job.finish_reason is not None:
+            reason = job.finish_reason
+        else:
+            reason = "stop" if ok else "abort"  # ended without an error of ours: the client left
         ok = ok and reason in ("stop", "length")
         self.metrics.in_flight.dec()
         self.metrics.finished.labels(job.endpoint, reason).inc()
@@ -373,6 +411,10 @@ class OpenAIServing:
                 state["ok"] = True
             except (ClientError, ServerError) as e:
                 yield _sse(error_payload(e))
+            except Exception:  # noqa: BLE001 - headers are gone: end the stream with an error event
+                log.exception("stream %s failed", job.request_id)
+                job.outcome = "error"
+                yield _sse(internal_error_payload())
             yield "data: [DONE]\n\n"
 
         body = events()
