@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +154,64 @@ class _StatsRecorder:
         return OserveStatLogger
 
 
+def _registry_bound(cls: type, registry: Any) -> type:
+    """A subclass of a ``prometheus_client`` metric class registering in ``registry`` by default."""
+
+    class Bound(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # Labelled children are built with ``_labelvalues`` and never register themselves.
+            kwargs.setdefault("registry", registry)
+            super().__init__(*args, **kwargs)
+
+    Bound.__name__ = Bound.__qualname__ = cls.__name__
+    return Bound
+
+
+def _prometheus_logger_factory(registry: Any) -> Any:
+    """vLLM's own ``PrometheusStatLogger`` writing into ``registry`` instead of the global one.
+
+    vLLM 0.32's ``AsyncLLM`` records its ``vllm:*`` metrics (``vllm:num_requests_running``,
+    ``vllm:kv_cache_usage_perc``, ``vllm:time_to_first_token_seconds``, ...) with one
+    ``PrometheusStatLogger`` per engine client, in ``prometheus_client``'s global registry, where a
+    second engine in the same process replaces the first (its constructor unregisters every
+    ``vllm:`` collector). Passing this subclass as a custom stat logger makes vLLM use it instead of
+    its default one (``StatLoggerManager`` adds the default only when no custom logger is a
+    ``PrometheusStatLogger``), so each replica keeps its own complete set, which the endpoint's
+    ``/metrics`` exports with ``replica`` and ``variant`` labels. Speculative-decoding and
+    performance counters (off unless configured) are bound to the same registry; KV/EC-connector
+    metrics exist only with a KV-transfer configuration, which oserve does not set.
+    """
+    from prometheus_client import Counter, Gauge, Histogram
+    from vllm.v1.metrics.loggers import PrometheusStatLogger
+    from vllm.v1.metrics.perf import PerfMetricsProm
+    from vllm.v1.spec_decode.metrics import SpecDecodingProm
+
+    counter = _registry_bound(Counter, registry)
+
+    class _SpecDecoding(SpecDecodingProm):
+        _counter_cls = counter
+
+    class _Perf(PerfMetricsProm):
+        _counter_cls = counter
+
+    class ReplicaPrometheusStatLogger(PrometheusStatLogger):
+        _gauge_cls = _registry_bound(Gauge, registry)
+        _counter_cls = counter
+        _histogram_cls = _registry_bound(Histogram, registry)
+        _spec_decoding_cls = _SpecDecoding
+        _perf_metrics_cls = _Perf
+
+    return ReplicaPrometheusStatLogger
+
+
 class VLLMReplica(Replica):
     """One running vLLM engine. Created by :meth:`VLLMBackend.start_replica`."""
 
     def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: _StatsRecorder,
-                 start_time_s: float, on_stop: Callable[[str], None] | None = None) -> None:
+                 start_time_s: float, on_stop: Callable[[str], None] | None = None,
+                 metrics_registry: Any = None) -> None:
         self.replica_id = replica_id
+        self.metrics_registry = metrics_registry
         self._on_stop = on_stop
         self.spec = spec
         self.start_time_s = start_time_s
@@ -178,6 +230,15 @@ class VLLMReplica(Replica):
         if self._state in ("ready", "draining") and getattr(self._engine, "errored", False):
             return "failed"
         return self._state
+
+    def engine_metrics(self) -> Iterable[Any]:
+        """vLLM's own Prometheus metric families of this engine (``vllm:*``), read now.
+
+        Returns:
+            ``prometheus_client.Metric`` families, labelled ``model_name`` and ``engine`` by vLLM;
+            none when the engine was built without the per-replica registry.
+        """
+        return () if self.metrics_registry is None else self.metrics_registry.collect()
 
     @property
     def tokenizer(self) -> Any:
@@ -371,7 +432,7 @@ class VLLMBackend(Backend):
             kwargs["gpu_memory_utilization"] = _CPU_MEMORY_UTILIZATION
         return AsyncEngineArgs(**kwargs)
 
-    def _construct(self, spec: ReplicaSpec, recorder: _StatsRecorder) -> Any:
+    def _construct(self, spec: ReplicaSpec, recorder: _StatsRecorder, registry: Any) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = self.engine_args(spec)
@@ -382,7 +443,8 @@ class VLLMBackend(Backend):
                     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _cores_to_bind(spec.cpu_cores)
                 if spec.devices is not None:
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
-                return AsyncLLM.from_engine_args(args, stat_loggers=[recorder.factory()])
+                return AsyncLLM.from_engine_args(
+                    args, stat_loggers=[recorder.factory(), _prometheus_logger_factory(registry)])
             finally:
                 for k, v in saved.items():
                     if v is None:
@@ -414,10 +476,13 @@ class VLLMBackend(Backend):
                 f"replica {replica_id}: model path {spec.model!r} does not exist", cause="bad_model_path",
                 replica_id=replica_id)
         self._check_memory(spec, replica_id)
+        from prometheus_client import CollectorRegistry
+
         recorder = _StatsRecorder()
+        registry = CollectorRegistry()
         t0 = time.monotonic()
         try:
-            engine = await asyncio.wait_for(asyncio.to_thread(self._construct, spec, recorder),
+            engine = await asyncio.wait_for(asyncio.to_thread(self._construct, spec, recorder, registry),
                                             timeout=self.start_timeout_s)
         except TimeoutError as exc:
             raise EngineStartError(f"replica {replica_id}: engine not up after {self.start_timeout_s:.0f} s",
@@ -427,7 +492,7 @@ class VLLMBackend(Backend):
             err.replica_id = replica_id
             raise err from exc
         replica = VLLMReplica(replica_id, spec, engine, recorder, start_time_s=time.monotonic() - t0,
-                              on_stop=self._free_cores)
+                              on_stop=self._free_cores, metrics_registry=registry)
         for c in spec.cpu_cores or ():
             self._cores_in_use.setdefault(c, set()).add(replica_id)
         # A first request starts vLLM's output handler on this event loop and proves the engine works.

@@ -259,7 +259,7 @@ class OpenAIServing:
                 self.monitor.record_completion(request_id, 0, False)
             raise
         self.metrics.in_flight.inc()
-        self.metrics.prompt_tokens.inc(prompt_tokens)
+        self.metrics.prompt_tokens.labels(request_class).inc(prompt_tokens)
         return _Job(request_id=request_id, endpoint=endpoint, prompt=prompt, prompt_param=prompt_param,
                     prompt_tokens=prompt_tokens, request_class=request_class, params=params,
                     needed_tokens=needed, admitted_s=admitted, replica=replica)
@@ -343,8 +343,8 @@ class OpenAIServing:
             reason = "stop" if ok else "abort"  # ended without an error of ours: the client left
         ok = ok and reason in ("stop", "length")
         self.metrics.in_flight.dec()
-        self.metrics.finished.labels(job.endpoint, reason).inc()
-        self.metrics.generation_tokens.inc(job.output_tokens)
+        self.metrics.finished.labels(job.endpoint, job.request_class, reason).inc()
+        self.metrics.generation_tokens.labels(job.request_class).inc(job.output_tokens)
         if ok:
             ttft = None if job.first_token_s is None else job.first_token_s - job.admitted_s
             self.metrics.observe_latency(job.request_class, ttft, self.clock.now() - job.admitted_s,

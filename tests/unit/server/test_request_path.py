@@ -144,8 +144,8 @@ async def test_engine_refusal_is_a_400_or_an_error_event_and_counted_as_refused(
         assert json.loads(events[-2])["error"]["param"] == "top_k"
         m = srv.app.state.metrics
         endpoint = "chat" if path == CHAT else "completions"
-        assert m.finished.labels(endpoint, "refused")._value.get() == 2
-        assert m.finished.labels(endpoint, "abort")._value.get() == 0
+        assert m.finished_total(endpoint, "refused") == 2
+        assert m.finished_total(endpoint, "abort") == 0
         assert srv.router.outstanding() == 0
 
 
@@ -164,8 +164,8 @@ async def test_stream_failing_after_headers_ends_with_error_event_and_done(serve
         r3 = await http.post(CHAT, content=_body(CHAT, "top_k", "5", False), headers={"content-type": "application/json"})
         _check_envelope(r3, 500, None)
         m = srv.app.state.metrics
-        assert m.finished.labels("chat", "error")._value.get() == 2
-        assert m.finished.labels("chat", "abort")._value.get() == 0
+        assert m.finished_total("chat", "error") == 2
+        assert m.finished_total("chat", "abort") == 0
         text = (await http.get("/metrics")).text
         assert 'oserve_requests_total{endpoint="/v1/chat/completions",status="500"} 1.0' in text
 
@@ -213,9 +213,9 @@ async def test_client_disconnect_refusal_and_fault_are_counted_apart(serve) -> N
                 break
             await asyncio.sleep(0.01)
         m = srv.app.state.metrics
-        assert m.finished.labels("completions", "abort")._value.get() == 1
-        assert m.finished.labels("completions", "refused")._value.get() == 0
-        assert m.finished.labels("completions", "error")._value.get() == 0
+        assert m.finished_total("completions", "abort") == 1
+        assert m.finished_total("completions", "refused") == 0
+        assert m.finished_total("completions", "error") == 0
         text = (await http.get("/metrics")).text
         assert 'oserve_requests_total{endpoint="/v1/completions",status="400"} 1.0' in text
 
