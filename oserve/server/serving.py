@@ -9,11 +9,19 @@ One request goes through:
    they then complete with ``ok=False``);
 4. :meth:`oserve.router.Router.acquire`: 503 when no replica is ready, 400 when the prompt plus
    ``max_tokens`` fits no ready replica's *effective* context length;
+4b. :meth:`~oserve.backends.base.Replica.validate` on the chosen replica: the engine's own checks of
+   the sampling parameters (vLLM's ``SamplingParams``), so a value the engine refuses is a 400
+   naming the parameter before any response (stream or not) starts;
 5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it
    died or was drained) before the first token, the request is retried on another replica (up to
    ``max_retries`` times); after the first token the error reaches the client (a 503 envelope, or
    an SSE ``error`` event followed by ``data: [DONE]`` when streaming);
 6. a client that disconnects (streaming or not) gets its engine request aborted, freeing the slot.
+
+A stream that fails after its headers, whatever the exception, ends with one SSE error event and
+``data: [DONE]``. Each admitted request ends counted once in ``oserve_requests_finished_total`` by
+outcome: ``stop``/``length``, ``abort`` (client disconnect), ``refused`` (engine refusal),
+``error`` (server fault).
 
 Latencies (TTFT, TPOT, E2E) are measured on the injected :class:`~oserve.clock.Clock`.
 """
