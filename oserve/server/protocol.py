@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _INT64 = 2**63 - 1
+_INT32 = 2**31 - 1  # top_k beyond: the engine's int32 tensors and its transport could not carry it
 
 
 def random_id(prefix: str) -> str:
@@ -59,7 +60,7 @@ class _RequestBase(_Model):
     """Fields shared by completion and chat requests.
 
     Bounds are vLLM's own (``vllm.SamplingParams._verify_args``, vLLM 0.32): temperature in
-    [0, 2], top_p in (0, 1], top_k -1, 0 or >= 1, min_p in [0, 1], presence and frequency penalties
+    [0, 2], top_p in (0, 1], top_k -1, 0 or >= 1 (at most 2**31 - 1), min_p in [0, 1], presence and frequency penalties
     in [-2, 2], repetition_penalty > 0, no empty stop string; ``logit_bias`` follows OpenAI (token id
     keys, values in [-100, 100]). Non-finite numbers (``1e999``, ``NaN``) are refused. Limits that
     depend on the engine (a ``logit_bias`` token id beyond the vocabulary) are checked by the replica's
@@ -71,7 +72,7 @@ class _RequestBase(_Model):
     temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False,
                                       description="a number in [0, 2] (0 is greedy)")
     top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False, description="a number in (0, 1]")
-    top_k: int | None = Field(None, ge=-1, description="-1 or 0 (off), or an integer >= 1")
+    top_k: int | None = Field(None, ge=-1, le=_INT32, description="-1 or 0 (off), or an integer in [1, 2**31 - 1]")
     min_p: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="a number in [0, 1]")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False,
                                            description="a number in [-2, 2]")

@@ -188,10 +188,13 @@ def test_engine_bounds_are_400s_before_any_stream_on_one_connection(cpu_stack) -
                 assert r.headers["content-type"].startswith("application/json")
                 assert r.json()["error"]["param"] == param, r.text
                 ports.add(r.extensions["network_stream"].get_extra_info("client_addr")[1])
-        ok = h.post("/v1/chat/completions", content=_raw_body("/v1/chat/completions", "logit_bias", '{"42": 5}', False),
-                    headers={"content-type": "application/json"})
-        assert ok.status_code == 200, ok.text  # an id inside the vocabulary is served
-        ports.add(ok.extensions["network_stream"].get_extra_info("client_addr")[1])
+        # values on the bounds are served: an id inside the vocabulary, the largest top_k accepted
+        for field, value in (("logit_bias", '{"42": 5}'), ("top_k", str(2**31 - 1)), ("temperature", "2.0"),
+                             ("presence_penalty", "-2")):
+            ok = h.post("/v1/chat/completions", content=_raw_body("/v1/chat/completions", field, value, False),
+                        headers={"content-type": "application/json"})
+            assert ok.status_code == 200, (field, value, ok.text)
+            ports.add(ok.extensions["network_stream"].get_extra_info("client_addr")[1])
     assert len(ports) == 1, "the keep-alive connection must survive every 400"
     assert cpu_stack.stack.router.outstanding() == 0
 

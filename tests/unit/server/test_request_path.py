@@ -29,6 +29,7 @@ REFUSED = [
     ("top_p", "0", "top_p"),
     ("top_p", "1.0001", "top_p"),
     ("top_k", "-2", "top_k"),
+    ("top_k", str(2**31), "top_k"),
     ("min_p", "-0.1", "min_p"),
     ("min_p", "1.5", "min_p"),
     ("presence_penalty", "2.1", "presence_penalty"),
@@ -52,7 +53,7 @@ REFUSED = [
 # Values on the bounds, which vLLM accepts: the endpoint must accept them too.
 ACCEPTED = [
     ("temperature", "2.0"), ("temperature", "0"), ("top_p", "1.0"), ("top_k", "-1"), ("top_k", "0"),
-    ("top_k", "50"), ("min_p", "1.0"), ("min_p", "0"), ("presence_penalty", "2"), ("presence_penalty", "-2"),
+    ("top_k", "50"), ("top_k", str(2**31 - 1)), ("min_p", "1.0"), ("min_p", "0"), ("presence_penalty", "2"), ("presence_penalty", "-2"),
     ("frequency_penalty", "-2"), ("frequency_penalty", "2"), ("repetition_penalty", "0.5"), ("stop", '["x"]'),
     ("seed", str(-(2**63))), ("seed", str(2**63 - 1)), ("logit_bias", '{"5": -100, "999": 100}'), ("n", "1"),
 ]
