@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -65,7 +65,26 @@ class ReplicaSpec(BaseModel):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling parameters of one request (validated by the endpoint before reaching here)."""
+    """Sampling parameters of one request.
+
+    The endpoint checks the engine-independent bounds (vLLM's, see
+    :mod:`oserve.server.protocol`); :meth:`Replica.validate` checks them against the engine's own
+    limits before the response starts.
+
+    Attributes:
+        max_tokens: output tokens at most (>= 1).
+        temperature: in [0, 2]; 0 is greedy.
+        top_p: in (0, 1].
+        top_k: -1 or 0 (off), or >= 1.
+        min_p: in [0, 1]; 0 is off.
+        presence_penalty / frequency_penalty: in [-2, 2]; 0 is off.
+        repetition_penalty: > 0; 1 is off.
+        seed: random seed (64-bit signed) or None.
+        stop: stop strings (none empty).
+        ignore_eos: keep generating past end-of-sequence.
+        n: choices per request (1).
+        logit_bias: token id -> bias in [-100, 100], or None.
+    """
 
     max_tokens: int
     temperature: float = 1.0
@@ -75,6 +94,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     n: int = 1
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: Mapping[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,19 @@ class Replica(ABC):
     @abstractmethod
     def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
         """Stream a request's output. Raises ReplicaError / RequestAbortedError on failure."""
+
+    def validate(self, params: SamplingParams) -> None:
+        """Check a request's sampling parameters against this engine's own limits.
+
+        The endpoint calls it after routing and before the response starts, so a value the engine
+        would refuse reaches the client as a 400 naming the parameter, never as a failed stream.
+        The default accepts everything the endpoint's protocol checks accepted; backends whose
+        engine has its own validator (vLLM's ``SamplingParams``) override it to run that validator.
+
+        Raises:
+            InvalidRequestError: a parameter the engine refuses (``param`` names it).
+        """
+        return  # noqa: B027 - optional hook: accepting everything is the documented default
 
     @abstractmethod
     async def abort(self, request_id: str) -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,54 @@ def _is_client_error(exc: BaseException) -> bool:
     except ImportError:  # older vLLM: no such class
         return False
     return isinstance(exc, VLLMClientError)
+
+
+_PARAMS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+           "repetition_penalty", "max_tokens", "stop", "seed", "n", "logprobs", "logit_bias")
+"""Request fields whose name leads vLLM's validation messages (``"top_k must be ..."``)."""
+
+
+def _refusal_types() -> tuple[type[BaseException], ...]:
+    """Exception types vLLM raises for a request it refuses (``VLLMClientError``, ``ValueError``)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # older vLLM: validation errors are plain ValueErrors
+        return (ValueError,)
+    return (VLLMClientError, ValueError)
+
+
+def _refusal(exc: BaseException, default_param: str | None) -> InvalidRequestError:
+    """Translate a vLLM request-validation error into a 400 naming the parameter.
+
+    vLLM's ``VLLMValidationError`` carries ``parameter`` for some checks only; for the others the
+    message starts with the parameter's name (``"presence_penalty must be in [-2, 2], got 3.0."``),
+    or names it after ``in`` (``"token_id(s) [99999] in logit_bias contain out-of-vocab ..."``).
+    """
+    text = str(exc)
+    param = getattr(exc, "parameter", None)
+    if param is None:
+        m = re.match(r"^(\w+) (?:must|cannot)\b", text) or re.search(r"\bin (\w+) contain", text)
+        if m is not None and m.group(1) in _PARAMS:
+            param = m.group(1)
+    return InvalidRequestError(f"the engine refused the request: {text}", param=param or default_param,
+                               code="invalid_value")
+
+
+def _vllm_params(params: SamplingParams) -> Any:
+    """vLLM's ``SamplingParams`` for ours; its constructor runs vLLM's own argument checks.
+
+    Raises:
+        vllm.exceptions.VLLMValidationError / ValueError: a value vLLM refuses.
+    """
+    from vllm import SamplingParams as VSamplingParams
+
+    return VSamplingParams(
+        max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+        top_k=params.top_k, min_p=params.min_p, presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty, repetition_penalty=params.repetition_penalty,
+        seed=params.seed, stop=list(params.stop) or None, ignore_eos=params.ignore_eos, n=params.n,
+        logit_bias=dict(params.logit_bias) if params.logit_bias else None,
+    )
 
 
 def _cores_to_bind(cores: tuple[int, ...]) -> str:
@@ -105,12 +154,64 @@ class _StatsRecorder:
         return OserveStatLogger
 
 
+def _registry_bound(cls: type, registry: Any) -> type:
+    """A subclass of a ``prometheus_client`` metric class registering in ``registry`` by default."""
+
+    class Bound(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # Labelled children are built with ``_labelvalues`` and never register themselves.
+            kwargs.setdefault("registry", registry)
+            super().__init__(*args, **kwargs)
+
+    Bound.__name__ = Bound.__qualname__ = cls.__name__
+    return Bound
+
+
+def _prometheus_logger_factory(registry: Any) -> Any:
+    """vLLM's own ``PrometheusStatLogger`` writing into ``registry`` instead of the global one.
+
+    vLLM 0.32's ``AsyncLLM`` records its ``vllm:*`` metrics (``vllm:num_requests_running``,
+    ``vllm:kv_cache_usage_perc``, ``vllm:time_to_first_token_seconds``, ...) with one
+    ``PrometheusStatLogger`` per engine client, in ``prometheus_client``'s global registry, where a
+    second engine in the same process replaces the first (its constructor unregisters every
+    ``vllm:`` collector). Passing this subclass as a custom stat logger makes vLLM use it instead of
+    its default one (``StatLoggerManager`` adds the default only when no custom logger is a
+    ``PrometheusStatLogger``), so each replica keeps its own complete set, which the endpoint's
+    ``/metrics`` exports with ``replica`` and ``variant`` labels. Speculative-decoding and
+    performance counters (off unless configured) are bound to the same registry; KV/EC-connector
+    metrics exist only with a KV-transfer configuration, which oserve does not set.
+    """
+    from prometheus_client import Counter, Gauge, Histogram
+    from vllm.v1.metrics.loggers import PrometheusStatLogger
+    from vllm.v1.metrics.perf import PerfMetricsProm
+    from vllm.v1.spec_decode.metrics import SpecDecodingProm
+
+    counter = _registry_bound(Counter, registry)
+
+    class _SpecDecoding(SpecDecodingProm):
+        _counter_cls = counter
+
+    class _Perf(PerfMetricsProm):
+        _counter_cls = counter
+
+    class ReplicaPrometheusStatLogger(PrometheusStatLogger):
+        _gauge_cls = _registry_bound(Gauge, registry)
+        _counter_cls = counter
+        _histogram_cls = _registry_bound(Histogram, registry)
+        _spec_decoding_cls = _SpecDecoding
+        _perf_metrics_cls = _Perf
+
+    return ReplicaPrometheusStatLogger
+
+
 class VLLMReplica(Replica):
     """One running vLLM engine. Created by :meth:`VLLMBackend.start_replica`."""
 
     def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: _StatsRecorder,
-                 start_time_s: float, on_stop: Callable[[str], None] | None = None) -> None:
+                 start_time_s: float, on_stop: Callable[[str], None] | None = None,
+                 metrics_registry: Any = None) -> None:
         self.replica_id = replica_id
+        self.metrics_registry = metrics_registry
         self._on_stop = on_stop
         self.spec = spec
         self.start_time_s = start_time_s
@@ -130,6 +231,15 @@ class VLLMReplica(Replica):
             return "failed"
         return self._state
 
+    def engine_metrics(self) -> Iterable[Any]:
+        """vLLM's own Prometheus metric families of this engine (``vllm:*``), read now.
+
+        Returns:
+            ``prometheus_client.Metric`` families, labelled ``model_name`` and ``engine`` by vLLM;
+            none when the engine was built without the per-replica registry.
+        """
+        return () if self.metrics_registry is None else self.metrics_registry.collect()
+
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
@@ -143,17 +253,30 @@ class VLLMReplica(Replica):
         """Apply the model's chat template, ending with the assistant generation prompt."""
         return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
-        from vllm import SamplingParams as VSamplingParams
+    def validate(self, params: SamplingParams) -> None:
+        """Run vLLM's own checks on ``params``: its ``SamplingParams`` constructor (value ranges)
+        and ``SamplingParams.verify`` (limits of this model: ``logit_bias`` ids within the
+        vocabulary), as vLLM's input processor does when a request arrives.
 
+        Raises:
+            InvalidRequestError: a value vLLM refuses; ``param`` names it.
+        """
+        try:
+            vparams = _vllm_params(params)
+            cfg = getattr(self._engine, "vllm_config", None)
+            vparams.verify(self._engine.model_config, getattr(cfg, "speculative_config", None),
+                           getattr(cfg, "structured_outputs_config", None), self._tokenizer)
+        except _refusal_types() as exc:
+            raise _refusal(exc, None) from None
+
+    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
         if self._state != "ready":
             raise ReplicaError(f"replica {self.replica_id} is {self._state}, not taking requests",
                                replica_id=self.replica_id, code="replica_not_ready")
-        vparams = VSamplingParams(
-            max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-            top_k=params.top_k, seed=params.seed, stop=list(params.stop) or None,
-            ignore_eos=params.ignore_eos, n=1,
-        )
+        try:
+            vparams = _vllm_params(params)
+        except _refusal_types() as exc:
+            raise _refusal(exc, None) from None
         engine_prompt: Any = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
         self._in_flight.add(request_id)
         self._idle.clear()
@@ -190,13 +313,12 @@ class VLLMReplica(Replica):
             await self._abort_quietly(request_id)
             raise
         except ValueError as exc:
-            # vLLM validates the request itself (prompt length, sampling values): a client error,
-            # not a replica failure to retry elsewhere.
-            raise InvalidRequestError(f"the engine refused the request: {exc}", param="prompt") from exc
+            # vLLM's input processor validates the request (prompt length, sampling values): a
+            # client error, not a replica failure to retry elsewhere.
+            raise _refusal(exc, "prompt") from exc
         except Exception as exc:  # engine death or an engine-side error
             if _is_client_error(exc):
-                raise InvalidRequestError(f"the engine refused the request: {exc}", param="prompt",
-                                          code="invalid_value") from exc
+                raise _refusal(exc, "prompt") from exc
             raise ReplicaError(f"replica {self.replica_id} failed: {type(exc).__name__}: {exc}",
                                replica_id=self.replica_id, code="engine_error") from exc
         finally:
@@ -310,7 +432,7 @@ class VLLMBackend(Backend):
             kwargs["gpu_memory_utilization"] = _CPU_MEMORY_UTILIZATION
         return AsyncEngineArgs(**kwargs)
 
-    def _construct(self, spec: ReplicaSpec, recorder: _StatsRecorder) -> Any:
+    def _construct(self, spec: ReplicaSpec, recorder: _StatsRecorder, registry: Any) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = self.engine_args(spec)
@@ -321,7 +443,8 @@ class VLLMBackend(Backend):
                     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _cores_to_bind(spec.cpu_cores)
                 if spec.devices is not None:
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
-                return AsyncLLM.from_engine_args(args, stat_loggers=[recorder.factory()])
+                return AsyncLLM.from_engine_args(
+                    args, stat_loggers=[recorder.factory(), _prometheus_logger_factory(registry)])
             finally:
                 for k, v in saved.items():
                     if v is None:
@@ -353,10 +476,13 @@ class VLLMBackend(Backend):
                 f"replica {replica_id}: model path {spec.model!r} does not exist", cause="bad_model_path",
                 replica_id=replica_id)
         self._check_memory(spec, replica_id)
+        from prometheus_client import CollectorRegistry
+
         recorder = _StatsRecorder()
+        registry = CollectorRegistry()
         t0 = time.monotonic()
         try:
-            engine = await asyncio.wait_for(asyncio.to_thread(self._construct, spec, recorder),
+            engine = await asyncio.wait_for(asyncio.to_thread(self._construct, spec, recorder, registry),
                                             timeout=self.start_timeout_s)
         except TimeoutError as exc:
             raise EngineStartError(f"replica {replica_id}: engine not up after {self.start_timeout_s:.0f} s",
@@ -366,7 +492,7 @@ class VLLMBackend(Backend):
             err.replica_id = replica_id
             raise err from exc
         replica = VLLMReplica(replica_id, spec, engine, recorder, start_time_s=time.monotonic() - t0,
-                              on_stop=self._free_cores)
+                              on_stop=self._free_cores, metrics_registry=registry)
         for c in spec.cpu_cores or ():
             self._cores_in_use.setdefault(c, set()).add(replica_id)
         # A first request starts vLLM's output handler on this event loop and proves the engine works.

@@ -13,6 +13,7 @@ __all__ = ["register", "run"]
 
 _SUMMARY_LINES = (
     ("requests", "Requests sent", "{:d}"),
+    ("skipped_failed", "Failed trace rows skipped", "{:d}"),
     ("completed", "Successful requests", "{:d}"),
     ("failed", "Failed requests (incl. refused)", "{:d}"),
     ("refused", "Refused requests (HTTP 429/503)", "{:d}"),
@@ -70,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", default="auto", choices=["auto", "aiohttp", "httpx"], help="HTTP client")
     p.add_argument("--api-key", default=None, help="bearer token")
     p.add_argument("--seed", type=int, default=0, help="prompt synthesis seed")
+    p.add_argument("--include-failed", action="store_true",
+                   help="also send the rows the trace marks as failed (BurstGPT: 0 response tokens; any format: "
+                   "0 output tokens); by default they are skipped and counted, as vLLM's BurstGPT loader does")
     p.set_defaults(func=run)
 
 
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         result = asyncio.run(replay(
             trace, args.url, args.model, time_scale=args.time_scale, duration_s=args.duration, slo=slo,
             tokenizer=args.tokenizer, ignore_eos=not args.no_ignore_eos, timeout_s=args.timeout,
-            api_key=args.api_key, seed=args.seed, transport=args.transport,
+            api_key=args.api_key, seed=args.seed, transport=args.transport, include_failed=args.include_failed,
         ))
     except (TraceError, ConfigError) as exc:
         print(f"oserve replay: error: {exc}", file=sys.stderr)

@@ -23,9 +23,9 @@ from oserve.errors import AuthenticationError, ConfigError
 from oserve.server.router import Router
 from oserve.types import DEFAULT_SCHEME, ClassScheme
 
-from .body import read_model
+from .body import BodyDrain, read_model
 from .chat_template import render_plain_chat
-from .http_errors import error_response, install_exception_handlers
+from .http_errors import OuterErrorGuard, error_response, install_exception_handlers
 from .metrics import ServerMetrics
 from .protocol import ChatCompletionRequest, CompletionRequest
 from .serving import AdmissionMonitor, OpenAIServing, PromptRenderer, TokenCounter
@@ -41,7 +41,8 @@ _ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health"
 
 
 class _StatusCounter:
-    """ASGI middleware counting answered HTTP requests by endpoint and status."""
+    """ASGI middleware counting answered HTTP requests by endpoint and status (the outermost one,
+    so 500s from :class:`~oserve.server.http_errors.OuterErrorGuard` count too)."""
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
@@ -204,5 +205,7 @@ def create_app(
     auth = api_key_dependency(api_key)
     app.state.auth = auth
     app.include_router(_routes(auth))
-    app.add_middleware(_StatusCounter, metrics=metrics)
+    app.add_middleware(OuterErrorGuard)  # answers unexpected errors with a 500 envelope ...
+    app.add_middleware(BodyDrain)  # reads what an early answer left unread (no connection reset)
+    app.add_middleware(_StatusCounter, metrics=metrics)  # ... that this outer one counts
     return app

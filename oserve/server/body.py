@@ -11,6 +11,11 @@ Checks, in order (each raises an :mod:`oserve.errors` client error):
 4. the text is JSON (an object); else 400 ``param="body"`` with line and column;
 5. the object validates against the model; else 400 whose ``param`` is the first bad field's path
    (``"temperature"``, ``"messages.0.role"``).
+
+A body refused before it was read (too large, wrong content type, bad API key, unknown route) is
+read and thrown away before the answer starts by :class:`BodyDrain`, up to
+:data:`DISCARD_LIMIT_BYTES`: a server that closes a connection with unread bytes makes the kernel
+send a TCP reset, and the client sees "connection reset" instead of the 4xx answer.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oserve.errors import InvalidRequestError, RequestTooLargeError
 
-__all__ = ["read_model"]
+__all__ = ["read_model", "BodyDrain", "DISCARD_LIMIT_BYTES"]
+
+DISCARD_LIMIT_BYTES = 256 * 1024 * 1024
+"""Most bytes of an unread request body :class:`BodyDrain` reads and discards (256 MiB); past
+that the connection is closed (the client may then see a reset)."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,6 +52,49 @@ async def _read_limited(request: Request, max_body_bytes: int) -> bytes:
                                        param="body", code="body_too_large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class BodyDrain:
+    """ASGI middleware reading and discarding what the app left unread of a request body before
+    its answer starts.
+
+    A server that answers early (413, a bad API key, a wrong content type) and then closes the
+    connection (uvicorn does after its keep-alive timeout, counted from the answer) while the client
+    is still sending makes the kernel reset the connection: the client sees "connection reset"
+    instead of the answer. Reading the rest first lets the client finish sending and then read the
+    answer, and the keep-alive connection stays usable. Stops after ``limit_bytes`` or when the
+    client disconnects.
+
+    Args:
+        app: the wrapped ASGI app.
+        limit_bytes: most bytes to discard per request.
+    """
+
+    def __init__(self, app: ASGIApp, limit_bytes: int = DISCARD_LIMIT_BYTES) -> None:
+        self.app = app
+        self.limit_bytes = limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        done = False
+
+        async def tracking_receive() -> Message:
+            nonlocal done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        async def draining_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not done:
+                discarded = 0
+                while not done and discarded <= self.limit_bytes:
+                    discarded += len((await tracking_receive()).get("body", b""))
+            await send(message)
+
+        await self.app(scope, tracking_receive, draining_send)
 
 
 def _param_of(loc: tuple[int | str, ...]) -> str:

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _INT64 = 2**63 - 1
+_INT32 = 2**31 - 1  # top_k beyond: the engine's int32 tensors and its transport could not carry it
 
 
 def random_id(prefix: str) -> str:
@@ -56,22 +57,53 @@ class StreamOptions(_Model):
 
 
 class _RequestBase(_Model):
-    """Fields shared by completion and chat requests."""
+    """Fields shared by completion and chat requests.
+
+    Bounds are vLLM's own (``vllm.SamplingParams._verify_args``, vLLM 0.32): temperature in
+    [0, 2], top_p in (0, 1], top_k -1, 0 or >= 1 (at most 2**31 - 1), min_p in [0, 1], presence and frequency penalties
+    in [-2, 2], repetition_penalty > 0, no empty stop string; ``logit_bias`` follows OpenAI (token id
+    keys, values in [-100, 100]). Non-finite numbers (``1e999``, ``NaN``) are refused. Limits that
+    depend on the engine (a ``logit_bias`` token id beyond the vocabulary) are checked by the replica's
+    :meth:`~oserve.backends.base.Replica.validate` before the response starts.
+    """
 
     model: str | None = None
     n: int = Field(1, ge=1, le=1, description="1 (oserve supports one choice per request)")
-    temperature: float | None = Field(None, ge=0.0, description=">= 0 (0 is greedy)")
-    top_p: float | None = Field(None, gt=0.0, le=1.0, description="(0, 1]")
-    top_k: int | None = Field(None, ge=-1, description=">= -1 (-1 or 0 turn top-k off)")
-    seed: int | None = Field(None, ge=-_INT64 - 1, le=_INT64)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False,
+                                      description="a number in [0, 2] (0 is greedy)")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False, description="a number in (0, 1]")
+    top_k: int | None = Field(None, ge=-1, le=_INT32, description="-1 or 0 (off), or an integer in [1, 2**31 - 1]")
+    min_p: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="a number in [0, 1]")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False,
+                                           description="a number in [-2, 2]")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False,
+                                            description="a number in [-2, 2]")
+    repetition_penalty: float | None = Field(None, gt=0.0, allow_inf_nan=False,
+                                             description="a finite number > 0 (1 is off)")
+    seed: int | None = Field(None, ge=-_INT64 - 1, le=_INT64, description="a 64-bit signed integer")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
     user: str | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if v == "" or isinstance(v, list) and any(not s for s in v):
+            raise ValueError("stop strings must not be empty")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_id_biases(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (v or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"keys must be token ids (integers >= 0), got {key!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"biases must be in [-100, 100], got {bias!r} for token {key}")
+        return v
 
     def stop_tuple(self) -> tuple[str, ...]:
         """``stop`` as a tuple of strings."""
@@ -79,16 +111,13 @@ class _RequestBase(_Model):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    def logit_bias_ids(self) -> dict[int, float] | None:
+        """``logit_bias`` with integer token ids (None when unset or empty)."""
+        return {int(k): float(b) for k, b in self.logit_bias.items()} if self.logit_bias else None
+
     def unsupported(self) -> list[str]:
         """Names of fields set to values oserve cannot honour (each a 400)."""
-        bad = []
-        if self.presence_penalty not in (None, 0, 0.0):
-            bad.append("presence_penalty")
-        if self.frequency_penalty not in (None, 0, 0.0):
-            bad.append("frequency_penalty")
-        if self.logit_bias:
-            bad.append("logit_bias")
-        return bad
+        return []
 
 
 class CompletionRequest(_RequestBase):

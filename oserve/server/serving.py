@@ -9,12 +9,20 @@ One request goes through:
    they then complete with ``ok=False``);
 4. :meth:`oserve.server.router.Router.acquire`: 503 when no replica is ready, 400 when the prompt plus
    ``max_tokens`` fits no ready replica's *effective* context length;
+4b. :meth:`~oserve.backends.base.Replica.validate` on the chosen replica: the engine's own checks of
+   the sampling parameters (vLLM's ``SamplingParams``), so a value the engine refuses is a 400
+   naming the parameter before any response (stream or not) starts;
 5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it
    died or was drained) before the first token, the request is retried on another replica (up to
    ``max_retries`` times); after the first token the error reaches the client (a 503 envelope, or
    an SSE ``error`` event followed by ``data: [DONE]`` when streaming). Either way the error is
    reported at once to the ``on_replica_error`` hook (the orchestrator health-checks the replica);
 6. a client that disconnects (streaming or not) gets its engine request aborted, freeing the slot.
+
+A stream that fails after its headers, whatever the exception, ends with one SSE error event and
+``data: [DONE]``. Each admitted request ends counted once in ``oserve_requests_finished_total`` by
+outcome: ``stop``/``length``, ``abort`` (client disconnect), ``refused`` (engine refusal),
+``error`` (server fault).
 
 Latencies (TTFT, TPOT, E2E) are measured on the injected :class:`~oserve.clock.Clock`.
 """
@@ -48,7 +56,7 @@ from oserve.errors import (
 from oserve.server.router import Router
 from oserve.types import ClassScheme, RequestClass
 
-from .http_errors import error_payload
+from .http_errors import error_payload, internal_error_payload
 from .metrics import ServerMetrics
 from .protocol import (
     ChatChoice,
@@ -113,6 +121,7 @@ class _Job:
     first_token_s: float | None = None
     output_tokens: int = 0
     finish_reason: str | None = None
+    outcome: str | None = None
     engine_done: bool = False
     closed: bool = False
 
@@ -242,26 +251,41 @@ class OpenAIServing:
         if max_tokens is None:
             max_tokens = max(1, self.router.max_model_len(replica.replica_id) - prompt_tokens)
             needed = prompt_tokens + max_tokens
-        top_k = req.top_k if req.top_k not in (None, 0) else -1
         params = SamplingParams(
             max_tokens=max_tokens,
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
-            top_k=top_k,
+            top_k=req.top_k if req.top_k not in (None, 0) else -1,
+            min_p=req.min_p or 0.0,
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
             seed=req.seed,
             stop=req.stop_tuple(),
             ignore_eos=req.ignore_eos,
             n=1,
+            logit_bias=req.logit_bias_ids(),
         )
+        try:
+            replica.validate(params)  # the engine's own limits, before any response starts
+        except ClientError:
+            self.router.release(replica.replica_id)
+            if self.monitor is not None:
+                self.monitor.record_completion(request_id, 0, False)
+            raise
         self.metrics.in_flight.inc()
-        self.metrics.prompt_tokens.inc(prompt_tokens)
+        self.metrics.prompt_tokens.labels(request_class).inc(prompt_tokens)
         return _Job(request_id=request_id, endpoint=endpoint, prompt=prompt, prompt_param=prompt_param,
                     prompt_tokens=prompt_tokens, request_class=request_class, params=params,
                     needed_tokens=needed, admitted_s=admitted, replica=replica)
 
     # -- generation -------------------------------------------------------------------------
     async def _chunks(self, job: _Job) -> AsyncIterator[TokenChunk]:
-        """The engine's chunks, retrying on another replica if one fails before the first token."""
+        """The engine's chunks, retrying on another replica if one fails before the first token.
+
+        Side effects: sets ``job.outcome`` to ``"refused"`` (the engine refused the request, a
+        :class:`~oserve.errors.ClientError`) or ``"error"`` (a server fault) before re-raising.
+        """
         while True:
             replica = job.replica
             assert replica is not None
@@ -281,20 +305,37 @@ class OpenAIServing:
                         yield chunk
                 job.engine_done = True
                 return
+            except ClientError:
+                job.engine_done = True  # the engine refused it: nothing runs there to abort
+                job.outcome = "refused"
+                raise
             except ReplicaError as e:
                 job.engine_done = True
                 self._report(replica.replica_id, e)
                 if job.first_token_s is not None or len(job.tried) >= self.max_retries:
+                    job.outcome = "error"
                     raise
                 log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
                             replica.replica_id, job.request_id, e.message)
                 job.tried.append(replica.replica_id)
                 self.router.release(replica.replica_id)
                 job.replica = None
-                job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
-                                                  prompt_tokens=job.prompt_tokens, prompt_param=job.prompt_param)
+                try:
+                    job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
+                                                      prompt_tokens=job.prompt_tokens,
+                                                      prompt_param=job.prompt_param)
+                    job.replica.validate(job.params)
+                except ClientError:
+                    job.outcome = "refused"
+                    raise
+                except ServerError:
+                    job.outcome = "error"
+                    raise
                 job.engine_done = False
                 self.metrics.retried.inc()
+            except Exception:  # a fault of ours or the engine's (a client disconnect is no Exception)
+                job.outcome = "error"
+                raise
 
     def _report(self, replica_id: str, error: ReplicaError) -> None:
         """Tell the composition's ``on_replica_error`` hook; a failing hook is logged, never raised."""
@@ -319,11 +360,16 @@ class OpenAIServing:
             job.finish_reason = job.finish_reason or "abort"
         if replica is not None:
             self.router.release(replica.replica_id)
-        reason = job.finish_reason or ("error" if not ok else "stop")
+        if job.outcome is not None:
+            reason = job.outcome  # "refused" (engine refusal, 4xx) or "error" (server fault)
+        elif job.finish_reason is not None:
+            reason = job.finish_reason
+        else:
+            reason = "stop" if ok else "abort"  # ended without an error of ours: the client left
         ok = ok and reason in ("stop", "length")
         self.metrics.in_flight.dec()
-        self.metrics.finished.labels(job.endpoint, reason).inc()
-        self.metrics.generation_tokens.inc(job.output_tokens)
+        self.metrics.finished.labels(job.endpoint, job.request_class, reason).inc()
+        self.metrics.generation_tokens.labels(job.request_class).inc(job.output_tokens)
         if ok:
             ttft = None if job.first_token_s is None else job.first_token_s - job.admitted_s
             self.metrics.observe_latency(job.request_class, ttft, self.clock.now() - job.admitted_s,
@@ -390,6 +436,10 @@ class OpenAIServing:
                 state["ok"] = True
             except (ClientError, ServerError) as e:
                 yield _sse(error_payload(e))
+            except Exception:  # noqa: BLE001 - headers are gone: end the stream with an error event
+                log.exception("stream %s failed", job.request_id)
+                job.outcome = "error"
+                yield _sse(internal_error_payload())
             yield "data: [DONE]\n\n"
 
         body = events()

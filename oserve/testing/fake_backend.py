@@ -57,6 +57,9 @@ class FakeReplicaOptions:
             (``finish_reason="stop"``) unless the request sets ``ignore_eos``; None: never.
         die_after_tokens: the replica dies (state ``"failed"``) once it has emitted this many
             output tokens over all requests; None: never.
+        vocab_size: token ids the fake model knows (its output ids are ``k % 1000``);
+            :meth:`FakeReplica.validate` refuses a ``logit_bias`` id outside ``[0, vocab_size)``,
+            as vLLM does for its model's vocabulary.
     """
 
     token_delay_s: float = 0.0
@@ -65,6 +68,7 @@ class FakeReplicaOptions:
     tokenization: Literal["whitespace", "char"] = "whitespace"
     eos_after_tokens: int | None = None
     die_after_tokens: int | None = None
+    vocab_size: int = 1000
 
 
 @dataclass
@@ -120,6 +124,14 @@ class FakeReplica(Replica):
         if self.options.tokenization == "char":
             return len(prompt)
         return len(prompt.split())
+
+    def validate(self, params: SamplingParams) -> None:
+        """Refuse ``logit_bias`` token ids outside the fake vocabulary (400 ``param="logit_bias"``)."""
+        bad = sorted(t for t in params.logit_bias or {} if not 0 <= t < self.options.vocab_size)
+        if bad:
+            raise InvalidRequestError(
+                f"token id(s) {bad} in logit_bias are outside the vocabulary of {self.options.vocab_size} tokens",
+                param="logit_bias", code="invalid_value")
 
     def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
         return self._generate(request_id, prompt, params)

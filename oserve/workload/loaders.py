@@ -4,12 +4,20 @@ Supported formats (``fmt`` of :func:`load_trace`):
 
 - ``"azure"``: Azure LLM inference traces (2023 code / conversation CSVs, the 2024 week-long files
   have the same columns): ``TIMESTAMP`` (``YYYY-MM-DD HH:MM:SS.fffffff``, 7 fractional digits),
-  ``ContextTokens``, ``GeneratedTokens``.
+  ``ContextTokens``, ``GeneratedTokens``. Rows with zero generated tokens are flagged in
+  ``Trace.failed``.
 - ``"burstgpt"``: BurstGPT CSV: ``Timestamp`` (seconds), ``Model``, ``Request tokens``,
   ``Response tokens``, ``Total tokens``, ``Log Type``. Rows with zero response tokens are failures:
   kept, flagged in ``Trace.failed``. The ``Model`` column becomes the source tag.
 - ``"mooncake"``: Mooncake JSONL: ``timestamp`` (milliseconds), ``input_length``,
-  ``output_length``, ``hash_ids`` (kept in ``meta["hash_ids"]``).
+  ``output_length``, ``hash_ids`` (kept in ``meta["hash_ids"]``). Rows with zero output tokens are
+  flagged in ``Trace.failed``.
+
+A row that records no generated token describes a request that failed (or was cut before its
+first token), not a workload to reproduce: every loader flags it in ``Trace.failed`` (BurstGPT's
+README defines its zero-response rows as failures; vLLM's BurstGPT loader drops them), and
+:func:`oserve.workload.replay.replay` skips flagged rows unless asked to include them. Formats
+without such rows leave ``Trace.failed`` None.
 - ``"generic"``: any CSV or JSONL with a column mapping (see :func:`load_generic`).
 
 Every loader returns arrival times in seconds from the first request, sorted; rows out of order
@@ -189,6 +197,12 @@ def _jsonl_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, di
             yield i, rec
 
 
+def _zero_output(out: list[int]) -> list[bool] | None:
+    """``failed`` flags for rows with no output token (None when there is none)."""
+    flags = [o == 0 for o in out]
+    return flags if any(flags) else None
+
+
 def _finish(
     path: Path,
     name: str | None,
@@ -267,7 +281,7 @@ def load_azure(path: str | Path, *, source: str | None = None, name: str | None 
         low = p.name.lower()
         source = "code" if "code" in low else "conv" if "conv" in low else None
     src = [source] * len(times) if source is not None else None
-    return _finish(p, name, times, inp, out, src, None, {"format": "azure"}, epoch=True)
+    return _finish(p, name, times, inp, out, src, _zero_output(out), {"format": "azure"}, epoch=True)
 
 
 def load_burstgpt(path: str | Path, *, name: str | None = None) -> Trace:
@@ -318,7 +332,7 @@ def load_mooncake(path: str | Path, *, name: str | None = None) -> Trace:
         inp.append(_int_tokens(rec["input_length"], sp, i, "input_length"))
         out.append(_int_tokens(rec["output_length"], sp, i, "output_length"))
         hashes.append(rec.get("hash_ids"))
-    return _finish(p, name, times, inp, out, None, None, {"format": "mooncake"}, epoch=False,
+    return _finish(p, name, times, inp, out, None, _zero_output(out), {"format": "mooncake"}, epoch=False,
                    extra={"hash_ids": hashes})
 
 

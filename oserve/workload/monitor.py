@@ -140,12 +140,6 @@ class WorkloadMonitor:
         names = scheme.names
         admitted = Counter("requests_admitted", "Requests admitted, by request class", ["request_class"],
                            namespace=namespace, registry=self.registry)
-        completed = Counter("requests_completed", "Requests completed, by request class and status",
-                            ["request_class", "status"], namespace=namespace, registry=self.registry)
-        in_tok = Counter("input_tokens", "Prompt tokens admitted, by request class", ["request_class"],
-                         namespace=namespace, registry=self.registry)
-        out_tok = Counter("output_tokens", "Output tokens of completed requests, by request class",
-                          ["request_class"], namespace=namespace, registry=self.registry)
         in_flight = Gauge("requests_in_flight", "Requests admitted and not completed, by request class",
                           ["request_class"], namespace=namespace, registry=self.registry)
         self._g_rate = Gauge("arrival_rate_rps", "Admissions per second over the monitor window, by request class",
@@ -160,10 +154,6 @@ class WorkloadMonitor:
                               ["replica"], namespace=namespace, registry=self.registry)
         # pre-bound children: labels() lookups are too slow for the request path
         self._c_admitted = [admitted.labels(n) for n in names]
-        self._c_ok = [completed.labels(n, "ok") for n in names]
-        self._c_failed = [completed.labels(n, "failed") for n in names]
-        self._c_in = [in_tok.labels(n) for n in names]
-        self._c_out = [out_tok.labels(n) for n in names]
         self._g_in_flight = [in_flight.labels(n) for n in names]
 
     # ------------------------------------------------------------------ bins
@@ -212,7 +202,6 @@ class WorkloadMonitor:
         self._in_flight[j] += 1
         self._requests[request_id] = [j, now, None]
         self._c_admitted[j].inc()
-        self._c_in[j].inc(input_tokens)
         self._g_in_flight[j].inc()
 
     def record_first_token(self, request_id: str) -> None:
@@ -243,12 +232,8 @@ class WorkloadMonitor:
         b[_OUT][j] += output_tokens
         self._in_flight[j] -= 1
         self._g_in_flight[j].dec()
-        self._c_out[j].inc(output_tokens)
-        if ok:
-            self._c_ok[j].inc()
-        else:
+        if not ok:
             b[_FAIL][j] += 1
-            self._c_failed[j].inc()
 
     def update_replica_stats(self, replica_id: str, stats: ReplicaStats | None,
                              counters: dict[str, float] | None = None) -> None:

@@ -16,6 +16,12 @@ last response. Goodput counts completed requests meeting every given SLO (TTFT, 
 second; SLO attainment is that count over *all* requests sent (failed and refused requests count
 as misses). Failed and refused requests are counted, never dropped.
 
+Rows the trace marks as failed (``Trace.failed``: BurstGPT rows with zero response tokens, rows of
+any format with zero output tokens) record no workload to reproduce; they are skipped by default,
+as vLLM's own BurstGPT loader does (``vllm/benchmarks/datasets.py``, ``BurstGPTDataset`` keeps
+``Response tokens > 0``), and counted in the summary as ``skipped_failed``. With
+``include_failed=True`` they are sent with ``max_tokens = max(1, output tokens)``.
+
 Prompt synthesis:
 
 - With a tokenizer (``tokenizer=`` a local Hugging Face folder or a loaded tokenizer): random
@@ -475,6 +481,7 @@ async def replay(
     seed: int = 0,
     transport: str = "auto",
     on_record: Callable[[RequestRecord], None] | None = None,
+    include_failed: bool = False,
 ) -> ReplayResult:
     """Replay a trace open-loop against an OpenAI-compatible completions endpoint.
 
@@ -498,9 +505,12 @@ async def replay(
             less CPU per streamed request than httpx, which matters at hundreds of req/s) or
             ``"auto"`` (aiohttp when installed, else httpx).
         on_record: called with each finished record (e.g. to feed a progress bar).
+        include_failed: also send the rows ``trace.failed`` marks (default: skip them; the summary's
+            ``skipped_failed`` counts them).
 
     Returns:
-        :class:`ReplayResult` with one record per request sent and the :func:`summarize` summary.
+        :class:`ReplayResult` with one record per request sent and the :func:`summarize` summary
+        (plus ``skipped_failed``: failed rows within ``duration_s`` that were not sent).
 
     Raises:
         ConfigError: bad ``time_scale``/``duration_s``/``slo``/``transport``, no request to send, or
@@ -520,6 +530,12 @@ async def replay(
     if n == 0:
         raise ConfigError("no request is scheduled within duration_s", field="duration_s",
                           allowed=f"> {float(sched[0])} seconds")
+    failed = np.zeros(n, dtype=bool) if trace.failed is None else np.asarray(trace.failed[:n], dtype=bool)
+    rows = np.arange(n) if include_failed else np.flatnonzero(~failed)
+    skipped = 0 if include_failed else int(failed.sum())
+    if rows.size == 0:
+        raise ConfigError(f"all {n} requests to send are marked failed in the trace", field="include_failed",
+                          allowed="True to send failed rows, or a trace with successful rows")
     builder = prompt_builder or PromptBuilder(tokenizer, seed=seed)
     classes = scheme.classify_many(trace.input_tokens[:n], trace.output_tokens[:n])
     names = scheme.names
@@ -529,7 +545,7 @@ async def replay(
     # prompts are synthesised before the clock starts so the sending loop only sends
     bodies: list[dict[str, Any]] = []
     records: list[RequestRecord] = []
-    for i in range(n):
+    for i in (int(r) for r in rows):
         n_in = int(trace.input_tokens[i])
         n_out = max(1, int(trace.output_tokens[i]))
         records.append(RequestRecord(
@@ -576,7 +592,7 @@ async def replay(
         gc.freeze()
         try:
             t0 = time.perf_counter()
-            for i in range(n):
+            for i in range(len(records)):
                 delay = records[i].scheduled_s - (time.perf_counter() - t0)
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -588,7 +604,7 @@ async def replay(
         duration = max(ends) if ends else time.perf_counter() - t0
     summary = summarize(records, duration, slo_d)
     summary.update({"model": model, "url": endpoint, "time_scale": time_scale, "transport": kind,
-                    "prompt_tokens_exact": builder.exact, "trace": trace.name})
+                    "prompt_tokens_exact": builder.exact, "trace": trace.name, "skipped_failed": skipped})
     return ReplayResult(records=records, summary=summary)
 
 

@@ -155,3 +155,62 @@ def test_no_ready_replica_gives_503_with_retry_after(cpu_stack) -> None:
 def test_metrics_exposed(cpu_stack) -> None:
     text = httpx.get(cpu_stack.url + "/metrics").text
     assert "oserve_" in text
+
+
+# Values vLLM's own validator refuses (vllm.SamplingParams, and SamplingParams.verify for the
+# vocabulary of SmolLM2: 49152 tokens), each expected as a 400 naming the parameter.
+ENGINE_BOUNDS = [
+    ("/v1/completions", "temperature", "2.5", "temperature"),
+    ("/v1/chat/completions", "temperature", "1e999", "temperature"),
+    ("/v1/chat/completions", "stop", '[""]', "stop"),
+    ("/v1/completions", "presence_penalty", "3", "presence_penalty"),
+    ("/v1/completions", "repetition_penalty", "0", "repetition_penalty"),
+    ("/v1/chat/completions", "logit_bias", '{"999999": 1}', "logit_bias"),
+]
+
+
+def _raw_body(path: str, field: str, value: str, stream: bool) -> bytes:
+    import json
+
+    base = {"model": MODEL, "max_tokens": 4, "stream": stream}
+    base.update({"messages": [{"role": "user", "content": "Hi"}]} if "chat" in path else {"prompt": "Hi"})
+    return (json.dumps(base)[:-1] + f', "{field}": {value}}}').encode()
+
+
+def test_engine_bounds_are_400s_before_any_stream_on_one_connection(cpu_stack) -> None:
+    ports = set()
+    with httpx.Client(base_url=cpu_stack.url, timeout=60) as h:
+        for path, field, value, param in ENGINE_BOUNDS:
+            for stream in (False, True):
+                r = h.post(path, content=_raw_body(path, field, value, stream),
+                           headers={"content-type": "application/json"})
+                assert r.status_code == 400, (field, value, stream, r.text)
+                assert r.headers["content-type"].startswith("application/json")
+                assert r.json()["error"]["param"] == param, r.text
+                ports.add(r.extensions["network_stream"].get_extra_info("client_addr")[1])
+        # values on the bounds are served: an id inside the vocabulary, the largest top_k accepted
+        for field, value in (("logit_bias", '{"42": 5}'), ("top_k", str(2**31 - 1)), ("temperature", "2.0"),
+                             ("presence_penalty", "-2")):
+            ok = h.post("/v1/chat/completions", content=_raw_body("/v1/chat/completions", field, value, False),
+                        headers={"content-type": "application/json"})
+            assert ok.status_code == 200, (field, value, ok.text)
+            ports.add(ok.extensions["network_stream"].get_extra_info("client_addr")[1])
+    assert len(ports) == 1, "the keep-alive connection must survive every 400"
+    assert cpu_stack.stack.router.outstanding() == 0
+
+
+def test_vllm_metrics_exported_per_replica(cpu_stack) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client(cpu_stack).completions.create(model=MODEL, prompt="Hello", max_tokens=4, temperature=0)
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(cpu_stack.url + "/metrics").text)}
+    replica_ids = {rep.replica_id for rep in cpu_stack.stack.router.replicas()}
+    for name in ("vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:time_to_first_token_seconds",
+                 "vllm:prompt_tokens"):
+        assert name in families, name
+        samples = families[name].samples
+        assert {s.labels["replica"] for s in samples} == replica_ids, name
+        assert all(s.labels["variant"] == "fp32-s32" and s.labels["model_name"] == MODEL for s in samples)
+    ttft_count = sum(s.value for s in families["vllm:time_to_first_token_seconds"].samples
+                     if s.name.endswith("_count"))
+    assert ttft_count >= 1  # the request above (plus the warm-ups) went through the engines' own logger

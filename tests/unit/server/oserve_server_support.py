@@ -47,17 +47,24 @@ async def _serve(
     api_key: str | None = None,
     monitor: object | None = None,
     max_num_seqs: int = 64,
+    replica_class: type[FakeReplica] | None = None,
+    timeout_keep_alive_s: int = 5,
     **app_kwargs: object,
 ) -> AsyncIterator[RunningServer]:
     options = options or FakeReplicaOptions(token_delay_s=0.002, effective_max_model_len=EFFECTIVE_MAX_MODEL_LEN)
     backend = FakeBackend(options)
     router = Router(retry_after_s=2.0)
-    replicas = [await backend.start_replica(make_spec(max_num_seqs=max_num_seqs), f"r{i}") for i in range(n_replicas)]
+    if replica_class is None:
+        replicas = [await backend.start_replica(make_spec(max_num_seqs=max_num_seqs), f"r{i}")
+                    for i in range(n_replicas)]
+    else:  # a test's own FakeReplica subclass (e.g. one that fails in a given way)
+        replicas = [replica_class(make_spec(max_num_seqs=max_num_seqs), f"r{i}", options) for i in range(n_replicas)]
     for r in replicas:
         router.add(r)
     app = create_app(router, served_model_names=[MODEL, "alias"], api_key=api_key, monitor=monitor,
                      max_body_bytes=MAX_BODY_BYTES, **app_kwargs)  # type: ignore[arg-type]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           timeout_keep_alive=timeout_keep_alive_s))
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():

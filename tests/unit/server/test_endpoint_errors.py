@@ -137,7 +137,8 @@ async def test_client_disconnect_aborts_engine_request(serve, stream: bool) -> N
         assert srv.router.outstanding() == 0
         assert rep.tokens_emitted < 900
         metrics = srv.app.state.metrics
-        assert metrics.finished.labels("chat", "abort")._value.get() == 1
+        assert metrics.finished_total("chat", "abort") == 1
+        assert metrics.finished_total("chat", "error") == 0 and metrics.finished_total("chat", "refused") == 0
 
 
 async def test_replica_death_before_first_token_is_retried(serve) -> None:

@@ -125,7 +125,7 @@ async def test_models_health_and_metrics(serve) -> None:
         assert 'oserve_request_ttft_seconds_count{request_class="short-in/short-out"} 1.0' in text
         assert 'oserve_request_tpot_seconds_count{request_class="short-in/short-out"} 1.0' in text
         assert 'oserve_request_e2e_seconds_count{request_class="short-in/short-out"} 1.0' in text
-        assert "oserve_generation_tokens_total 3.0" in text
+        assert 'oserve_generation_tokens_total{request_class="short-in/short-out"} 3.0' in text
         assert "oserve_router_ready_replicas 2.0" in text
         for r in srv.replicas:
             srv.router.set_state(r.replica_id, "draining")
@@ -180,5 +180,9 @@ async def test_real_workload_monitor_and_merged_metrics(serve) -> None:
         assert 'oserve_requests_admitted_total{request_class="short-in/short-out"} 2.0' in text
         assert "oserve_router_ready_replicas 0.0" in text  # the endpoint's own metrics are there too
         assert monitor.in_flight.sum() == 0
-        assert 'oserve_requests_completed_total{request_class="short-in/short-out",status="ok"} 1.0' in text
-        assert 'oserve_requests_completed_total{request_class="short-in/short-out",status="failed"} 1.0' in text
+        # one name per quantity: ends are the endpoint's finished counter, the refusal an HTTP 503
+        assert ('oserve_requests_finished_total{endpoint="chat",finish_reason="length",'
+                'request_class="short-in/short-out"} 1.0') in text
+        assert 'oserve_requests_total{endpoint="/v1/completions",status="503"} 1.0' in text
+        for duplicate in ("oserve_requests_completed_total", "oserve_input_tokens_total", "oserve_output_tokens_total"):
+            assert duplicate not in text

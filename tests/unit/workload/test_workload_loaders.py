@@ -202,3 +202,14 @@ def test_import_is_light():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_zero_output_rows_flagged_failed_in_every_format(tmp_path):
+    az = _write(tmp_path, "az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,0\n")
+    assert load_trace(az).failed.tolist() == [False, True]
+    mc = _write(tmp_path, "mc.jsonl", '{"timestamp": 0, "input_length": 5, "output_length": 0, "hash_ids": []}\n'
+                '{"timestamp": 10, "input_length": 6, "output_length": 3, "hash_ids": []}\n')
+    assert load_trace(mc).failed.tolist() == [True, False]
+    ok = _write(tmp_path, "ok.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,44\n")
+    assert load_trace(ok).failed is None  # nothing failed: no flags

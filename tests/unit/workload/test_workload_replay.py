@@ -177,3 +177,44 @@ def test_cli_replay_writes_records(tmp_path, capsys):
     assert len(lines) == 4 and lines[-1]["summary"]["completed"] == 3
     assert lines[1]["input_tokens"] == 510  # clipped to fit 512 with its 2 output tokens
     assert max(b["prompt_words"] for b in sent) == 509
+
+
+def test_failed_rows_are_skipped_and_reported_unless_included(tmp_path):
+    p = tmp_path / "burst.csv"
+    p.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                 "0,ChatGPT,12,3,15,Conversation log\n"
+                 "0.02,GPT-4,20,0,20,Conversation log\n"
+                 "0.04,ChatGPT,8,2,10,API log\n")
+    tr = load_trace(p)
+    server, res = _run(lambda s: replay(tr, s.url, transport="httpx"), token_delay_s=0.001)
+    s = res.summary
+    assert s["requests"] == 2 and s["completed"] == 2 and s["skipped_failed"] == 1
+    assert [b["max_tokens"] for b in server.bodies] == [3, 2]
+    assert [r.index for r in res.records] == [0, 2]  # records keep their trace row
+    server, res = _run(lambda s: replay(tr, s.url, transport="httpx", include_failed=True), token_delay_s=0.001)
+    assert res.summary["requests"] == 3 and res.summary["skipped_failed"] == 0
+    assert sorted(b["max_tokens"] for b in server.bodies) == [1, 2, 3]
+    only_failed = Trace(np.array([0.0]), np.array([5]), np.array([0]), failed=np.array([True]))
+    with pytest.raises(ConfigError) as ei:
+        asyncio.run(replay(only_failed, "http://127.0.0.1:9", transport="httpx"))
+    assert ei.value.field == "include_failed"
+
+
+def test_cli_include_failed_flag(tmp_path, capsys):
+    p = tmp_path / "burst.csv"
+    p.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                 "0,ChatGPT,12,3,15,Conversation log\n0.02,GPT-4,20,0,20,Conversation log\n")
+
+    async def go(include: bool):
+        server = FakeOpenAIServer(token_delay_s=0.001)
+        await server.start()
+        try:
+            args = ["replay", str(p), "--url", server.url, "--transport", "httpx"]
+            code = await asyncio.to_thread(main, args + (["--include-failed"] if include else []))
+            return code, len(server.bodies)
+        finally:
+            await server.stop()
+
+    assert asyncio.run(go(False)) == (0, 1)
+    assert "Failed trace rows skipped" in capsys.readouterr().out
+    assert asyncio.run(go(True)) == (0, 2)
