@@ -59,6 +59,8 @@ class LaunchTemplate(BaseModel):
         metrics: names of the gauges read by ``stats()``.
         ready_timeout_s: give up if the server is not healthy by then, seconds.
         stop_grace_s: seconds between SIGTERM and SIGKILL on stop.
+        request_model: the ``model`` field of each request (placeholders allowed): the name the
+            server serves the model under.
         request_extras: fields added to every ``/v1/completions`` request (engine extensions).
         sends_token_ids: the server streams token ids when asked with ``return_token_ids``.
     """
@@ -76,6 +78,7 @@ class LaunchTemplate(BaseModel):
     metrics: MetricNames = Field(default_factory=MetricNames)
     ready_timeout_s: float = Field(600.0, gt=0)
     stop_grace_s: float = Field(15.0, ge=0)
+    request_model: str = "{served_model_name}"
     request_extras: dict[str, Any] = Field(default_factory=dict)
     sends_token_ids: bool = False
 
@@ -168,6 +171,7 @@ _TRTLLM = LaunchTemplate(
         "memory_utilization": ("--kv_cache_free_gpu_memory_fraction", "{memory_utilization}"),
     },
     metrics_path=None,
+    request_model="{model}",  # trtllm-serve has no served-model-name option: it serves the model argument
 )
 
 _SGLANG = LaunchTemplate(

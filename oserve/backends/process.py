@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
-from oserve.backends.launch_templates import LaunchTemplate, get_template, render
+from oserve.backends.launch_templates import LaunchTemplate, get_template, render, template_fields
 from oserve.errors import (
     EngineStartError,
     InvalidRequestError,
@@ -176,6 +176,7 @@ class ProcessReplica(Replica):
         self.max_model_len = spec.max_model_len
         self.start_time_s: float | None = None
         self._proc = proc
+        self._model_name = template.request_model.format(**template_fields(spec, "", 0))
         self._tokenizer = tokenizer
         self._on_stop = on_stop
         self._state: ReplicaState = "ready"
@@ -208,7 +209,7 @@ class ProcessReplica(Replica):
 
     def _body(self, prompt: str | list[int], params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.spec.served_model_name, "prompt": prompt, "max_tokens": params.max_tokens,
+            "model": self._model_name, "prompt": prompt, "max_tokens": params.max_tokens,
             "temperature": params.temperature, "top_p": params.top_p, "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
         }

@@ -73,3 +73,8 @@ def test_parse_metrics_sums_label_sets() -> None:
             'vllm:num_requests_running{engine="1",model_name="m"} 2.0\n')
     values = parse_metrics(text, ["vllm:num_requests_running", "vllm:num_requests_waiting"])
     assert values == {"vllm:num_requests_running": 5.0, "vllm:num_requests_waiting": None}
+
+
+def test_trtllm_requests_name_the_model_argument() -> None:
+    assert get_template("trtllm").request_model.format(model="/models/m") == "/models/m"
+    assert get_template("vllm").request_model.format(served_model_name="m") == "m"
