@@ -187,7 +187,12 @@ class ProcessReplica(Replica):
         self._client = httpx.AsyncClient(base_url=base_url, trust_env=False,
                                          timeout=httpx.Timeout(None, connect=10.0),
                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._watcher: asyncio.Task | None = None
+
+    def watch(self) -> None:
+        """Start watching the child: if it exits unasked, the replica fails (called once by the backend)."""
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     # -- Replica contract -------------------------------------------------------------------
     @property
@@ -377,7 +382,8 @@ class ProcessReplica(Replica):
                                                           replica_id=self.replica_id, code="replica_stopped"))
             await self._client.aclose()
             await _terminate(self._proc, self.template.stop_grace_s)
-            self._watcher.cancel()
+            if self._watcher is not None:
+                self._watcher.cancel()
         finally:
             if self._on_stop is not None:
                 self._on_stop(self.replica_id)
@@ -507,6 +513,7 @@ class ProcessBackend(Backend):
             raise
         replica = ProcessReplica(replica_id, spec, self.template, proc, base_url, log_path, tokenizer,
                                  on_stop=self._free_cores)
+        replica.watch()
         for c in spec.cpu_cores or ():
             self._cores_in_use.setdefault(c, set()).add(replica_id)
         try:
