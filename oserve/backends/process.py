@@ -229,6 +229,18 @@ class ProcessReplica(Replica):
         body.update(self.template.request_extras)
         return body
 
+    async def read_model_card(self) -> None:
+        """Take the effective context length from the server's ``/v1/models`` (vLLM and SGLang report
+        ``max_model_len``); keep the spec's when the server does not say."""
+        try:
+            r = await self._client.get("/v1/models", timeout=10.0)
+            cards = r.json().get("data") or []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return
+        lengths = [int(c["max_model_len"]) for c in cards if isinstance(c, dict) and c.get("max_model_len")]
+        if lengths:
+            self.max_model_len = min(self.spec.max_model_len, *lengths)
+
     async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams
                        ) -> AsyncIterator[TokenChunk]:
         if self._state != "ready":
@@ -514,6 +526,7 @@ class ProcessBackend(Backend):
         replica = ProcessReplica(replica_id, spec, self.template, proc, base_url, log_path, tokenizer,
                                  on_stop=self._free_cores)
         replica.watch()
+        await replica.read_model_card()
         for c in spec.cpu_cores or ():
             self._cores_in_use.setdefault(c, set()).add(replica_id)
         try:

@@ -40,6 +40,7 @@ async def test_process_backend_with_vllm_server_passes_the_suite() -> None:
     report = await acheck_backend(lambda: ProcessBackend("vllm", ready_timeout_s=400), _spec(), max_tokens=6,
                                   step_timeout_s=180, start_timeout_s=450)
     assert report.steps == STEPS
+    assert report.notes == []  # stats read from vLLM's /metrics, token ids streamed
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs an NVIDIA GPU (this project's CI has none)")

@@ -31,6 +31,10 @@ def make_app(replica: FakeReplica) -> FastAPI:
     async def health() -> PlainTextResponse:
         return PlainTextResponse("", status_code=200)
 
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": "m", "object": "model", "max_model_len": replica.max_model_len}]}
+
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
         s = await replica.stats()
@@ -78,10 +82,12 @@ def main() -> None:
     p.add_argument("--max-model-len", type=int, default=256)
     p.add_argument("--max-num-seqs", type=int, default=4)
     p.add_argument("--token-delay-s", type=float, default=0.002)
+    p.add_argument("--effective-max-model-len", type=int, default=None, help="context the fake engine 'fits'")
     a = p.parse_args()
     spec = ReplicaSpec(variant="fake", model="fake", served_model_name="m", max_model_len=a.max_model_len,
                        max_num_seqs=a.max_num_seqs)
-    replica = FakeReplica(spec, "fake-0", FakeReplicaOptions(token_delay_s=a.token_delay_s))
+    replica = FakeReplica(spec, "fake-0", FakeReplicaOptions(token_delay_s=a.token_delay_s,
+                                                                   effective_max_model_len=a.effective_max_model_len))
     uvicorn.run(make_app(replica), host="127.0.0.1", port=a.port, log_level="warning")
 
 

@@ -58,6 +58,7 @@ async def test_process_backend_passes_the_suite() -> None:
     report = await acheck_backend(backend, SPEC, long_max_tokens=200, drain_timeout_s=0.05, step_timeout_s=30,
                                   start_timeout_s=90, check_restart=True)
     assert report.steps[-1] == "release" and "drain" in report.steps
+    assert report.notes == []  # stats read from /metrics, token ids streamed
 
 
 async def test_child_is_pinned_and_stopped_with_sigterm() -> None:
@@ -159,3 +160,12 @@ def test_the_child_dies_with_its_owner(tmp_path: Path) -> None:
         assert not alive(child)
     finally:
         owner.kill()
+
+
+async def test_the_effective_context_comes_from_the_server() -> None:
+    smaller = FAKE.model_copy(update={"argv": (*FAKE.argv, "--effective-max-model-len", "100")})
+    replica = await backend(smaller).start_replica(SPEC, "r0")
+    try:
+        assert replica.max_model_len == 100 and (await replica.stats()).max_model_len == 100
+    finally:
+        await replica.stop()
