@@ -2,8 +2,9 @@
 
 **Status: written against TensorRT-LLM's documented LLM API (``LLM(...)``, ``generate_async(...,
 streaming=True)``, ``RequestOutput.outputs[0].text_diff`` / ``token_ids_diff`` / ``finish_reason``,
-``RequestOutput.abort()``, ``LLM.get_stats_async``, ``LLM.shutdown()``); it has not run in this
-project's CI, which has no GPU and no TensorRT-LLM wheel.** Validate it on an NVIDIA GPU with
+``RequestOutput.abort()``, ``LLM.get_stats_async``, ``LLM.shutdown()``; the result and
+iteration-stats classes were checked against ``tensorrt_llm/executor/result.py`` of TensorRT-LLM's
+public repository); it has not run in this project's CI, which has no GPU and no TensorRT-LLM wheel.** Validate it on an NVIDIA GPU with
 ``python bench/gpu/trtllm_check.py`` (it runs :func:`oserve.testing.backend_check.check_backend`).
 
 ``tensorrt_llm`` is imported only when a replica starts; without it :meth:`TRTLLMBackend.start_replica`
@@ -242,7 +243,9 @@ class TRTLLMReplica(Replica):
         """Live stats from the latest iteration stats (``LLM.get_stats_async``), capped by the requests in flight.
 
         Keys read: ``numActiveRequests``, ``numQueuedRequests``, ``kvCacheStats.usedNumBlocks`` /
-        ``maxNumBlocks``. Iteration stats need ``enable_iter_perf_stats=True`` (passed by default).
+        ``maxNumBlocks``. Iteration stats need ``enable_iter_perf_stats=True`` (passed by default);
+        reading drains the queued ones and waits 0.05 s for more. With no new iteration (idle engine)
+        and nothing in flight, running and waiting are 0; with requests in flight, unknown (None).
         """
         in_flight = len(self._results)
         out = ReplicaStats(max_model_len=self.max_model_len, extra={"in_flight": in_flight})
@@ -250,7 +253,7 @@ class TRTLLMReplica(Replica):
             return out
         latest: dict[str, Any] | None = None
         try:
-            async for item in self._llm.get_stats_async(timeout=0.5):
+            async for item in self._llm.get_stats_async(timeout=0.05):
                 latest = item if isinstance(item, dict) else json.loads(item)
         except Exception as exc:
             log.debug("replica %s: stats unreadable: %s", self.replica_id, exc)
