@@ -170,7 +170,12 @@ class Variant(BaseModel):
     kv_cache_bytes: int | None = Field(None, gt=0, description="KV cache of the whole replica, bytes")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     activation_reserve_bytes: int = Field(1_500_000_000, ge=0, description="per device, bytes")
-    backend: str = "vllm"
+    engine: str = Field(
+        "vllm", pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        description="the backend (engine kind) that runs this variant, by its registered name: 'vllm' (in-process), "
+        "'process-vllm' / 'process-sglang' / 'process-trtllm' (the engine's own OpenAI server as a child "
+        "process), 'trtllm' (TensorRT-LLM's LLM API) ...; a non-vllm engine is part of the variant's name, so "
+        "one table and one plan can hold the same layout on several engines")
     name_override: str | None = None
 
     def __init__(self, **data: Any) -> None:
@@ -199,12 +204,14 @@ class Variant(BaseModel):
 
     @property
     def name(self) -> str:
-        """Stable name: ``<model>-<precision>-tp<tp>[-pp<pp>][-kvfp8][-s<max_num_seqs>]`` on GPUs,
-        ``<model>-<precision>-<cores>c-s<max_num_seqs>`` on CPU."""
+        """Stable name: ``<model>-<precision>-tp<tp>[-pp<pp>][-kvfp8][-s<max_num_seqs>][-<engine>]`` on GPUs,
+        ``<model>-<precision>-<cores>c-s<max_num_seqs>[-<engine>]`` on CPU; the engine is named when it is
+        not ``vllm``."""
         if self.name_override:
             return self.name_override
+        suffix = "" if self.engine == "vllm" else f"-{self.engine}"
         if self.hardware.kind == "cpu":
-            return f"{self.model.name}-{self.precision}-{self.devices}c-s{self.max_num_seqs}"
+            return f"{self.model.name}-{self.precision}-{self.devices}c-s{self.max_num_seqs}{suffix}"
         parts = [self.model.name, self.precision, f"tp{self.tp}"]
         if self.pp > 1:
             parts.append(f"pp{self.pp}")
@@ -212,7 +219,7 @@ class Variant(BaseModel):
             parts.append("kvfp8")
         if self.max_num_seqs != 256:
             parts.append(f"s{self.max_num_seqs}")
-        return "-".join(parts)
+        return "-".join(parts) + suffix
 
     @property
     def compute_dtype(self) -> str:
