@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from oserve.backends.base import Replica, ReplicaSpec, SamplingParams
+from oserve.backends.embedded_model import ensure_default_model
 from oserve.backends.launch_templates import get_template
 from oserve.backends.process import ProcessBackend
 from oserve.backends.vllm import VLLMBackend
-from oserve.models import ensure_default_model
 
 PROMPT = ("You are a helpful assistant. Summarise the following in one paragraph: the history of the "
           "printing press, from Gutenberg's movable type to the industrial presses of the nineteenth century.")

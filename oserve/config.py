@@ -154,6 +154,9 @@ class VariantConfig(_Strict):
                                                                         "(None: the engine's default)")
     kv_cache_bytes: int | None = Field(None, gt=0, description="KV-cache memory per replica, bytes "
                                                                "(None: the engine's default)")
+    backend: ComponentConfig | None = Field(
+        None, description="the backend this variant's replicas run on, {kind, params} (e.g. kind 'process' "
+        "for an engine's own OpenAI server); None: the config's top-level `backend`")
 
 
 class ClassesConfig(_Strict):

@@ -74,7 +74,7 @@ async def main(model: str | None, gpu: int, out: Path) -> int:
         _write(out, doc)
         return 2
     if model is None:
-        from oserve.models import ensure_default_model
+        from oserve.backends.embedded_model import ensure_default_model
 
         model = str(ensure_default_model())
     spec = ReplicaSpec(variant="trtllm-check", model=model, served_model_name="check", dtype="bfloat16",

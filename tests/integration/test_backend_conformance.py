@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from oserve.backends.base import ReplicaSpec
-from oserve.models import ensure_default_model
+from oserve.backends.embedded_model import ensure_default_model
 from oserve.testing.backend_check import acheck_backend
 
 pytestmark = pytest.mark.engine

@@ -55,3 +55,51 @@ def test_bad_params_name_the_backend() -> None:
     assert info.value.field == "backend.params"
     with pytest.raises(ConfigError, match="options"):
         make_backend("fake", options={"colour": "red"})
+
+
+def test_process_and_trtllm_are_builtin_names() -> None:
+    from oserve.backends.process import ProcessBackend
+    from oserve.backends.trtllm import TRTLLMBackend
+
+    assert {"process", "trtllm"} <= set(available_backends())
+    assert backend_class("process") is ProcessBackend and backend_class("trtllm") is TRTLLMBackend
+
+
+def _serve_config(variants: dict) -> object:
+    from oserve.config import ServeConfig
+
+    return ServeConfig.model_validate({
+        "model": {"served_name": "m", "path": "unused"},
+        "backend": {"kind": "fake"},
+        "cluster": {"nodes": [{"name": "local", "device_type": "cpu", "devices": 2,
+                               "device_memory_bytes": 2**32}]},
+        "variants": variants,
+        "deployment": [{"variant": name, "node": "local", "device_ids": [i]} for i, name in enumerate(variants)],
+    })
+
+
+def test_a_variant_can_choose_its_own_backend() -> None:
+    from oserve.backends.by_engine import EngineByVariant
+    from oserve.backends.process import ProcessBackend
+    from oserve.compose import build_serve_backend
+
+    one = build_serve_backend(_serve_config({"a": {}, "b": {}}))
+    assert isinstance(one, FakeBackend)  # no variant names a backend: the config's backend itself
+    mixed = build_serve_backend(_serve_config({"a": {}, "b": {"backend": {"kind": "process",
+                                                                        "params": {"template": "vllm"}}}}))
+    assert isinstance(mixed, EngineByVariant)
+    assert isinstance(mixed.backend_for("a"), FakeBackend)
+    assert isinstance(mixed.backend_for("b"), ProcessBackend)
+    with pytest.raises(ConfigError) as info:
+        build_serve_backend(_serve_config({"a": {"backend": {"kind": "tgi"}}}))
+    assert info.value.field == "variants.a.backend"
+
+
+def test_catalogue_engine_names_map_to_backends() -> None:
+    from oserve.backends.process import ProcessBackend
+    from oserve.compose import backend_for_engine
+
+    assert isinstance(backend_for_engine("vllm", "fake"), FakeBackend)
+    assert isinstance(backend_for_engine("process-sglang"), ProcessBackend)
+    with pytest.raises(ConfigError):
+        backend_for_engine("process-nosuchengine")
