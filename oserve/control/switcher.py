@@ -26,7 +26,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from oserve.backends.base import Backend, Replica, ReplicaState, SamplingParams
 from oserve.clock import Clock, WallClock
@@ -48,6 +48,8 @@ from oserve.types import Plan, ReplicaPlacement
 __all__ = ["RouterPort", "ManagedReplica", "Switcher"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 class RouterPort(Protocol):
     """What the switcher needs from the router (``oserve.server.router.Router`` provides it)."""
@@ -291,11 +293,7 @@ class Switcher:
                                       now, now, self.actual_plan())
             self._running = None
             self.results.append(result)
-            for cb in self.on_result:
-                try:
-                    cb(result)
-                except Exception:  # noqa: BLE001 - an observer must not stop the switcher
-                    log.exception("on_result callback raised")
+            _notify(self.on_result, result)
             self._resolve(req, result)
 
     @staticmethod
@@ -535,8 +533,13 @@ class Switcher:
     def _record(self, kind: StepKind, m: ManagedReplica, ok: bool, detail: str, t0: float) -> None:
         rec = StepRecord(kind, m.replica_id, m.placement.variant, m.placement.node, ok, detail, t0, self.clock.now())
         self._steps.append(rec)
-        for cb in self.on_step:
-            try:
-                cb(rec)
-            except Exception:  # noqa: BLE001 - an observer must not stop the switcher
-                log.exception("on_step callback raised")
+        _notify(self.on_step, rec)
+
+
+def _notify(callbacks: list[Callable[[T], None]], value: T) -> None:
+    """Call each observer with ``value``; one that raises is logged (it must not stop the switcher)."""
+    for cb in callbacks:
+        try:
+            cb(value)
+        except Exception:  # noqa: BLE001 - an observer must not stop the switcher
+            log.exception("switcher observer %r raised", cb)
