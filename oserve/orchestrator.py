@@ -46,6 +46,7 @@ from oserve.controller import Controller, Decision, bin_history, placement_count
 from oserve.errors import ConfigError, EngineStartError, NoReplicaReadyError, ReplicaError, RequestAbortedError
 from oserve.policies.plan import ClusterSpec, Plan
 from oserve.profiles.table import SLO, ProfileTable
+from oserve.replica_health import HealthPolicy, ProgressTracker
 from oserve.switcher import ResourceModel, SpecFactory, StepRecord, Switcher, SwitchResult
 from oserve.workload.classes import ClassScheme
 
@@ -174,6 +175,7 @@ async def generate_with_retry(
     on_replica_error: Callable[[str, Exception], Awaitable[None] | None] | None = None,
     metrics: OrchestratorMetrics | None = None,
     slo: SLO | None = None,
+    progress: ProgressTracker | None = None,
 ) -> AsyncIterator[TokenChunk]:
     """Stream a request through the router; retry it on another replica if its replica fails first.
 
@@ -197,6 +199,7 @@ async def generate_with_retry(
             (the orchestrator health-checks that replica at once).
         metrics: where to count retries/aborts/refusals and observe TTFT/TPOT/E2E.
         slo: counts requests meeting it in ``metrics.slo_met``.
+        progress: fed with each attempt's start, tokens and end (replica health by progress).
 
     Yields:
         The replica's token chunks.
@@ -220,10 +223,15 @@ async def generate_with_retry(
         sub_id = request_id if attempt == 0 else f"{request_id}.retry{attempt}"
         first_s: float | None = None
         tokens = 0
+        reported = False
+        if progress is not None:
+            progress.started(rid, sub_id, clock.now())
         try:
             async for chunk in replica.generate(sub_id, prompt, params):
                 if chunk.token_ids and first_s is None:
                     first_s = clock.now()
+                if progress is not None and chunk.token_ids:
+                    progress.advanced(rid, sub_id, clock.now())
                 tokens = chunk.completion_tokens
                 yield chunk
             if metrics is not None and first_s is not None:
@@ -231,6 +239,10 @@ async def generate_with_retry(
             return
         except ReplicaError as exc:
             last_exc = exc
+            if progress is not None:  # before the health check the callback triggers
+                reported = True
+                progress.finished(rid, sub_id, clock.now(), failed=not isinstance(exc, RequestAbortedError),
+                                  reason=str(exc)[:200])
             if on_replica_error is not None and not isinstance(exc, RequestAbortedError):
                 maybe = on_replica_error(rid, exc)
                 if asyncio.iscoroutine(maybe):
@@ -246,6 +258,8 @@ async def generate_with_retry(
                 metrics.retried.inc()
             log.info("request %s failed on replica %s before its first token (%s); retrying", request_id, rid, exc)
         finally:
+            if progress is not None and not reported:  # success, a refused request or a disconnect
+                progress.finished(rid, sub_id, clock.now(), failed=False)
             router.release(rid)
     if metrics is not None:
         metrics.aborted.inc()
@@ -304,6 +318,8 @@ class Orchestrator:
             the simulator does); 1 keeps per-second observations.
         health_interval_s: seconds between health checks of ready replicas (> 0).
         health_timeout_s: a replica whose ``health()`` takes longer is hung (treated as dead), s.
+        health_policy: bounds of the progress judgement (:mod:`oserve.replica_health`): a replica
+            whose requests make no progress, or that fails several requests in a row, is taken out.
         warmup_requests: real requests sent to each new replica before it gets traffic.
         start_timeout_s: how long an engine may take to start, seconds.
         max_attempts: replicas a request may be tried on (see :func:`generate_with_retry`).
@@ -351,6 +367,7 @@ class Orchestrator:
         resources: ResourceModel | None = None,
         share_cpu_cores: bool = True,
         history_len: int = 256,
+        health_policy: HealthPolicy | None = None,
     ) -> None:
         for name, val in (("control_interval_s", control_interval_s), ("health_interval_s", health_interval_s),
                           ("health_timeout_s", health_timeout_s), ("history_bin_s", history_bin_s)):
@@ -383,6 +400,7 @@ class Orchestrator:
         self.switcher.on_step.append(self._step_done)
         self._tasks: list[asyncio.Task[None]] = []
         self._checking: set[str] = set()
+        self.progress = ProgressTracker(health_policy)
         self._last_target: Plan | None = None
         self._started = False
 
@@ -616,10 +634,10 @@ class Orchestrator:
             return True
         self._checking.add(replica_id)
         try:
-            reason = ""
+            reason = self.progress.verdict(replica_id, self.clock.now()) or ""
             try:
-                ok = await asyncio.wait_for(m.replica.health(), self.health_timeout_s)
-                if not ok:
+                ok = reason == "" and await asyncio.wait_for(m.replica.health(), self.health_timeout_s)
+                if not ok and not reason:
                     reason = "health check failed"
             except TimeoutError:
                 reason = f"health check hung for {self.health_timeout_s} s"
@@ -639,6 +657,7 @@ class Orchestrator:
 
     async def _take_out(self, replica_id: str, variant: str, reason: str) -> None:
         log.warning("replica %s (%s) is taken out: %s", replica_id, variant, reason)
+        self.progress.forget(replica_id)
         await self.switcher.replica_failed(replica_id, reason)
         self.monitor.forget_replica(replica_id)
         self.metrics.replica_failures.labels(variant).inc()
@@ -666,6 +685,7 @@ class Orchestrator:
             self.router, request_id, prompt, params, request_class=request_class, needed_tokens=needed_tokens,
             prompt_tokens=prompt_tokens, max_attempts=self.max_attempts, wait_for_replica_s=self.retry_wait_s,
             clock=self.clock, on_replica_error=self.report_replica_error, metrics=self.metrics, slo=self.slo,
+            progress=self.progress,
         )
 
 
