@@ -27,8 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oserve.errors import ConfigError
 from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
@@ -165,15 +164,6 @@ class ServeConfig(_Strict):
         return Plan(replicas=list(self.deployment), reason="initial deployment from the config", planner="config")
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> ConfigError:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first.get("loc", ()))
-    ctx = first.get("ctx") or {}
-    allowed = ", ".join(f"{k}={v}" for k, v in ctx.items() if k != "error") or None
-    lines = [f"{'.'.join(str(p) for p in e.get('loc', ())) or '<root>'}: {e['msg']}" for e in exc.errors()]
-    return ConfigError(f"invalid config {source}: " + "; ".join(lines), field=field or None, allowed=allowed)
-
-
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ServeConfig:
     """Read and validate a serve config.
 
@@ -185,19 +175,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Se
         ConfigError: unreadable YAML, or a field out of range (the message names the field path
             and what is allowed).
     """
+    from oserve.yaml_config import load_yaml_model
+
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {p}: {exc}", field=None) from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {p} must be a mapping at the top level", field="<root>")
-    raw.update(overrides or {})
-    raw.setdefault("base_dir", str(p.resolve().parent))
-    if os.environ.get("OSERVE_API_KEY") and not (raw.get("server") or {}).get("api_key"):
-        raw.setdefault("server", {})
-        raw["server"] = {**raw["server"], "api_key": os.environ["OSERVE_API_KEY"]}
-    try:
-        return ServeConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise _format_validation_error(exc, str(p)) from exc
+    cfg = load_yaml_model(p, ServeConfig, overrides, defaults={"base_dir": str(p.resolve().parent)})
+    if os.environ.get("OSERVE_API_KEY") and not cfg.server.api_key:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"api_key": os.environ["OSERVE_API_KEY"]})})
+    return cfg

@@ -18,8 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oserve.errors import ConfigError
 from oserve.policies.plan import ClusterSpec, NodeSpec
@@ -77,17 +76,10 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     Raises:
         ConfigError: unreadable file, invalid YAML or a field outside its allowed range (named).
     """
+    from oserve.yaml_config import load_yaml_model
+
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read cluster config {p}: {exc}", field=str(p)) from exc
-    try:
-        cfg = ClusterConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"cluster config {p}: {loc}: {err['msg']}", field=loc, allowed=err["msg"]) from exc
+    cfg = load_yaml_model(p, ClusterConfig)
     names = [n.name for n in cfg.cluster().nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"cluster config {p}: node names repeat", field="nodes.name", allowed="unique names")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, SamplingParams
 from oserve.clock import Clock, WallClock
@@ -105,18 +105,9 @@ class ProfileConfig(BaseModel):
 
 def load_profile_config(path: str | Path) -> ProfileConfig:
     """Read a YAML profile config. Raises ConfigError naming the field."""
-    import yaml
+    from oserve.yaml_config import load_yaml_model
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read profile config {path}: {exc}", field="config") from exc
-    try:
-        return ProfileConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"profile config {path}: {field}: {err['msg']}", field=field) from None
+    return load_yaml_model(path, ProfileConfig)
 
 
 def replica_spec(config: ProfileConfig, variant: Variant) -> ReplicaSpec:

@@ -29,9 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from oserve.errors import ConfigError
 from oserve.policies.plan import ClusterSpec, Plan, ReplicaPlacement
 from oserve.profiles.table import SLO
 
@@ -147,17 +146,7 @@ def load_config(path: str | Path) -> SimConfig:
     Raises:
         ConfigError: unreadable file or invalid fields (names the first bad field).
     """
-    import yaml
+    from oserve.yaml_config import load_yaml_model
 
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read simulator config {p}: {exc}", field="config", allowed="a YAML file") from exc
-    raw.setdefault("base_dir", str(p.parent))
-    try:
-        return SimConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{p}: {field}: {err['msg']}", field=field, allowed=err["msg"]) from exc
+    return load_yaml_model(p, SimConfig, defaults={"base_dir": str(p.parent)})
