@@ -111,6 +111,42 @@ class _StatsRecorder:
         return OserveStatLogger
 
 
+_QUIET: dict[type, type] = {}
+
+
+def _disarm_del(engine: Any) -> None:
+    """Make an explicitly shut-down engine's ``__del__`` a no-op.
+
+    vLLM's ``AsyncLLM.__del__`` calls ``shutdown()`` again; when that runs during interpreter exit
+    the module globals it uses are already None and Python prints an ``Exception ignored in
+    AsyncLLM.__del__`` traceback. The engine was shut down already, so the second call has nothing
+    to do: the instance is moved to a subclass without ``__del__`` work.
+    """
+    cls = type(engine)
+    if cls in _QUIET.values():
+        return
+    quiet = _QUIET.get(cls)
+    if quiet is None:
+        quiet = type(f"Stopped{cls.__name__}", (cls,), {"__del__": lambda self: None})
+        _QUIET[cls] = quiet
+    try:
+        engine.__class__ = quiet
+    except TypeError:  # an engine type whose layout forbids it: the traceback stays cosmetic
+        log.debug("could not silence %s.__del__", cls.__name__)
+
+
+def _shutdown_late_engine(fut: asyncio.Future[Any]) -> None:
+    """Shut down an engine whose construction finished after its caller gave up waiting."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    engine = fut.result()
+    log.warning("an engine finished starting after its start timed out; shutting it down")
+    try:
+        engine.shutdown()
+    finally:
+        _disarm_del(engine)
+
+
 class VLLMReplica(Replica):
     """One running vLLM engine. Created by :meth:`VLLMBackend.start_replica`."""
 
@@ -311,6 +347,7 @@ class VLLMReplica(Replica):
                 log.warning("replica %s: %d requests did not end before stop", self.replica_id, len(self._in_flight))
         try:
             await asyncio.to_thread(self._engine.shutdown)
+            _disarm_del(self._engine)
         finally:
             if self._on_stop is not None:
                 self._on_stop(self.replica_id)
@@ -415,10 +452,14 @@ class VLLMBackend(Backend):
         self._check_memory(spec, replica_id)
         recorder = _StatsRecorder()
         t0 = time.monotonic()
+        construct = asyncio.ensure_future(asyncio.to_thread(self._construct, spec, recorder))
         try:
-            engine = await asyncio.wait_for(asyncio.to_thread(self._construct, spec, recorder),
-                                            timeout=self.start_timeout_s)
-        except TimeoutError as exc:
+            engine = await asyncio.wait_for(asyncio.shield(construct), timeout=self.start_timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # The construction thread cannot be interrupted: shut down the engine it still returns.
+            construct.add_done_callback(_shutdown_late_engine)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise EngineStartError(f"replica {replica_id}: engine not up after {self.start_timeout_s:.0f} s",
                                    cause="timeout", replica_id=replica_id) from exc
         except Exception as exc:
