@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         runs = [run_policy(s, trace, table, cluster, scheme, cfg, seed=seed, progress=not args.no_progress,
                            best_static_top=args.best_static_top) for s in specs]
     except OserveError as exc:
-        print(f"oserve simulate: {exc}", file=sys.stderr)
-        return 2
+        from oserve.cli.errors import report
+
+        return report(exc)
     info = {"name": trace.name, "paths": paths, "requests": len(trace), "duration_s": trace.duration_s,
             "scale": scale, "seed": seed}
     command = "oserve " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["simulate"] else ""

@@ -133,3 +133,17 @@ def test_examples_still_load():
         if "profile" in path.name or "sim" in path.name or "cluster" in path.name:
             continue
         load_config(path)
+
+
+@pytest.mark.parametrize("argv", [
+    ["plan", str(ROOT / "examples" / "cluster-cpu.yaml"), "--table", str(ROOT / "examples/profiles/cpu-smollm2.json"),
+     "--demand", "{not json"],
+    ["trace-stats", "/nonexistent/trace.csv"],
+    ["simulate", "/nonexistent/sim.yaml", "--out", "/tmp/oserve-test-sim-out"],
+    ["forecast-backtest", "/nonexistent/trace.csv", "--horizons", "x"],
+    ["profile", "--show", "/nonexistent/profile.json"],
+    ["serve", "/nonexistent/serve.yaml"],
+])
+def test_every_command_reports_errors_the_same_way(argv, capsys):
+    assert main(argv) == EXIT_CODE
+    _one_error(capsys)
