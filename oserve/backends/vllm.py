@@ -275,8 +275,8 @@ class VLLMReplica(Replica):
 
         vLLM 0.32's ``check_health`` only reads an error flag and never contacts the engine core, so a
         stopped or wedged engine-core process still passes it. Progress is proven instead by an engine
-        step reported within the last ``_FRESH_STEP_S`` seconds while requests are in flight, or else
-        by a probe: a one-token request that must round-trip through the engine core within
+        step reported within the last ``_FRESH_STEP_S`` seconds (probes cause steps too, so an idle
+        engine is probed at most once per ``_FRESH_STEP_S``), or else by a probe: a one-token request that must round-trip through the engine core within
         ``probe_timeout_s`` seconds (it is aborted when it does not).
         """
         if self._state in ("stopped", "failed") or getattr(self._engine, "errored", False):
@@ -285,8 +285,8 @@ class VLLMReplica(Replica):
             await asyncio.wait_for(self._engine.check_health(), timeout=self.probe_timeout_s)
         except Exception:
             return False
-        stepped = self._recorder.updated_at
-        if self._in_flight and stepped is not None and time.monotonic() - stepped < _FRESH_STEP_S:
+        stepped = self._recorder.updated_at  # also refreshed by the probes: at most one per _FRESH_STEP_S
+        if stepped is not None and time.monotonic() - stepped < _FRESH_STEP_S:
             return True
         return await self._probe()
 
