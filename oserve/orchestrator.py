@@ -48,6 +48,7 @@ from oserve.policies.plan import ClusterSpec, Plan
 from oserve.profiles.table import SLO, ProfileTable
 from oserve.replica_health import HealthPolicy, ProgressTracker
 from oserve.switcher import ResourceModel, SpecFactory, StepRecord, Switcher, SwitchResult
+from oserve.tracked_backend import TrackedBackend
 from oserve.workload.classes import ClassScheme
 
 __all__ = ["Orchestrator", "OrchestratorMetrics", "generate_with_retry"]
@@ -175,7 +176,6 @@ async def generate_with_retry(
     on_replica_error: Callable[[str, Exception], Awaitable[None] | None] | None = None,
     metrics: OrchestratorMetrics | None = None,
     slo: SLO | None = None,
-    progress: ProgressTracker | None = None,
 ) -> AsyncIterator[TokenChunk]:
     """Stream a request through the router; retry it on another replica if its replica fails first.
 
@@ -199,7 +199,6 @@ async def generate_with_retry(
             (the orchestrator health-checks that replica at once).
         metrics: where to count retries/aborts/refusals and observe TTFT/TPOT/E2E.
         slo: counts requests meeting it in ``metrics.slo_met``.
-        progress: fed with each attempt's start, tokens and end (replica health by progress).
 
     Yields:
         The replica's token chunks.
@@ -223,15 +222,10 @@ async def generate_with_retry(
         sub_id = request_id if attempt == 0 else f"{request_id}.retry{attempt}"
         first_s: float | None = None
         tokens = 0
-        reported = False
-        if progress is not None:
-            progress.started(rid, sub_id, clock.now())
         try:
             async for chunk in replica.generate(sub_id, prompt, params):
                 if chunk.token_ids and first_s is None:
                     first_s = clock.now()
-                if progress is not None and chunk.token_ids:
-                    progress.advanced(rid, sub_id, clock.now())
                 tokens = chunk.completion_tokens
                 yield chunk
             if metrics is not None and first_s is not None:
@@ -239,10 +233,6 @@ async def generate_with_retry(
             return
         except ReplicaError as exc:
             last_exc = exc
-            if progress is not None:  # before the health check the callback triggers
-                reported = True
-                progress.finished(rid, sub_id, clock.now(), failed=not isinstance(exc, RequestAbortedError),
-                                  reason=str(exc)[:200])
             if on_replica_error is not None and not isinstance(exc, RequestAbortedError):
                 maybe = on_replica_error(rid, exc)
                 if asyncio.iscoroutine(maybe):
@@ -258,8 +248,6 @@ async def generate_with_retry(
                 metrics.retried.inc()
             log.info("request %s failed on replica %s before its first token (%s); retrying", request_id, rid, exc)
         finally:
-            if progress is not None and not reported:  # success, a refused request or a disconnect
-                progress.finished(rid, sub_id, clock.now(), failed=False)
             router.release(rid)
     if metrics is not None:
         metrics.aborted.inc()
@@ -392,7 +380,9 @@ class Orchestrator:
         self.controller = Controller(forecaster, planner, cluster, table, self.scheme, horizon_s=horizon_s,
                                      min_history=min_history, history_len=history_len)
         self.resources = resources or ResourceModel(cluster, table, share_cpu_cores=share_cpu_cores)
-        self.switcher = Switcher(backend, router, spec_factory, self.resources, clock=self.clock,
+        self.progress = ProgressTracker(health_policy)  # fed by every request through the replicas
+        tracked = TrackedBackend(backend, self.progress, self.clock, on_verdict=self._check_one)
+        self.switcher = Switcher(tracked, router, spec_factory, self.resources, clock=self.clock,
                                  drain_timeout_s=drain_timeout_s, start_timeout_s=start_timeout_s,
                                  warmup_requests=warmup_requests)
         self.metrics = OrchestratorMetrics(registry)
@@ -400,7 +390,6 @@ class Orchestrator:
         self.switcher.on_step.append(self._step_done)
         self._tasks: list[asyncio.Task[None]] = []
         self._checking: set[str] = set()
-        self.progress = ProgressTracker(health_policy)
         self._last_target: Plan | None = None
         self._started = False
 
@@ -685,7 +674,6 @@ class Orchestrator:
             self.router, request_id, prompt, params, request_class=request_class, needed_tokens=needed_tokens,
             prompt_tokens=prompt_tokens, max_attempts=self.max_attempts, wait_for_replica_s=self.retry_wait_s,
             clock=self.clock, on_replica_error=self.report_replica_error, metrics=self.metrics, slo=self.slo,
-            progress=self.progress,
         )
 
 

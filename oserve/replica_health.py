@@ -11,8 +11,9 @@ reads an error flag, so an engine-core process that is stopped (``SIGSTOP``) or 
   failures only; a request the engine refused as invalid is a success of the engine).
 
 The tracker reads no clock and does no I/O: callers pass ``now`` (seconds on one monotonic clock).
-The orchestrator feeds it from :func:`~oserve.orchestrator.generate_with_retry` and asks
-:meth:`ProgressTracker.verdict` in every health check; a replica with a verdict is taken out of the
+The orchestrator feeds it through :class:`~oserve.tracked_backend.TrackedReplica` proxies (every
+request to its replicas, whoever sends it) and asks :meth:`ProgressTracker.verdict` in every health
+check; a replica with a verdict is taken out of the
 candidate set and replaced, and its requests without a first token are retried elsewhere.
 """
 

@@ -168,3 +168,29 @@ async def test_replica_failing_every_request_is_replaced_after_k_failures():
         assert orch.metrics.registry.get_sample_value("oserve_replica_failures_total", {"variant": "fast"}) == 1
     finally:
         await orch.stop()
+
+
+async def test_through_the_http_endpoint_a_failing_replica_is_replaced_and_clients_see_no_500():
+    """The OpenAI endpoint has its own retry path; the replicas still feed the tracker (TrackedReplica)."""
+    import httpx
+
+    from oserve.server.app import create_app
+
+    orch, router, backend = build(HealthPolicy(max_consecutive_failures=3))
+    app = create_app(router, served_model_names=["fake"], max_retries=1)
+    await orch.start()
+    try:
+        victim_id = sorted(orch.switcher.replicas)[0]
+        backend.replicas[victim_id].fault = "fail"
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=30) as c:
+            codes = []
+            for i in range(30):
+                r = await c.post("/v1/completions", json={"model": "fake", "prompt": f"hi {i}", "max_tokens": 3})
+                codes.append(r.status_code)
+                await asyncio.sleep(0)  # let the scheduled health check run
+        assert codes == [200] * 30  # each failure before the first token was retried elsewhere
+        assert backend.replicas[victim_id].failed_requests == 3
+        await orch.switcher.idle()
+        assert victim_id not in orch.switcher.replicas and router.ready_count() == 2
+    finally:
+        await orch.stop()
