@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from oserve.errors import ConfigError
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, ClusterSpec, NodeSpec, Plan, ReplicaPlacement
+from oserve.yaml_config import load_yaml_model
 
 __all__ = [
     "ComponentConfig", "NodeGroupConfig", "ClusterConfig", "PlanConfig", "ModelConfig", "ServerConfig",
@@ -320,18 +321,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Se
             and what is allowed).
     """
     p = Path(path)
-    raw = read_yaml(p)
-    raw.update(overrides or {})
-    raw.setdefault("base_dir", str(p.resolve().parent))
-    if os.environ.get("OSERVE_API_KEY") and not (raw.get("server") or {}).get("api_key"):
-        raw["server"] = {**(raw.get("server") or {}), "api_key": os.environ["OSERVE_API_KEY"]}
-    return validate(ServeConfig, raw, str(p))
+    cfg = load_yaml_model(p, ServeConfig, overrides, defaults={"base_dir": str(p.resolve().parent)})
+    if os.environ.get("OSERVE_API_KEY") and not cfg.server.api_key:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"api_key": os.environ["OSERVE_API_KEY"]})})
+    return cfg
 
 
 def load_plan_config(path: str | Path) -> PlanConfig:
     """Read an ``oserve plan`` cluster file (``nodes`` and an optional ``planner``).
 
     Raises:
-        ConfigError: unreadable file, invalid YAML, repeated node names or a field out of range (named).
+        ConfigError: unreadable file, invalid YAML, repeated node names or a field out of range (one
+            line with the file and line).
     """
-    return validate(PlanConfig, read_yaml(path), str(path))
+    return load_yaml_model(path, PlanConfig)

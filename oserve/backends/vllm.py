@@ -13,6 +13,7 @@ worker thread so the event loop keeps serving the other replicas during a switch
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
+from oserve.backends.engine_watchdog import children, engine_watchdog, new_children
 from oserve.errors import EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
 
 __all__ = ["VLLMBackend", "VLLMReplica"]
@@ -30,6 +32,10 @@ __all__ = ["VLLMBackend", "VLLMReplica"]
 log = logging.getLogger(__name__)
 
 _CPU_MEMORY_UTILIZATION = 0.15
+
+#: An engine core that completed a step this recently (s) is making progress; no probe is sent.
+_FRESH_STEP_S = 5.0
+_PROBE_IDS = itertools.count()
 
 # Environment variables are process-global: engine constructions that set them take turns.
 _ENV_LOCK = threading.Lock()
@@ -202,6 +208,40 @@ def _prometheus_logger_factory(registry: Any) -> Any:
         _perf_metrics_cls = _Perf
 
     return ReplicaPrometheusStatLogger
+_QUIET: dict[type, type] = {}
+
+
+def _disarm_del(engine: Any) -> None:
+    """Make an explicitly shut-down engine's ``__del__`` a no-op.
+
+    vLLM's ``AsyncLLM.__del__`` calls ``shutdown()`` again; when that runs during interpreter exit
+    the module globals it uses are already None and Python prints an ``Exception ignored in
+    AsyncLLM.__del__`` traceback. The engine was shut down already, so the second call has nothing
+    to do: the instance is moved to a subclass without ``__del__`` work.
+    """
+    cls = type(engine)
+    if cls in _QUIET.values():
+        return
+    quiet = _QUIET.get(cls)
+    if quiet is None:
+        quiet = type(f"Stopped{cls.__name__}", (cls,), {"__del__": lambda self: None})
+        _QUIET[cls] = quiet
+    try:
+        engine.__class__ = quiet
+    except TypeError:  # an engine type whose layout forbids it: the traceback stays cosmetic
+        log.debug("could not silence %s.__del__", cls.__name__)
+
+
+def _shutdown_late_engine(fut: asyncio.Future[Any]) -> None:
+    """Shut down an engine whose construction finished after its caller gave up waiting."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    engine = fut.result()
+    log.warning("an engine finished starting after its start timed out; shutting it down")
+    try:
+        engine.shutdown()
+    finally:
+        _disarm_del(engine)
 
 
 class VLLMReplica(Replica):
@@ -209,9 +249,10 @@ class VLLMReplica(Replica):
 
     def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: _StatsRecorder,
                  start_time_s: float, on_stop: Callable[[str], None] | None = None,
-                 metrics_registry: Any = None) -> None:
+                 metrics_registry: Any = None, probe_timeout_s: float = 4.0) -> None:
         self.replica_id = replica_id
         self.metrics_registry = metrics_registry
+        self.probe_timeout_s = probe_timeout_s
         self._on_stop = on_stop
         self.spec = spec
         self.start_time_s = start_time_s
@@ -327,7 +368,7 @@ class VLLMReplica(Replica):
             if not self._in_flight:
                 self._idle.set()
 
-    async def _abort_quietly(self, request_id: str) -> None:
+    async def _abort_quietly(self, request_id: str | list[str]) -> None:
         try:
             await self._engine.abort(request_id)
         except Exception:  # the engine may already be dead; nothing left to free then
@@ -349,13 +390,45 @@ class VLLMReplica(Replica):
                             extra={"in_flight": len(self._in_flight), "stats_at": r.updated_at})
 
     async def health(self) -> bool:
-        if self._state in ("stopped", "failed"):
+        """True when the engine is not dead and makes progress.
+
+        vLLM 0.32's ``check_health`` only reads an error flag and never contacts the engine core, so a
+        stopped or wedged engine-core process still passes it. Progress is proven instead by an engine
+        step reported within the last ``_FRESH_STEP_S`` seconds (probes cause steps too, so an idle
+        engine is probed at most once per ``_FRESH_STEP_S``), or else by a probe: a one-token request that must round-trip through the engine core within
+        ``probe_timeout_s`` seconds (it is aborted when it does not).
+        """
+        if self._state in ("stopped", "failed") or getattr(self._engine, "errored", False):
             return False
         try:
-            await asyncio.wait_for(self._engine.check_health(), timeout=5.0)
+            await asyncio.wait_for(self._engine.check_health(), timeout=self.probe_timeout_s)
         except Exception:
             return False
-        return not getattr(self._engine, "errored", False)
+        stepped = self._recorder.updated_at  # also refreshed by the probes: at most one per _FRESH_STEP_S
+        if stepped is not None and time.monotonic() - stepped < _FRESH_STEP_S:
+            return True
+        return await self._probe()
+
+    async def _probe(self) -> bool:
+        """Send a one-token request straight to the engine; True if it completes in time."""
+        from vllm import SamplingParams as VSamplingParams
+
+        request_id = f"{self.replica_id}-probe-{next(_PROBE_IDS)}"
+        params = VSamplingParams(max_tokens=1, temperature=0.0)
+        try:
+            async with asyncio.timeout(self.probe_timeout_s):
+                async for out in self._engine.generate("Hi", params, request_id):
+                    if out.finished:
+                        return True
+            return False
+        except TimeoutError:
+            log.warning("replica %s: probe request got no output within %.1f s", self.replica_id,
+                        self.probe_timeout_s)
+            await self._abort_quietly(request_id)
+            return False
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe means unhealthy
+            log.warning("replica %s: probe request failed: %r", self.replica_id, exc)
+            return False
 
     async def drain(self, timeout_s: float) -> int:
         if self._state == "ready":
@@ -380,8 +453,20 @@ class VLLMReplica(Replica):
         if self._state == "stopped":
             return
         self._state = "stopped"
+        # Fail the requests still in flight explicitly (RequestAbortedError), so the caller can retry
+        # those without a first token elsewhere; a hung engine would otherwise never end them.
+        left = list(self._in_flight)
+        for rid in left:
+            self._aborted_by_oserve[rid] = f"replica {self.replica_id} stopped"
+        if left:
+            try:
+                await asyncio.wait_for(self._abort_quietly(left), timeout=2.0)
+                await asyncio.wait_for(self._idle.wait(), timeout=2.0)
+            except TimeoutError:
+                log.warning("replica %s: %d requests did not end before stop", self.replica_id, len(self._in_flight))
         try:
             await asyncio.to_thread(self._engine.shutdown)
+            _disarm_del(self._engine)
         finally:
             if self._on_stop is not None:
                 self._on_stop(self.replica_id)
@@ -398,13 +483,16 @@ class VLLMBackend(Backend):
             The orchestrator enables it on CPU so a switch can start the new replicas before
             draining the old ones (make-before-break: the overlap is short and memory, not cores,
             is the hard limit); otherwise a taken core is an ``EngineStartError("resource_busy")``.
+        probe_timeout_s: a health probe (one-token request) that gets no output within this time
+            marks the replica unhealthy, s; keep it below the orchestrator's ``health_timeout_s``.
     """
 
     name = "vllm"
 
     def __init__(self, start_timeout_s: float = 300.0, log_requests: bool = False,
-                 allow_core_sharing: bool = False) -> None:
+                 allow_core_sharing: bool = False, probe_timeout_s: float = 4.0) -> None:
         self.start_timeout_s = start_timeout_s
+        self.probe_timeout_s = probe_timeout_s
         self.log_requests = log_requests
         self.allow_core_sharing = allow_core_sharing
         self._cores_in_use: dict[int, set[str]] = {}
@@ -443,8 +531,14 @@ class VLLMBackend(Backend):
                     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _cores_to_bind(spec.cpu_cores)
                 if spec.devices is not None:
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
-                return AsyncLLM.from_engine_args(
+                # The engine's processes are registered with the watchdog, so they die with this one.
+                watchdog = engine_watchdog()
+                watchdog.ensure_started()
+                before = children()
+                engine = AsyncLLM.from_engine_args(
                     args, stat_loggers=[recorder.factory(), _prometheus_logger_factory(registry)])
+                watchdog.watch(new_children(before))
+                return engine
             finally:
                 for k, v in saved.items():
                     if v is None:
@@ -481,10 +575,14 @@ class VLLMBackend(Backend):
         recorder = _StatsRecorder()
         registry = CollectorRegistry()
         t0 = time.monotonic()
+        construct = asyncio.ensure_future(asyncio.to_thread(self._construct, spec, recorder, registry))
         try:
-            engine = await asyncio.wait_for(asyncio.to_thread(self._construct, spec, recorder, registry),
-                                            timeout=self.start_timeout_s)
-        except TimeoutError as exc:
+            engine = await asyncio.wait_for(asyncio.shield(construct), timeout=self.start_timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # The construction thread cannot be interrupted: shut down the engine it still returns.
+            construct.add_done_callback(_shutdown_late_engine)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise EngineStartError(f"replica {replica_id}: engine not up after {self.start_timeout_s:.0f} s",
                                    cause="timeout", replica_id=replica_id) from exc
         except Exception as exc:
@@ -492,7 +590,8 @@ class VLLMBackend(Backend):
             err.replica_id = replica_id
             raise err from exc
         replica = VLLMReplica(replica_id, spec, engine, recorder, start_time_s=time.monotonic() - t0,
-                              on_stop=self._free_cores, metrics_registry=registry)
+                              on_stop=self._free_cores, metrics_registry=registry,
+                              probe_timeout_s=self.probe_timeout_s)
         for c in spec.cpu_cores or ():
             self._cores_in_use.setdefault(c, set()).add(replica_id)
         # A first request starts vLLM's output handler on this event loop and proves the engine works.

@@ -9,6 +9,7 @@ import importlib
 import logging
 import sys
 
+from oserve.cli.errors import report
 from oserve.errors import OserveError
 
 __all__ = ["main"]
@@ -55,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         # A clear one-line error instead of a traceback; --log-level DEBUG keeps the traceback.
         if args.log_level == "DEBUG":
             raise
-        print(f"oserve {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
 
 
 def aiohttp_errors() -> type[BaseException]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 __all__ = ["register"]
 
@@ -46,7 +45,7 @@ def _table(plan, table) -> str:
 def run(args: argparse.Namespace) -> int:
     from oserve.compose import build_planner
     from oserve.config import ComponentConfig, load_plan_config
-    from oserve.errors import OserveError
+    from oserve.errors import ConfigError, OserveError
     from oserve.policies import Demand
     from oserve.profiles.table import ProfileTable
 
@@ -56,11 +55,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             rates = json.loads(args.demand)
         except json.JSONDecodeError as exc:
-            print(f"error: --demand is not JSON: {exc}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"--demand is not JSON: {exc}", field="demand") from exc
         if not isinstance(rates, dict) or not all(isinstance(v, int | float) for v in rates.values()):
-            print('error: --demand must be a JSON object {"class": rate_rps, ...}', file=sys.stderr)
-            return 2
+            raise ConfigError('--demand must be a JSON object {"class": rate_rps, ...}', field="demand")
         kind = args.planner or cfg.planner.kind
         params = dict(cfg.planner.params) if kind == cfg.planner.kind else {}
         if kind == "static" and args.variant:
@@ -68,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
         planner = build_planner(ComponentConfig(kind=kind, params=params))
         plan = planner.plan(cfg.spec(), table, Demand(rates_rps=rates))
     except OserveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        from oserve.cli.errors import report
+
+        return report(exc)
     if args.format in ("json", "both"):
         print(plan.model_dump_json(indent=2))
     if args.format in ("table", "both"):

@@ -3,12 +3,18 @@
     oserve profile CONFIG.yaml -o PROFILE.json          # measure (resumable)
     oserve profile --show PROFILE.json [--plot out.png] # print (and plot) a table
     oserve profile --modelled a100-80gb --arch llama-3-8b --arch llama-2-70b -o out.json
+
+The table goes to stdout; logs (oserve's and the engines'), the progress bar and the sweep report
+(candidates skipped or failed, classes no candidate serves within the SLO) go to stderr, ending
+with the path of the JSON written.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 from oserve.errors import ConfigError, OserveError
@@ -88,14 +94,20 @@ def plot_table(table: ProfileTable, path: str | Path) -> None:
     plt.close(fig)
 
 
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _main(args: argparse.Namespace) -> int:
+    # vLLM logs to stdout by default (its engine processes inherit this): keep stdout for the table.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         if args.show:
             table = ProfileTable.load(args.show)
             show_table(table)
             if args.plot:
                 plot_table(table, args.plot)
-                print(f"wrote {args.plot}")
+                _note(f"oserve profile: wrote {args.plot}")
             return 0
         if not args.output:
             raise ConfigError("-o/--output is required", field="output", allowed="a JSON path")
@@ -109,7 +121,8 @@ def _main(args: argparse.Namespace) -> int:
                 tps=[int(x) for x in args.tp.split(",")], slo=SLO(ttft_s=args.ttft_s, tpot_s=args.tpot_s),
             )
             table.save(args.output)
-            print(f"wrote {args.output}: {len(table.variants)} variants")
+            show_table(table)
+            _note(f"oserve profile: wrote {Path(args.output).resolve()} ({len(table.variants)} variants)")
             return 0
         if not args.config:
             raise ConfigError("give a CONFIG, --show or --modelled", field="config")
@@ -121,12 +134,18 @@ def _main(args: argparse.Namespace) -> int:
         variants = config.build_variants()
         backend = EngineByVariant.from_variants(variants, lambda e: backend_for_engine(e, config.backend))
         profiler = Profiler(backend, config, progress=not args.no_progress)
-        table = asyncio.run(profiler.run(args.output))
+        table, report = asyncio.run(profiler.sweep(args.output))
         show_table(table)
+        for name, why in report.skipped.items():
+            _note(f"oserve profile: skipped {name}: {why}")
+        for name, why in report.failed.items():
+            _note(f"oserve profile: FAILED {name}: {why}")
+        for u in report.unmet:
+            _note(f"oserve profile: no candidate meets the SLO for class {u.describe()}")
+        _note(f"oserve profile: wrote {Path(args.output).resolve()} ({len(table.variants)} variants measured; "
+              f"raw timings in {Path(args.output).resolve()}.sweep.json)")
         return 0
-    except ConfigError as exc:
-        print(f"error: {exc} (field: {exc.field}; allowed: {exc.allowed})")
-        return 2
     except OserveError as exc:
-        print(f"error: {exc}")
-        return 2
+        from oserve.cli.errors import report as report_error
+
+        return report_error(exc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 
 from oserve.errors import ConfigError, TraceError
 
@@ -96,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
             api_key=args.api_key, seed=args.seed, transport=args.transport, include_failed=args.include_failed,
         ))
     except (TraceError, ConfigError) as exc:
-        print(f"oserve replay: error: {exc}", file=sys.stderr)
-        return 2
+        from oserve.cli.errors import report
+
+        return report(exc)
     s = result.summary
     print("============ Serving Benchmark Result ============")
     for key, label, fmt in _SUMMARY_LINES:

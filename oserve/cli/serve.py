@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 
 __all__ = ["register"]
 
@@ -22,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from oserve.cli.preflight import ensure_port_free
     from oserve.compose import start_stack
     from oserve.config import load_config
 
@@ -29,6 +29,7 @@ async def _serve(args: argparse.Namespace) -> int:
     server = cfg.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),
                                                            ("api_key", args.api_key)) if v is not None})
     cfg = cfg.model_copy(update={"server": server, **({"orchestrator": None} if args.static else {})})
+    ensure_port_free(cfg.server.host, cfg.server.port)  # before the engines start, not a minute later
     stack = await start_stack(cfg)
     print(f"oserve: serving {cfg.model.served_name} on {stack.url}/v1 (Ctrl-C to stop)", flush=True)
     stop = asyncio.Event()
@@ -42,10 +43,10 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from oserve.cli.errors import report
     from oserve.errors import OserveError
 
     try:
         return asyncio.run(_serve(args))
     except OserveError as exc:
-        print(f"oserve serve: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)

@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
                        trace_paths=args.trace, seed=args.seed, scale=args.scale, duration_s=args.duration,
                        progress=not args.no_progress, best_static_top=args.best_static_top)
     except OserveError as exc:
-        print(f"oserve simulate: {exc}", file=sys.stderr)
-        return 2
+        from oserve.cli.errors import report
+
+        return report(exc)
     info = {"name": sim.trace.name, "paths": sim.paths, "requests": len(sim.trace),
             "duration_s": sim.trace.duration_s, "scale": sim.scale, "seed": sim.seed}
     command = "oserve " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["simulate"] else ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 __all__ = ["register", "fetch_status", "format_status"]
@@ -113,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         status = fetch_status(args.url, args.api_key, args.timeout_s)
     except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        from oserve.cli.errors import report
+
+        return report(exc)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from oserve.errors import ConfigError, TraceError
@@ -48,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         tr = traces[0] if len(traces) == 1 else merge(traces, tags=[_tag(p, t) for p, t in zip(args.traces, traces, strict=True)])
         print(json.dumps(trace_stats(tr, window_s=args.window, by=args.by), indent=indent))
     except (TraceError, ConfigError) as exc:
-        print(f"oserve trace-stats: error: {exc}", file=sys.stderr)
-        return 2
+        from oserve.cli.errors import report
+
+        return report(exc)
     return 0
 
 

@@ -27,14 +27,16 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from oserve.backends.base import Backend, ReplicaStats
-from oserve.clock import Clock
+from oserve.clock import Clock, WallClock
 from oserve.control.controller import Controller, Decision, bin_history
+from oserve.control.health import HealthPolicy, ProgressTracker
 from oserve.control.metrics import OrchestratorMetrics
 from oserve.control.records import StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
 from oserve.control.specs import SpecFactory
 from oserve.control.switcher import RouterPort, Switcher
+from oserve.control.tracked_backend import TrackedBackend
 from oserve.errors import ConfigError, EngineStartError, RequestAbortedError
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClassScheme, ClusterSpec, Plan
@@ -80,6 +82,8 @@ class OrchestratorOptions:
         min_history: history bins before the forecaster is fitted (``Controller``).
         history_len: decisions kept in :attr:`Orchestrator.history` (``Controller``).
         warmup_requests: real requests sent to each new replica before it gets traffic (``Switcher``).
+        health_policy: bounds of the progress judgement (:mod:`oserve.control.health`): a replica
+            whose requests make no progress, or that fails several requests in a row, is taken out.
         start_timeout_s: how long an engine may take to start (``Switcher``).
         share_cpu_cores: let old and new replicas share CPU cores during a switch
             (:class:`~oserve.control.resources.ResourceModel`).
@@ -97,6 +101,7 @@ class OrchestratorOptions:
     min_history: int = 6
     history_len: int = 256
     warmup_requests: int = 2
+    health_policy: HealthPolicy | None = None
     start_timeout_s: float = 600.0
     share_cpu_cores: bool = True
 
@@ -126,8 +131,11 @@ class Orchestrator:
 
     def __init__(self, controller: Controller, switcher: Switcher, monitor: MonitorPort, *,
                  options: OrchestratorOptions | None = None, initial_plan: Plan | None = None,
-                 metrics: OrchestratorMetrics | None = None) -> None:
+                 metrics: OrchestratorMetrics | None = None, progress: ProgressTracker | None = None) -> None:
         self.options = opt = options or OrchestratorOptions()
+        # Fed by every request through the replicas when the switcher's backend is a TrackedBackend
+        # (what :meth:`build` makes); its verdicts take a replica out without waiting for a health round.
+        self.progress = progress or ProgressTracker(opt.health_policy)
         self.controller = controller
         self.switcher = switcher
         self.monitor = monitor
@@ -182,11 +190,16 @@ class Orchestrator:
         controller = Controller(forecaster, planner, cluster, table, scheme if scheme is not None else monitor.scheme,
                                 horizon_s=opt.horizon_s, min_history=opt.min_history, history_len=opt.history_len)
         resources = resources or ResourceModel(cluster, table, share_cpu_cores=opt.share_cpu_cores)
-        switcher = Switcher(backend, router, spec_factory, resources, clock=clock,
+        clock = clock or WallClock()
+        progress = ProgressTracker(opt.health_policy)
+        tracked = TrackedBackend(backend, progress, clock)
+        switcher = Switcher(tracked, router, spec_factory, resources, clock=clock,
                             drain_timeout_s=opt.drain_timeout_s, start_timeout_s=opt.start_timeout_s,
                             warmup_requests=opt.warmup_requests)
-        return cls(controller, switcher, monitor, options=opt, initial_plan=initial_plan,
-                   metrics=OrchestratorMetrics(registry))
+        orch = cls(controller, switcher, monitor, options=opt, initial_plan=initial_plan,
+                   metrics=OrchestratorMetrics(registry), progress=progress)
+        tracked.on_verdict = orch._check_one
+        return orch
 
     # ----------------------------------------------------------------- hooks for subclasses
     def on_decision(self, decision: Decision) -> None:
@@ -412,10 +425,10 @@ class Orchestrator:
             return True
         self._checking.add(replica_id)
         try:
-            reason = ""
+            reason = self.progress.verdict(replica_id, self.clock.now()) or ""
             try:
-                ok = await self.clock.wait_for(m.replica.health(), self.health_timeout_s)
-                if not ok:
+                ok = reason == "" and await self.clock.wait_for(m.replica.health(), self.health_timeout_s)
+                if not ok and not reason:
                     reason = "health check failed"
             except TimeoutError:
                 reason = f"health check hung for {self.health_timeout_s} s"
@@ -437,6 +450,7 @@ class Orchestrator:
         log.warning("replica %s (%s) is taken out: %s", replica_id, variant, reason)
         await self.switcher.replica_failed(replica_id, reason)
         self.monitor.forget_replica(replica_id)
+        self.progress.forget(replica_id)
         self.metrics.replica_failures.labels(variant).inc()
         self.metrics.observe_replicas(self.switcher.replicas.values())
         self._call_hook(self.on_replica_failed, replica_id, reason)

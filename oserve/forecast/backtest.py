@@ -31,7 +31,7 @@ from oserve.errors import ConfigError
 from oserve.forecast.base import Forecaster
 from oserve.forecast.registry import make
 
-__all__ = ["RateSeries", "backtest_series", "backtest", "smape", "fit_count"]
+__all__ = ["RateSeries", "backtest_series", "backtest", "smape", "fit_count", "total_ticks", "summary_rows"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ def _pct(a: list[float], q: float) -> float | None:
 
 
 def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horizons_s: Sequence[float],
-                    *, eval_start: int = 30, timer: Callable[[], float] | None = None) -> dict[str, Any]:
+                    *, eval_start: int = 30, timer: Callable[[], float] | None = None,
+                    progress: Callable[[int], object] | None = None) -> dict[str, Any]:
     """Replay one series through one forecaster.
 
     Args:
@@ -86,6 +87,7 @@ def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horiz
         horizons_s: horizons to score, seconds (each >= ``series.window_s`` / 2).
         eval_start: first tick (row index) scored; earlier ticks only feed the forecaster.
         timer: clock for timing (seconds); None skips timing.
+        progress: called with 1 after every tick (e.g. a progress bar's ``update``).
 
     Returns:
         ``{"per_horizon": {h: {"forecast": (m, k), "actual": (m, k)}}, "timing": {...}}`` with the
@@ -123,6 +125,8 @@ def backtest_series(series: RateSeries, factory: Callable[[], Forecaster], horiz
             j = i + steps[h]
             if j < n:
                 preds[h].append((fc.rates_rps, y[j]))
+        if progress is not None:
+            progress(1)
     close = getattr(f, "close", None)
     if callable(close):
         close()
@@ -195,7 +199,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def backtest(series_list: Sequence[RateSeries], forecasters: Mapping[str, Callable[[], Forecaster]] | Sequence[str],
              horizons_s: Sequence[float] = (30.0, 60.0, 300.0), *, eval_start: int = 30,
              timer: Callable[[], float] | None = None, burst_quantile: float = 0.9,
-             baseline: str = "last") -> dict[str, Any]:
+             baseline: str = "last", progress: Callable[[int], object] | None = None) -> dict[str, Any]:
     """Backtest several forecasters on several series; the JSON-ready report.
 
     Args:
@@ -209,6 +213,8 @@ def backtest(series_list: Sequence[RateSeries], forecasters: Mapping[str, Callab
         burst_quantile: bins whose total rate exceeds this quantile of the series' total rate
             (and at least one request per bin) count as bursts, in (0, 1).
         baseline: label whose errors the ratios divide by.
+        progress: called with 1 after every tick of every (series, forecaster) replay; there are
+            :func:`total_ticks` of them.
 
     Returns:
         ``{"series": {name: {"n_bins", "window_s", "classes", "forecasters": {label: {"horizons":
@@ -240,7 +246,7 @@ def backtest(series_list: Sequence[RateSeries], forecasters: Mapping[str, Callab
         entry: dict[str, Any] = {"n_bins": int(s.rates_rps.shape[0]), "window_s": s.window_s,
                                  "classes": list(s.class_names), "burst_threshold_rps": thresh,
                                  "forecasters": {}}
-        raw = {label: backtest_series(s, fac, horizons_s, eval_start=eval_start, timer=timer)
+        raw = {label: backtest_series(s, fac, horizons_s, eval_start=eval_start, timer=timer, progress=progress)
                for label, fac in factories.items()}
         for label, r in raw.items():
             hz: dict[str, Any] = {}
@@ -259,3 +265,29 @@ def backtest(series_list: Sequence[RateSeries], forecasters: Mapping[str, Callab
                         sc["class_mae_sum_ratio_vs_last"] = _ratio(sc["class_mae_sum_rps"], b["class_mae_sum_rps"])
         report["series"][s.name] = entry
     return report
+
+
+def total_ticks(series_list: Sequence[RateSeries], forecasters: Sequence[str], baseline: str = "last") -> int:
+    """Ticks :func:`backtest` replays (for a progress bar): bins of every series times forecasters."""
+    n = len(set(forecasters) | {baseline})
+    return sum(int(s.rates_rps.shape[0]) for s in series_list) * n
+
+
+def summary_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (series, forecaster) of a :func:`backtest` report, for a short table.
+
+    Each row: ``series``, ``forecaster``, per horizon ``h`` the class-MAE-sum ratio to the baseline
+    (``ratio@h``; < 1 is better than ``last``) and the under-forecast requests in bursts
+    (``burst_under@h``), and ``ms_per_tick`` (mean, None without a timer).
+    """
+    rows = []
+    for sname, entry in report["series"].items():
+        for label, fe in entry["forecasters"].items():
+            row: dict[str, Any] = {"series": sname, "forecaster": label}
+            for h, per in fe["horizons"].items():
+                row[f"ratio@{h}"] = per["total"].get("class_mae_sum_ratio_vs_last")
+                row[f"burst_under@{h}"] = per["total"]["under_requests_in_bursts"]
+            timing = fe.get("timing") or {}
+            row["ms_per_tick"] = timing.get("ms_per_tick_mean")
+            rows.append(row)
+    return rows

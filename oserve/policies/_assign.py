@@ -6,7 +6,10 @@ s.t.     sum_c x[c, v] / cap[v, c] <= replicas[v]      (time sharing, per varian
          x >= 0, x[c, v] = 0 where cap[v, c] = 0
 
 The tiny second term prefers the variant that serves a class in less replica time, which leaves
-slack where it is useful and makes the answer unique in common ties. Solved with SciPy's HiGHS.
+slack where it is useful and makes the answer unique in common ties. Solved with SciPy's HiGHS on
+rates divided by the geometric mean of the capacities (so coefficients are O(1)); if HiGHS still
+fails, a feasible greedy fill (classes to their cheapest variants first) is returned instead, so the
+function is total over valid inputs.
 """
 
 from __future__ import annotations
@@ -15,14 +18,35 @@ import numpy as np
 
 from oserve.policies.problem import Problem
 
-__all__ = ["optimal_assignment", "balanced_assignment"]
+__all__ = ["optimal_assignment", "balanced_assignment", "fill_assignment"]
+
+
+def fill_assignment(problem: Problem, replicas: np.ndarray) -> np.ndarray:
+    """A feasible (not necessarily optimal) served rate ``x[c, v]`` (C, V), req/s, for ``replicas[v]`` (V,).
+
+    Pairs are filled in order of decreasing capacity (least replica time per request first), each
+    taking ``min(demand left, replica time left * cap)``; never over demand or replica time.
+    """
+    V, C = problem.cap.shape
+    x = np.zeros((C, V))
+    time_left = replicas.astype(float).copy()
+    demand_left = problem.demand.astype(float).copy()
+    pairs = sorted(((c, v) for v in range(V) for c in range(C) if problem.cap[v, c] > 0),
+                   key=lambda cv: (-problem.cap[cv[1], cv[0]], cv))
+    for c, v in pairs:
+        take = min(demand_left[c], time_left[v] * problem.cap[v, c])
+        if take <= 0:
+            continue
+        x[c, v] = take
+        demand_left[c] = max(0.0, demand_left[c] - take)
+        time_left[v] = max(0.0, time_left[v] - take / problem.cap[v, c])
+    return x
 
 
 def optimal_assignment(problem: Problem, replicas: np.ndarray) -> np.ndarray:
     """Served rate ``x[c, v]`` (C, V), req/s, maximising goodput for ``replicas[v]`` (V,).
 
-    Raises:
-        RuntimeError: SciPy's HiGHS reports failure (does not happen for these always-feasible LPs).
+    Falls back to :func:`fill_assignment` if SciPy's HiGHS reports failure (never raises for valid input).
     """
     from scipy.optimize import linprog
     from scipy.sparse import coo_matrix
@@ -34,17 +58,24 @@ def optimal_assignment(problem: Problem, replicas: np.ndarray) -> np.ndarray:
     if not pairs:
         return x
     P = len(pairs)
-    inv = np.array([1.0 / problem.cap[v, c] for c, v in pairs])
+    caps = np.array([problem.cap[v, c] for c, v in pairs])
+    scale = float(np.sqrt(caps.min()) * np.sqrt(caps.max()))  # rates in units of `scale` req/s
+    inv = scale / caps
     rows = [v for _, v in pairs] + [V + c for c, _ in pairs]
     cols = list(range(P)) * 2
     vals = np.concatenate([inv, np.ones(P)])
     A = coo_matrix((vals, (rows, cols)), shape=(V + C, P)).tocsr()
-    b = np.concatenate([replicas.astype(float), problem.demand])
+    b = np.concatenate([replicas.astype(float), problem.demand / scale])
     res = linprog(-(1.0 - 1e-6 * inv / inv.max()), A_ub=A, b_ub=b, bounds=(0, None), method="highs")
-    if res.status != 0 or res.x is None:
-        raise RuntimeError(f"assignment LP failed: {res.message}")
+    if res.status != 0 or res.x is None or not np.all(np.isfinite(res.x)):
+        return fill_assignment(problem, replicas)
     for k, (c, v) in enumerate(pairs):
-        x[c, v] = max(0.0, float(res.x[k]))
+        x[c, v] = max(0.0, float(res.x[k])) * scale
+    # exact feasibility after round-off: never over a variant's replica time or a class's demand
+    time = (x / np.where(problem.cap.T > 0, problem.cap.T, np.inf)).sum(axis=0)
+    x *= np.minimum(1.0, replicas / np.maximum(time, 1e-300))[None, :]
+    with np.errstate(over="ignore"):  # demand / ~0 overflows to inf; min(1, inf) = 1
+        x *= np.minimum(1.0, problem.demand / np.maximum(x.sum(axis=1), 1e-300))[:, None]
     return x
 
 

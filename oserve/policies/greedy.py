@@ -151,7 +151,8 @@ def greedy_fill(problem: Problem, counts: np.ndarray | None = None, residual: np
         # add as many identical replicas at once as keep the same marginal gain (big clusters)
         d = int(problem.dev[v])
         limit = _batch_limit(problem, counts, free, maxr, v, g)
-        need = np.min(np.where(served > 0, residual / np.maximum(served, 1e-300), np.inf))
+        with np.errstate(over="ignore"):  # residual / tiny served overflows to inf: no batching limit then
+            need = np.min(np.where(served > 0, residual / np.maximum(served, 1e-300), np.inf))
         k = max(1, min(limit, int(np.floor(need)) - 1)) if np.isfinite(need) else 1
         counts[v, g] += k
         free[g] -= k * d

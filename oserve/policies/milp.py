@@ -26,15 +26,38 @@ is checked and the returned point re-verified against the constraints (cvxpy rep
 limit as ``user_limit`` with whatever values HiGHS had, possibly all zeros); an invalid or missing
 point falls back to :class:`~oserve.policies.greedy.GreedyPlanner` and is never applied. A
 verified incumbent from a time-limited solve is used only if it beats the heuristic.
+
+Every solve ends in one :class:`SolveOutcome` (named at the start of the plan's reason):
+
+=================  ===============================================  ==========================
+outcome            when                                             plan used
+=================  ===============================================  ==========================
+``optimal``        HiGHS proved optimality, point verified          the MILP's
+``incumbent``      limit reached, verified point beats greedy       the MILP's
+``greedy_better``  limit reached, verified point worse than greedy  greedy's
+``rejected``       a point came back but fails verification         greedy's
+``no_solution``    no point (infeasible/unbounded/unknown status)   greedy's
+``solver_error``   the solver raised (``SolverError``, cvxpy's      greedy's
+                   ``ValueError: Cannot unpack invalid solution``)
+``no_solver``      cvxpy/HiGHS not installed                        greedy's
+=================  ===============================================  ==========================
+
+Scaling: rates enter the model divided by ``s``, the geometric mean of the smallest and largest
+positive capacity (the objective's req/s weights too), so every coefficient is O(1) whatever the
+table's units; the plan is scaled back and verified in the same scaled units. The table itself
+bounds capacities to ``[MIN_CAPACITY_RPS, MAX_CAPACITY_RPS]`` (see :mod:`oserve.profiles.table`).
+HiGHS runs with ``output_flag`` off, so no solve prints its banner or log.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -45,7 +68,7 @@ from oserve.policies.base import Allocation, Planner
 from oserve.policies.greedy import GreedyPlanner, fast_objective
 from oserve.policies.problem import ObjectiveWeights, Problem, mix_capacity
 
-__all__ = ["MILPPlanner", "milp_solver_available"]
+__all__ = ["MILPPlanner", "SolveOutcome", "milp_solver_available"]
 
 log = logging.getLogger(__name__)
 _TOL = 1e-6
@@ -100,6 +123,18 @@ def _flush_c_stdio() -> None:
         pass
 
 
+class SolveOutcome(StrEnum):
+    """How one MILP solve ended and which plan was used (see the module docstring's table)."""
+
+    OPTIMAL = "optimal"
+    INCUMBENT = "incumbent"
+    GREEDY_BETTER = "greedy_better"
+    REJECTED = "rejected"
+    NO_SOLUTION = "no_solution"
+    SOLVER_ERROR = "solver_error"
+    NO_SOLVER = "no_solver"
+
+
 @dataclass
 class _Model:
     """A compiled model for one problem structure."""
@@ -115,6 +150,25 @@ class _Point:
     n: np.ndarray | None
     x: np.ndarray | None
     optimal: bool
+    error: str | None = None  # the solver raised: what it said
+
+
+def _scaled(problem: Problem) -> tuple[Problem, float]:
+    """The same problem with every rate divided by ``s`` (capacities, demand, req/s weights), and ``s``.
+
+    The objective is linear in rates, so its maximiser is unchanged; ``s`` is the geometric mean of
+    the smallest and largest positive capacity, which centres the capacities' exponents on 0.
+    """
+    pos = problem.cap[problem.cap > 0]
+    if pos.size == 0:
+        return problem, 1.0
+    s = float(np.sqrt(pos.min()) * np.sqrt(pos.max()))
+    if not np.isfinite(s) or s <= 0:
+        return problem, 1.0
+    w = problem.weights
+    weights = w.model_copy(update={"switch_cost_rps_per_s": w.switch_cost_rps_per_s / s,
+                                   "device_cost_rps": w.device_cost_rps / s})
+    return dataclasses.replace(problem, cap=problem.cap / s, demand=problem.demand / s, weights=weights), s
 
 
 def _structure(problem: Problem) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -184,9 +238,12 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
         try:
             with warnings.catch_warnings():  # "solution may be inaccurate": the point is verified below
                 warnings.simplefilter("ignore", UserWarning)
-                prob.solve(solver="HIGHS", time_limit=float(time_limit_s), mip_rel_gap=float(gap), threads=threads)
-        except cp.error.SolverError as exc:
-            return _Point(f"solver_error: {exc}", None, None, False)
+                prob.solve(solver="HIGHS", time_limit=float(time_limit_s), mip_rel_gap=float(gap), threads=threads,
+                           output_flag=False, verbose=False)
+        # SolverError, and ValueError("Cannot unpack invalid solution") when HiGHS ends in an unknown
+        # status; any exception from the solver leads to the same documented fallback.
+        except Exception as exc:  # noqa: BLE001
+            return _Point("solver_error", None, None, False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
         nv = None if n.value is None else np.asarray(n.value, dtype=float).reshape(Q)
         xv = None if x.value is None else np.asarray(x.value, dtype=float).reshape(P)
         return _Point(str(prob.status), nv, xv, prob.status == cp.OPTIMAL)
@@ -232,11 +289,14 @@ def _build_highspy(problem: Problem, pairs: list[tuple[int, int]], slots: list[t
         lp.a_matrix_.format_ = hp.MatrixFormat.kColwise
         lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
         lp.integrality_ = integrality
-        h.passModel(lp)
-        h.run()
-        status = h.getModelStatus()
-        sol = np.asarray(h.getSolution().col_value, dtype=float)
-        name = h.modelStatusToString(status)
+        try:
+            h.passModel(lp)
+            h.run()
+            status = h.getModelStatus()
+            sol = np.asarray(h.getSolution().col_value, dtype=float)
+            name = h.modelStatusToString(status)
+        except Exception as exc:  # noqa: BLE001 - any solver failure falls back the same way
+            return _Point("solver_error", None, None, False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
         if sol.size != A.shape[1]:
             return _Point(name, None, None, False)
         return _Point(name, sol[:Q], sol[Q:Q + P], status == hp.HighsModelStatus.kOptimal)
@@ -282,7 +342,8 @@ def verify(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[int
     scale = np.minimum(1.0, counts.sum(axis=1) / np.maximum(time, 1e-300))
     served = served * scale[None, :]
     over = served.sum(axis=1)
-    served = served * np.minimum(1.0, problem.demand / np.maximum(over, 1e-300))[:, None]
+    with np.errstate(over="ignore"):  # demand / ~0 overflows to inf; min(1, inf) = 1
+        served = served * np.minimum(1.0, problem.demand / np.maximum(over, 1e-300))[:, None]
     return "", counts, served
 
 
@@ -346,26 +407,47 @@ class MILPPlanner(Planner):
         return model.solve(problem.demand, current, problem.switch_cost, self.time_limit_s, self.mip_rel_gap, self.threads)
 
     def _allocate(self, problem: Problem) -> Allocation:
+        outcome, alloc = self.solve_outcome(problem)
+        return alloc
+
+    def solve_outcome(self, problem: Problem) -> tuple[SolveOutcome, Allocation]:
+        """Solve ``problem`` and say how the solve ended; never raises for a solver failure.
+
+        Returns:
+            ``(outcome, allocation)``: the allocation is the MILP's for ``optimal`` / ``incumbent``
+            and the greedy heuristic's otherwise; its reason starts with ``MILP <outcome>``.
+        """
         if not self.solver_available:
-            alloc = self._fallback._allocate(problem)
-            return Allocation(alloc.counts, alloc.served, "no MILP solver installed; used greedy heuristic")
-        model = self._model(problem)
+            return self._greedy(problem, SolveOutcome.NO_SOLVER, "no MILP solver installed")
+        scaled, s = _scaled(problem)
+        model = self._model(scaled)
         if not model.slots:
             V, G = problem.fits.shape
-            return Allocation(np.zeros((V, G), dtype=np.int64), None, "MILP: no variant fits any node", True)
-        point = self._solve(model, problem)
-        problem_msg, counts, served = verify(problem, model.pairs, model.slots, point.n, point.x)
+            return SolveOutcome.OPTIMAL, Allocation(np.zeros((V, G), dtype=np.int64), None,
+                                                    "MILP optimal: no variant fits any node", True)
+        point = self._solve(model, scaled)
+        if point.error is not None:
+            log.warning("MILP solver failed (%s); using the greedy heuristic", point.error)
+            return self._greedy(problem, SolveOutcome.SOLVER_ERROR, f"solver raised {point.error}")
+        if point.n is None or point.x is None:
+            return self._greedy(problem, SolveOutcome.NO_SOLUTION, f"status {point.status}, no solution values")
+        problem_msg, counts, served = verify(scaled, model.pairs, model.slots, point.n, point.x)
         if problem_msg or counts is None or served is None:
-            alloc = self._fallback._allocate(problem)
-            return Allocation(alloc.counts, alloc.served,
-                              f"MILP status {point.status}, solution rejected ({problem_msg}); "
-                              f"fell back to greedy: {alloc.reason}", optimal=False)
+            return self._greedy(problem, SolveOutcome.REJECTED,
+                                f"status {point.status}, solution rejected ({problem_msg})")
+        served = served * s
         if point.optimal:
-            return Allocation(counts, served, f"MILP optimal (status {point.status})", optimal=True)
-        alloc = self._fallback._allocate(problem)
+            return SolveOutcome.OPTIMAL, Allocation(counts, served, f"MILP optimal (status {point.status})",
+                                                    optimal=True)
+        outcome, alloc = self._greedy(problem, SolveOutcome.GREEDY_BETTER,
+                                      f"status {point.status}: incumbent worse than greedy")
         assert alloc.served is not None
         if fast_objective(problem, alloc.counts, alloc.served) > fast_objective(problem, counts, served):
-            return Allocation(alloc.counts, alloc.served,
-                              f"MILP status {point.status}: incumbent worse than greedy; used greedy", optimal=False)
-        return Allocation(counts, served, f"MILP status {point.status}: verified incumbent, optimality not proven",
-                          optimal=False)
+            return outcome, alloc
+        return SolveOutcome.INCUMBENT, Allocation(
+            counts, served, f"MILP incumbent (status {point.status}): verified, optimality not proven", optimal=False)
+
+    def _greedy(self, problem: Problem, outcome: SolveOutcome, why: str) -> tuple[SolveOutcome, Allocation]:
+        alloc = self._fallback._allocate(problem)
+        return outcome, Allocation(alloc.counts, alloc.served, f"MILP {outcome.value}: {why}; fell back to greedy: "
+                                   f"{alloc.reason}", optimal=False)

@@ -15,15 +15,20 @@ Then it fits the iteration-time model (:mod:`oserve.profiles.fit`) and builds th
 same :func:`~oserve.profiles.capacity.build_table` the roofline uses. Random prompts (seeded) are
 fresh per request, so prefix caching cannot shortcut a prefill.
 
-The sweep is resumable: after each measurement the raw timings go to a state file
-(``PROFILE.json.sweep.json``); a rerun skips what is there if the config is unchanged.
+The sweep is resumable and robust (:mod:`oserve.profiles.sweep`): after each measurement the raw
+timings go to a state file (``PROFILE.json.sweep.json``) under the candidate's name and digest, so a
+rerun skips what is there even after the config changed, as long as that candidate's own settings
+did not. Candidates that cannot run on this machine (cores, GPUs, memory) are skipped with a reason
+before anything starts; a candidate that fails to start or to answer is recorded as failed and the
+sweep goes on. An SLO that no candidate meets for any class is reported with the best achievable
+TTFT and TPOT instead of writing an all-zero table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import logging
 import platform
 from collections.abc import Callable
 from datetime import date
@@ -31,19 +36,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, SamplingParams
 from oserve.clock import Clock, WallClock
 from oserve.config import ClassesConfig, ComponentConfig
-from oserve.errors import ConfigError, ProfileError
+from oserve.errors import ConfigError, OserveError, ProfileError
 from oserve.profiles.capacity import build_table
 from oserve.profiles.fit import fit_iteration_model
+from oserve.profiles.sweep import HostResources, SweepReport, SweepState, candidate_digest, unfit_reason, unmet_classes
 from oserve.profiles.table import ProfileTable
 from oserve.profiles.variants import Variant, get_model
 from oserve.types import SLO
 
 __all__ = ["SweepConfig", "ProfileConfig", "Profiler", "load_profile_config", "replica_spec"]
+
+log = logging.getLogger(__name__)
 
 _DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _QUANT = {"fp8": "fp8", "int4": "awq", "int8": None}
@@ -107,18 +115,9 @@ class ProfileConfig(BaseModel):
 
 def load_profile_config(path: str | Path) -> ProfileConfig:
     """Read a YAML profile config. Raises ConfigError naming the field."""
-    import yaml
+    from oserve.yaml_config import load_yaml_model
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read profile config {path}: {exc}", field="config") from exc
-    try:
-        return ProfileConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"profile config {path}: {field}: {err['msg']}", field=field) from None
+    return load_yaml_model(path, ProfileConfig)
 
 
 def replica_spec(config: ProfileConfig, variant: Variant) -> ReplicaSpec:
@@ -153,33 +152,17 @@ class Profiler:
         backend: starts the replicas.
         config: what to measure.
         clock: time source (wall clock by default; tests pass a simulated one).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (on stderr).
+        host: what this machine offers (detected when None); candidates that do not fit are skipped.
     """
 
     def __init__(self, backend: Backend, config: ProfileConfig, clock: Clock | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, host: HostResources | None = None) -> None:
         self.backend = backend
         self.config = config
         self.clock = clock or WallClock()
         self.progress = progress
-
-    # ---- state ------------------------------------------------------------------------------
-    def _load_state(self, path: Path) -> dict[str, Any]:
-        if path.exists():
-            try:
-                state = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ProfileError(f"sweep state {path} is not JSON: {exc}") from exc
-            if state.get("config_digest") == self.config.digest():
-                return state
-            raise ProfileError(f"sweep state {path} belongs to another config; delete it to start over")
-        return {"config_digest": self.config.digest(), "variants": {}}
-
-    @staticmethod
-    def _save_state(path: Path, state: dict[str, Any]) -> None:
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(path)
+        self.host = host
 
     # ---- measurement -------------------------------------------------------------------------
     def _prompt(self, rng: np.random.Generator, tokens: int, vocab: int) -> list[int]:
@@ -221,7 +204,7 @@ class Profiler:
                 rows.append([float(batch), float(kv), float(np.median(gaps))])
         return rows
 
-    async def _profile_variant(self, v: Variant, vs: dict[str, Any], path: Path, state: dict[str, Any],
+    async def _profile_variant(self, v: Variant, vs: dict[str, Any], state: SweepState,
                                tick: Callable[[int], None]) -> None:
         sw = self.config.sweep
         rng = np.random.default_rng([sw.seed, int(hashlib.sha256(v.name.encode()).hexdigest()[:8], 16)])
@@ -242,7 +225,7 @@ class Profiler:
                     s = await self._ttft(replica, f"{v.name}-p{t}-{r}", self._prompt(rng, t, vocab))
                     vs.setdefault("prefill", []).append([float(t), s])
                     vs["prefill_keys"].append([t, r])
-                    self._save_state(path, state)
+                    state.save()
                     tick(1)
             done_b = set(vs.setdefault("decode_batches", []))
             for b in sw.batch_sizes:
@@ -253,35 +236,48 @@ class Profiler:
                     continue
                 vs.setdefault("decode", []).extend(await self._decode(replica, v.name, b, rng, vocab))
                 vs["decode_batches"].append(b)
-                self._save_state(path, state)
+                state.save()
                 tick(1)
             stats = await replica.stats()
             peak = stats.extra.get("peak_memory_bytes") if stats.extra else None
             if peak:
                 vs["peak_memory_bytes"] = int(peak)
             vs["done"] = True
-            self._save_state(path, state)
+            state.save()
         finally:
             await replica.stop()
 
     async def run(self, out: str | Path) -> ProfileTable:
-        """Measure every variant (resuming from ``<out>.sweep.json``), fit, and save the table.
+        """Measure, fit and save the table; see :meth:`sweep` (this returns only the table)."""
+        table, _ = await self.sweep(out)
+        return table
+
+    async def sweep(self, out: str | Path) -> tuple[ProfileTable, SweepReport]:
+        """Measure every candidate that fits here (resuming from ``<out>.sweep.json``), fit, save the table.
 
         Args:
             out: path of the profile table JSON to write.
 
         Returns:
-            The measured ``ProfileTable`` (also written to ``out``).
+            The measured ``ProfileTable`` (also written to ``out``; only candidates measured in full)
+            and the report: candidates skipped (do not fit this machine) or failed, and classes no
+            candidate serves within the SLO with the best achievable TTFT/TPOT.
 
         Raises:
-            EngineStartError: a replica failed to start (the sweep state keeps what was measured).
-            ProfileError: a fit failed or the state file belongs to another config.
+            ProfileError: no candidate could be measured (the reasons are listed), a fit failed, or
+                the SLO is met for no class by any candidate (the best achievable values are listed;
+                the measurements stay in the state file, so rerunning with a looser SLO measures
+                nothing again).
         """
         out = Path(out)
-        state_path = out.with_name(out.name + ".sweep.json")
-        state = self._load_state(state_path)
         variants = self.config.build_variants()
-        sw = self.config.sweep
+        c = self.config
+        state = SweepState(out.with_name(out.name + ".sweep.json"),
+                           {v.name: candidate_digest(c.model, c.backend, c.sweep, v) for v in variants},
+                           legacy_digest=c.digest())
+        host = self.host or HostResources.detect()
+        report = SweepReport()
+        sw = c.sweep
         per_variant = len(sw.prompt_tokens) * sw.repeats + len(sw.batch_sizes)
         bar = None
         if self.progress:
@@ -291,32 +287,59 @@ class Profiler:
         tick = bar.update if bar is not None else (lambda n: None)
         try:
             for v in variants:
-                vs = state["variants"].setdefault(v.name, {})
+                reason = unfit_reason(v, host)
+                if reason is not None:
+                    report.skipped[v.name] = reason
+                    log.warning("skipping candidate %s: %s", v.name, reason)
+                    tick(per_variant)
+                    continue
+                vs = state.entry(v.name)
                 if vs.get("done"):
+                    report.measured.append(v.name)
                     tick(per_variant)
                     continue
                 if bar is not None:
                     bar.set_postfix_str(v.name)
-                await self._profile_variant(v, vs, state_path, state, tick)
+                before = bar.n if bar is not None else 0
+                try:
+                    await self._profile_variant(v, vs, state, tick)
+                except OserveError as exc:  # EngineStartError, ReplicaError, ProfileError
+                    vs["failed"] = f"{type(exc).__name__}: {exc}"[:500]
+                    state.save()
+                    report.failed[v.name] = vs["failed"]
+                    log.warning("candidate %s failed, going on with the others: %s", v.name, vs["failed"])
+                    if bar is not None:
+                        tick(max(0, per_variant - (bar.n - before)))
+                    continue
+                report.measured.append(v.name)
         finally:
             if bar is not None:
                 bar.close()
-        models = {}
-        for v in variants:
-            vs = state["variants"][v.name]
-            models[v.name] = fit_iteration_model(vs["prefill"], vs["decode"])
+        measured = [v for v in variants if v.name in report.measured]
+        if not measured:
+            why = "; ".join(f"{n}: {r}" for n, r in {**report.skipped, **report.failed}.items())
+            raise ProfileError(f"no candidate could be measured ({why})")
+        records = {v.name: state.entry(v.name) for v in measured}
+        models = {n: fit_iteration_model(r["prefill"], r["decode"]) for n, r in records.items()}
         table = build_table(
-            variants, models, source="measured", slo=self.config.slo, scheme=self.config.classes.to_scheme(),
-            start_times_s={v.name: state["variants"][v.name]["start_time_s"] for v in variants},
-            memory_per_device_bytes={n: s["peak_memory_bytes"] for n, s in state["variants"].items()
-                                     if "peak_memory_bytes" in s},
-            hardware={"device_type": self.config.device_type, "machine": platform.machine(),
+            measured, models, source="measured", slo=c.slo, scheme=c.classes.to_scheme(),
+            start_times_s={n: r["start_time_s"] for n, r in records.items()},
+            memory_per_device_bytes={n: r["peak_memory_bytes"] for n, r in records.items() if "peak_memory_bytes" in r},
+            hardware={"device_type": c.device_type, "machine": platform.machine(),
                       "processor": platform.processor() or platform.machine()},
             software=_software_versions(self.backend),
             created=date.today().isoformat(),
         )
+        report.unmet = unmet_classes(table)
+        if not any(p.capacity_rps > 0 for v in table.variants.values() for p in v.classes.values()):
+            best = "; ".join(u.describe() for u in report.unmet)
+            raise ProfileError(f"no candidate meets the SLO (TTFT {c.slo.ttft_s:g} s, TPOT {c.slo.tpot_s:g} s) for "
+                               f"any class; best achievable: {best}. Relax slo.ttft_s / slo.tpot_s and rerun "
+                               "(the measurements are kept); no table was written")
+        for u in report.unmet:
+            log.warning("no candidate meets the SLO for class %s", u.describe())
         table.save(out)
-        return table
+        return table, report
 
 
 def _software_versions(backend: Backend) -> dict[str, str]:

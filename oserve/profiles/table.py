@@ -10,26 +10,47 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oserve.errors import ProfileError
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.types import SLO
 
-__all__ = ["ClassProfile", "VariantProfile", "ProfileTable", "TABLE_VERSION"]
+__all__ = ["ClassProfile", "VariantProfile", "ProfileTable", "TABLE_VERSION", "MIN_CAPACITY_RPS",
+           "MAX_CAPACITY_RPS", "MAX_SECONDS"]
 
 TABLE_VERSION = 1
+
+#: Smallest non-zero per-replica capacity a table may hold, req/s (one request every ~11.6 days).
+#: Smaller values are not measurements (a sweep cannot observe them) and, next to capacities of
+#: order 1, make the planners' LPs and MILPs ill-conditioned (HiGHS then reports an unknown status).
+MIN_CAPACITY_RPS = 1e-6
+#: Largest per-replica capacity a table may hold, req/s (a million requests per second per replica,
+#: orders above any engine).
+MAX_CAPACITY_RPS = 1e6
+#: Largest latency or start time a table may hold, s (~11.6 days).
+MAX_SECONDS = 1e6
 
 
 class ClassProfile(BaseModel):
     """Performance of one variant's replica on one request class (served alone)."""
 
-    model_config = ConfigDict(extra="forbid")
-    capacity_rps: float = Field(..., ge=0, description="max sustainable arrival rate meeting the SLO, req/s")
-    ttft_s: float = Field(..., ge=0, description="TTFT at that rate (p99 estimate), s")
-    tpot_s: float = Field(..., ge=0, description="TPOT at that rate (p99 estimate), s")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    capacity_rps: float = Field(..., ge=0, le=MAX_CAPACITY_RPS,
+                                description="max sustainable arrival rate meeting the SLO, req/s: 0 (cannot serve "
+                                "the class) or in [MIN_CAPACITY_RPS, MAX_CAPACITY_RPS] = [1e-6, 1e6]")
+    ttft_s: float = Field(..., ge=0, le=MAX_SECONDS, description="TTFT at that rate (p99 estimate), s")
+    tpot_s: float = Field(..., ge=0, le=MAX_SECONDS, description="TPOT at that rate (p99 estimate), s")
     max_concurrency: int = Field(..., ge=0, description="concurrent requests whose KV cache fits")
     throughput_tokens_s: float = Field(0.0, ge=0, description="output tokens/s at capacity")
+
+    @field_validator("capacity_rps")
+    @classmethod
+    def _capacity_in_range(cls, v: float) -> float:
+        if 0 < v < MIN_CAPACITY_RPS:
+            raise ValueError(f"capacity_rps must be 0 or in [{MIN_CAPACITY_RPS:g}, {MAX_CAPACITY_RPS:g}] req/s, "
+                             f"got {v!r}")
+        return v
 
 
 class VariantProfile(BaseModel):
@@ -50,7 +71,8 @@ class VariantProfile(BaseModel):
     max_num_seqs: int = Field(..., ge=1)
     max_num_batched_tokens: int = Field(..., ge=1)
     max_model_len: int = Field(..., ge=1)
-    start_time_s: float = Field(..., ge=0, description="engine start + weight load + warm-up, s")
+    start_time_s: float = Field(..., ge=0, le=MAX_SECONDS, allow_inf_nan=False,
+                                description="engine start + weight load + warm-up, s")
     iteration: IterationTimeModel
     classes: dict[str, ClassProfile]
 

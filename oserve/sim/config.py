@@ -32,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from oserve.config import ClassesConfig, ClusterConfig, ComponentConfig, NodeGroupConfig, read_yaml, validate
+from oserve.config import ClassesConfig, ClusterConfig, ComponentConfig, NodeGroupConfig
 from oserve.types import SLO, Plan, ReplicaPlacement
 
 __all__ = ["SimConfig", "load_config", "PAPER_CLUSTER"]
@@ -134,7 +134,7 @@ def load_config(path: str | Path) -> SimConfig:
     Raises:
         ConfigError: unreadable file or invalid fields (names every bad field, ``field`` the first).
     """
+    from oserve.yaml_config import load_yaml_model
+
     p = Path(path)
-    raw = read_yaml(p)
-    raw.setdefault("base_dir", str(p.parent))
-    return validate(SimConfig, raw, str(p))
+    return load_yaml_model(p, SimConfig, defaults={"base_dir": str(p.parent)})

@@ -85,10 +85,32 @@ def test_cli_prints_json(tmp_path, capsys):
     out_file = tmp_path / "out.json"
     rc = main(["forecast-backtest", str(tmp_path / "AzureLLMInferenceTrace_code.csv"),
                str(tmp_path / "AzureLLMInferenceTrace_conv.csv"), "--forecasters", "last,ewma",
-               "--horizons", "30,60", "--output", str(out_file)])
+               "--horizons", "30,60", "--output", str(out_file), "--json"])
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
     assert set(rep["series"]) == {"code", "conv", "merged"}
     assert set(rep["series"]["merged"]["forecasters"]) == {"last", "ewma"}
     assert json.loads(out_file.read_text()) == rep
     assert main(["forecast-backtest", str(tmp_path / "AzureLLMInferenceTrace_code.csv"), "--horizons", "x"]) == 2
+
+
+def test_cli_default_prints_a_short_table_progress_and_path(tmp_path, capsys, monkeypatch):
+    from oserve.cli import main
+
+    rng = np.random.default_rng(1)
+    arrivals = np.cumsum(rng.exponential(0.5, 1800))
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    for a in arrivals:
+        sec = 1000 + a
+        lines.append(f"2023-11-16 18:{int(sec // 60) % 60:02d}:{sec % 60:010.7f},{rng.integers(100, 4000)},"
+                     f"{rng.integers(5, 400)}")
+    trace = tmp_path / "AzureLLMInferenceTrace_code.csv"
+    trace.write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["forecast-backtest", str(trace), "--horizons", "30,60"]) == 0
+    out, err = capsys.readouterr()
+    assert "ewma-auto" in out and "ratio to last" in out and len(out) < 4000  # a table, not the JSON
+    assert "backtest" in err and "tick" in err  # the progress bar, on stderr
+    report = tmp_path / "forecast-backtest.json"
+    assert f"wrote the full report to {report}" in err
+    assert set(json.loads(report.read_text())["series"]["code"]["forecasters"]) == {"last", "ewma", "ewma-auto"}

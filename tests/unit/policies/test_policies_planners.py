@@ -107,7 +107,7 @@ def test_solver_limit_with_zero_values_falls_back(mix_table, one_node, monkeypat
     monkeypatch.setattr(MILPPlanner, "_solve", limit_zero)
     current = make_planner("greedy", weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: 8.0, LONG: 2.0}))
     plan = planner.plan(one_node, mix_table, Demand(rates_rps={SHORT: 32.0, LONG: 2.0}), current)
-    assert "used greedy" in plan.reason and "user_limit" in plan.reason
+    assert plan.reason.startswith("MILP greedy_better") and "user_limit" in plan.reason
     assert plan.replica_counts() == {"int4-tp1": 4, "fp16-tp4": 1}
     assert plan.optimal is False
 
@@ -225,7 +225,7 @@ def test_missing_milp_solver_uses_heuristic(mix_table, one_node, monkeypatch):
 
     monkeypatch.setattr(milp_mod, "milp_solver_available", lambda: False)
     plan = milp_mod.MILPPlanner(weights=EXACT).plan(one_node, mix_table, Demand(rates_rps={SHORT: 32.0, LONG: 2.0}))
-    assert plan.reason.startswith("no MILP solver installed; used greedy heuristic")
+    assert plan.reason.startswith("MILP no_solver: no MILP solver installed; fell back to greedy")
     assert plan.replica_counts() == {"int4-tp1": 4, "fp16-tp4": 1}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,7 +14,9 @@ from oserve.clock import SimClock
 from oserve.errors import EngineStartError, ProfileError
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.profiler import ProfileConfig, Profiler, SweepConfig
+from oserve.profiles.sweep import HostResources
 from oserve.profiles.table import ProfileTable
+from oserve.types import SLO
 
 TRUE = IterationTimeModel(a=0.02, b=4e-4, c=2e-8, d=0.015, e=2e-3, f=1e-6)
 
@@ -121,7 +124,8 @@ def test_profiler_recovers_iteration_model(tmp_path) -> None:
     clock = SimClock()
     backend = FakeBatchBackend(clock)
     out = tmp_path / "p.json"
-    table = asyncio.run(Profiler(backend, _config(), clock=clock, progress=False).run(out))
+    table = asyncio.run(Profiler(backend, _config(), clock=clock, progress=False,
+                                 host=HostResources(cpu_cores=2, memory_bytes=64 << 30)).run(out))
     assert table.source == "measured"
     assert set(table.variants) == {"smollm2-135m-fp32-1c-s8", "smollm2-135m-bf16-2c-s8"}
     v = table.variants["smollm2-135m-fp32-1c-s8"]
@@ -135,31 +139,124 @@ def test_profiler_recovers_iteration_model(tmp_path) -> None:
     assert ProfileTable.load(out) == table
 
 
+HOST = HostResources(cpu_cores=2, memory_bytes=64 << 30)
+
+
+def _run(backend, config, out, **kw):
+    return asyncio.run(Profiler(backend, config, clock=backend.clock, progress=False, host=HOST, **kw).sweep(out))
+
+
 def test_profiler_resumes_partial_sweep(tmp_path) -> None:
     clock = SimClock()
     out = tmp_path / "p.json"
     crashing = FakeBatchBackend(clock, fail_after=3)  # dies during the first variant's prefill sweep
-    with pytest.raises(EngineStartError):
-        asyncio.run(Profiler(crashing, _config(), clock=clock, progress=False).run(out))
+    with pytest.raises(ProfileError, match="no candidate could be measured"):
+        _run(crashing, _config(), out)  # both candidates failed: recorded, nothing written
+    assert not out.exists()
     state = json.loads((tmp_path / "p.json.sweep.json").read_text())
-    first = state["variants"]["smollm2-135m-fp32-1c-s8"]
-    assert not first.get("done") and len(first["prefill"]) >= 1
+    first = state["candidates"]["smollm2-135m-fp32-1c-s8"]
+    assert "fake crash" in first["failed"] and not first.get("done") and len(first["prefill"]) >= 1
     kept = len(first["prefill"])
     healthy = FakeBatchBackend(clock)
-    table = asyncio.run(Profiler(healthy, _config(), clock=clock, progress=False).run(out))
-    assert len(table.variants) == 2
+    table, report = _run(healthy, _config(), out)
+    assert len(table.variants) == 2 and report.failed == {}
     state = json.loads((tmp_path / "p.json.sweep.json").read_text())
-    assert len(state["variants"]["smollm2-135m-fp32-1c-s8"]["prefill"]) == 4  # no duplicate points
+    assert len(state["candidates"]["smollm2-135m-fp32-1c-s8"]["prefill"]) == 4  # no duplicate points
+    assert "failed" not in state["candidates"]["smollm2-135m-fp32-1c-s8"]
     assert kept < 4
     # a finished sweep is not measured again
     again = FakeBatchBackend(clock)
-    asyncio.run(Profiler(again, _config(), clock=clock, progress=False).run(out))
+    _run(again, _config(), out)
     assert again.started == []
 
 
-def test_state_of_other_config_is_refused(tmp_path) -> None:
-    out = tmp_path / "p.json"
-    (tmp_path / "p.json.sweep.json").write_text(json.dumps({"config_digest": "other", "variants": {}}))
+class OneBadVariantBackend(FakeBatchBackend):
+    """A fake whose bf16 engine fails to start (as a candidate that cannot run would)."""
+
+    async def start_replica(self, spec, replica_id):
+        if spec.dtype == "bfloat16":
+            self.started.append(spec)
+            raise EngineStartError("fake engine cannot start", cause="engine_error")
+        return await super().start_replica(spec, replica_id)
+
+
+def test_failing_candidate_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
     clock = SimClock()
-    with pytest.raises(ProfileError, match="another config"):
-        asyncio.run(Profiler(FakeBatchBackend(clock), _config(), clock=clock, progress=False).run(out))
+    config = _config()
+    config.variants.insert(0, {**config.variants[1]})  # the bad candidate comes first
+    config.variants.pop()
+    config.variants.append({"precision": "fp32", "devices_per_replica": 2, "max_num_seqs": 8, "max_model_len": 2048,
+                            "max_num_batched_tokens": 2048})
+    backend = OneBadVariantBackend(clock)
+    table, report = _run(backend, config, tmp_path / "p.json")
+    assert set(report.failed) == {"smollm2-135m-bf16-2c-s8"}
+    assert "fake engine cannot start" in report.failed["smollm2-135m-bf16-2c-s8"]
+    assert set(table.variants) == {"smollm2-135m-fp32-1c-s8", "smollm2-135m-fp32-2c-s8"} == set(report.measured)
+    assert ProfileTable.load(tmp_path / "p.json") == table
+
+
+def test_candidate_that_does_not_fit_is_skipped_before_starting(tmp_path) -> None:
+    clock = SimClock()
+    config = _config()
+    config.variants.append({"precision": "fp32", "devices_per_replica": 4, "max_num_seqs": 8, "max_model_len": 2048,
+                            "max_num_batched_tokens": 2048})
+    backend = FakeBatchBackend(clock)
+    table, report = _run(backend, config, tmp_path / "p.json")
+    assert report.skipped == {"smollm2-135m-fp32-4c-s8": "needs 4 CPU cores, this machine offers 2"}
+    assert all(s.cpu_cores != (0, 1, 2, 3) for s in backend.started)  # never started
+    assert "smollm2-135m-fp32-4c-s8" not in table.variants and len(table.variants) == 2
+    small = HostResources(cpu_cores=8, memory_bytes=1 << 20)
+    with pytest.raises(ProfileError, match=r"needs .* GiB \(weights \+ KV cache\), 0.0 GiB available"):
+        asyncio.run(Profiler(FakeBatchBackend(clock), _config(), clock=clock, progress=False, host=small)
+                    .sweep(tmp_path / "q.json"))
+
+
+def test_measurements_survive_a_config_change(tmp_path) -> None:
+    clock = SimClock()
+    out = tmp_path / "p.json"
+    _run(FakeBatchBackend(clock), _config(), out)
+    smaller = _config()
+    smaller.variants.pop()  # remove a candidate
+    again = FakeBatchBackend(clock)
+    table, _ = _run(again, smaller, out)
+    assert again.started == [] and set(table.variants) == {"smollm2-135m-fp32-1c-s8"}
+    changed = _config()
+    changed.variants[1] = {**changed.variants[1], "max_model_len": 1024}  # only this candidate changed
+    third = FakeBatchBackend(clock)
+    table, _ = _run(third, changed, out)
+    assert [s.variant for s in third.started] == ["smollm2-135m-bf16-2c-s8"]
+    assert table.variants["smollm2-135m-bf16-2c-s8"].max_model_len == 1024
+
+
+def test_old_format_state_of_the_same_config_is_adopted(tmp_path) -> None:
+    clock = SimClock()
+    out = tmp_path / "p.json"
+    _run(FakeBatchBackend(clock), _config(), out)
+    state_path = tmp_path / "p.json.sweep.json"
+    state = json.loads(state_path.read_text())
+    old = {"config_digest": _config().digest(),
+           "variants": {n: {k: v for k, v in r.items() if k != "digest"} for n, r in state["candidates"].items()}}
+    state_path.write_text(json.dumps(old))
+    again = FakeBatchBackend(clock)
+    _run(again, _config(), out)
+    assert again.started == []
+    state_path.write_text(json.dumps({**old, "config_digest": "another"}))
+    third = FakeBatchBackend(clock)
+    _run(third, _config(), out)
+    assert len(third.started) == 2 and (tmp_path / "p.json.sweep.json.v1").exists()
+
+
+def test_slo_nothing_meets_is_reported_with_best_values_not_written(tmp_path) -> None:
+    clock = SimClock()
+    out = tmp_path / "p.json"
+    strict = _config().model_copy(update={"slo": SLO(ttft_s=0.001, tpot_s=0.2)})
+    with pytest.raises(ProfileError) as err:
+        _run(FakeBatchBackend(clock), strict, out)
+    msg = str(err.value)
+    assert "no candidate meets the SLO (TTFT 0.001 s" in msg and "best achievable" in msg
+    assert re.search(r"best TTFT 0\.\d+ s \(smollm2-135m-", msg)
+    assert not out.exists()
+    relaxed = FakeBatchBackend(clock)  # a looser SLO needs no new measurement
+    table, report = _run(relaxed, _config(), out)
+    assert relaxed.started == [] and report.unmet == [] and out.exists()
+    assert any(p.capacity_rps > 0 for v in table.variants.values() for p in v.classes.values())

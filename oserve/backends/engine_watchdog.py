@@ -1,0 +1,188 @@
+"""Engine processes never outlive their owner: a small watchdog process reaps orphaned engines.
+
+vLLM starts each engine core in a child process (and its workers below it); they watch each other
+but not the process that owns the engine. When that owner is killed hard (``SIGKILL``, the kernel's
+out-of-memory killer) no Python code runs, so the engine core and its workers live on as orphans
+holding their memory and ``/dev/shm`` segments. vLLM 0.32 offers no hook to set
+``PR_SET_PDEATHSIG`` in the processes it spawns, so oserve starts one watchdog process per owner
+(lazily, with the first engine) in its own session (a Ctrl-C to the terminal does not reach it):
+
+- the owner registers each engine's process ids (with their start times, against pid reuse);
+- the watchdog polls the owner every ``POLL_S`` seconds; once the owner is gone it collects the
+  ``/dev/shm`` files the registered processes and their descendants have mapped or open, kills
+  those processes (``SIGKILL``; ``SIGTERM`` is ignored by a busy engine core), removes the
+  segments and exits.
+
+Run as ``python -m oserve.backends.engine_watchdog OWNER_PID``; it reads ``"<pid> <start time>"``
+lines on stdin. Only the standard library and psutil are imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+__all__ = ["EngineWatchdog", "engine_watchdog", "shm_files_of", "reap", "children", "new_children"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two checks of the owner.
+POLL_S = 0.25
+_SHM = "/dev/shm/"
+
+
+def shm_files_of(proc: psutil.Process) -> set[str]:
+    """``/dev/shm`` files ``proc`` has mapped or open (empty when it cannot be read)."""
+    found: set[str] = set()
+    with contextlib.suppress(psutil.Error, OSError):
+        for m in proc.memory_maps(grouped=True):
+            if m.path.startswith(_SHM):
+                found.add(m.path.split(" (deleted)")[0])
+    with contextlib.suppress(psutil.Error, OSError):
+        for f in proc.open_files():
+            if f.path.startswith(_SHM):
+                found.add(f.path)
+    return found
+
+
+def _alive(pid: int, start_time: float) -> psutil.Process | None:
+    try:
+        p = psutil.Process(pid)
+        if abs(p.create_time() - start_time) > 1e-3 or p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p
+    except psutil.Error:
+        return None
+
+
+def reap(registered: dict[int, float]) -> tuple[list[int], list[str]]:
+    """Kill the registered processes still alive and their descendants; remove their shm segments.
+
+    Args:
+        registered: pid -> process start time (``psutil.Process.create_time()``), s since the epoch.
+
+    Returns:
+        ``(pids killed, /dev/shm files removed)``.
+    """
+    procs: dict[int, psutil.Process] = {}
+    for pid, start in registered.items():
+        p = _alive(pid, start)
+        if p is None:
+            continue
+        procs[p.pid] = p
+        with contextlib.suppress(psutil.Error):
+            for child in p.children(recursive=True):
+                procs[child.pid] = child
+    shm: set[str] = set()
+    for p in procs.values():
+        shm |= shm_files_of(p)
+    for p in procs.values():
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(list(procs.values()), timeout=10)
+    removed = []
+    for path in sorted(shm):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(path)
+    return sorted(procs), removed
+
+
+def _main(owner_pid: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the owner decides about Ctrl-C, not the terminal
+    registered: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def read() -> None:
+        for line in sys.stdin:
+            parts = line.split()
+            if len(parts) == 2:
+                with lock:
+                    registered[int(parts[0])] = float(parts[1])
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        owner = psutil.Process(owner_pid)
+    except psutil.Error:
+        owner = None
+    while owner is not None and owner.is_running() and owner.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(POLL_S)
+    with lock:
+        todo = dict(registered)
+    killed, removed = reap(todo)
+    if killed:
+        print(f"oserve engine watchdog: owner {owner_pid} is gone; killed engine processes {killed}, "
+              f"removed {len(removed)} shared-memory segment(s)", file=sys.stderr)
+    return 0
+
+
+class EngineWatchdog:
+    """The owner's handle on its watchdog process (started on the first :meth:`watch`)."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        """Start the watchdog process if it is not running. Side effects: one child process."""
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                return
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "oserve.backends.engine_watchdog", str(os.getpid())],
+                stdin=subprocess.PIPE, text=True, start_new_session=True, close_fds=True,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            )
+
+    @property
+    def pid(self) -> int | None:
+        """The watchdog's process id, or None before it started."""
+        return None if self._proc is None else self._proc.pid
+
+    def watch(self, pids: list[int]) -> None:
+        """Register engine processes to kill if this process dies (unknown or gone pids are skipped)."""
+        self.ensure_started()
+        assert self._proc is not None and self._proc.stdin is not None
+        lines = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                lines.append(f"{pid} {psutil.Process(pid).create_time()!r}\n")
+        with self._lock, contextlib.suppress(OSError):
+            self._proc.stdin.write("".join(lines))
+            self._proc.stdin.flush()
+
+
+_WATCHDOG = EngineWatchdog()
+
+
+def engine_watchdog() -> EngineWatchdog:
+    """This process's watchdog handle (one per process)."""
+    return _WATCHDOG
+
+
+def new_children(before: set[int]) -> list[int]:
+    """Ids of this process's descendants not in ``before`` (the watchdog itself excluded)."""
+    me = psutil.Process()
+    with contextlib.suppress(psutil.Error):
+        return [c.pid for c in me.children(recursive=True) if c.pid not in before and c.pid != _WATCHDOG.pid]
+    return []
+
+
+def children() -> set[int]:
+    """Ids of this process's descendants now."""
+    with contextlib.suppress(psutil.Error):
+        return {c.pid for c in psutil.Process().children(recursive=True)}
+    return set()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(_main(int(sys.argv[1])))
