@@ -8,10 +8,10 @@ holding their memory and ``/dev/shm`` segments. vLLM 0.32 offers no hook to set
 (lazily, with the first engine) in its own session (a Ctrl-C to the terminal does not reach it):
 
 - the owner registers each engine's process ids (with their start times, against pid reuse);
-- the watchdog polls the owner every ``POLL_S`` seconds; once the owner is gone it collects the
-  ``/dev/shm`` files the registered processes and their descendants have mapped or open, kills
-  those processes (``SIGKILL``; ``SIGTERM`` is ignored by a busy engine core), removes the
-  segments and exits.
+- the watchdog polls the owner every ``POLL_S`` seconds and notes, every few seconds, the
+  ``/dev/shm`` files the registered processes and their descendants have mapped or open; once the
+  owner is gone it kills those processes (``SIGKILL``; ``SIGTERM`` is ignored by a busy engine
+  core), removes the segments and exits.
 
 Run as ``python -m oserve.backends.engine_watchdog OWNER_PID``; it reads ``"<pid> <start time>"``
 lines on stdin. Only the standard library and psutil are imported.
@@ -30,12 +30,14 @@ import time
 
 import psutil
 
-__all__ = ["EngineWatchdog", "engine_watchdog", "shm_files_of", "reap", "children", "new_children"]
+__all__ = ["EngineWatchdog", "engine_watchdog", "shm_files_of", "shm_of_tree", "reap", "children", "new_children"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two checks of the owner.
 POLL_S = 0.25
+#: Every this many polls the watchdog notes the engines' shm segments (an engine may exit before the reap).
+SHM_EVERY_POLLS = 8
 _SHM = "/dev/shm/"
 
 
@@ -63,15 +65,8 @@ def _alive(pid: int, start_time: float) -> psutil.Process | None:
         return None
 
 
-def reap(registered: dict[int, float]) -> tuple[list[int], list[str]]:
-    """Kill the registered processes still alive and their descendants; remove their shm segments.
-
-    Args:
-        registered: pid -> process start time (``psutil.Process.create_time()``), s since the epoch.
-
-    Returns:
-        ``(pids killed, /dev/shm files removed)``.
-    """
+def _tree(registered: dict[int, float]) -> dict[int, psutil.Process]:
+    """The registered processes still alive and all their descendants, by pid."""
     procs: dict[int, psutil.Process] = {}
     for pid, start in registered.items():
         p = _alive(pid, start)
@@ -81,18 +76,40 @@ def reap(registered: dict[int, float]) -> tuple[list[int], list[str]]:
         with contextlib.suppress(psutil.Error):
             for child in p.children(recursive=True):
                 procs[child.pid] = child
-    shm: set[str] = set()
+    return procs
+
+
+def shm_of_tree(registered: dict[int, float]) -> set[str]:
+    """``/dev/shm`` files the registered processes and their descendants have mapped or open now."""
+    found: set[str] = set()
+    for p in _tree(registered).values():
+        found |= shm_files_of(p)
+    return found
+
+
+def reap(registered: dict[int, float], known_shm: set[str] | None = None) -> tuple[list[int], list[str]]:
+    """Kill the registered processes still alive and their descendants; remove their shm segments.
+
+    Args:
+        registered: pid -> process start time (``psutil.Process.create_time()``), s since the epoch.
+        known_shm: segments seen mapped by these processes earlier (a process may already be gone).
+
+    Returns:
+        ``(pids killed, /dev/shm files removed)``.
+    """
+    procs = _tree(registered)
+    shm = set(known_shm or ())
     for p in procs.values():
         shm |= shm_files_of(p)
     for p in procs.values():
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(list(procs.values()), timeout=10)
     removed = []
-    for path in sorted(shm):
+    for path in sorted(shm):  # unlinking a mapped segment only removes its name; memory goes with the maps
         with contextlib.suppress(OSError):
             os.unlink(path)
             removed.append(path)
+    psutil.wait_procs(list(procs.values()), timeout=10)
     return sorted(procs), removed
 
 
@@ -108,16 +125,25 @@ def _main(owner_pid: int) -> int:
                 with lock:
                     registered[int(parts[0])] = float(parts[1])
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         owner = psutil.Process(owner_pid)
     except psutil.Error:
         owner = None
+    known_shm: set[str] = set()
+    polls = 0
     while owner is not None and owner.is_running() and owner.status() != psutil.STATUS_ZOMBIE:
         time.sleep(POLL_S)
+        polls += 1
+        if polls % SHM_EVERY_POLLS == 0:  # remember segments while the engines are alive
+            with lock:
+                known_shm |= shm_of_tree(dict(registered))
+    # The owner's end of the pipe is closed now: read what it registered before dying, to the end.
+    reader.join(timeout=10)
     with lock:
         todo = dict(registered)
-    killed, removed = reap(todo)
+    killed, removed = reap(todo, known_shm)
     if killed:
         print(f"oserve engine watchdog: owner {owner_pid} is gone; killed engine processes {killed}, "
               f"removed {len(removed)} shared-memory segment(s)", file=sys.stderr)

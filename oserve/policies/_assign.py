@@ -60,17 +60,19 @@ def optimal_assignment(problem: Problem, replicas: np.ndarray) -> np.ndarray:
     P = len(pairs)
     caps = np.array([problem.cap[v, c] for c, v in pairs])
     scale = float(np.sqrt(caps.min()) * np.sqrt(caps.max()))  # rates in units of `scale` req/s
-    inv = scale / caps
+    # Variables y = x / cap (replica time): time rows have coefficient 1, demand rows cap / scale.
     rows = [v for _, v in pairs] + [V + c for c, _ in pairs]
     cols = list(range(P)) * 2
-    vals = np.concatenate([inv, np.ones(P)])
+    vals = np.concatenate([np.ones(P), caps / scale])
     A = coo_matrix((vals, (rows, cols)), shape=(V + C, P)).tocsr()
     b = np.concatenate([replicas.astype(float), problem.demand / scale])
-    res = linprog(-(1.0 - 1e-6 * inv / inv.max()), A_ub=A, b_ub=b, bounds=(0, None), method="highs")
+    inv = scale / caps  # replica time per unit of served rate: the tie-break term prefers less of it
+    res = linprog(-(caps / scale) * (1.0 - 1e-6 * inv / inv.max()), A_ub=A, b_ub=b, bounds=(0, None),
+                  method="highs")
     if res.status != 0 or res.x is None or not np.all(np.isfinite(res.x)):
         return fill_assignment(problem, replicas)
     for k, (c, v) in enumerate(pairs):
-        x[c, v] = max(0.0, float(res.x[k])) * scale
+        x[c, v] = max(0.0, float(res.x[k])) * caps[k]
     # exact feasibility after round-off: never over a variant's replica time or a class's demand
     time = (x / np.where(problem.cap.T > 0, problem.cap.T, np.inf)).sum(axis=0)
     x *= np.minimum(1.0, replicas / np.maximum(time, 1e-300))[None, :]

@@ -7,7 +7,8 @@ stays the same size however many nodes the group has):
 - ``n[v, g]`` integer >= 0: replicas of variant ``v`` on group ``g`` (only where ``v`` fits: device
   type, memory per device, devices per node; a variant whose memory per device exceeds the node's
   device memory has no variable, i.e. n = 0);
-- ``x[c, v]`` >= 0: rate of class ``c`` variant ``v`` serves, req/s (only where ``cap[v, c] > 0``);
+- ``x[c, v]`` >= 0: rate of class ``c`` variant ``v`` serves, req/s (only where ``cap[v, c] > 0``),
+  solved as ``y = x / cap[v, c]`` (the replica time it takes), so every time-sharing coefficient is 1;
 - ``s[v, g]`` >= |n[v, g] - n_current[v, g]|: replicas started or stopped.
 
 Constraints: devices per group ``sum_v n[v, g] * devices_per_replica[v] <= devices[g]``; time sharing
@@ -187,10 +188,14 @@ def _matrices(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[
     return {
         "Gd": coo_matrix(([float(problem.dev[v]) for v, _ in slots], ([g for _, g in slots], range(Q))),
                          shape=(G, Q)).tocsr(),
-        "T": coo_matrix(([1.0 / problem.cap[v, c] for c, v in pairs], ([v for _, v in pairs], range(P))),
+        # The model's rate variables are y = x / cap (replica-time shares): time rows get coefficient 1,
+        # demand rows and the objective get cap, so no row mixes 1/cap of very different capacities.
+        "T": coo_matrix((np.ones(P), ([v for _, v in pairs], range(P))),
                         shape=(V, P)).tocsr(),
         "S": coo_matrix((np.ones(Q), ([v for v, _ in slots], range(Q))), shape=(V, Q)).tocsr(),
-        "D": coo_matrix((np.ones(P), ([c for c, _ in pairs], range(P))), shape=(C, P)).tocsr(),
+        "D": coo_matrix((np.array([problem.cap[v, c] for c, v in pairs], dtype=float),
+                         ([c for c, _ in pairs], range(P))), shape=(C, P)).tocsr(),
+        "capx": np.array([problem.cap[v, c] for c, v in pairs], dtype=float),
         "ub": np.array([problem.max_replicas()[v, g] for v, g in slots], dtype=float),
         "start": np.array([problem.start_s[v] for v, _ in slots]),
         "devq": np.array([float(problem.dev[v]) for v, _ in slots]),
@@ -222,7 +227,7 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
     swc = cp.Parameter(nonneg=True)  # switch cost per start-second (0 without a current plan)
     cons = [n >= 0, n <= m["ub"], m["Gd"] @ n <= m["cap_g"], m["T"] @ x <= m["S"] @ n, m["D"] @ x <= dem,
             s >= n - cur, s >= cur - n]
-    obj = cp.sum(x) - swc * (m["start"] @ s)
+    obj = m["capx"] @ x - swc * (m["start"] @ s)
     if w.fill_idle_devices:
         obj = obj + mixcap @ (m["S"] @ n)
     else:
@@ -245,7 +250,7 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
         except Exception as exc:  # noqa: BLE001
             return _Point("solver_error", None, None, False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
         nv = None if n.value is None else np.asarray(n.value, dtype=float).reshape(Q)
-        xv = None if x.value is None else np.asarray(x.value, dtype=float).reshape(P)
+        xv = None if x.value is None else np.asarray(x.value, dtype=float).reshape(P) * m["capx"]
         return _Point(str(prob.status), nv, xv, prob.status == cp.OPTIMAL)
 
     return _Model(pairs, slots, solve)
@@ -263,7 +268,7 @@ def _build_highspy(problem: Problem, pairs: list[tuple[int, int]], slots: list[t
     # columns: n (Q), x (P), s (Q). Rows: devices (groups), time (V), demand (C), switch (2Q).
     A = bmat([[m["Gd"], None, None], [-m["S"], m["T"], None], [None, m["D"], None],
               [I_q, None, -I_q], [-I_q, None, -I_q]], format="csc")
-    cost = np.concatenate([(0.0 if w.fill_idle_devices else w.device_cost_rps) * m["devq"], -np.ones(P),
+    cost = np.concatenate([(0.0 if w.fill_idle_devices else w.device_cost_rps) * m["devq"], -m["capx"],
                            w.switch_cost_rps_per_s * m["start"]])
     inf = hp.kHighsInf
     col_lo = np.zeros(2 * Q + P)
@@ -299,7 +304,7 @@ def _build_highspy(problem: Problem, pairs: list[tuple[int, int]], slots: list[t
             return _Point("solver_error", None, None, False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
         if sol.size != A.shape[1]:
             return _Point(name, None, None, False)
-        return _Point(name, sol[:Q], sol[Q:Q + P], status == hp.HighsModelStatus.kOptimal)
+        return _Point(name, sol[:Q], sol[Q:Q + P] * m["capx"], status == hp.HighsModelStatus.kOptimal)
 
     return _Model(pairs, slots, solve)
 

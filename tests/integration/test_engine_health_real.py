@@ -120,6 +120,9 @@ def test_engine_processes_die_with_a_sigkilled_owner(tmp_path):
             alive = [p for p in info["pids"] if psutil.pid_exists(p)
                      and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         assert alive == [], f"engine processes outlived their owner: {alive}"
+        watchdog = psutil.Process(info["watchdog"]) if psutil.pid_exists(info["watchdog"]) else None
+        if watchdog is not None:
+            psutil.wait_procs([watchdog], timeout=30)  # it exits once the segments are removed
         left = [p for p in info["shm"] if Path(p).exists()]
         assert left == [], f"shared-memory segments left: {left}"
     finally:
@@ -171,7 +174,7 @@ def test_ctrl_c_on_serve_shuts_down_cleanly(tmp_path):
         variants:
           fp32: {dtype: float32, max_num_seqs: 8, max_model_len: 512, kv_cache_bytes: 268435456}
         deployment:
-          - {variant: fp32, node: local, devices: [0]}
+          - {variant: fp32, node: local, device_ids: [0]}
     """))
     log = tmp_path / "stderr.txt"
     serve = subprocess.Popen([sys.executable, "-m", "oserve.cli", "serve", str(cfg), "--static"],

@@ -125,3 +125,17 @@ def test_assignment_fallback_is_feasible(mix_table, one_node):
         assert np.all(time <= replicas + 1e-9)
         assert np.all(x.sum(axis=1) <= problem.demand + 1e-9)
     assert optimal_assignment(problem, replicas).sum() >= fill_assignment(problem, replicas).sum() - 1e-9
+
+
+def test_milp_finds_the_optimum_when_one_variant_spans_the_whole_capacity_range():
+    """Found by the property test: v0 serves class a at 1e6 req/s and b at 1e-6 req/s. In rate units one
+    time-sharing row held 1/cap over 12 orders of magnitude and HiGHS returned a poor 'optimal' point;
+    in replica-time units every such coefficient is 1."""
+    table = synthetic_table({"v0": {"a": MAX_CAPACITY_RPS, "b": MIN_CAPACITY_RPS}, "v1": {"a": 0.0, "b": 3e-4}},
+                            {"v0": 1, "v1": 1}, start_time_s=0.0, class_names=CLASSES)
+    cluster = ClusterSpec(nodes=[NodeSpec(name="n0", device_type="a100-80gb", devices=1, device_memory_bytes=80 * GIB)])
+    demand = Demand(rates_rps={"a": 1.0, "b": 0.001})
+    milp = make_planner("milp").plan(cluster, table, demand)
+    greedy = make_planner("greedy").plan(cluster, table, demand)
+    assert milp.replica_counts() == {"v0": 1}
+    assert milp.objective >= greedy.objective - 1e-9
