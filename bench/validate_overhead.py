@@ -29,8 +29,8 @@ def main() -> None:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     from oserve.backends.base import SamplingParams
+    from oserve.backends.embedded_model import ensure_default_model
     from oserve.backends.vllm import _vllm_params
-    from oserve.models import ensure_default_model
 
     model_path = ensure_default_model()
     model_config = AsyncEngineArgs(model=str(model_path), dtype="float32").create_model_config()
