@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Any
 
 __all__ = ["register", "run"]
 
@@ -26,6 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="simulate only the first S seconds of the trace")
     p.add_argument("--best-static-top", type=int, default=0,
                    help="best-static: simulate only the k variants with the highest predicted capacity (0: all)")
+    p.add_argument("--capacity", action="store_true",
+                   help="instead of one run per policy: bisect each policy's capacity (largest rate scale with SLO "
+                        "attainment >= --capacity-target), print the table and write capacity.json")
+    p.add_argument("--capacity-target", type=float, default=0.9, help="SLO attainment target of --capacity (0..1]")
+    p.add_argument("--capacity-policies", default=None,
+                   help="--capacity: comma-separated plain-vllm, static:VARIANT, static-mix, oserve:PLANNER "
+                        "(default: plain vLLM, every static variant, the static mix, oserve per planner)")
+    p.add_argument("--capacity-planners", default="milp,greedy,flow",
+                   help="--capacity: planners of the default oserve:PLANNER policies")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -49,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         scheme = build_scheme(cfg)
         cluster = cfg.cluster.spec()
         trace = load_traces(paths, scale=scale, seed=seed, duration_s=duration)
+        if args.capacity:
+            return _capacity(args, trace, table, cluster, scheme, cfg, seed)
         runs = [run_policy(s, trace, table, cluster, scheme, cfg, seed=seed, progress=not args.no_progress,
                            best_static_top=args.best_static_top) for s in specs]
     except OserveError as exc:
@@ -62,4 +74,23 @@ def run(args: argparse.Namespace) -> int:
     print(comparison_table(runs))
     print(f"\nwrote {path.parent}/ (results.json, requests_*.csv, report.md"
           f"{', timeline_*.png' if not args.no_plots else ''})")
+    return 0
+
+
+def _capacity(args: argparse.Namespace, trace: Any, table: Any, cluster: Any, scheme: Any, cfg: Any, seed: int) -> int:
+    """``--capacity``: the capacity study of :mod:`oserve.sim.capacity`, printed and written to capacity.json."""
+    import json
+    from pathlib import Path
+
+    from oserve.sim.capacity import capacity_study, finite_json, format_capacity_table
+
+    policies = args.capacity_policies.split(",") if args.capacity_policies else None
+    study = capacity_study(trace, table, cluster, scheme, cfg, policies=policies,
+                           planners=tuple(args.capacity_planners.split(",")), target=args.capacity_target, seed=seed,
+                           log=None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "capacity.json").write_text(json.dumps(finite_json(study), indent=1))
+    print(format_capacity_table(study))
+    print(f"\nwrote {out / 'capacity.json'}")
     return 0

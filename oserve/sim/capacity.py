@@ -41,7 +41,8 @@ from oserve.workload.classes import ClassScheme
 from oserve.workload.trace import Trace
 
 __all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
-           "bisect_scale", "mean_demand", "simulate_policy", "find_capacity"]
+           "bisect_scale", "mean_demand", "simulate_policy", "find_capacity", "default_policies", "capacity_study",
+           "format_capacity_table", "finite_json"]
 
 #: Default SLO attainment target of the capacity search (the issue's and DistServe's 90%).
 DEFAULT_TARGET = 0.9
@@ -306,3 +307,179 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
                      max_scale=max_scale)
     return CapacityResult(pol.label, b.scale, target, probes, variant=variant[0], capped=b.capped,
                           floored=b.floored, wall_s=time.perf_counter() - t0)
+
+
+def default_policies(table: ProfileTable, cluster: ClusterSpec, planners: tuple[str, ...]) -> list[str]:
+    """``plain-vllm``, ``static:V`` for every variant that fits, ``static-mix``, ``oserve:P`` per planner."""
+    from oserve.sim.policies import static_plan
+
+    statics = []
+    for v in sorted(table.variants):
+        try:
+            static_plan(cluster, table, v)
+        except ConfigError:
+            continue
+        statics.append(f"static:{v}")
+    return ["plain-vllm", *statics, "static-mix", *(f"oserve:{p}" for p in planners)]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or not b > 0 or not math.isfinite(b) else a / b
+
+
+def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme: ClassScheme, cfg: SimConfig, *,
+                   policies: list[str] | None = None, planners: tuple[str, ...] = ("milp", "greedy", "flow"),
+                   target: float = DEFAULT_TARGET, seed: int = 0, rel_tol: float = 0.02,
+                   oracle_capacities: str = "simulated", oracle_window_s: float = 60.0,
+                   oracle_duration_s: float = 300.0, clip_to_context: bool = True,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Capacity of every policy on one trace, ratios, the oracle bound, and latencies at a common load.
+
+    The trace's token lengths are clipped to the table's longest ``max_model_len`` first (input cut
+    first, :func:`oserve.workload.transforms.clip_tokens`) unless ``clip_to_context`` is False.
+    The common load is plain vLLM's capacity scale (every better policy carries it); p99 TTFT,
+    TPOT and E2E of each policy are reported there.
+
+    Args:
+        trace / table / cluster / scheme / cfg: as :func:`find_capacity`.
+        policies: labels (default :func:`default_policies` with ``planners``).
+        planners: planner registry names of the ``oserve:P`` policies.
+        target / seed / rel_tol: as :func:`find_capacity`.
+        oracle_capacities: ``"simulated"`` (per-class capacities measured with the simulator,
+            :func:`oserve.sim.oracle.simulated_class_capacities`) or ``"table"``.
+        oracle_window_s: window of the oracle's perfect demand knowledge, seconds.
+        oracle_duration_s: length of each per-class calibration run, seconds.
+        clip_to_context: clip token lengths to the context first.
+        log: called with one line per finished policy.
+
+    Returns:
+        ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
+        "oracle": {...}, "summary": {...}, "wall_s"}``; each row: ``policy``, ``variant``,
+        ``capacity_scale``, ``capacity_rps``, ``vs_plain``, ``vs_best_static``, ``oracle_fraction``,
+        ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``.
+
+    Raises:
+        ConfigError: bad parameters, unknown policies, or no plain-vLLM variant.
+    """
+    from oserve.sim.oracle import oracle_bound, simulated_class_capacities
+    from oserve.workload.transforms import clip_tokens
+
+    if oracle_capacities not in ("simulated", "table"):
+        raise ConfigError(f"unknown oracle_capacities {oracle_capacities!r}", field="oracle_capacities",
+                          allowed="simulated, table")
+    t_start = time.perf_counter()
+    say = log or (lambda _line: None)
+    if clip_to_context:
+        trace = clip_tokens(trace, max_total=max(v.max_model_len for v in table.variants.values()))
+    labels = policies or default_policies(table, cluster, planners)
+    if "plain-vllm" not in labels:
+        labels = ["plain-vllm", *labels]
+    slo = cfg.slo or table.slo
+    t0 = time.perf_counter()
+    table_bound = oracle_bound(trace, table, cluster, scheme, window_s=oracle_window_s, target=target)
+    if oracle_capacities == "simulated":
+        caps = simulated_class_capacities(table, trace, scheme, table_bound.variants, target=target, slo=slo,
+                                          duration_s=oracle_duration_s, seed=seed)
+        bound = oracle_bound(trace, table, cluster, scheme, capacities=caps, variants=table_bound.variants,
+                             window_s=oracle_window_s, target=target, source="simulated")
+    else:
+        bound = table_bound
+    oracle_wall = time.perf_counter() - t0
+    say(f"oracle ({bound.source} capacities): scale {bound.scale:.3g} ({oracle_wall:.0f} s)")
+    results: dict[str, CapacityResult] = {}
+    last = 1.0
+    for label in labels:
+        pol = parse_capacity_policy(label)
+        hint = bound.static_scales.get(pol.variant or "", 0.0) if pol.kind == "static" else 0.0
+        start = hint if 1.0 / 64 <= hint <= 256.0 and math.isfinite(hint) else min(max(last, 1.0 / 64), 256.0)
+        r = find_capacity(pol, trace, table, cluster, scheme, cfg, target=target, seed=seed, start_scale=start,
+                          rel_tol=rel_tol)
+        results[label] = r
+        if r.capacity_scale > 0:
+            last = r.capacity_scale
+        say(f"{label}: capacity scale {r.capacity_scale:.3g} ({len(r.probes)} runs, {r.wall_s:.0f} s)")
+    plain = results["plain-vllm"]
+    common = plain.capacity_scale if plain.capacity_scale > 0 else 1.0
+    statics = {k: r for k, r in results.items() if k.startswith("static:") or k == "static-mix"}
+    best_label = max(statics, key=lambda k: statics[k].capacity_scale) if statics else None
+    best = statics[best_label].capacity_scale if best_label else None
+    singles = {k: r for k, r in statics.items() if k.startswith("static:")}
+    best_single = max(singles, key=lambda k: singles[k].capacity_scale) if singles else None
+    rate = len(trace) / max(trace.duration_s, 1e-9)
+    rows = []
+    for label, r in results.items():
+        p = r.probe_at(common)
+        if p is None:
+            summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(seed)(trace, common), table,
+                                         cluster, scheme, cfg, seed=seed)
+        else:
+            summary = p.summary
+        rows.append({
+            "policy": label, "variant": r.variant, "capacity_scale": r.capacity_scale,
+            "capacity_rps": r.capacity_scale * rate, "vs_plain": _ratio(r.capacity_scale, plain.capacity_scale),
+            "vs_best_static": _ratio(r.capacity_scale, best), "oracle_fraction": _ratio(r.capacity_scale, bound.scale),
+            "probes": [[p.scale, p.attainment] for p in r.probes], "capped": r.capped, "floored": r.floored,
+            "wall_s": r.wall_s,
+            "at_common_load": {"scale": common, **{k: summary.get(k) for k in (
+                "slo_attainment", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "goodput_avg_rps", "goodput_peak_rps",
+                "throughput_avg_rps")}},
+        })
+    rows.append({"policy": "oracle", "variant": None, "capacity_scale": bound.scale, "capacity_rps": bound.scale * rate,
+                 "vs_plain": _ratio(bound.scale, plain.capacity_scale), "vs_best_static": _ratio(bound.scale, best),
+                 "oracle_fraction": 1.0, "probes": [], "capped": False, "floored": False, "wall_s": oracle_wall,
+                 "at_common_load": None})
+    oserve = {k: r.capacity_scale for k, r in results.items() if k.startswith("oserve")}
+    summary = {
+        "plain_vllm_scale": plain.capacity_scale, "plain_vllm_variant": plain.variant,
+        "best_static": best_label, "best_static_scale": best, "best_single_static": best_single,
+        "oracle_scale": bound.scale,
+        "oserve_vs_plain": {k: _ratio(v, plain.capacity_scale) for k, v in oserve.items()},
+        "oserve_vs_best_static": {k: _ratio(v, best) for k, v in oserve.items()},
+        "oracle_fraction": {k: _ratio(v, bound.scale) for k, v in oserve.items()},
+        "best_static_oracle_fraction": _ratio(best, bound.scale),
+    }
+    return {
+        "requests": len(trace), "duration_s": trace.duration_s, "mean_rate_rps": rate, "target": target,
+        "slo": slo.model_dump(), "seed": seed, "rel_tol": rel_tol, "common_scale": common, "rows": rows,
+        "oracle": {"source": bound.source, "scale": bound.scale, "window_s": bound.window_s,
+                   "static_scales": bound.static_scales, "variants": bound.variants, "classes": bound.classes,
+                   "capacities_rps": bound.capacities, "best_class_variant": bound.best_class_variant,
+                   "table_units": {"scale": table_bound.scale, "static_scales": table_bound.static_scales,
+                                   "capacities_rps": table_bound.capacities}},
+        "summary": summary, "wall_s": time.perf_counter() - t_start,
+    }
+
+
+def finite_json(x: Any) -> Any:
+    """A JSON-safe copy: non-finite floats (an unbounded window, a missing ratio) become None."""
+    if isinstance(x, dict):
+        return {str(k): finite_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [finite_json(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "-" if not math.isfinite(x) else f"{x:.{nd}g}"
+    return str(x)
+
+
+def format_capacity_table(study: dict[str, Any]) -> str:
+    """A Markdown table of :func:`capacity_study`'s rows."""
+    head = ("| policy | variant | capacity scale | capacity (req/s) | vs plain vLLM | vs best static | of oracle "
+            f"| at scale {_f(study['common_scale'])}: attainment | p99 TTFT (s) | p99 TPOT (s) | p99 E2E (s) |")
+    lines = [head, "|---|---|" + "---:|" * 9]
+    for r in study["rows"]:
+        c = r["at_common_load"] or {}
+        lines.append(f"| {r['policy']} | {r['variant'] or '-'} | {_f(r['capacity_scale'])} | {_f(r['capacity_rps'])} "
+                     f"| {_f(r['vs_plain'])} | {_f(r['vs_best_static'])} | {_f(r['oracle_fraction'])} "
+                     f"| {_f(c.get('slo_attainment'))} | {_f(c.get('ttft_p99_s'))} | {_f(c.get('tpot_p99_s'))} "
+                     f"| {_f(c.get('e2e_p99_s'))} |")
+    return "\n".join(lines)

@@ -83,7 +83,7 @@ def oracle_window_scales(rates: np.ndarray, caps: np.ndarray, devices: np.ndarra
         ``(W,)`` largest carried scale per window (inf for an empty window, 0 when a class with
         demand has no variant).
     """
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         per_dev = np.where(caps > 0, devices[:, None] / np.where(caps > 0, caps, 1.0), np.inf)
     cost = per_dev.min(axis=0)
     need = _need(rates, cost)
@@ -93,7 +93,7 @@ def oracle_window_scales(rates: np.ndarray, caps: np.ndarray, devices: np.ndarra
 
 def static_window_scales(rates: np.ndarray, caps: np.ndarray, replicas: int) -> np.ndarray:
     """Largest scale ``replicas`` replicas of one variant with per-class ``caps`` (``(C,)``) carry per window."""
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         cost = np.where(caps > 0, 1.0 / np.where(caps > 0, caps, 1.0), np.inf)
     need = _need(rates, cost)
     with np.errstate(divide="ignore"):
@@ -230,7 +230,7 @@ def oracle_bound(trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme
     for i, v in enumerate(variants):
         n = len(static_plan(cluster, table, v).replicas)
         statics[v] = quantile_scale(static_window_scales(rates, caps[i], n), counts, target)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         per_dev = np.where(caps > 0, devices[:, None] / np.where(caps > 0, caps, 1.0), np.inf)
     best = {c: variants[int(np.argmin(per_dev[:, j]))] for j, c in enumerate(scheme.names)
             if np.isfinite(per_dev[:, j]).any()}
