@@ -61,6 +61,8 @@ def main() -> int:
     ap.add_argument("--oracle-capacities", default="simulated", choices=("simulated", "table"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
+    ap.add_argument("--append", action="store_true",
+                    help="keep the studies already in --out (other models/traces, e.g. run with another --duration)")
     args = ap.parse_args()
 
     from oserve.profiles.table import ProfileTable
@@ -93,6 +95,11 @@ def main() -> int:
         "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
         "studies": {}, "rows": [], "summary": {},
     }
+    if args.append and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        out["studies"] = old.get("studies", {})
+        out["rows"] = old.get("rows", [])
+        out["commands"] = [*old.get("commands", [old.get("command")]), out["command"]]
     t_all = time.perf_counter()
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
@@ -105,7 +112,10 @@ def main() -> int:
                                    oracle_capacities=args.oracle_capacities,
                                    log=lambda line: print("  " + line, flush=True))
             print(format_capacity_table(study), flush=True)
-            out["studies"][f"{model}/{tname}"] = {k: v for k, v in study.items() if k != "rows"}
+            key = f"{model}/{tname}"
+            out["studies"][key] = {"duration_limit_s": args.duration, "command": out["command"],
+                                   **{k: v for k, v in study.items() if k != "rows"}}
+            out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
             out["rows"] += [{"model": model, "trace": tname, **r} for r in study["rows"]]
             out["summary"] = _summary(out["rows"], planners)
             out["wall_s"] = time.perf_counter() - t_all

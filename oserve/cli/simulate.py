@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: plain vLLM, every static variant, the static mix, oserve per planner)")
     p.add_argument("--capacity-planners", default="milp,greedy,flow",
                    help="--capacity: planners of the default oserve:PLANNER policies")
+    p.add_argument("--capacity-oracle", choices=("simulated", "table"), default="simulated",
+                   help="--capacity: per-class capacities of the oracle bound: measured with the simulator (slower) "
+                        "or the profile table's")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -87,6 +90,7 @@ def _capacity(args: argparse.Namespace, trace: Any, table: Any, cluster: Any, sc
     policies = args.capacity_policies.split(",") if args.capacity_policies else None
     study = capacity_study(trace, table, cluster, scheme, cfg, policies=policies,
                            planners=tuple(args.capacity_planners.split(",")), target=args.capacity_target, seed=seed,
+                           oracle_capacities=args.capacity_oracle,
                            log=None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

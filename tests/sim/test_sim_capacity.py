@@ -236,3 +236,37 @@ def test_peak_throughput_does_not_reward_a_late_backlog() -> None:
     assert ms["throughput_peak_rps"] <= mf["throughput_peak_rps"]
     assert mf["goodput_peak_rps"] == pytest.approx(1.0)
     assert ms["goodput_peak_rps"] <= mf["goodput_peak_rps"]
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_simulate_capacity_flag_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
+    import datetime
+    import json
+
+    from oserve.cli import main
+
+    table = two_variant_table()
+    table = table.model_copy(update={"variants": {
+        k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+    (tmp_path / "table.json").write_text(table.model_dump_json())
+    tr = poisson_trace(2.0, 120.0, seed=4)
+    t0 = datetime.datetime(2023, 11, 16, 18, 0, 0)
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [
+        f"{(t0 + datetime.timedelta(seconds=float(a))).strftime('%Y-%m-%d %H:%M:%S.%f')},{i},{o}"
+        for a, i, o in zip(tr.arrival_s, tr.input_tokens, tr.output_tokens, strict=True)]
+    (tmp_path / "trace.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "sim.yaml").write_text(
+        "cluster: {nodes: 1, devices_per_node: 2, device_type: a100-80gb, device_memory_gib: 60}\n"
+        "table: table.json\ntrace: {paths: [trace.csv]}\n")
+    rc = main(["simulate", str(tmp_path / "sim.yaml"), "--capacity", "--capacity-oracle", "table",
+               "--capacity-policies", "plain-vllm,static:big,oserve:greedy", "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| oserve:greedy |" in printed and "| oracle |" in printed
+    study = json.loads((tmp_path / "out" / "capacity.json").read_text())
+    assert {r["policy"] for r in study["rows"]} == {"plain-vllm", "static:big", "oserve:greedy", "oracle"}
+    assert study["rows"][0]["capacity_scale"] > 0
