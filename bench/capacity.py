@@ -59,6 +59,8 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--rel-tol", type=float, default=0.02)
     ap.add_argument("--oracle-capacities", default="simulated", choices=("simulated", "table"))
+    ap.add_argument("--oracle-duration", type=float, default=300.0,
+                    help="length of each per-class calibration run of the oracle, seconds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
     ap.add_argument("--append", action="store_true",
@@ -109,7 +111,7 @@ def main() -> int:
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)
             study = capacity_study(trace, table, cfg.cluster.spec(), build_scheme(cfg), cfg, planners=tuple(planners),
                                    target=args.target, seed=args.seed, rel_tol=args.rel_tol,
-                                   oracle_capacities=args.oracle_capacities,
+                                   oracle_capacities=args.oracle_capacities, oracle_duration_s=args.oracle_duration,
                                    log=lambda line: print("  " + line, flush=True))
             print(format_capacity_table(study), flush=True)
             key = f"{model}/{tname}"

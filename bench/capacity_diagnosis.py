@@ -6,9 +6,9 @@ deployment's capacity), simulates plain vLLM, the best single-variant static dep
 hindsight static mix and oserve (MILP planner), plus oserve with free switching (every variant's
 ``start_time_s`` and ``stop_time_s`` set to 0), and records per policy: SLO attainment overall and
 per class, the replicas deployed (mean, min ready devices), the plan's routing of each class,
-decisions (plan changes vs routing-only), transitions by status and aborted requests. Also the
-table's per-class capacity against the simulator's (one replica, the trace's own requests of the
-class, bisected to 90% attainment). Writes ``bench/results/capacity_diagnosis.json``.
+decisions (plan changes vs routing-only), transitions by status and aborted requests. (The table's
+per-class capacities against the simulator's are in ``bench/results/capacity.json``, ``studies.*.oracle``.)
+Writes ``bench/results/capacity_diagnosis.json``.
 
     .venv/bin/python bench/capacity_diagnosis.py [--scale 0.9] [--duration 1200]
 """
@@ -87,7 +87,6 @@ def main() -> int:
     from oserve.sim.config import SimConfig
     from oserve.sim.engine import Simulation
     from oserve.sim.metrics import summarise
-    from oserve.sim.oracle import simulated_class_capacities, table_class_capacities
     from oserve.sim.policies import PolicySpec, plain_vllm_variant, restrict_table
     from oserve.sim.run import build_scheme, load_traces, run_policy, sim_options
     from oserve.workload.transforms import clip_tokens, scale_rate
@@ -130,14 +129,6 @@ def main() -> int:
         }
         print(label, json.dumps({k: out["policies"][label][k] for k in ("slo_attainment", "initial_plan")}),
               flush=True)
-    variants = [v for v in sorted(table.variants)]
-    t0 = time.perf_counter()
-    sim = simulated_class_capacities(table, base, scheme, variants, target=0.9, slo=slo, seed=args.seed)
-    tab = table_class_capacities(table, variants, names)
-    out["class_capacity_rps"] = {v: {c: {"table": float(tab[i, j]), "simulated": float(sim[i, j]),
-                                         "simulated_over_table": float(sim[i, j] / tab[i, j]) if tab[i, j] > 0
-                                         else None} for j, c in enumerate(names)} for i, v in enumerate(variants)}
-    out["class_capacity_wall_s"] = time.perf_counter() - t0
     out["class_mix"] = {c: float(r) for c, r in mean_demand(trace, scheme).rates_rps.items()}
     Path(args.out).write_text(json.dumps(out, indent=1, default=lambda x: None))
     print(f"wrote {args.out}")

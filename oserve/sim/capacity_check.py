@@ -33,7 +33,8 @@ __all__ = ["check_capacity", "derate_table"]
 
 def check_capacity(table: ProfileTable, variant: str, cls: str, *, fraction: float = 1.0, duration_s: float = 600.0,
                    scheme: ClassScheme = DEFAULT_SCHEME, seed: int = 0, rate_rps: float | None = None,
-                   lengths: tuple[np.ndarray, np.ndarray] | None = None, slo: SLO | None = None) -> dict[str, Any]:
+                   lengths: tuple[np.ndarray, np.ndarray] | None = None, slo: SLO | None = None,
+                   min_requests: int = 2) -> dict[str, Any]:
     """Simulate one replica of ``variant`` serving class ``cls`` at ``fraction`` x its table capacity.
 
     Args:
@@ -48,6 +49,8 @@ def check_capacity(table: ProfileTable, variant: str, cls: str, *, fraction: flo
         lengths: ``(input_tokens, output_tokens)`` arrays of shape ``(m,)`` to draw each request's
             lengths from (uniformly, with replacement); default: the class's expected lengths.
         slo: SLO to count attainment against (default: the table's).
+        min_requests: simulate at least this many requests (the arrival process runs longer than
+            ``duration_s`` at low rates, so attainment is not read off a handful of requests).
 
     Returns:
         ``{"variant", "class", "rate_rps", "table_capacity_rps", "slo_attainment", "ttft_p99_s",
@@ -77,7 +80,7 @@ def check_capacity(table: ProfileTable, variant: str, cls: str, *, fraction: flo
         raise ConfigError(f"rate must be > 0 req/s, got {rate}", field="rate_rps", allowed="> 0 req/s")
     c = scheme.by_name(cls)
     rng = np.random.default_rng(seed)
-    n = max(2, int(rate * duration_s))
+    n = max(2, min_requests, int(rate * duration_s))
     arr = np.cumsum(rng.exponential(1.0 / rate, n))
     arr -= arr[0]
     if lengths is None:

@@ -131,7 +131,8 @@ def simulated_class_capacities(table: ProfileTable, trace: Trace, scheme: ClassS
 
     For each variant and each class present in ``trace``: one replica, Poisson arrivals for
     ``duration_s`` of requests whose lengths are drawn from the trace's requests of that class
-    (clipped to the replica's context, :func:`oserve.sim.capacity_check.check_capacity`); the rate
+    (clipped to the replica's context, :func:`oserve.sim.capacity_check.check_capacity`, at least
+    100 requests per run); the rate
     is bisected (:func:`oserve.sim.capacity.bisect_scale`, from the table's capacity) to the largest
     with attainment >= ``target``. Classes absent from the trace get 0.
 
@@ -155,8 +156,8 @@ def simulated_class_capacities(table: ProfileTable, trace: Trace, scheme: ClassS
                             0.25), 100.0)
             b = bisect_scale(lambda r, v=v, c=c, lengths=lengths: check_capacity(
                 table, v, c, rate_rps=r, duration_s=duration_s, scheme=scheme, seed=seed, lengths=lengths,
-                slo=slo)["slo_attainment"], target=target, start=start, rel_tol=rel_tol, min_scale=1.0 / 64,
-                max_scale=512.0)
+                slo=slo, min_requests=100)["slo_attainment"],
+                target=target, start=start, rel_tol=rel_tol, min_scale=1.0 / 64, max_scale=512.0)
             caps[i, j] = b.scale
     return caps
 
