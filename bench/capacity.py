@@ -63,6 +63,8 @@ def main() -> int:
                     help="length of each per-class calibration run of the oracle, seconds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="only combine the studies of these result files (e.g. runs in parallel) into --out")
     ap.add_argument("--append", action="store_true",
                     help="keep the studies already in --out (other models/traces, e.g. run with another --duration)")
     args = ap.parse_args()
@@ -90,8 +92,9 @@ def main() -> int:
                           "never switched, plan routing",
             "best static": "the best of every single-variant static deployment and static-mix",
             "oracle": "per 60-s window, the LP relaxation of the best plan for the true demand, no switching cost, "
-                      "per-class capacities measured with the simulator on the trace's requests of each class; "
-                      "the request-weighted quantile at the target (oserve/sim/oracle.py)",
+                      "per-class capacities measured with the simulator on the trace's requests of each class "
+                      "(studies.*.oracle.source 'simulated') or the table's ('table'); the request-weighted "
+                      "quantile at the target (oserve/sim/oracle.py)",
             "common load": "plain vLLM's capacity scale; p99 TTFT, TPOT, E2E there",
         },
         "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
@@ -102,6 +105,23 @@ def main() -> int:
         out["studies"] = old.get("studies", {})
         out["rows"] = old.get("rows", [])
         out["commands"] = [*old.get("commands", [old.get("command")]), out["command"]]
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        for part in parts:
+            for key, study in part["studies"].items():
+                study.setdefault("command", part.get("command"))
+                study.setdefault("duration_limit_s", part.get("duration_s"))
+                out["studies"][key] = study
+            out["rows"] += part["rows"]
+        out["command"] = None
+        out["commands"] = [p.get("command") for p in parts] + [" ".join(shlex.quote(a) for a in sys.argv)]
+        out["duration_s"] = sorted({s["duration_limit_s"] for s in out["studies"].values()})
+        out["rel_tol"] = sorted({s["rel_tol"] for s in out["studies"].values()})
+        out["summary"] = _summary(out["rows"], planners)
+        out["wall_s"] = sum(s["wall_s"] for s in out["studies"].values())
+        Path(args.out).write_text(json.dumps(finite_json(out), indent=1))
+        print(json.dumps(out["summary"], indent=1))
+        return 0
     t_all = time.perf_counter()
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
