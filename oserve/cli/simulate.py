@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Any
 
 __all__ = ["register", "run"]
 
@@ -26,6 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="simulate only the first S seconds of the trace")
     p.add_argument("--best-static-top", type=int, default=0,
                    help="best-static: simulate only the k variants with the highest predicted capacity (0: all)")
+    p.add_argument("--capacity", action="store_true",
+                   help="instead of one run per policy: bisect each policy's capacity (largest rate scale with SLO "
+                        "attainment >= --capacity-target), print the table and write capacity.json")
+    p.add_argument("--capacity-target", type=float, default=0.9, help="SLO attainment target of --capacity (0..1]")
+    p.add_argument("--capacity-policies", default=None,
+                   help="--capacity: comma-separated plain-vllm, static:VARIANT, static-mix, oserve:PLANNER "
+                        "(default: plain vLLM, every static variant, the static mix, oserve per planner)")
+    p.add_argument("--capacity-planners", default="milp,greedy,flow",
+                   help="--capacity: planners of the default oserve:PLANNER policies")
+    p.add_argument("--capacity-oracle", choices=("simulated", "table"), default="simulated",
+                   help="--capacity: per-class capacities of the oracle bound: measured with the simulator (slower) "
+                        "or the profile table's")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -37,6 +50,17 @@ def run(args: argparse.Namespace) -> int:
     from oserve.sim.report import comparison_table, write_outputs
 
     try:
+        if args.capacity:
+            from oserve.compose.simulation import load_table, load_traces
+            from oserve.sim.config import load_config
+
+            cfg = load_config(args.config)
+            seed = cfg.trace.seed if args.seed is None else args.seed
+            scale = cfg.trace.scale if args.scale is None else args.scale
+            duration = cfg.trace.duration_s if args.duration is None else args.duration
+            paths = args.trace or [str(cfg.resolve(p)) for p in cfg.trace.paths]
+            trace = load_traces(paths, scale=scale, seed=seed, duration_s=duration)
+            return _capacity(args, trace, load_table(cfg), cfg.cluster.spec(), cfg.classes.to_scheme(), cfg, seed)
         sim = simulate(args.config, args.compare.split(",") if args.compare else [args.policy],
                        trace_paths=args.trace, seed=args.seed, scale=args.scale, duration_s=args.duration,
                        progress=not args.no_progress, best_static_top=args.best_static_top)
@@ -52,4 +76,24 @@ def run(args: argparse.Namespace) -> int:
     print(comparison_table(sim.runs))
     print(f"\nwrote {path.parent}/ (results.json, requests_*.csv, report.md"
           f"{', timeline_*.png' if not args.no_plots else ''})")
+    return 0
+
+
+def _capacity(args: argparse.Namespace, trace: Any, table: Any, cluster: Any, scheme: Any, cfg: Any, seed: int) -> int:
+    """``--capacity``: the capacity study of :mod:`oserve.compose.capacity`, printed and written to capacity.json."""
+    import json
+    from pathlib import Path
+
+    from oserve.compose.capacity import capacity_study, finite_json, format_capacity_table
+
+    policies = args.capacity_policies.split(",") if args.capacity_policies else None
+    study = capacity_study(trace, table, cluster, scheme, cfg, policies=policies,
+                           planners=tuple(args.capacity_planners.split(",")), target=args.capacity_target, seed=seed,
+                           oracle_capacities=args.capacity_oracle,
+                           log=None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "capacity.json").write_text(json.dumps(finite_json(study), indent=1))
+    print(format_capacity_table(study))
+    print(f"\nwrote {out / 'capacity.json'}")
     return 0

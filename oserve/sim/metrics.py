@@ -6,8 +6,14 @@ Definitions (all requests of the run, seconds unless stated):
   with more than one output token; E2E = finish - arrival; normalised latency = E2E / output tokens
   (s/token, the latency metric of the vLLM and Orca papers).
 * ``throughput_avg_rps``: requests completed during the trace (arrival of the first to that of the
-  last request) divided by its length; ``throughput_peak_rps``: the largest completion rate over
-  ``bin_s``-second bins of that span.
+  last request) divided by its length.
+* ``throughput_peak_rps``: over fixed ``bin_s``-second windows of the trace span, binned by
+  *arrival* time, the largest (requests that arrived in the window and completed) / ``bin_s``;
+  ``goodput_peak_rps`` the same counting only requests that met the SLO. Binning by arrival, not
+  by completion, means a system cannot score a higher peak by completing a backlog late: a slower
+  system's backlog counts in the window its requests arrived in, where it is bounded by the offered
+  load (binning by completion let plain vLLM score 24.8 req/s against 21.1 for a faster static
+  deployment on the same trace, because its backlog drained in bursts).
 * ``goodput_avg_rps``: like the average throughput, counting only requests that met the SLO
   (TTFT <= ``slo.ttft_s`` and TPOT <= ``slo.tpot_s``); ``slo_attainment`` = those / all requests.
 * ``p99_latency_s``: p99 of the normalised latency (s per output token) of completed requests.
@@ -83,7 +89,7 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
     Args:
         result_or_records: a :class:`~oserve.sim.engine.SimResult` or a sequence of record dicts.
         slo_ttft_s / slo_tpot_s: SLO targets, seconds.
-        bin_s: bin width of the peak throughput, seconds.
+        bin_s: width of the fixed windows of the peak throughput and goodput, seconds.
         span_s: the trace span, seconds (default: last arrival).
         timeline / total_memory_bytes / transitions: taken from the result when one is given.
 
@@ -109,13 +115,17 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
     in_span = done & (c["finish_s"] <= t0 + span)
     good = done & (ttft <= slo_ttft_s) & (np.nan_to_num(tpot, nan=0.0) <= slo_tpot_s)
     nbins = max(1, int(math.ceil(span / bin_s)))
-    fin = c["finish_s"][in_span] - t0
-    counts = np.bincount(np.minimum((fin // bin_s).astype(np.int64), nbins - 1), minlength=nbins) if fin.size \
-        else np.zeros(nbins)
+    arr_bin = np.clip(((c["arrival_s"] - t0) // bin_s).astype(np.int64), 0, nbins - 1) if n \
+        else np.zeros(0, np.int64)
     widths = np.full(nbins, float(bin_s))
     widths[-1] = max(span - bin_s * (nbins - 1), 1e-9)
-    full = widths >= bin_s * 0.5  # ignore a tiny last bin for the peak
-    peak = float((counts[full] / widths[full]).max()) if full.any() else float(counts.sum() / span)
+    full = widths >= bin_s * 0.5  # ignore a tiny last window for the peaks
+
+    def _peak(mask: np.ndarray) -> float:
+        counts = np.bincount(arr_bin[mask], minlength=nbins)[:nbins]
+        return float((counts[full] / widths[full]).max()) if full.any() else float(counts.sum() / span)
+
+    peak = _peak(done)
     out: dict[str, Any] = {
         "requests": int(n),
         "completed": int(done.sum()),
@@ -127,6 +137,7 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
         "throughput_avg_rps": float(in_span.sum() / span),
         "throughput_peak_rps": peak,
         "goodput_avg_rps": float((good & in_span).sum() / span),
+        "goodput_peak_rps": _peak(good),
         "slo_attainment": float(good.sum() / n) if n else 1.0,
         "output_tokens_per_s": float(c["output_tokens"][in_span].sum() / span),
         "ttft_p50_s": _pct(ttft, 50), "ttft_p99_s": _pct(ttft, 99), "ttft_mean_s": _mean(ttft),

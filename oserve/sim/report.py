@@ -45,6 +45,7 @@ _TABLE_KEYS = (
     ("throughput_avg_rps", "throughput avg (req/s)"),
     ("throughput_peak_rps", "throughput peak (req/s)"),
     ("goodput_avg_rps", "goodput avg (req/s)"),
+    ("goodput_peak_rps", "goodput peak (req/s)"),
     ("slo_attainment", "SLO attainment"),
     ("ttft_p50_s", "TTFT p50 (s)"),
     ("ttft_p99_s", "TTFT p99 (s)"),

@@ -1,0 +1,152 @@
+"""Capacity under SLO of every policy on the shipped A100 tables and Azure 2023 traces.
+
+For each model (Llama-2-70B, Llama-3-8B of ``examples/profiles/a100-80gb-mixed.json``, 4 x 8
+A100-80GB) and each trace (code, conv, code + conv merged on one clock), bisects the largest
+arrival-rate scale at which SLO attainment >= the target (default 0.9) for plain vLLM, every
+single-variant static deployment, the hindsight static mix, oserve with each planner, and computes
+the oracle bound (:mod:`oserve.compose.capacity`, :mod:`oserve.compose.oracle`). Writes
+``bench/results/capacity.json``: ``rows`` (``model``, ``trace``, ``policy``, ``capacity_scale``, ...)
+and ``summary`` (``oserve_vs_plain_mean``, ``oserve_vs_best_static_min``, ``oracle_fraction_min`` for
+the headline planner, and the same per planner). The file is rewritten after every (model, trace).
+
+    .venv/bin/python bench/capacity.py [--duration 1200] [--models llama-2-70b,llama-3-8b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACES = ROOT / "data/traces/azure_llm_2023"
+TRACE_FILES = {"code": ["AzureLLMInferenceTrace_code.csv"], "conv": ["AzureLLMInferenceTrace_conv.csv"],
+               "merged": ["AzureLLMInferenceTrace_code.csv", "AzureLLMInferenceTrace_conv.csv"]}
+CONTROL = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_bin_s": 30, "history_s": 3600}
+
+
+def _summary(rows: list[dict], planners: list[str]) -> dict:
+    by: dict = {}
+    for p in planners:
+        label = f"oserve:{p}"
+        mine = [r for r in rows if r["policy"] == label]
+        vs_plain = [r["vs_plain"] for r in mine if r["vs_plain"] is not None]
+        vs_best = [r["vs_best_static"] for r in mine if r["vs_best_static"] is not None]
+        oracle = [r["oracle_fraction"] for r in mine if r["oracle_fraction"] is not None]
+        by[label] = {
+            "oserve_vs_plain_mean": sum(vs_plain) / len(vs_plain) if vs_plain else None,
+            "oserve_vs_best_static_min": min(vs_best) if vs_best else None,
+            "oracle_fraction_min": min(oracle) if oracle else None,
+            "cases": len(mine),
+        }
+    head = f"oserve:{planners[0]}"
+    return {**{k: v for k, v in by[head].items() if k != "cases"}, "headline_policy": head, "by_planner": by,
+            "goals": {"oserve_vs_plain_mean": ">= 2.0", "oserve_vs_best_static_min": ">= 1.0",
+                      "oracle_fraction_min": ">= 0.97"}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", default=str(ROOT / "examples/profiles/a100-80gb-mixed.json"))
+    ap.add_argument("--models", default="llama-2-70b,llama-3-8b")
+    ap.add_argument("--traces", default="code,conv,merged")
+    ap.add_argument("--duration", type=float, default=1200.0, help="simulate the first S seconds of each trace")
+    ap.add_argument("--planners", default="milp,greedy,flow", help="oserve planners; the first is the headline")
+    ap.add_argument("--target", type=float, default=0.9)
+    ap.add_argument("--rel-tol", type=float, default=0.02)
+    ap.add_argument("--oracle-capacities", default="simulated", choices=("simulated", "table"))
+    ap.add_argument("--oracle-duration", type=float, default=300.0,
+                    help="length of each per-class calibration run of the oracle, seconds")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="only combine the studies of these result files (e.g. runs in parallel) into --out")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the studies already in --out (other models/traces, e.g. run with another --duration)")
+    args = ap.parse_args()
+
+    from oserve.compose.capacity import capacity_study, finite_json, format_capacity_table
+    from oserve.compose.simulation import load_traces
+    from oserve.profiles.table import ProfileTable
+    from oserve.sim.config import SimConfig
+    from oserve.sim.policies import restrict_table
+
+    full = ProfileTable.load(args.table)
+    planners = args.planners.split(",")
+    tp = Path(args.table).resolve()
+    out: dict = {
+        "benchmark": "capacity under SLO: largest arrival-rate scale with SLO attainment >= target",
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "table": str(tp.relative_to(ROOT)) if ROOT in tp.parents else args.table,
+        "table_source": full.source, "cluster": "4 nodes x 8 A100-80GB", "slo": full.slo.model_dump(),
+        "target": args.target, "duration_s": args.duration, "seed": args.seed, "rel_tol": args.rel_tol,
+        "planners": planners, "forecaster": "ewma", "control": CONTROL,
+        "definitions": {
+            "capacity_scale": "largest scale of the trace's arrival rate (oserve.workload.transforms.scale_rate, "
+                              "seeded) with SLO attainment >= target, bisected to rel_tol",
+            "static-mix": "the headline planner's plan for the whole trace's mean per-class demand (hindsight), "
+                          "never switched, plan routing",
+            "best static": "the best of every single-variant static deployment and static-mix",
+            "oracle": "per 60-s window, the LP relaxation of the best plan for the true demand, no switching cost, "
+                      "per-class capacities measured with the simulator on the trace's requests of each class "
+                      "(studies.*.oracle.source 'simulated') or the table's ('table'); the request-weighted "
+                      "quantile at the target (oserve/compose/oracle.py)",
+            "common load": "plain vLLM's capacity scale; p99 TTFT, TPOT, E2E there",
+        },
+        "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "studies": {}, "rows": [], "summary": {},
+    }
+    if args.append and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        out["studies"] = old.get("studies", {})
+        out["rows"] = old.get("rows", [])
+        out["commands"] = [*old.get("commands", [old.get("command")]), out["command"]]
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        for part in parts:
+            for key, study in part["studies"].items():
+                study.setdefault("command", part.get("command"))
+                study.setdefault("duration_limit_s", part.get("duration_s"))
+                out["studies"][key] = study
+            out["rows"] += part["rows"]
+        out["command"] = None
+        out["commands"] = [p.get("command") for p in parts] + [" ".join(shlex.quote(a) for a in sys.argv)]
+        out["duration_s"] = sorted({s["duration_limit_s"] for s in out["studies"].values()})
+        out["rel_tol"] = sorted({s["rel_tol"] for s in out["studies"].values()})
+        out["summary"] = _summary(out["rows"], planners)
+        out["wall_s"] = sum(s["wall_s"] for s in out["studies"].values())
+        Path(args.out).write_text(json.dumps(finite_json(out), indent=1))
+        print(json.dumps(out["summary"], indent=1))
+        return 0
+    t_all = time.perf_counter()
+    for model in args.models.split(","):
+        table = restrict_table(full, model=model)
+        cfg = SimConfig(table=args.table, control=CONTROL, planner={"name": planners[0]}, forecaster={"name": "ewma"})
+        for tname in args.traces.split(","):
+            trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.duration)
+            print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)
+            study = capacity_study(trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg, planners=tuple(planners),
+                                   target=args.target, seed=args.seed, rel_tol=args.rel_tol,
+                                   oracle_capacities=args.oracle_capacities, oracle_duration_s=args.oracle_duration,
+                                   log=lambda line: print("  " + line, flush=True))
+            print(format_capacity_table(study), flush=True)
+            key = f"{model}/{tname}"
+            out["studies"][key] = {"duration_limit_s": args.duration, "command": out["command"],
+                                   **{k: v for k, v in study.items() if k != "rows"}}
+            out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
+            out["rows"] += [{"model": model, "trace": tname, **r} for r in study["rows"]]
+            out["summary"] = _summary(out["rows"], planners)
+            out["wall_s"] = time.perf_counter() - t_all
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(finite_json(out), indent=1))
+    print(json.dumps(out["summary"], indent=1))
+    print(f"wrote {args.out} ({out['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

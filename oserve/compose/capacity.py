@@ -1,0 +1,484 @@
+"""Capacity under SLO: the largest arrival-rate scale at which a policy keeps SLO attainment >= a target.
+
+The paper's headline is how much more load a cluster serves within its SLOs. Throughput at one
+fixed offered load cannot show it (every policy that carries the load ties), so this module
+bisects the trace's arrival-rate scale (:func:`oserve.workload.transforms.scale_rate`, seeded:
+thinning below 1, jittered duplication above) for the largest scale at which SLO attainment
+(requests with TTFT <= SLO and TPOT <= SLO, over all requests, refused and aborted included) is at
+least ``target`` (default 0.9).
+
+Policies (``--capacity`` labels):
+
+* ``plain-vllm``: the paper's baseline (:func:`oserve.sim.policies.plain_vllm_variant`);
+* ``static:VARIANT``: the cluster filled with one variant, never changed;
+* ``static-mix``: a mix planned once by the config's planner for the whole (scaled) trace's mean
+  per-class demand (hindsight) and never switched, routed by the plan's weights;
+* ``oserve`` / ``oserve:PLANNER``: the live loop (forecaster + planner + switcher) with the
+  config's planner or the named one.
+
+The oracle bound (:mod:`oserve.compose.oracle`) is computed without simulating switches.
+
+The simulations go through the simulator's public entry point (:func:`oserve.compose.simulation.run_policy`)
+and, for the fixed mix, :class:`oserve.sim.engine.Simulation`. Decisions here are pure functions of
+the probes; the search itself (:func:`bisect_scale`) takes the attainment as a function of the scale.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from oserve.errors import ConfigError
+from oserve.profiles.table import ProfileTable
+from oserve.sim.config import SimConfig
+from oserve.types import ClassScheme, ClusterSpec, Demand
+from oserve.workload.trace import Trace
+
+__all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
+           "bisect_scale", "mean_demand", "simulate_policy", "find_capacity", "default_policies", "capacity_study",
+           "format_capacity_table", "finite_json"]
+
+#: Default SLO attainment target of the capacity search (the issue's and DistServe's 90%).
+DEFAULT_TARGET = 0.9
+_FORMS = "plain-vllm, static:VARIANT, static-mix, oserve, oserve:PLANNER"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One simulation of the search.
+
+    Attributes:
+        scale: arrival-rate scale of the trace.
+        attainment: SLO attainment (0..1).
+        summary: :func:`oserve.sim.metrics.summarise` of the run (``{}`` for pure searches).
+    """
+
+    scale: float
+    attainment: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BisectResult:
+    """Outcome of :func:`bisect_scale`.
+
+    Attributes:
+        scale: the largest scale probed whose attainment met the target (0.0 if none did).
+        probes: ``(scale, attainment)`` in the order evaluated.
+        capped: the target was still met at ``max_scale`` (``scale`` is a lower bound).
+        floored: the target was missed even at ``min_scale`` (``scale`` is 0).
+    """
+
+    scale: float
+    probes: list[tuple[float, float]]
+    capped: bool = False
+    floored: bool = False
+
+
+def bisect_scale(attainment_at: Callable[[float], float], *, target: float = DEFAULT_TARGET, start: float = 1.0,
+                 rel_tol: float = 0.02, min_scale: float = 1.0 / 64, max_scale: float = 256.0) -> BisectResult:
+    """Largest scale with ``attainment_at(scale) >= target``, assuming attainment falls with the scale.
+
+    Brackets by doubling / halving from ``start``, then bisects geometrically until the bracket's
+    ratio ``hi / lo`` is at most ``1 + rel_tol``. Returns the lower end (a scale actually observed to
+    meet the target). ``ceil(log2(ln 2 / ln(1 + rel_tol)))`` bisection steps follow the bracketing
+    (6 for 2%).
+
+    Args:
+        attainment_at: SLO attainment (0..1) at a scale.
+        target: attainment to meet, in (0, 1].
+        start: first scale probed, in [min_scale, max_scale].
+        rel_tol: relative width of the final bracket, > 0.
+        min_scale / max_scale: search range, 0 < min_scale < max_scale.
+
+    Raises:
+        ConfigError: a parameter outside its range (names it).
+    """
+    if not 0 < target <= 1:
+        raise ConfigError(f"target must be in (0, 1], got {target}", field="target", allowed="(0, 1]")
+    if not rel_tol > 0:
+        raise ConfigError(f"rel_tol must be > 0, got {rel_tol}", field="rel_tol", allowed="> 0")
+    if not 0 < min_scale < max_scale:
+        raise ConfigError(f"need 0 < min_scale < max_scale, got {min_scale}, {max_scale}", field="min_scale",
+                          allowed="0 < min_scale < max_scale")
+    if not min_scale <= start <= max_scale:
+        raise ConfigError(f"start must be in [{min_scale}, {max_scale}], got {start}", field="start",
+                          allowed=f"[{min_scale}, {max_scale}]")
+    probes: list[tuple[float, float]] = []
+
+    def ok(s: float) -> bool:
+        a = float(attainment_at(s))
+        probes.append((s, a))
+        return a >= target
+
+    lo: float | None = None
+    hi: float | None = None
+    if ok(start):
+        lo = start
+        while hi is None:
+            if lo >= max_scale:
+                return BisectResult(lo, probes, capped=True)
+            s = min(lo * 2.0, max_scale)
+            if ok(s):
+                lo = s
+            else:
+                hi = s
+    else:
+        hi = start
+        while lo is None:
+            if hi <= min_scale:
+                return BisectResult(0.0, probes, floored=True)
+            s = max(hi / 2.0, min_scale)
+            if ok(s):
+                lo = s
+            else:
+                hi = s
+    while hi / lo > 1.0 + rel_tol:
+        mid = math.sqrt(lo * hi)
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return BisectResult(lo, probes)
+
+
+@dataclass(frozen=True)
+class CapacityPolicy:
+    """A policy of the capacity search.
+
+    Attributes:
+        kind: ``plain-vllm``, ``static``, ``static-mix`` or ``oserve``.
+        variant: the variant of ``static:VARIANT``.
+        planner: ``oserve:PLANNER``'s planner registry name (None: the config's).
+    """
+
+    kind: str
+    variant: str | None = None
+    planner: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "static":
+            return f"static:{self.variant}"
+        if self.kind == "oserve" and self.planner:
+            return f"oserve:{self.planner}"
+        return self.kind
+
+
+def parse_capacity_policy(text: str) -> CapacityPolicy:
+    """Parse ``plain-vllm``, ``static:VARIANT``, ``static-mix``, ``oserve`` or ``oserve:PLANNER``.
+
+    Raises:
+        ConfigError: anything else (names the allowed forms).
+    """
+    t = text.strip()
+    if t in ("plain-vllm", "static-mix", "oserve"):
+        return CapacityPolicy(t)
+    for kind in ("static", "oserve"):
+        if t.startswith(kind + ":") and len(t) > len(kind) + 1:
+            rest = t.split(":", 1)[1]
+            return CapacityPolicy(kind, variant=rest) if kind == "static" else CapacityPolicy(kind, planner=rest)
+    raise ConfigError(f"unknown capacity policy {text!r}", field="policy", allowed=_FORMS)
+
+
+def mean_demand(trace: Trace, scheme: ClassScheme) -> Demand:
+    """Mean per-class arrival rate over the whole trace, req/s (the hindsight demand of ``static-mix``)."""
+    cls = scheme.classify_many(np.asarray(trace.input_tokens), np.asarray(trace.output_tokens))
+    counts = np.bincount(cls, minlength=len(scheme))
+    span = max(trace.duration_s, 1.0)
+    return Demand(rates_rps={c: float(counts[i] / span) for i, c in enumerate(scheme.names)})
+
+
+def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
+                    scheme: ClassScheme, cfg: SimConfig, *, seed: int = 0) -> tuple[dict[str, Any], str | None]:
+    """Simulate one policy on one (already scaled) trace.
+
+    Returns:
+        ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
+        else the table's) and the static variant (None for mixes and oserve).
+
+    Raises:
+        ConfigError: an unknown variant or planner, or a policy the table cannot support.
+    """
+    from oserve.compose.simulation import run_policy
+    from oserve.sim.policies import PolicySpec
+
+    if policy.kind == "static-mix":
+        from oserve.compose.simulation import sim_options
+        from oserve.policies import make_planner
+        from oserve.sim.capacity_check import derate_table
+        from oserve.sim.engine import Simulation
+        from oserve.sim.metrics import summarise
+
+        planning = derate_table(table, cfg.planner_capacity_factor)
+        planner = make_planner(policy.planner or cfg.planner.kind, **(cfg.planner.params if not policy.planner else {}))
+        plan = planner.plan(cluster, planning, mean_demand(trace, scheme), None)
+        res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
+                         policy=policy.label).run()
+        slo = cfg.slo or table.slo
+        return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s), None
+    if policy.kind == "oserve" and policy.planner:
+        cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"name": policy.planner,
+                                                                                "params": {}})})
+    spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
+    run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed)
+    return run.summary, run.variant
+
+
+@dataclass
+class CapacityResult:
+    """The capacity of one policy on one trace.
+
+    Attributes:
+        policy: the policy label.
+        capacity_scale: the largest arrival-rate scale found with attainment >= ``target``.
+        target: the attainment target.
+        probes: every simulation of the search, in order.
+        variant: the static variant (static policies and plain vLLM).
+        capped / floored: see :class:`BisectResult`.
+        wall_s: wall-clock time of the search, seconds.
+    """
+
+    policy: str
+    capacity_scale: float
+    target: float
+    probes: list[Probe]
+    variant: str | None = None
+    capped: bool = False
+    floored: bool = False
+    wall_s: float = 0.0
+
+    def probe_at(self, scale: float) -> Probe | None:
+        """The probe at exactly ``scale``, if the search made one."""
+        return next((p for p in self.probes if p.scale == scale), None)
+
+
+def default_scaler(seed: int) -> Callable[[Trace, float], Trace]:
+    """``scale_rate`` with a fixed seed (scale 1 returns the trace itself)."""
+    from oserve.workload.transforms import scale_rate
+
+    def scale(trace: Trace, s: float) -> Trace:
+        return trace if s == 1.0 else scale_rate(trace, s, seed=seed)
+
+    return scale
+
+
+def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
+                  scheme: ClassScheme, cfg: SimConfig, *, target: float = DEFAULT_TARGET, seed: int = 0,
+                  start_scale: float = 1.0, rel_tol: float = 0.02, min_scale: float = 1.0 / 64,
+                  max_scale: float = 256.0, scale_trace: Callable[[Trace, float], Trace] | None = None
+                  ) -> CapacityResult:
+    """Bisect the largest arrival-rate scale at which ``policy`` keeps SLO attainment >= ``target``.
+
+    Each probe scales ``trace`` (default :func:`oserve.workload.transforms.scale_rate` with
+    ``seed``, so the same inputs give the same probes) and simulates the policy on it. Deterministic.
+
+    Args:
+        policy: a :class:`CapacityPolicy` or its label (see :func:`parse_capacity_policy`).
+        trace / table / cluster / scheme / cfg: as for :func:`oserve.compose.simulation.run_policy`; the SLO is
+            ``cfg.slo`` or the table's.
+        target: SLO attainment to keep, in (0, 1].
+        seed: seed of the rate scaling and the engine.
+        start_scale / rel_tol / min_scale / max_scale: see :func:`bisect_scale`.
+        scale_trace: ``(trace, scale) -> trace``; replaces the seeded ``scale_rate``.
+
+    Raises:
+        ConfigError: bad search parameters, unknown policy, variant or planner.
+    """
+    pol = parse_capacity_policy(policy) if isinstance(policy, str) else policy
+    scaler = scale_trace or default_scaler(seed)
+    probes: list[Probe] = []
+    variant: list[str | None] = [None]
+    t0 = time.perf_counter()
+
+    def attainment(s: float) -> float:
+        summary, v = simulate_policy(pol, scaler(trace, s), table, cluster, scheme, cfg, seed=seed)
+        variant[0] = v
+        probes.append(Probe(s, float(summary["slo_attainment"]), summary))
+        return float(summary["slo_attainment"])
+
+    b = bisect_scale(attainment, target=target, start=start_scale, rel_tol=rel_tol, min_scale=min_scale,
+                     max_scale=max_scale)
+    return CapacityResult(pol.label, b.scale, target, probes, variant=variant[0], capped=b.capped,
+                          floored=b.floored, wall_s=time.perf_counter() - t0)
+
+
+def default_policies(table: ProfileTable, cluster: ClusterSpec, planners: tuple[str, ...]) -> list[str]:
+    """``plain-vllm``, ``static:V`` for every variant that fits, ``static-mix``, ``oserve:P`` per planner."""
+    from oserve.sim.policies import static_plan
+
+    statics = []
+    for v in sorted(table.variants):
+        try:
+            static_plan(cluster, table, v)
+        except ConfigError:
+            continue
+        statics.append(f"static:{v}")
+    return ["plain-vllm", *statics, "static-mix", *(f"oserve:{p}" for p in planners)]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or not b > 0 or not math.isfinite(b) else a / b
+
+
+def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme: ClassScheme, cfg: SimConfig, *,
+                   policies: list[str] | None = None, planners: tuple[str, ...] = ("milp", "greedy", "flow"),
+                   target: float = DEFAULT_TARGET, seed: int = 0, rel_tol: float = 0.02,
+                   oracle_capacities: str = "simulated", oracle_window_s: float = 60.0,
+                   oracle_duration_s: float = 300.0, clip_to_context: bool = True,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Capacity of every policy on one trace, ratios, the oracle bound, and latencies at a common load.
+
+    The trace's token lengths are clipped to the table's longest ``max_model_len`` first (input cut
+    first, :func:`oserve.workload.transforms.clip_tokens`) unless ``clip_to_context`` is False.
+    The common load is plain vLLM's capacity scale (every better policy carries it); p99 TTFT,
+    TPOT and E2E of each policy are reported there.
+
+    Args:
+        trace / table / cluster / scheme / cfg: as :func:`find_capacity`.
+        policies: labels (default :func:`default_policies` with ``planners``).
+        planners: planner registry names of the ``oserve:P`` policies.
+        target / seed / rel_tol: as :func:`find_capacity`.
+        oracle_capacities: ``"simulated"`` (per-class capacities measured with the simulator,
+            :func:`oserve.compose.oracle.simulated_class_capacities`) or ``"table"``.
+        oracle_window_s: window of the oracle's perfect demand knowledge, seconds.
+        oracle_duration_s: length of each per-class calibration run, seconds.
+        clip_to_context: clip token lengths to the context first.
+        log: called with one line per finished policy.
+
+    Returns:
+        ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
+        "oracle": {...}, "summary": {...}, "wall_s"}``; each row: ``policy``, ``variant``,
+        ``capacity_scale``, ``capacity_rps``, ``vs_plain``, ``vs_best_static``, ``oracle_fraction``,
+        ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``.
+
+    Raises:
+        ConfigError: bad parameters, unknown policies, or no plain-vLLM variant.
+    """
+    from oserve.compose.oracle import oracle_bound, simulated_class_capacities
+    from oserve.workload.transforms import clip_tokens
+
+    if oracle_capacities not in ("simulated", "table"):
+        raise ConfigError(f"unknown oracle_capacities {oracle_capacities!r}", field="oracle_capacities",
+                          allowed="simulated, table")
+    t_start = time.perf_counter()
+    say = log or (lambda _line: None)
+    if clip_to_context:
+        trace = clip_tokens(trace, max_total=max(v.max_model_len for v in table.variants.values()))
+    labels = policies or default_policies(table, cluster, planners)
+    if "plain-vllm" not in labels:
+        labels = ["plain-vllm", *labels]
+    slo = cfg.slo or table.slo
+    t0 = time.perf_counter()
+    table_bound = oracle_bound(trace, table, cluster, scheme, window_s=oracle_window_s, target=target)
+    if oracle_capacities == "simulated":
+        caps = simulated_class_capacities(table, trace, scheme, table_bound.variants, target=target, slo=slo,
+                                          duration_s=oracle_duration_s, seed=seed)
+        bound = oracle_bound(trace, table, cluster, scheme, capacities=caps, variants=table_bound.variants,
+                             window_s=oracle_window_s, target=target, source="simulated")
+    else:
+        bound = table_bound
+    oracle_wall = time.perf_counter() - t0
+    say(f"oracle ({bound.source} capacities): scale {bound.scale:.3g} ({oracle_wall:.0f} s)")
+    results: dict[str, CapacityResult] = {}
+    last = 1.0
+    for label in labels:
+        pol = parse_capacity_policy(label)
+        hint = bound.static_scales.get(pol.variant or "", 0.0) if pol.kind == "static" else 0.0
+        start = hint if 1.0 / 64 <= hint <= 256.0 and math.isfinite(hint) else min(max(last, 1.0 / 64), 256.0)
+        r = find_capacity(pol, trace, table, cluster, scheme, cfg, target=target, seed=seed, start_scale=start,
+                          rel_tol=rel_tol)
+        results[label] = r
+        if r.capacity_scale > 0:
+            last = r.capacity_scale
+        say(f"{label}: capacity scale {r.capacity_scale:.3g} ({len(r.probes)} runs, {r.wall_s:.0f} s)")
+    plain = results["plain-vllm"]
+    common = plain.capacity_scale if plain.capacity_scale > 0 else 1.0
+    statics = {k: r for k, r in results.items() if k.startswith("static:") or k == "static-mix"}
+    best_label = max(statics, key=lambda k: statics[k].capacity_scale) if statics else None
+    best = statics[best_label].capacity_scale if best_label else None
+    singles = {k: r for k, r in statics.items() if k.startswith("static:")}
+    best_single = max(singles, key=lambda k: singles[k].capacity_scale) if singles else None
+    rate = len(trace) / max(trace.duration_s, 1e-9)
+    rows = []
+    for label, r in results.items():
+        p = r.probe_at(common)
+        if p is None:
+            summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(seed)(trace, common), table,
+                                         cluster, scheme, cfg, seed=seed)
+        else:
+            summary = p.summary
+        rows.append({
+            "policy": label, "variant": r.variant, "capacity_scale": r.capacity_scale,
+            "capacity_rps": r.capacity_scale * rate, "vs_plain": _ratio(r.capacity_scale, plain.capacity_scale),
+            "vs_best_static": _ratio(r.capacity_scale, best), "oracle_fraction": _ratio(r.capacity_scale, bound.scale),
+            "probes": [[p.scale, p.attainment] for p in r.probes], "capped": r.capped, "floored": r.floored,
+            "wall_s": r.wall_s,
+            "at_common_load": {"scale": common, **{k: summary.get(k) for k in (
+                "slo_attainment", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "goodput_avg_rps", "goodput_peak_rps",
+                "throughput_avg_rps")}},
+        })
+    rows.append({"policy": "oracle", "variant": None, "capacity_scale": bound.scale, "capacity_rps": bound.scale * rate,
+                 "vs_plain": _ratio(bound.scale, plain.capacity_scale), "vs_best_static": _ratio(bound.scale, best),
+                 "oracle_fraction": 1.0, "probes": [], "capped": False, "floored": False, "wall_s": oracle_wall,
+                 "at_common_load": None})
+    oserve = {k: r.capacity_scale for k, r in results.items() if k.startswith("oserve")}
+    summary = {
+        "plain_vllm_scale": plain.capacity_scale, "plain_vllm_variant": plain.variant,
+        "best_static": best_label, "best_static_scale": best, "best_single_static": best_single,
+        "oracle_scale": bound.scale,
+        "oserve_vs_plain": {k: _ratio(v, plain.capacity_scale) for k, v in oserve.items()},
+        "oserve_vs_best_static": {k: _ratio(v, best) for k, v in oserve.items()},
+        "oracle_fraction": {k: _ratio(v, bound.scale) for k, v in oserve.items()},
+        "best_static_oracle_fraction": _ratio(best, bound.scale),
+    }
+    return {
+        "requests": len(trace), "duration_s": trace.duration_s, "mean_rate_rps": rate, "target": target,
+        "slo": slo.model_dump(), "seed": seed, "rel_tol": rel_tol, "common_scale": common, "rows": rows,
+        "oracle": {"source": bound.source, "scale": bound.scale, "window_s": bound.window_s,
+                   "static_scales": bound.static_scales, "variants": bound.variants, "classes": bound.classes,
+                   "capacities_rps": bound.capacities, "best_class_variant": bound.best_class_variant,
+                   "table_units": {"scale": table_bound.scale, "static_scales": table_bound.static_scales,
+                                   "capacities_rps": table_bound.capacities}},
+        "summary": summary, "wall_s": time.perf_counter() - t_start,
+    }
+
+
+def finite_json(x: Any) -> Any:
+    """A JSON-safe copy: non-finite floats (an unbounded window, a missing ratio) become None."""
+    if isinstance(x, dict):
+        return {str(k): finite_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [finite_json(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "-" if not math.isfinite(x) else f"{x:.{nd}g}"
+    return str(x)
+
+
+def format_capacity_table(study: dict[str, Any]) -> str:
+    """A Markdown table of :func:`capacity_study`'s rows."""
+    head = ("| policy | variant | capacity scale | capacity (req/s) | vs plain vLLM | vs best static | of oracle "
+            f"| at scale {_f(study['common_scale'])}: attainment | p99 TTFT (s) | p99 TPOT (s) | p99 E2E (s) |")
+    lines = [head, "|---|---|" + "---:|" * 9]
+    for r in study["rows"]:
+        c = r["at_common_load"] or {}
+        lines.append(f"| {r['policy']} | {r['variant'] or '-'} | {_f(r['capacity_scale'])} | {_f(r['capacity_rps'])} "
+                     f"| {_f(r['vs_plain'])} | {_f(r['vs_best_static'])} | {_f(r['oracle_fraction'])} "
+                     f"| {_f(c.get('slo_attainment'))} | {_f(c.get('ttft_p99_s'))} | {_f(c.get('tpot_p99_s'))} "
+                     f"| {_f(c.get('e2e_p99_s'))} |")
+    return "\n".join(lines)

@@ -1,0 +1,270 @@
+"""Capacity under SLO: the bisection, a capacity computable by hand, monotonicity, the oracle bound,
+the context clip of the capacity check and the peak metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oserve.compose.capacity import (
+    bisect_scale,
+    capacity_study,
+    find_capacity,
+    format_capacity_table,
+    parse_capacity_policy,
+)
+from oserve.compose.oracle import oracle_bound, oracle_window_scales, quantile_scale, static_window_scales
+from oserve.errors import ConfigError
+from oserve.profiles.iteration import IterationTimeModel
+from oserve.sim.capacity_check import check_capacity
+from oserve.sim.config import SimConfig
+from oserve.sim.metrics import summarise
+from oserve.testing.tables import GIB, synthetic_table
+from oserve.types import DEFAULT_SCHEME, SLO, ClusterSpec
+from oserve.workload.trace import Trace
+
+NAMES = DEFAULT_SCHEME.names
+CFG = SimConfig(table="synthetic")
+
+
+# ------------------------------------------------------------------ bisection
+
+
+@pytest.mark.parametrize("start", [0.1, 1.0, 3.7, 50.0])
+def test_bisect_finds_a_step_threshold_from_any_start(start: float) -> None:
+    b = bisect_scale(lambda s: 1.0 if s <= 3.7 else 0.5, target=0.9, start=start, rel_tol=0.01)
+    assert 3.7 / 1.01 <= b.scale <= 3.7
+    assert all((a >= 0.9) == (s <= 3.7) for s, a in b.probes)
+    assert not b.capped and not b.floored
+
+
+def test_bisect_reports_capped_and_floored() -> None:
+    assert bisect_scale(lambda s: 1.0, max_scale=8.0).capped
+    b = bisect_scale(lambda s: 0.0, min_scale=0.25)
+    assert b.floored and b.scale == 0.0
+
+
+@pytest.mark.parametrize(("kw", "field"), [({"target": 0.0}, "target"), ({"target": 1.5}, "target"),
+                                           ({"rel_tol": 0.0}, "rel_tol"), ({"start": 1e4}, "start"),
+                                           ({"min_scale": 2.0, "max_scale": 1.0}, "min_scale")])
+def test_bisect_rejects_bad_parameters(kw: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        bisect_scale(lambda s: 1.0, **kw)
+    assert e.value.field == field
+
+
+def test_parse_capacity_policy() -> None:
+    assert parse_capacity_policy("oserve:greedy").label == "oserve:greedy"
+    assert parse_capacity_policy("static:x").variant == "x"
+    assert parse_capacity_policy("static-mix").kind == "static-mix"
+    with pytest.raises(ConfigError) as e:
+        parse_capacity_policy("best")
+    assert e.value.field == "policy"
+
+
+# ------------------------------------------------------------------ a capacity computable by hand
+
+
+def one_server_table(ttft_slo_s: float) -> object:
+    """One replica that serves one request at a time; a 100-token prompt with 1 output token takes 0.5 s."""
+    t = synthetic_table({"one": {c: 1.0 for c in NAMES}}, {"one": 1}, memory_per_device_bytes=60 * GIB,
+                        class_names=NAMES)
+    v = t.variants["one"].model_copy(update={"max_num_seqs": 1, "iteration": IterationTimeModel(b=0.0, d=0.5)})
+    return t.model_copy(update={"variants": {"one": v}, "slo": SLO(ttft_s=ttft_slo_s, tpot_s=1.0)})
+
+
+def even_trace(_trace: Trace | None, scale: float, n: int = 100) -> Trace:
+    """``n`` requests evenly spaced at ``scale`` req/s (a deterministic rate scaling)."""
+    return Trace(np.arange(n) / scale, np.full(n, 100), np.full(n, 1), name="even")
+
+
+def test_find_capacity_matches_the_closed_form_of_a_single_fcfs_server() -> None:
+    # Service time S = 0.5 s, arrivals every g = 1/scale s. For g < S request i waits i (S - g), so
+    # 1 + floor((tau - S) / (S - g)) of the n = 100 requests meet TTFT <= tau. With tau = 4.95 s,
+    # 90 of them meet it iff S - g <= 4.45 / 89 = 0.05, i.e. scale <= 1 / 0.45.
+    table = one_server_table(4.95)
+    cluster = ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB)
+    r = find_capacity("static:one", even_trace(None, 1.0), table, cluster, DEFAULT_SCHEME, CFG,
+                      scale_trace=even_trace, rel_tol=0.005)
+    assert 1 / 0.45 / 1.005 <= r.capacity_scale <= 1 / 0.45 + 1e-9
+    assert r.variant == "one"
+    # the probes agree with the closed form
+    for p in r.probes:
+        g = 1 / p.scale
+        meet = 100 if g >= 0.5 else min(100, 1 + int(np.floor(4.45 / (0.5 - g) + 1e-9)))
+        assert p.attainment == pytest.approx(meet / 100)
+
+
+# ------------------------------------------------------------------ monotonicity
+
+
+def poisson_trace(rate: float, duration: float, seed: int) -> Trace:
+    rng = np.random.default_rng(seed)
+    n = int(rate * duration)
+    arr = np.sort(rng.uniform(0, duration, n))
+    return Trace(arr - arr[0], rng.integers(100, 600, n), rng.integers(10, 120, n), name="poisson")
+
+
+def two_variant_table() -> object:
+    caps = {"small": {c: 3.0 for c in NAMES}, "big": {c: 5.0 for c in NAMES}}
+    return synthetic_table(caps, {"small": 1, "big": 2}, memory_per_device_bytes=60 * GIB, class_names=NAMES,
+                           start_time_s=20.0)
+
+
+def test_capacity_is_monotone_in_target_and_cluster_size_and_deterministic() -> None:
+    table = two_variant_table()
+    tr = poisson_trace(4.0, 300.0, seed=3)
+    small = ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB)
+    large = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    kw = {"seed": 1, "rel_tol": 0.05}
+    c90 = find_capacity("static:small", tr, table, small, DEFAULT_SCHEME, CFG, target=0.9, **kw)
+    c70 = find_capacity("static:small", tr, table, small, DEFAULT_SCHEME, CFG, target=0.7, **kw)
+    c90_large = find_capacity("static:small", tr, table, large, DEFAULT_SCHEME, CFG, target=0.9, **kw)
+    assert 0 < c90.capacity_scale <= c70.capacity_scale * 1.05
+    assert c90_large.capacity_scale >= c90.capacity_scale
+    # attainment falls with the scale along the probes (seeded scaling; small noise allowed)
+    probes = sorted(c90.probes, key=lambda p: p.scale)
+    assert all(b.attainment <= a.attainment + 0.02 for a, b in zip(probes, probes[1:], strict=False))
+    again = find_capacity("static:small", tr, table, small, DEFAULT_SCHEME, CFG, target=0.9, **kw)
+    assert [(p.scale, p.attainment) for p in again.probes] == [(p.scale, p.attainment) for p in c90.probes]
+
+
+# ------------------------------------------------------------------ the oracle bound
+
+
+def test_oracle_bound_by_hand() -> None:
+    # two classes; variant a (1 device) serves class 0 at 4 req/s, class 1 at 1; variant b (2 devices)
+    # serves class 0 at 4, class 1 at 6. Per device: class 0 best on a (0.25 dev/req/s), class 1 on b (1/3).
+    caps = np.array([[4.0, 1.0], [4.0, 6.0]])
+    rates = np.array([[2.0, 3.0], [0.0, 0.0], [4.0, 0.0]])
+    lam = oracle_window_scales(rates, caps, np.array([1.0, 2.0]), total_devices=4.0)
+    assert lam[0] == pytest.approx(4.0 / (2 * 0.25 + 3 / 3))
+    assert np.isinf(lam[1])
+    assert lam[2] == pytest.approx(4.0 / (4 * 0.25))
+    # 2 replicas of b
+    assert static_window_scales(rates, caps[1], 2)[0] == pytest.approx(2 / (2 / 4 + 3 / 6))
+    # weighted quantile: windows holding >= 90% of the requests
+    assert quantile_scale(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 8.0]), 0.9) == 2.0
+    assert quantile_scale(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 8.0]), 0.8) == 3.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(caps=st.lists(st.lists(st.floats(0.0, 20.0), min_size=3, max_size=3), min_size=1, max_size=4),
+       rates=st.lists(st.lists(st.floats(0.0, 10.0), min_size=3, max_size=3), min_size=1, max_size=6),
+       devs=st.lists(st.sampled_from([1, 2, 4, 8]), min_size=4, max_size=4), target=st.floats(0.05, 1.0))
+def test_oracle_bound_is_at_least_every_static_deployment(caps: list, rates: list, devs: list, target: float) -> None:
+    c = np.array(caps)
+    r = np.array(rates)
+    d = np.array(devs[: len(caps)], float)
+    total = 32.0
+    counts = r.sum(axis=1) + 1.0
+    lam = oracle_window_scales(r, c, d, total)
+    best = quantile_scale(lam, counts, target)
+    for i in range(len(caps)):
+        n = int(total // d[i])
+        s = static_window_scales(r, c[i], n)
+        assert np.all(lam >= s * (1 - 1e-9))
+        assert best >= quantile_scale(s, counts, target) * (1 - 1e-9)
+
+
+def test_oracle_bound_on_a_table_covers_its_static_deployments() -> None:
+    table = two_variant_table()
+    cluster = ClusterSpec.homogeneous(1, 4, "a100-80gb", 60 * GIB)
+    b = oracle_bound(poisson_trace(4.0, 600.0, seed=5), table, cluster, DEFAULT_SCHEME, window_s=60.0)
+    assert set(b.static_scales) == {"small", "big"}
+    assert b.scale >= max(b.static_scales.values()) * (1 - 1e-9)
+    # 4 replicas of small at 3 req/s each carry 12 req/s; the trace offers ~4 req/s
+    assert b.static_scales["small"] == pytest.approx(12.0 / 4.0, rel=0.3)
+
+
+# ------------------------------------------------------------------ the study end to end
+
+
+def test_capacity_study_rows_ratios_and_table() -> None:
+    table = two_variant_table()
+    table = table.model_copy(update={"variants": {
+        k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    study = capacity_study(poisson_trace(3.0, 240.0, seed=2), table, cluster, DEFAULT_SCHEME, CFG,
+                           planners=("greedy",), rel_tol=0.1, oracle_capacities="table", seed=0)
+    rows = {r["policy"]: r for r in study["rows"]}
+    assert {"plain-vllm", "static:small", "static:big", "static-mix", "oserve:greedy", "oracle"} <= set(rows)
+    assert rows["plain-vllm"]["vs_plain"] == pytest.approx(1.0)
+    best = study["summary"]["best_static_scale"]
+    assert best == max(rows[k]["capacity_scale"] for k in ("static:small", "static:big", "static-mix"))
+    assert rows["oserve:greedy"]["vs_best_static"] == pytest.approx(rows["oserve:greedy"]["capacity_scale"] / best)
+    assert rows["static:small"]["at_common_load"]["ttft_p99_s"] is not None
+    assert "| oserve:greedy |" in format_capacity_table(study)
+
+
+# ------------------------------------------------------------------ capacity check and metrics fixes
+
+
+def test_check_capacity_clips_long_prompts_to_the_context() -> None:
+    table = two_variant_table()
+    v = table.variants["big"].model_copy(update={"max_model_len": 4096})
+    table = table.model_copy(update={"variants": {"big": v}})
+    # the long-input class expects 4,096 prompt tokens + 64 output: over the 4,096-token context
+    r = check_capacity(table, "big", "long-in/short-out", rate_rps=0.5, duration_s=120.0)
+    assert r["refused"] == 0
+    assert r["clipped"] == r["requests"]
+    assert r["slo_attainment"] > 0
+    lengths = (np.array([5000, 100]), np.array([10, 10]))
+    r = check_capacity(table, "big", "long-in/short-out", rate_rps=0.5, duration_s=120.0, lengths=lengths)
+    assert r["refused"] == 0 and 0 < r["clipped"] < r["requests"]
+    with pytest.raises(ConfigError) as e:
+        check_capacity(table, "big", "long-in/short-out", rate_rps=0.0)
+    assert e.value.field == "rate_rps"
+
+
+def rec(arrival: float, first: float, finish: float, out: int = 2) -> dict:
+    return {"arrival_s": arrival, "first_token_s": first, "finish_s": finish, "generated_tokens": out}
+
+
+def test_peak_throughput_does_not_reward_a_late_backlog() -> None:
+    # one request per second for 240 s; the fast system answers each within 0.5 s, the slow one
+    # holds a backlog and completes the second minute's requests in a burst at the end
+    fast = [rec(t, t + 0.2, t + 0.5) for t in range(240)]
+    slow = [rec(t, t + 0.2, t + 0.5) if t < 60 or t >= 120 else rec(t, 179.0, 179.5) for t in range(240)]
+    kw = {"slo_ttft_s": 1.0, "slo_tpot_s": 1.0, "bin_s": 60.0, "span_s": 240.0}
+    mf, ms = summarise(fast, **kw), summarise(slow, **kw)
+    assert ms["throughput_peak_rps"] <= mf["throughput_peak_rps"]
+    assert mf["goodput_peak_rps"] == pytest.approx(1.0)
+    assert ms["goodput_peak_rps"] <= mf["goodput_peak_rps"]
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_simulate_capacity_flag_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
+    import datetime
+    import json
+
+    from oserve.cli import main
+
+    table = two_variant_table()
+    table = table.model_copy(update={"variants": {
+        k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+    (tmp_path / "table.json").write_text(table.model_dump_json())
+    tr = poisson_trace(2.0, 120.0, seed=4)
+    t0 = datetime.datetime(2023, 11, 16, 18, 0, 0)
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [
+        f"{(t0 + datetime.timedelta(seconds=float(a))).strftime('%Y-%m-%d %H:%M:%S.%f')},{i},{o}"
+        for a, i, o in zip(tr.arrival_s, tr.input_tokens, tr.output_tokens, strict=True)]
+    (tmp_path / "trace.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "sim.yaml").write_text(
+        "cluster: {nodes: [{name: node, devices: 2, device_type: a100-80gb, device_memory_gib: 60}]}\n"
+        "table: table.json\ntrace: {paths: [trace.csv]}\n")
+    rc = main(["simulate", str(tmp_path / "sim.yaml"), "--capacity", "--capacity-oracle", "table",
+               "--capacity-policies", "plain-vllm,static:big,oserve:greedy", "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| oserve:greedy |" in printed and "| oracle |" in printed
+    study = json.loads((tmp_path / "out" / "capacity.json").read_text())
+    assert {r["policy"] for r in study["rows"]} == {"plain-vllm", "static:big", "oserve:greedy", "oracle"}
+    assert study["rows"][0]["capacity_scale"] > 0
