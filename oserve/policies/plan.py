@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["NodeSpec", "ClusterSpec", "Demand", "ReplicaPlacement", "Plan"]
@@ -36,10 +38,13 @@ class ClusterSpec(BaseModel):
 
 
 class Demand(BaseModel):
-    """Per-class arrival rate to plan for, req/s (forecast or observed)."""
+    """Per-class arrival rate to plan for, req/s (forecast or observed), and per-class minimum quality."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rates_rps: dict[str, float]
+    min_quality: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="per class, the lowest variant quality score (0-1, "
+                                          "oserve.profiles.quality) that may serve it; classes absent: any")
 
 
 class ReplicaPlacement(BaseModel):
