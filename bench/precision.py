@@ -137,7 +137,6 @@ def main() -> None:
         return
 
     from oserve.profiles.cpu_info import current_cpu, native_bf16
-    from oserve.profiles.quality import TextScores, compare
 
     cpu = current_cpu()
     names = [v for v in (args.variants.split(",") if args.variants else VARIANTS) if v]
@@ -146,22 +145,30 @@ def main() -> None:
     order: list[str] = []
     for r in range(args.rounds):
         order += names if r % 2 == 0 else names[::-1]
-    runs = []
+    runs: list[dict] = []
     for name in order:
         print(f"{datetime.now(UTC):%H:%M:%S} {name} (load {os.getloadavg()[0]:.2f})", flush=True)
         runs.append(run_variant(name, args.core))
         r = runs[-1]
         print(f"  start {r['start_s']:.0f} s, batch-32 {r['batch32_output_tok_s']:.0f} tok/s, "
               f"prefill-1000 {r['prefill_1000_s']:.2f} s, {r['kernels']}", flush=True)
+        write(args, cpu, order, runs)  # after every run: a long run stopped early keeps what it measured
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per variant: medians over its runs, kernels, sample text, quality against fp32's first run."""
+    from oserve.profiles.quality import TextScores, compare
 
     ref = next((r for r in runs if r["variant"] == "fp32"), None)
-    summary = {}
-    for name in names:
+    summary: dict[str, dict] = {}
+    for name in dict.fromkeys(r["variant"] for r in runs):
         mine = [r for r in runs if r["variant"] == name]
         entry = {
+            "runs": len(mine),
             "batch32_output_tok_s": statistics.median(r["batch32_output_tok_s"] for r in mine),
             "prefill_1000_s": statistics.median(r["prefill_1000_s"] for r in mine),
             "start_s": statistics.median(r["start_s"] for r in mine),
+            "load_avg_1m": [r["load_avg_1m"] for r in mine],
             "kernels": mine[0]["kernels"],
             "sample": mine[0]["sample"],
         }
@@ -170,26 +177,28 @@ def main() -> None:
                         TextScores(**{k: tuple(v) for k, v in mine[0]["scores"].items()}))
             entry["quality_vs_fp32"] = q.model_dump()
         summary[name] = entry
-    if ref is not None:
+    if "fp32" in summary:
         base = summary["fp32"]
         for entry in summary.values():
             entry["speedup_batch32_vs_fp32"] = entry["batch32_output_tok_s"] / base["batch32_output_tok_s"]
             entry["speedup_prefill_vs_fp32"] = base["prefill_1000_s"] / entry["prefill_1000_s"]
-    for r in runs:
-        r.pop("scores")
+    return summary
+
+
+def write(args: argparse.Namespace, cpu, order: list[str], runs: list[dict]) -> None:  # noqa: ANN001
+    """Write the results file from the runs so far."""
     result = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": cpu.model_dump(), "platform": platform.platform(), "cores_used": 1,
-                    "core": args.core},
+                    "core": args.core, "logical_cpus": os.cpu_count()},
         "settings": {"max_num_seqs": 32, "max_model_len": 2048, "enforce_eager": True, "kv_cache_gib": 1,
                      "batch": 32, "prompt_tokens": 32, "output_tokens": 128, "prefill_tokens": 1000,
-                     "rounds": args.rounds, "order": order},
-        "summary": summary,
-        "runs": runs,
+                     "rounds": args.rounds, "order": order, "completed_runs": len(runs)},
+        "summary": summarise(runs),
+        "runs": [{k: v for k, v in r.items() if k != "scores"} for r in runs],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class ObjectiveWeights(BaseModel):
                                       "demand mix, with fill_idle_devices; below 1 so goodput always dominates, "
                                       "large enough to pay for starting a spare replica (switch cost)")
     quality_cost_rps: float = Field(
-        0.1, ge=0, lt=1, description="objective cost per req/s served by a variant, times its quality shortfall "
+        0.5, ge=0, lt=1, description="objective cost per req/s served by a variant, times its quality shortfall "
                                      "(1 - quality score of the profile table); below 1 so goodput dominates, "
                                      "above device_cost_rps / typical shortfall so quality beats saving a device")
 

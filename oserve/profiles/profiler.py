@@ -45,7 +45,7 @@ from oserve.profiles.variants import Variant, get_model
 __all__ = ["SweepConfig", "ProfileConfig", "Profiler", "load_profile_config", "replica_spec"]
 
 _DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-_QUANT = {"fp8": "fp8", "int4": "awq", "int8": None}
+_QUANT = {"fp8": "fp8", "int4": "awq", "int8": None}  # int8: the checkpoint's compressed-tensors config
 
 
 class SweepConfig(BaseModel):
@@ -124,9 +124,10 @@ def replica_spec(config: ProfileConfig, variant: Variant) -> ReplicaSpec:
     cpu = variant.hardware.kind == "cpu"
     model = config.model
     if model == "default":
-        from oserve.models import ensure_default_model
+        from oserve.models import CHECKPOINT_PRECISIONS, ensure_default_model, ensure_precision_checkpoint
 
-        model = str(ensure_default_model())
+        model = str(ensure_precision_checkpoint(variant.precision) if variant.precision in CHECKPOINT_PRECISIONS
+                    else ensure_default_model())
     return ReplicaSpec(
         variant=variant.name,
         model=model,
@@ -313,6 +314,10 @@ class Profiler:
             software=_software_versions(self.backend),
             created=date.today().isoformat(),
         )
+        if self.config.device_type == "cpu":
+            from oserve.profiles.cpu_info import current_cpu
+
+            table = table.model_copy(update={"measured_on": current_cpu()})
         table.save(out)
         return table
 
