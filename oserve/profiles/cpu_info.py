@@ -29,6 +29,7 @@ __all__ = [
     "fast_int8",
     "cpu_precisions",
     "table_validity",
+    "select_table",
 ]
 
 #: ``/proc/cpuinfo`` flags that change which precision is fast (the only ones a table records).
@@ -127,3 +128,31 @@ def table_validity(measured_on: CpuIdentity | None, cpu: CpuIdentity) -> Validit
         new = sorted(set(cpu.flags) - set(measured_on.flags))
         return Validity(False, f"CPU flags differ: missing here {gone}, new here {new}")
     return Validity(True)
+
+
+def select_table(candidates: list[Path], cpu: CpuIdentity) -> tuple[Path | None, dict[str, str]]:
+    """The first profile table among ``candidates`` that is valid for ``cpu``.
+
+    Args:
+        candidates: table files, in order of preference.
+        cpu: the machine's CPU (:func:`current_cpu`).
+
+    Returns:
+        ``(path or None, reasons)``: ``reasons`` maps each rejected candidate to why (unreadable, or
+        :func:`table_validity`'s reason), so a caller that re-measures can say why it does.
+    """
+    from oserve.errors import ProfileError
+    from oserve.profiles.table import ProfileTable
+
+    reasons: dict[str, str] = {}
+    for path in candidates:
+        try:
+            table = ProfileTable.load(path)
+        except ProfileError as exc:
+            reasons[str(path)] = str(exc)
+            continue
+        v = table_validity(table.measured_on, cpu)
+        if v.ok:
+            return Path(path), reasons
+        reasons[str(path)] = v.reason
+    return None, reasons

@@ -9,6 +9,7 @@ from oserve.profiles.cpu_info import (
     fast_int8,
     native_bf16,
     parse_cpuinfo,
+    select_table,
     table_validity,
 )
 
@@ -94,3 +95,20 @@ def test_table_records_measured_on(tmp_path):
     back = type(t).load(tmp_path / "t.json")
     assert back.measured_on == t.measured_on
     assert table_validity(back.measured_on, parse_cpuinfo(ZEN4)).ok
+
+
+def test_select_table_picks_the_one_measured_here(tmp_path):
+    from oserve.testing.tables import synthetic_table
+
+    zen4, zen3 = parse_cpuinfo(ZEN4), parse_cpuinfo(ZEN3)
+    base = synthetic_table({"a": {"c": 1.0}}, {"a": 1}, device_type="cpu")
+    base.model_copy(update={"measured_on": zen3}).save(tmp_path / "zen3.json")
+    base.save(tmp_path / "unknown.json")
+    base.model_copy(update={"measured_on": zen4}).save(tmp_path / "zen4.json")
+    (tmp_path / "broken.json").write_text("{")
+    order = [tmp_path / n for n in ("broken.json", "zen3.json", "unknown.json", "zen4.json")]
+    path, reasons = select_table(order, zen4)
+    assert path == tmp_path / "zen4.json"
+    assert set(reasons) == {str(p) for p in order[:3]}
+    assert "7763" in reasons[str(tmp_path / "zen3.json")]
+    assert select_table(order[:3], zen4)[0] is None
