@@ -45,6 +45,8 @@ class CpuIdentity(BaseModel):
     Attributes:
         model: model name (``/proc/cpuinfo`` ``model name``), e.g. ``"AMD EPYC 9654"``.
         vendor: ``vendor_id``, e.g. ``"AuthenticAMD"``.
+        family: ``"<cpu family>/<model>"`` on x86 (e.g. ``"25/17"``: Zen 4 Genoa), ``CPU part`` on Arm;
+            tells CPUs apart when a hypervisor shows a generic model name.
         flags: the :data:`PERF_FLAGS` the CPU has, sorted.
         logical_cpus: logical CPUs the machine exposes (recorded, not compared).
     """
@@ -52,6 +54,7 @@ class CpuIdentity(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(..., description="CPU model name")
     vendor: str = Field("", description="CPU vendor id")
+    family: str = Field("", description="x86 'cpu family/model' numbers, or the Arm CPU part")
     flags: tuple[str, ...] = Field((), description="performance-relevant ISA flags present, sorted")
     logical_cpus: int = Field(0, ge=0, description="logical CPUs of the machine")
 
@@ -79,7 +82,11 @@ def parse_cpuinfo(text: str, logical_cpus: int = 0) -> CpuIdentity:
         fields.setdefault(key.strip().lower(), value.strip())
     flags = set((fields.get("flags") or fields.get("features") or "").split())
     model = fields.get("model name") or fields.get("cpu model") or fields.get("cpu part", "")
-    return CpuIdentity(model=model, vendor=fields.get("vendor_id", fields.get("cpu implementer", "")),
+    if "cpu family" in fields:
+        family = f"{fields['cpu family']}/{fields.get('model', '')}"
+    else:
+        family = fields.get("cpu part", "")
+    return CpuIdentity(model=model, vendor=fields.get("vendor_id", fields.get("cpu implementer", "")), family=family,
                        flags=tuple(sorted(f for f in PERF_FLAGS if f in flags)), logical_cpus=logical_cpus)
 
 
@@ -114,15 +121,15 @@ def cpu_precisions(cpu: CpuIdentity) -> tuple[str, ...]:
 def table_validity(measured_on: CpuIdentity | None, cpu: CpuIdentity) -> Validity:
     """Whether a table measured on ``measured_on`` is valid on ``cpu``.
 
-    Valid when the CPU model and the :data:`PERF_FLAGS` subset are the same (the logical CPU count
+    Valid when the CPU vendor, model name, family/model numbers and the :data:`PERF_FLAGS` subset are the same (the logical CPU count
     is not compared: variants bind to cores). A table without ``measured_on`` is not valid for any
     CPU (nothing says where it was measured).
     """
     if measured_on is None:
         return Validity(False, "the table does not record the CPU it was measured on")
-    if measured_on.model != cpu.model or measured_on.vendor != cpu.vendor:
-        return Validity(False, f"measured on {measured_on.vendor} {measured_on.model!r}, "
-                               f"this machine is {cpu.vendor} {cpu.model!r}")
+    if (measured_on.model, measured_on.vendor, measured_on.family) != (cpu.model, cpu.vendor, cpu.family):
+        return Validity(False, f"measured on {measured_on.vendor} {measured_on.model!r} (family {measured_on.family}), "
+                               f"this machine is {cpu.vendor} {cpu.model!r} (family {cpu.family})")
     if tuple(sorted(measured_on.flags)) != tuple(sorted(cpu.flags)):
         gone = sorted(set(measured_on.flags) - set(cpu.flags))
         new = sorted(set(cpu.flags) - set(measured_on.flags))

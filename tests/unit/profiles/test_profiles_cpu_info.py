@@ -16,6 +16,7 @@ from oserve.profiles.cpu_info import (
 ZEN4 = """processor\t: 0
 vendor_id\t: AuthenticAMD
 cpu family\t: 25
+model\t\t: 17
 model name\t: AMD EPYC 9654 96-Core Processor
 flags\t\t: fpu sse sse2 avx avx2 avx512f avx512dq avx512bw avx512_bf16 avx512_vnni sha_ni
 
@@ -46,6 +47,7 @@ def test_parse_reads_first_block_and_only_perf_flags():
     cpu = parse_cpuinfo(ZEN4, logical_cpus=2)
     assert cpu.model == "AMD EPYC 9654 96-Core Processor"
     assert cpu.vendor == "AuthenticAMD"
+    assert cpu.family == "25/17"
     assert cpu.flags == ("avx2", "avx512_bf16", "avx512_vnni", "avx512bw", "avx512f")
     assert cpu.logical_cpus == 2
 
@@ -54,6 +56,7 @@ def test_parse_arm_without_x86_flags():
     cpu = parse_cpuinfo(ARM)
     assert cpu.flags == ()
     assert cpu.vendor == "0x41"
+    assert cpu.family == "0xd40"
     assert cpu_precisions(cpu) == ("fp32",)
 
 
@@ -72,6 +75,8 @@ def test_table_validity():
     assert not other.ok and "7763" in other.reason
     no_record = table_validity(None, zen4)
     assert not no_record.ok and "does not record" in no_record.reason
+    newer = zen4.model_copy(update={"family": "26/2"})  # same generic name under KVM, another generation
+    assert not table_validity(zen4, newer).ok
     fewer = zen4.model_copy(update={"flags": ("avx2", "avx512f")})
     v = table_validity(fewer, zen4)
     assert not v.ok and "avx512_bf16" in v.reason
