@@ -18,7 +18,7 @@ run records the 1-minute load average at its start. Per run:
 - ``batch32_output_tok_s``: 32 prompts of 32 random token ids, 128 output tokens each (``ignore_eos``),
   submitted at once; output tokens / wall time (best of 2);
 - ``prefill_1000_s``: one prompt of 1,000 random token ids, ``max_tokens=1``; wall time (median of 3);
-- ``kernels``: the linear kernels vLLM logs ("Selected ... for ...");
+- ``linear_kernels``: the linear kernels vLLM logs ("Selected ... for ..."; none for plain fp32/bf16);
 - quality: prompt logprobs of ``oserve/data/quality_reference.txt``
   (:mod:`oserve.profiles.quality`), compared with fp32's;
 - ``sample``: greedy completion of a fixed prompt (a sanity check that the text is sensible).
@@ -59,6 +59,12 @@ def worker(spec: dict) -> None:
     """Run one variant (in a fresh process) and write its measurements to ``spec['out']``."""
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(spec["core"])
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    # vLLM's engine processes log to the stdout/stderr they inherit: send both to a file to read the
+    # kernel choice ("Selected CPUInt8ScaledMMLinearKernel for CompressedTensorsW8A8Int8") back.
+    log_path = spec["out"] + ".log"
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
     import random
 
     from vllm import LLM, SamplingParams
@@ -94,7 +100,10 @@ def worker(spec: dict) -> None:
     scores = score_text(llm, text_ids)
     sample = llm.generate(["The water cycle works like this:"], SamplingParams(max_tokens=32, temperature=0.0),
                           use_tqdm=False)[0].outputs[0].text
+    sys.stdout.flush()
+    kernels = sorted(set(re.findall(r"Selected (\w+) for (\w+)", Path(log_path).read_text(errors="replace"))))
     Path(spec["out"]).write_text(json.dumps({
+        "linear_kernels": [f"{k} for {s}" for k, s in kernels],
         "start_s": start_s, "batch32_output_tok_s_runs": batch, "batch32_output_tok_s": max(batch),
         "prefill_1000_s_runs": prefill, "prefill_1000_s": statistics.median(prefill),
         "scores": {"token_ids": list(scores.token_ids), "logprobs": list(scores.logprobs),
@@ -115,12 +124,12 @@ def run_variant(name: str, core: int) -> dict:
         load = os.getloadavg()[0]
         proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
                               text=True, timeout=1200)
+        log = Path(str(out) + ".log")
         if proc.returncode != 0 or not out.exists():
-            raise RuntimeError(f"{name} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else proc.stderr[-3000:]
+            raise RuntimeError(f"{name} failed (rc {proc.returncode}):\n{tail}")
         res = json.loads(out.read_text())
-    kernels = sorted(set(re.findall(r"Selected (\w+) for (\w+)", proc.stderr)))
-    res.update(variant=name, checkpoint_precision=precision, dtype=dtype, load_avg_1m=load,
-               kernels=[f"{k} for {s}" for k, s in kernels])
+    res.update(variant=name, checkpoint_precision=precision, dtype=dtype, load_avg_1m=load)
     return res
 
 
@@ -151,7 +160,7 @@ def main() -> None:
         runs.append(run_variant(name, args.core))
         r = runs[-1]
         print(f"  start {r['start_s']:.0f} s, batch-32 {r['batch32_output_tok_s']:.0f} tok/s, "
-              f"prefill-1000 {r['prefill_1000_s']:.2f} s, {r['kernels']}", flush=True)
+              f"prefill-1000 {r['prefill_1000_s']:.2f} s, {r.get('linear_kernels')}", flush=True)
         write(args, cpu, order, runs)  # after every run: a long run stopped early keeps what it measured
 
 
@@ -169,7 +178,7 @@ def summarise(runs: list[dict]) -> dict:
             "prefill_1000_s": statistics.median(r["prefill_1000_s"] for r in mine),
             "start_s": statistics.median(r["start_s"] for r in mine),
             "load_avg_1m": [r["load_avg_1m"] for r in mine],
-            "kernels": mine[0]["kernels"],
+            "linear_kernels": mine[0].get("linear_kernels", []),
             "sample": mine[0]["sample"],
         }
         if ref is not None:

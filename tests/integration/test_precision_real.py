@@ -23,7 +23,7 @@ def test_int8_w8a8_loads_with_the_int8_kernel_and_keeps_quality(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "oserve.profiles.quality_probe", "--worker", json.dumps(spec)],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Selected CPUInt8ScaledMMLinearKernel for CompressedTensorsW8A8Int8" in proc.stderr
+    assert "Selected CPUInt8ScaledMMLinearKernel for CompressedTensorsW8A8Int8" in proc.stdout + proc.stderr
     raw = json.loads(out.read_text())
     q8 = TextScores(tuple(raw["token_ids"]), tuple(raw["logprobs"]), tuple(raw["top1_ids"]))
 
