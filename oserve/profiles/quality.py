@@ -2,7 +2,7 @@
 
 A variant (int8 W8A8, bf16) changes the numbers the model computes; how much that matters is
 measured, not assumed. The engine scores the fixed reference text shipped with oserve
-(``oserve/data/quality_reference.txt``, ~520 tokens of plain English prose) with vLLM's
+(``oserve/data/quality_reference.txt``, 492 SmolLM2 tokens of plain English prose) with vLLM's
 ``prompt_logprobs``: for every position ``i >= 1`` it returns the log-probability of the text's token
 ``i`` given tokens ``< i`` and the model's most likely (greedy) next token. Comparing a variant's
 numbers with those of the reference precision (fp32) gives:
