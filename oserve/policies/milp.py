@@ -330,7 +330,7 @@ class MILPPlanner(Planner):
     def _model(self, problem: Problem) -> _Model:
         key = (self.backend, problem.variants, problem.classes, problem.cap.tobytes(), problem.dev.tobytes(),
                problem.start_s.tobytes(), problem.fits.tobytes(), problem.group_devices.tobytes(),
-               problem.weights)
+               problem.weights, None if problem.quality is None else problem.quality.tobytes())
         model = self._models.get(key)
         if model is None:
             pairs, slots = _structure(problem)

@@ -114,3 +114,14 @@ def test_min_quality_validation(cpu_table, two_cores):
 def test_table_without_quality_counts_as_full_quality(cpu_table):
     assert cpu_table.variants["fp32-1c"].quality_score == 1.0
     assert cpu_table.variants["int8-1c"].quality_score == 0.9
+
+
+def test_cached_milp_model_follows_the_table_quality(cpu_table, two_cores):
+    # same capacities, different quality: the planner must not reuse the compiled model of the other
+    planner = make_planner("milp", weights=FREE)
+    low = Demand(rates_rps={CHAT: 2.0})
+    assert _share(planner.plan(two_cores, cpu_table, low), "fp32-1c") == pytest.approx(1.0)
+    variants = dict(cpu_table.variants)
+    variants["fp32-1c"] = variants["fp32-1c"].model_copy(update={"quality": _quality(0.5)})
+    worse_fp32 = cpu_table.model_copy(update={"variants": variants})
+    assert _share(planner.plan(two_cores, worse_fp32, low), "int8-1c") == pytest.approx(1.0)
