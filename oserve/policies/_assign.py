@@ -87,11 +87,12 @@ def balanced_assignment(problem: Problem, replicas: np.ndarray, served: np.ndarr
     Keeps every class's served total and moves it between the variants that can serve it to minimise
     the largest utilization ``max_v sum_c x[c, v] / cap[v, c] / replicas[v]`` (an LP; ties prefer the
     assignment using the least replica time). Spare replicas then take a share of the load instead of
-    idling, which lowers queueing on the others. Returns ``served`` unchanged when nothing can move
+    idling, which lowers queueing on the others. The load served by variants below the reference quality
+    (``problem.quality`` < 1) does not grow, so balancing never trades quality for slack. Returns ``served`` unchanged when nothing can move
     or the LP fails.
     """
     from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix, vstack
 
     V, C = problem.cap.shape
     totals = served.sum(axis=1)
@@ -110,8 +111,15 @@ def balanced_assignment(problem: Problem, replicas: np.ndarray, served: np.ndarr
     used_c = sorted({c for c, _ in pairs})
     row_c = {c: i for i, c in enumerate(used_c)}
     A_eq = coo_matrix((np.ones(P), ([row_c[c] for c, _ in pairs], range(P))), shape=(len(used_c), P + 1)).tocsr()
+    b_ub = np.zeros(len(used_v))
+    short = np.zeros(V) if problem.quality is None else 1.0 - np.asarray(problem.quality, dtype=float)
+    if problem.weights.quality_cost_rps > 0 and np.any(short > 0):
+        # keep the quality the planner chose: the load served below reference quality may not grow
+        row = np.concatenate([[short[v] for _, v in pairs], [0.0]])
+        A_ub = vstack([A_ub, row[None, :]]).tocsr()
+        b_ub = np.append(b_ub, float((served * short[None, :]).sum()) * (1 + 1e-9) + 1e-12)
     cost = np.concatenate([1e-6 * inv / inv.max(), [1.0]])
-    res = linprog(cost, A_ub=A_ub, b_ub=np.zeros(len(used_v)), A_eq=A_eq, b_eq=totals[used_c],
+    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=totals[used_c],
                   bounds=(0, None), method="highs")
     if res.status != 0 or res.x is None:
         return served

@@ -28,7 +28,7 @@ from collections import Counter
 import numpy as np
 
 from oserve.errors import ConfigError, ProfileError
-from oserve.policies.problem import ObjectiveWeights, mix_capacity, validate_demand
+from oserve.policies.problem import ObjectiveWeights, mix_capacity, validate_demand, validate_min_quality
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan, PlanScore
 
@@ -78,6 +78,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
     """
     w = weights or ObjectiveWeights()
     dem = validate_demand(table, demand)
+    min_q = dict(zip(table.class_names, validate_min_quality(table, demand), strict=True))
     classes = list(table.class_names)
     nodes = {n.name: n for n in cluster.nodes}
     replicas: Counter[str] = Counter()
@@ -95,6 +96,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
             key = f"{r.node}:{d}"
             memory[key] = memory.get(key, 0) + table.variants[r.variant].memory_per_device_bytes
     served = dict.fromkeys(classes, 0.0)
+    quality_cost = 0.0
     util: dict[str, float] = dict.fromkeys(replicas, 0.0)
     load: dict[str, dict[str, float]] = {}
     for ci, c in enumerate(classes):
@@ -112,8 +114,10 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
         util[v] = time_needed / n
         frac = 1.0 if time_needed <= n * (1 + 1e-9) else n / time_needed
         for c, lc in per_class.items():
-            if c in prof.classes and prof.classes[c].capacity_rps > 0:
+            # traffic routed to a variant below the class's min_quality is not counted as served
+            if c in prof.classes and prof.classes[c].capacity_rps > 0 and prof.quality_score + 1e-12 >= min_q[c]:
                 served[c] += lc * frac
+                quality_cost += w.quality_cost_rps * lc * frac * (1.0 - prof.quality_score)
     goodput = float(sum(served.values()))
     total = float(dem.sum())
     sw = switch_start_s(plan, current, table)
@@ -129,8 +133,8 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
     return PlanScore(goodput_rps=goodput, served_rps=served, slo_attainment=goodput / total if total > 0 else 1.0,
                      memory_used_bytes=memory, devices_used=devices_used, utilization=util, switch_start_s=sw,
                      switch_cost_rps=sw_cost, device_cost_rps=dev_cost,
-                     objective=goodput + cap_value - sw_cost - dev_cost, planned_capacity_rps=planned,
-                     spare_capacity_rps=spare, capacity_value_rps=cap_value)
+                     objective=goodput - quality_cost + cap_value - sw_cost - dev_cost, planned_capacity_rps=planned,
+                     spare_capacity_rps=spare, capacity_value_rps=cap_value, quality_cost_rps=quality_cost)
 
 
 def check_plan(plan: Plan, cluster: ClusterSpec, table: ProfileTable) -> list[str]:

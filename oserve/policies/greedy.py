@@ -40,7 +40,8 @@ def fast_objective(problem: Problem, counts: np.ndarray, served: np.ndarray) -> 
     Equal to ``evaluate(...).objective`` when placement keeps ``current``'s replicas (it does when it can).
     """
     switch = float((np.abs(counts - problem.current) * problem.start_s[:, None]).sum())
-    return float(served.sum()) - problem.switch_cost * switch + capacity_term(problem, counts)
+    return (float((served * problem.served_value()).sum()) - problem.switch_cost * switch
+            + capacity_term(problem, counts))
 
 
 def capacity_term(problem: Problem, counts: np.ndarray) -> float:

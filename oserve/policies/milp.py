@@ -13,8 +13,9 @@ stays the same size however many nodes the group has):
 
 Constraints: devices per group ``sum_v n[v, g] * devices_per_replica[v] <= devices[g]``; time sharing
 ``sum_c x[c, v] / cap[v, c] <= sum_g n[v, g]``; demand ``sum_v x[c, v] <= demand[c]``.
-Objective: maximise ``sum x - switch_cost_rps_per_s * sum start_time_s[v] * s[v, g] + R`` (the
-objective of ``evaluate``), with the replica term ``R = spare_capacity_value * sum mix_cap[v] * n[v, g]``
+Objective: maximise ``sum value[c, v] x[c, v] - switch_cost_rps_per_s * sum start_time_s[v] * s[v, g] + R`` (the
+objective of ``evaluate``; ``value = 1 - quality_cost_rps * (1 - quality[v])``, so among plans with the
+same goodput the higher-quality variants serve), with the replica term ``R = spare_capacity_value * sum mix_cap[v] * n[v, g]``
 (planned capacity; demand is fixed, so this rewards spare capacity) when ``fill_idle_devices``
 (``mix_cap``: one replica's capacity for the demand mix, req/s, a parameter like demand; so idle
 devices host the replicas adding the most capacity for the mix) and
@@ -200,6 +201,7 @@ def _matrices(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[
         "start": np.array([problem.start_s[v] for v, _ in slots]),
         "devq": np.array([float(problem.dev[v]) for v, _ in slots]),
         "cap_g": problem.group_devices.astype(float),
+        "xval": np.array([problem.served_value()[c, v] for c, v in pairs], dtype=float),
     }
 
 
@@ -227,7 +229,7 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
     swc = cp.Parameter(nonneg=True)  # switch cost per start-second (0 without a current plan)
     cons = [n >= 0, n <= m["ub"], m["Gd"] @ n <= m["cap_g"], m["T"] @ x <= m["S"] @ n, m["D"] @ x <= dem,
             s >= n - cur, s >= cur - n]
-    obj = m["capx"] @ x - swc * (m["start"] @ s)
+    obj = (m["capx"] * m["xval"]) @ x - swc * (m["start"] @ s)
     if w.fill_idle_devices:
         obj = obj + mixcap @ (m["S"] @ n)
     else:
@@ -268,7 +270,7 @@ def _build_highspy(problem: Problem, pairs: list[tuple[int, int]], slots: list[t
     # columns: n (Q), x (P), s (Q). Rows: devices (groups), time (V), demand (C), switch (2Q).
     A = bmat([[m["Gd"], None, None], [-m["S"], m["T"], None], [None, m["D"], None],
               [I_q, None, -I_q], [-I_q, None, -I_q]], format="csc")
-    cost = np.concatenate([(0.0 if w.fill_idle_devices else w.device_cost_rps) * m["devq"], -m["capx"],
+    cost = np.concatenate([(0.0 if w.fill_idle_devices else w.device_cost_rps) * m["devq"], -(m["capx"] * m["xval"]),
                            w.switch_cost_rps_per_s * m["start"]])
     inf = hp.kHighsInf
     col_lo = np.zeros(2 * Q + P)
@@ -394,7 +396,7 @@ class MILPPlanner(Planner):
     def _model(self, problem: Problem) -> _Model:
         key = (self.backend, problem.variants, problem.classes, problem.cap.tobytes(), problem.dev.tobytes(),
                problem.start_s.tobytes(), problem.fits.tobytes(), problem.group_devices.tobytes(),
-               problem.weights)
+               problem.weights, None if problem.quality is None else problem.quality.tobytes())
         model = self._models.get(key)
         if model is None:
             pairs, slots = _structure(problem)

@@ -19,13 +19,14 @@ from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
-__all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity"]
+__all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity", "validate_min_quality"]
 
 
 class ObjectiveWeights(BaseModel):
     """Weights of the shared planning objective (see :func:`oserve.policies.evaluate.evaluate`).
 
-    objective = goodput_rps + spare_capacity_value * planned capacity for the demand mix (req/s, only
+    objective = goodput_rps - quality_cost_rps * sum over served req/s of (1 - quality score of the variant
+    serving it) + spare_capacity_value * planned capacity for the demand mix (req/s, only
     with ``fill_idle_devices``) - switch_cost_rps_per_s * (start time of replicas started or stopped, s)
     - device_cost_rps * devices used (only without ``fill_idle_devices``).
 
@@ -54,6 +55,10 @@ class ObjectiveWeights(BaseModel):
         5e-3, ge=0, lt=1, description="objective value (req/s) per req/s of planned capacity for the current "
                                       "demand mix, with fill_idle_devices; below 1 so goodput always dominates, "
                                       "large enough to pay for starting a spare replica (switch cost)")
+    quality_cost_rps: float = Field(
+        0.5, ge=0, lt=1, description="objective cost per req/s served by a variant, times its quality shortfall "
+                                     "(1 - quality score of the profile table); below 1 so goodput dominates, "
+                                     "above device_cost_rps / typical shortfall so quality beats saving a device")
 
 
 def mix_capacity(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
@@ -112,6 +117,8 @@ class Problem:
             ``evaluate``) starting replicas costs nothing.
         cluster / table / demand_spec / current_plan: the inputs the problem was built from (set by
             :func:`build_problem`), for planners that score whole plans (e.g. the hysteresis wrapper).
+        quality: quality score of each variant, 0-1 (V,) (the table's ``quality_score``; None: all 1).
+            A class's ``min_quality`` (in the demand) has already zeroed ``cap`` of the variants below it.
     """
 
     variants: tuple[str, ...]
@@ -131,6 +138,7 @@ class Problem:
     table: ProfileTable | None = None
     demand_spec: Demand | None = None
     current_plan: Plan | None = None
+    quality: np.ndarray | None = None
 
     @property
     def switch_cost(self) -> float:
@@ -151,6 +159,12 @@ class Problem:
     def mix_capacity(self) -> np.ndarray:
         """Capacity of one replica of each variant for this demand's mix, req/s (V,); see :func:`mix_capacity`."""
         return mix_capacity(self.cap, self.demand)
+
+    def served_value(self) -> np.ndarray:
+        """Objective value of one req/s of class ``c`` served by variant ``v``, req/s (C, V):
+        ``1 - quality_cost_rps * (1 - quality[v])``."""
+        q = np.ones(len(self.variants)) if self.quality is None else np.asarray(self.quality, dtype=float)
+        return np.broadcast_to(1.0 - self.weights.quality_cost_rps * (1.0 - q), (len(self.classes), len(q)))
 
     def usable(self) -> np.ndarray:
         """``usable[v, c]``: variant can be placed somewhere and has capacity for the class (V, C)."""
@@ -176,6 +190,22 @@ def validate_demand(table: ProfileTable, demand: Demand) -> np.ndarray:
     return out
 
 
+def validate_min_quality(table: ProfileTable, demand: Demand) -> np.ndarray:
+    """Per-class minimum quality score in table class order (C,), 0-1; classes absent from it are 0.
+
+    Raises:
+        ConfigError: a class the table does not know (field ``demand.min_quality.<class>``).
+    """
+    out = np.zeros(len(table.class_names))
+    index = {c: i for i, c in enumerate(table.class_names)}
+    for c, q in demand.min_quality.items():
+        if c not in index:
+            raise ConfigError(f"min_quality names unknown class {c!r}", field=f"demand.min_quality.{c}",
+                              allowed=", ".join(table.class_names))
+        out[index[c]] = float(q)
+    return out
+
+
 def chain(sizes: list[int], devices: int) -> bool:
     """True when the distinct sizes each divide the next and the largest divides ``devices``."""
     s = sorted(set(sizes))
@@ -197,6 +227,9 @@ def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, cur
     vp = [table.variants[v] for v in variants]
     cap = np.array([[p.classes[c].capacity_rps if c in p.classes else 0.0 for c in classes] for p in vp],
                    dtype=float).reshape(len(vp), len(classes)) * weights.target_utilization
+    quality = np.array([p.quality_score for p in vp], dtype=float)
+    # A variant below a class's minimum quality gets no traffic of that class.
+    cap = np.where(quality[:, None] + 1e-12 < validate_min_quality(table, demand)[None, :], 0.0, cap)
     dev = np.array([p.devices_per_replica for p in vp], dtype=np.int64)
     mem = np.array([p.memory_per_device_bytes for p in vp], dtype=np.int64)
     start_s = np.array([p.start_time_s for p in vp], dtype=float)
@@ -239,7 +272,7 @@ def build_problem(cluster: ClusterSpec, table: ProfileTable, demand: Demand, cur
     return Problem(variants=variants, classes=classes, cap=cap, dev=dev, mem=mem, start_s=start_s,
                    groups=tuple(groups), fits=fits, demand=validate_demand(table, demand), current=cur,
                    weights=weights, unfit=unfit, has_current=current is not None, cluster=cluster, table=table,
-                   demand_spec=demand, current_plan=current)
+                   demand_spec=demand, current_plan=current, quality=quality)
 
 
 def _fits(v_type: str, v_mem: int, v_dev: int, n_type: str, n_mem: int, n_dev: int) -> bool:

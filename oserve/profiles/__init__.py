@@ -9,12 +9,17 @@
 - :mod:`~oserve.profiles.table`: ``ProfileTable`` (JSON on disk).
 - :mod:`~oserve.profiles.profiler`: the measuring sweep behind ``oserve profile``.
 - :mod:`~oserve.profiles.modelled`: modelled tables for hardware not present.
+- :mod:`~oserve.profiles.quality`: a variant's quality against the reference precision (pure).
+- :mod:`~oserve.backends.quality_probe`: measures it on real engines and stores it in a table.
+- :mod:`~oserve.profiles.cpu_info`: the CPU a table was measured on; is a table valid here.
 """
 
 from oserve.profiles.capacity import build_table, class_capacity, load_point
+from oserve.profiles.cpu_info import CpuIdentity, current_cpu, select_table, table_validity
 from oserve.profiles.fit import fit_iteration_model
 from oserve.profiles.hardware import HARDWARE, Hardware, get_hardware
 from oserve.profiles.iteration import IterationTimeModel
+from oserve.profiles.quality import VariantQuality
 from oserve.profiles.roofline import DEFAULT_EFFICIENCY, Efficiency, roofline_model
 from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
 from oserve.profiles.variants import MODELS, ModelArch, Variant, catalogue, get_model
@@ -41,4 +46,9 @@ __all__ = [
     "Variant",
     "catalogue",
     "get_model",
+    "CpuIdentity",
+    "current_cpu",
+    "select_table",
+    "table_validity",
+    "VariantQuality",
 ]

@@ -54,7 +54,7 @@ __all__ = ["SweepConfig", "ProfileConfig", "Profiler", "load_profile_config", "r
 log = logging.getLogger(__name__)
 
 _DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-_QUANT = {"fp8": "fp8", "int4": "awq", "int8": None}
+_QUANT = {"fp8": "fp8", "int4": "awq", "int8": None}  # int8: the checkpoint's compressed-tensors config
 
 
 class SweepConfig(BaseModel):
@@ -125,9 +125,14 @@ def replica_spec(config: ProfileConfig, variant: Variant) -> ReplicaSpec:
     cpu = variant.hardware.kind == "cpu"
     model = config.model
     if model == "default":
-        from oserve.backends.embedded_model import ensure_default_model
+        from oserve.backends.embedded_model import (
+            CHECKPOINT_PRECISIONS,
+            ensure_default_model,
+            ensure_precision_checkpoint,
+        )
 
-        model = str(ensure_default_model())
+        model = str(ensure_precision_checkpoint(variant.precision) if variant.precision in CHECKPOINT_PRECISIONS
+                    else ensure_default_model())
     return ReplicaSpec(
         variant=variant.name,
         model=model,
@@ -338,6 +343,10 @@ class Profiler:
                                "(the measurements are kept); no table was written")
         for u in report.unmet:
             log.warning("no candidate meets the SLO for class %s", u.describe())
+        if self.config.device_type == "cpu":
+            from oserve.profiles.cpu_info import current_cpu
+
+            table = table.model_copy(update={"measured_on": current_cpu()})
         table.save(out)
         return table, report
 

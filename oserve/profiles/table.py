@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oserve.errors import ProfileError
+from oserve.profiles.cpu_info import CpuIdentity
 from oserve.profiles.iteration import IterationTimeModel
+from oserve.profiles.quality import VariantQuality
 from oserve.types import SLO
 
 __all__ = ["ClassProfile", "VariantProfile", "ProfileTable", "TABLE_VERSION", "MIN_CAPACITY_RPS",
@@ -75,6 +77,14 @@ class VariantProfile(BaseModel):
                                 description="engine start + weight load + warm-up, s")
     iteration: IterationTimeModel
     classes: dict[str, ClassProfile]
+    quality: VariantQuality | None = Field(
+        None, description="quality against the reference precision (oserve.profiles.quality); None: not "
+                          "measured, counted as full quality")
+
+    @property
+    def quality_score(self) -> float:
+        """Quality score 0-1 (greedy-token agreement with the reference precision); 1.0 when not measured."""
+        return 1.0 if self.quality is None else self.quality.score
 
 
 class ProfileTable(BaseModel):
@@ -90,6 +100,8 @@ class ProfileTable(BaseModel):
     source: Literal["measured", "modelled"]
     created: str = Field(..., description="ISO date the table was measured or modelled")
     hardware: dict[str, str] = Field(default_factory=dict)
+    measured_on: CpuIdentity | None = Field(
+        None, description="CPU model and ISA flags a CPU table was measured on (oserve.profiles.cpu_info)")
     software: dict[str, str] = Field(default_factory=dict)
     slo: SLO
     class_names: list[str]

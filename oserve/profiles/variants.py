@@ -150,7 +150,7 @@ class Variant(BaseModel):
 
     Raises:
         ConfigError: naming the field: unknown precision/device; fp8 without FP8 tensor cores;
-            int4/int8/fp8/fp16 on CPU; TP not dividing heads or KV heads (vLLM replicates KV
+            int4/fp8/fp16 on CPU; TP not dividing heads or KV heads (vLLM replicates KV
             heads when TP is a multiple of them, which is allowed); devices_per_replica !=
             tp*pp; weights not fitting; KV cache smaller than one max_model_len sequence;
             max_num_batched_tokens < max_num_seqs.
@@ -283,9 +283,10 @@ class Variant(BaseModel):
         hw = get_hardware(self.device_type)
         m = self.model
         if hw.kind == "cpu":
-            if self.precision not in ("fp32", "bf16"):
+            # int8 on CPU is W8A8 (compressed-tensors, vLLM's CPUInt8ScaledMMLinearKernel).
+            if self.precision not in ("fp32", "bf16", "int8"):
                 raise ConfigError(f"precision {self.precision} is not supported on CPU", field="precision",
-                                  allowed="fp32, bf16 on cpu")
+                                  allowed="fp32, bf16, int8 on cpu")
             if self.tp != 1 or self.pp != 1:
                 raise ConfigError("CPU variants use cores, not TP/PP", field="tp", allowed="tp=1, pp=1 on cpu")
             if self.kv_cache_dtype != "auto":
