@@ -39,6 +39,8 @@ class ReplicaSpec(BaseModel):
         memory_utilization: fraction of device (CPU: NUMA node) memory the engine may reserve.
         cpu_cores: cores to pin the engine to (CPU backends), e.g. ``[0]``.
         devices: GPU ids (GPU backends).
+        node: the cluster node the plan places the replica on (backends that span several nodes
+            use it; a single-machine backend ignores it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +61,7 @@ class ReplicaSpec(BaseModel):
         "None: the backend's default")
     cpu_cores: tuple[int, ...] | None = None
     devices: tuple[int, ...] | None = None
+    node: str | None = None
     enforce_eager: bool = True
     seed: int = 0
 
