@@ -20,6 +20,7 @@ receive replicas. :func:`cluster_from_ray_nodes` is pure (it takes ``ray.nodes()
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,12 +214,14 @@ class RayClusterWatcher:
 
     Args:
         default_gpu_memory_bytes: see :func:`ray_node`.
+        list_nodes: returns the node entries; None: ``ray.nodes()`` (a call to Ray's GCS; Ray must be
+            initialised, which ``RayBackend.connect`` does).
 
-    Side effects: only :meth:`refresh` talks to Ray (``ray.nodes()``, a call to the GCS); Ray must
-    be initialised (``RayBackend.connect`` does it).
+    Side effects: only :meth:`refresh` reads the cluster.
     """
 
     default_gpu_memory_bytes: int | None = None
+    list_nodes: Callable[[], list[dict[str, Any]]] | None = None
     nodes: dict[str, RayNode] = field(default_factory=dict)
 
     @property
@@ -232,9 +235,13 @@ class RayClusterWatcher:
         Raises:
             ConfigError: see :func:`cluster_from_ray_nodes`.
         """
-        import ray
+        if self.list_nodes is None:
+            import ray
 
-        now = cluster_from_ray_nodes(ray.nodes(), default_gpu_memory_bytes=self.default_gpu_memory_bytes)
+            entries = ray.nodes()
+        else:
+            entries = self.list_nodes()
+        now = cluster_from_ray_nodes(entries, default_gpu_memory_bytes=self.default_gpu_memory_bytes)
         before = self.nodes
         joined = tuple(n for n in now if n not in before or before[n].node_id != now[n].node_id)
         left = tuple(n for n in before if n not in now or before[n].node_id != now[n].node_id)
