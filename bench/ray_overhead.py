@@ -16,7 +16,9 @@ and per run output tokens/s (all output tokens / wall time of the run).
 
 Reported per path and concurrency: median over repetitions of tokens/s, p50/p90 of TPOT and p50 of
 TTFT over all requests; ``tokens_per_s_ratio_1`` / ``tokens_per_s_ratio_32`` (ray / in-process)
-and ``added_tpot_p50_ms_1`` / ``_32``; the machine's load average before and after. Goals (from the
+and ``added_tpot_p50_ms_1`` / ``_32``; the machine's load average before and after; and Ray's
+own per-item cost (``ray_stream_cost_no_engine``: an actor that only yields chunks, 1 and 32
+streams, wall microseconds per item as the driver sees them). Goals (from the
 Ray issue): ratio at 32 concurrent >= 0.95, added TPOT p50 < 2 ms.
 
 Usage::
@@ -70,6 +72,38 @@ async def _run(replica: Replica, tag: str, concurrency: int, tokens: int) -> dic
             "tpot_s": [r[1] for r in res]}
 
 
+class _ChunkSource:
+    """An async actor that only yields ``TokenChunk`` objects: Ray's per-item streaming cost, no engine."""
+
+    async def stream(self, n: int):
+        from oserve.backends.base import TokenChunk
+
+        for i in range(n):
+            yield TokenChunk(text=" word", token_ids=(1234,), finished=i == n - 1, finish_reason=None,
+                             prompt_tokens=12, completion_tokens=i + 1)
+
+
+async def _stream_cost(items: int, streams: int) -> dict[str, float]:
+    """Items/s and microseconds per item through Ray streaming generators from one actor."""
+    import ray
+
+    actor = ray.remote(_ChunkSource).options(num_cpus=0).remote()
+
+    async def one() -> int:
+        n = 0
+        async for ref in actor.stream.options(num_returns="streaming").remote(items):
+            await ref
+            n += 1
+        return n
+
+    await one()  # warm-up: actor start
+    t0 = time.perf_counter()
+    total = sum(await asyncio.gather(*(one() for _ in range(streams))))
+    wall = time.perf_counter() - t0
+    ray.kill(actor)
+    return {"streams": streams, "items": total, "items_per_s": total / wall, "us_per_item": wall / total * 1e6}
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
@@ -98,12 +132,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 for path in order:
                     runs[path][conc].append(await _run(replicas[path], f"{path}-{rep}-{conc}", conc, args.tokens))
                     print(f"rep {rep} c={conc} {path}: {runs[path][conc][-1]['tokens_per_s']:.1f} tok/s", flush=True)
+        stream_cost = [await _stream_cost(2000, 1), await _stream_cost(200, 32)]
     finally:
         for r in replicas.values():
             await r.stop()
         await ray_backend.close()
         ray.shutdown()
-    out: dict[str, Any] = {"paths": {}}
+    out: dict[str, Any] = {"paths": {}, "ray_stream_cost_no_engine": stream_cost}
     for path, by_conc in runs.items():
         out["paths"][path] = {}
         for conc, rs in by_conc.items():
