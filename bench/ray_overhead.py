@@ -1,12 +1,15 @@
 """Ray overhead: per-token latency and output tokens/s through a Ray actor vs the same engine in-process.
 
-Two replicas of the same variant (the embedded SmolLM2-135M-Instruct, fp32, both pinned to the same
+Replicas of the same variant (the embedded SmolLM2-135M-Instruct, fp32, both pinned to the same
 core) run side by side in one process tree:
 
 - ``inprocess``: :class:`oserve.backends.vllm.VLLMBackend` in this process (the engine core in a
   child process, as ``oserve serve`` runs it);
 - ``ray``: :class:`oserve.backends.ray.RayBackend` on a local one-node Ray instance: the same engine
-  code in an actor, tokens streamed back through a Ray streaming generator.
+  code in an actor, tokens streamed back through one Ray streaming generator per replica whose items
+  are the chunks of one engine step (the default, ``multiplexed=True``);
+- ``ray_per_request`` (``--per-request``, on by default): ``RayBackend(multiplexed=False)``, one Ray
+  streaming generator per request (one Ray item per request and token).
 
 Runs are interleaved (``inprocess`` and ``ray`` alternate, the order flipping each repetition) so
 background load on this shared machine hits both alike; only one replica is under load at a time.
@@ -119,15 +122,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=80 * 2**20, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     ray_backend = RayBackend(cpus_per_core=0.5)
+    ray_per_request = RayBackend(cpus_per_core=0.5, multiplexed=False)
     local_backend = VLLMBackend(allow_core_sharing=True)
     replicas: dict[str, Replica] = {}
     try:
         await ray_backend.start()
         replicas["inprocess"] = await local_backend.start_replica(spec, "local")
         replicas["ray"] = await ray_backend.start_replica(spec, "ray")
+        if args.per_request:
+            replicas["ray_per_request"] = await ray_per_request.start_replica(spec, "ray-per-request")
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {p: {1: [], 32: []} for p in replicas}
         for rep in range(args.reps):
-            order = ["inprocess", "ray"] if rep % 2 == 0 else ["ray", "inprocess"]
+            order = list(replicas) if rep % 2 == 0 else list(reversed(replicas))
             for conc in (1, 32):
                 for path in order:
                     runs[path][conc].append(await _run(replicas[path], f"{path}-{rep}-{conc}", conc, args.tokens))
@@ -151,8 +157,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "ttft_p50_ms": _pct(ttft, 50) * 1e3, "requests": len(tpot)}
     p = out["paths"]
     for conc in ("1", "32"):
-        out[f"tokens_per_s_ratio_{conc}"] = p["ray"][conc]["tokens_per_s_median"] / p["inprocess"][conc]["tokens_per_s_median"]
-        out[f"added_tpot_p50_ms_{conc}"] = p["ray"][conc]["tpot_p50_ms"] - p["inprocess"][conc]["tpot_p50_ms"]
+        for path, suffix in (("ray", ""), ("ray_per_request", "_per_request")):
+            if path in p:
+                out[f"tokens_per_s_ratio_{conc}{suffix}"] = (p[path][conc]["tokens_per_s_median"]
+                                                             / p["inprocess"][conc]["tokens_per_s_median"])
+                out[f"added_tpot_p50_ms_{conc}{suffix}"] = p[path][conc]["tpot_p50_ms"] - p["inprocess"][conc]["tpot_p50_ms"]
     out["goals"] = {"tokens_per_s_ratio_32_min": 0.95, "added_tpot_p50_ms_max": 2.0,
                     "ratio_32_met": out["tokens_per_s_ratio_32"] >= 0.95,
                     "added_tpot_met": max(out["added_tpot_p50_ms_1"], out["added_tpot_p50_ms_32"]) < 2.0}
@@ -167,6 +176,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each (path, concurrency) run")
     ap.add_argument("--tokens", type=int, default=64, help="output tokens per request")
+    ap.add_argument("--per-request", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure RayBackend(multiplexed=False): one Ray stream per request")
     ap.add_argument("--core", type=int, default=0, help="core both engines are pinned to")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ray_overhead.json")
     a = ap.parse_args()

@@ -100,6 +100,9 @@ class EngineActor:
         self.replica_id = replica_id
         self.start_timeout_s = start_timeout_s
         self._replica: Any = None
+        self._outbox: list[tuple[str, TokenChunk | RemoteError]] = []
+        self._has_items: asyncio.Event | None = None
+        self._pumps: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> dict[str, Any] | RemoteError:
         """Start the engine (with VLLMBackend's checks and warm-up); returns facts about it."""
@@ -124,7 +127,41 @@ class EngineActor:
         except OserveError as exc:
             yield RemoteError.from_exc(exc)
 
+    async def submit(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
+        """Start a request whose chunks go out through :meth:`events` (multiplexed streaming)."""
+        self._pumps[request_id] = asyncio.get_running_loop().create_task(self._pump(request_id, prompt, params))
+
+    async def _pump(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
+        try:
+            async for chunk in self._replica.generate(request_id, prompt, params):
+                self._post(request_id, chunk)
+        except OserveError as exc:
+            self._post(request_id, RemoteError.from_exc(exc))
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, never lost
+            self._post(request_id, RemoteError("ReplicaError", f"replica {self.replica_id} failed: {exc!r}",
+                                               {"replica_id": self.replica_id, "code": "engine_error"}))
+        finally:
+            self._pumps.pop(request_id, None)
+
+    def _post(self, request_id: str, item: TokenChunk | RemoteError) -> None:
+        self._outbox.append((request_id, item))
+        if self._has_items is not None:
+            self._has_items.set()
+
+    async def events(self):
+        """One endless stream per replica: each item is the list of ``(request_id, chunk or error)``
+        produced since the previous item (about one engine step for all running requests)."""
+        if self._has_items is None:
+            self._has_items = asyncio.Event()
+        while True:
+            if not self._outbox:
+                self._has_items.clear()
+                await self._has_items.wait()
+            batch, self._outbox = self._outbox, []
+            yield batch
+
     async def abort(self, request_id: str) -> None:
+        # The engine ends the request with finish reason "abort", which its pump forwards, as locally.
         await self._replica.abort(request_id)
 
     async def stats(self) -> ReplicaStats:
@@ -164,7 +201,7 @@ class RayReplica(Replica):
 
     def __init__(self, replica_id: str, spec: ReplicaSpec, node: RayNode, actor: Any, placement_group: Any,
                  info: dict[str, Any], tokenizer: Any, control_timeout_s: float,
-                 on_stop: Callable[[str], None] | None = None) -> None:
+                 on_stop: Callable[[str], None] | None = None, multiplexed: bool = True) -> None:
         self.replica_id = replica_id
         self.spec = spec
         self.node = node
@@ -179,6 +216,9 @@ class RayReplica(Replica):
         self._state: ReplicaState = "ready"
         self._in_flight: set[str] = set()
         self.requests_served = 0
+        self.multiplexed = multiplexed
+        self._queues: dict[str, asyncio.Queue[TokenChunk | RemoteError | ReplicaError]] = {}
+        self._demux: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> ReplicaState:
@@ -195,11 +235,78 @@ class RayReplica(Replica):
         return int(ray.get(self.actor.count_tokens.remote(prompt), timeout=self._control_timeout_s))
 
     async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
-        import ray
-
         if self._state != "ready":
             raise ReplicaError(f"replica {self.replica_id} is {self._state}, not taking requests",
                                replica_id=self.replica_id, code="replica_not_ready")
+        inner = self._generate_muxed if self.multiplexed else self._generate_streamed
+        async for chunk in inner(request_id, prompt, params):
+            yield chunk
+
+    # ------------------------------------------------------------- multiplexed streaming
+    def _start_demux(self) -> None:
+        if self._demux is None or self._demux.done():
+            self._demux = asyncio.get_running_loop().create_task(self._demux_loop(), name=f"oserve-demux-{self.replica_id}")
+
+    async def _demux_loop(self) -> None:
+        """Read the actor's event stream and hand each chunk to its request's queue."""
+        import ray
+
+        try:
+            async for ref in self.actor.events.options(num_returns="streaming").remote():
+                for rid, item in await ref:
+                    q = self._queues.get(rid)
+                    if q is not None:
+                        q.put_nowait(item)
+            err: ReplicaError = ReplicaError(f"replica {self.replica_id}: event stream ended",
+                                             replica_id=self.replica_id, code="engine_error")
+        except ray.exceptions.RayActorError as exc:
+            if self._state != "stopped":
+                self._state = "failed"
+            err = _died(self.replica_id, exc)
+        except ray.exceptions.RayError as exc:
+            err = ReplicaError(f"replica {self.replica_id} failed: {type(exc).__name__}: {str(exc)[:300]}",
+                               replica_id=self.replica_id, code="engine_error")
+        for q in self._queues.values():
+            q.put_nowait(err)
+
+    async def _generate_muxed(self, request_id: str, prompt: str | list[int],
+                              params: SamplingParams) -> AsyncIterator[TokenChunk]:
+        import ray
+
+        self._start_demux()
+        q: asyncio.Queue[TokenChunk | RemoteError | ReplicaError] = asyncio.Queue()
+        self._queues[request_id] = q
+        self._in_flight.add(request_id)
+        done = False
+        try:
+            try:
+                await self.actor.submit.remote(request_id, prompt, params)
+            except ray.exceptions.RayActorError as exc:
+                self._state = "failed"
+                raise _died(self.replica_id, exc) from exc
+            while not done:
+                item = await q.get()
+                if isinstance(item, ReplicaError):
+                    raise item
+                if isinstance(item, RemoteError):
+                    raise item.to_exc()
+                done = item.finished
+                if done:
+                    self.requests_served += 1
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            if not done:
+                self._abort_nowait(request_id)
+            raise
+        finally:
+            self._queues.pop(request_id, None)
+            self._in_flight.discard(request_id)
+
+    # ------------------------------------------------------------- one stream per request
+    async def _generate_streamed(self, request_id: str, prompt: str | list[int],
+                                 params: SamplingParams) -> AsyncIterator[TokenChunk]:
+        import ray
+
         self._in_flight.add(request_id)
         stream = self.actor.generate.options(num_returns="streaming").remote(request_id, prompt, params)
         done = False
@@ -278,6 +385,8 @@ class RayReplica(Replica):
             return
         was_failed = self._state == "failed"
         self._state = "stopped"
+        if self._demux is not None:
+            self._demux.cancel()
         try:
             if not was_failed:
                 await self._call("stop")
@@ -314,6 +423,9 @@ class RayBackend(Backend):
             (what the orchestrator does on CPU; oserve's planner accounts for memory itself).
         default_gpu_memory_bytes: memory per GPU for nodes without the ``oserve-device-memory-bytes`` label.
         init_kwargs: more keyword arguments for ``ray.init`` (e.g. ``object_store_memory``).
+        multiplexed: stream all of a replica's requests through one Ray streaming generator whose
+            items are the chunks of one engine step (one Ray item per step instead of one per request
+            and step); False: one streaming generator per request.
 
     Raises:
         ConfigError: a timeout <= 0 or ``cpus_per_core`` outside (0, 1].
@@ -326,7 +438,7 @@ class RayBackend(Backend):
     def __init__(self, address: str | None = None, *, namespace: str = "oserve", runtime_env: dict | None = None,
                  start_timeout_s: float = 300.0, placement_timeout_s: float = 60.0, control_timeout_s: float = 30.0,
                  cpus_per_core: float = 1.0, default_gpu_memory_bytes: int | None = None,
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+                 init_kwargs: dict[str, Any] | None = None, multiplexed: bool = True) -> None:
         for name, val in (("start_timeout_s", start_timeout_s), ("placement_timeout_s", placement_timeout_s),
                           ("control_timeout_s", control_timeout_s)):
             if not val > 0:
@@ -342,6 +454,7 @@ class RayBackend(Backend):
         self.control_timeout_s = float(control_timeout_s)
         self.cpus_per_core = float(cpus_per_core)
         self.init_kwargs = dict(init_kwargs or {})
+        self.multiplexed = bool(multiplexed)
         self.watcher = RayClusterWatcher(default_gpu_memory_bytes=default_gpu_memory_bytes)
         self.replicas: dict[str, RayReplica] = {}
         self._owns_ray = False
@@ -473,7 +586,7 @@ class RayBackend(Backend):
             raise
         tokenizer = await asyncio.to_thread(self._tokenizer, spec.model)
         replica = RayReplica(replica_id, spec, node, actor, pg, info, tokenizer, self.control_timeout_s,
-                             on_stop=self.forget)
+                             on_stop=self.forget, multiplexed=self.multiplexed)
         self.replicas[replica_id] = replica
         log.info("replica %s (%s) ready on Ray node %s in %.1f s", replica_id, spec.variant, node.name,
                  replica.start_time_s)
