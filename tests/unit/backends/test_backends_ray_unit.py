@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from oserve.backends.base import ReplicaSpec
-from oserve.backends.ray import RayBackend, RemoteError, actor_spec
+from oserve.backends.ray import RayBackend
+from oserve.backends.ray_actor import RemoteError, actor_spec
 from oserve.backends.ray_cluster import (
     RayClusterWatcher,
     cluster_from_ray_nodes,
