@@ -33,7 +33,7 @@ from typing import Any
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
 from oserve.backends.ray_actor import EngineActor, RemoteError, actor_spec
-from oserve.backends.ray_cluster import ClusterChange, RayClusterWatcher, RayNode
+from oserve.backends.ray_cluster import NODE_LABEL, ClusterChange, RayClusterWatcher, RayNode
 from oserve.errors import (
     ConfigError,
     EngineStartError,
@@ -279,6 +279,9 @@ class RayBackend(Backend):
     Args:
         address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); None starts
             a local Ray instance (``ray.init()``) that is shut down with :meth:`close`.
+        local_node_name: name (label ``oserve-node``) of the node of a local Ray instance started
+            because ``address`` is None, so a config's ``cluster.nodes`` can name it (default
+            ``"local"``, as in the one-machine examples).
         namespace: Ray namespace of the actors.
         runtime_env: Ray runtime environment of the job (e.g. ``{"env_vars": {"PYTHONPATH": ...}}``
             when oserve is not installed on the workers).
@@ -303,7 +306,8 @@ class RayBackend(Backend):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, namespace: str = "oserve", runtime_env: dict | None = None,
+    def __init__(self, address: str | None = None, *, local_node_name: str = "local", namespace: str = "oserve",
+                 runtime_env: dict | None = None,
                  start_timeout_s: float = 300.0, placement_timeout_s: float = 60.0, control_timeout_s: float = 30.0,
                  cpus_per_core: float = 1.0, default_gpu_memory_bytes: int | None = None,
                  init_kwargs: dict[str, Any] | None = None, multiplexed: bool = True) -> None:
@@ -315,6 +319,7 @@ class RayBackend(Backend):
             raise ConfigError(f"cpus_per_core must be in (0, 1], got {cpus_per_core}",
                               field="backend.params.cpus_per_core", allowed="(0, 1]")
         self.address = address
+        self.local_node_name = local_node_name
         self.namespace = namespace
         self.runtime_env = runtime_env
         self.start_timeout_s = float(start_timeout_s)
@@ -340,8 +345,11 @@ class RayBackend(Backend):
         import ray
 
         if not ray.is_initialized():
+            kwargs = dict(self.init_kwargs)
+            if self.address is None:
+                kwargs.setdefault("labels", {NODE_LABEL: self.local_node_name})
             ray.init(address=self.address, namespace=self.namespace, runtime_env=self.runtime_env,
-                     log_to_driver=False, **self.init_kwargs)
+                     log_to_driver=False, **kwargs)
             self._owns_ray = True
         if self._actor_cls is None:
             self._actor_cls = ray.remote(EngineActor)
