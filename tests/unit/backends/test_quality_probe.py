@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from oserve.errors import ProfileError
 from oserve.backends import quality_probe
+from oserve.errors import ProfileError
 from oserve.profiles.quality import TextScores
 from oserve.testing.tables import synthetic_table
 
