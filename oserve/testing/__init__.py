@@ -1,7 +1,8 @@
 """Test helpers shipped for users and for oserve's own tests.
 
 * conformance checks to run on your own subclasses: :func:`check_planner`, :func:`check_forecaster`,
-  :func:`check_forecast` (:mod:`oserve.testing.checks`);
+  :func:`check_forecast` (:mod:`oserve.testing.checks`) and :func:`check_backend` /
+  :func:`acheck_backend` (:mod:`oserve.testing.backend_check`);
 * :class:`FakeBackend` (a fake engine: deterministic tokens, no model) and its replicas;
 * :class:`StackThread`: a serving stack on its own event loop, for synchronous tests;
 * :func:`synthetic_table`: small profile tables;
@@ -18,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "check_planner", "check_forecaster", "check_forecast", "conformance_instances",
+    "check_backend", "acheck_backend", "BackendCheckError",
     "FakeBackend", "FakeReplica", "FakeReplicaOptions", "StackThread", "synthetic_table", "serve_config",
     "SimulatedCluster", "simulated_cluster", "poisson_trace",
 ]
@@ -27,6 +29,9 @@ _LAZY = {
     "check_forecaster": "oserve.testing.checks",
     "check_forecast": "oserve.testing.checks",
     "conformance_instances": "oserve.testing.checks",
+    "check_backend": "oserve.testing.backend_check",
+    "acheck_backend": "oserve.testing.backend_check",
+    "BackendCheckError": "oserve.testing.backend_check",
     "FakeBackend": "oserve.testing.fake_backend",
     "FakeReplica": "oserve.testing.fake_backend",
     "FakeReplicaOptions": "oserve.testing.fake_backend",
