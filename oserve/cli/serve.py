@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 
@@ -39,6 +40,9 @@ async def _serve(args: argparse.Namespace) -> int:
     def on_signal(sig: signal.Signals) -> None:
         stop.set()
         loop.remove_signal_handler(sig)
+        # A terminal's Ctrl-C also reaches the engine processes (same process group; vLLM installs
+        # its own SIGINT handler there), so their output handlers log the expected engine death.
+        logging.getLogger("vllm.v1.engine.async_llm").setLevel(logging.CRITICAL)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
