@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
+import sys
 
 __all__ = ["register"]
 
@@ -30,14 +32,34 @@ async def _serve(args: argparse.Namespace) -> int:
                                                            ("api_key", args.api_key)) if v is not None})
     cfg = cfg.model_copy(update={"server": server, **({"orchestrator": None} if args.static else {})})
     ensure_port_free(cfg.server.host, cfg.server.port)  # before the engines start, not a minute later
-    stack = await start_stack(cfg)
-    print(f"oserve: serving {cfg.model.served_name} on {stack.url}/v1 (Ctrl-C to stop)", flush=True)
+    # Ctrl-C / SIGTERM (handled from here on, start-up included) stop the engines explicitly before
+    # the interpreter exits; a second Ctrl-C falls back to the default (the engine watchdog reaps).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        stop.set()
+        loop.remove_signal_handler(sig)
+        # A terminal's Ctrl-C also reaches the engine processes (same process group; vLLM installs
+        # its own SIGINT handler there), so their output handlers log the expected engine death.
+        logging.getLogger("vllm.v1.engine.async_llm").setLevel(logging.CRITICAL)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+            loop.add_signal_handler(sig, on_signal, sig)
+    starting = asyncio.ensure_future(start_stack(cfg))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # interrupted during start-up: start_stack stops what it started
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        print("oserve: interrupted while starting; stopped", file=sys.stderr, flush=True)
+        return 130
+    stack = starting.result()
+    print(f"oserve: serving {cfg.model.served_name} on {stack.url}/v1 (Ctrl-C to stop)", flush=True)
+    await stopping
+    print("oserve: stopping (draining requests, shutting down engines)", file=sys.stderr, flush=True)
     await stack.stop()
     return 0
 
