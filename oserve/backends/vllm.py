@@ -464,6 +464,9 @@ class VLLMReplica(Replica):
                 await asyncio.wait_for(self._idle.wait(), timeout=2.0)
             except TimeoutError:
                 log.warning("replica %s: %d requests did not end before stop", self.replica_id, len(self._in_flight))
+        handler = getattr(self._engine, "output_handler", None)
+        if isinstance(handler, asyncio.Task):  # an intended stop: no "engine dead" error from it
+            handler.cancel()
         try:
             await asyncio.to_thread(self._engine.shutdown)
             _disarm_del(self._engine)
