@@ -112,7 +112,7 @@ def measure_table_quality(table: ProfileTable, model: str = "default", reference
         ProfileError: an engine failed, or a precision has no checkpoint for ``model``.
     """
     precisions = sorted({v.precision for v in table.variants.values()} | {reference},
-                        key=lambda p: p != reference)
+                        key=lambda p: (p != reference, p))
     paths: dict[str, str] = {}
     for p in precisions:  # resolve every checkpoint before starting any engine
         if p not in ENGINE_DTYPE:
