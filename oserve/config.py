@@ -174,6 +174,9 @@ class ClassesConfig(_Strict):
     output_names: list[str] | None = Field(None, description="output bucket names (len(output_edges) + 1)")
     expected_input_tokens: list[int] | None = Field(None, description="representative prompt tokens per bucket")
     expected_output_tokens: list[int] | None = Field(None, description="representative output tokens per bucket")
+    min_quality: dict[str, float] = Field(
+        default_factory=dict, description="per class name ('<input name>/<output name>'), the lowest variant "
+        "quality score (0-1, top-1 agreement with fp32, see docs/profiles.md) that may serve it; absent: any")
 
     def to_scheme(self) -> ClassScheme:
         """The :class:`~oserve.types.ClassScheme`.
@@ -199,6 +202,7 @@ class ClassesConfig(_Strict):
                 output_names=names(self.output_names, n_out, ["short-out", "long-out"], "out"),
                 expected_input_tokens=tuple(self.expected_input_tokens or mids(self.input_edges)),
                 expected_output_tokens=tuple(self.expected_output_tokens or mids(self.output_edges)),
+                min_quality=tuple(self.min_quality.items()),
             )
         except ConfigError as exc:
             raise ConfigError(f"classes: {exc}", field=f"classes.{exc.field}", allowed=exc.allowed) from exc

@@ -314,7 +314,7 @@ class Controller:
             demand_rates = {c: max(forecast_rps[c], observed[c]) for c in names}
         else:
             demand_rates = dict(forecast_rps)
-        demand = Demand(rates_rps=demand_rates)
+        demand = Demand(rates_rps=demand_rates, min_quality=self.scheme.min_quality_by_class)
 
         if self._pinned is not None:
             plan = self._pinned

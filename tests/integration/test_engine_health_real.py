@@ -171,7 +171,7 @@ def test_ctrl_c_on_serve_shuts_down_cleanly(tmp_path):
     cfg.write_text(textwrap.dedent("""
         model: {served_name: smollm2-135m-instruct, path: default}
         server: {host: 127.0.0.1, port: 0}
-        backend: {kind: vllm, start_timeout_s: 900}
+        backend: {kind: vllm, params: {start_timeout_s: 900}}
         cluster:
           nodes: [{name: local, device_type: cpu, devices: 1, device_memory_bytes: 4294967296}]
         variants:

@@ -81,3 +81,14 @@ def test_cluster_groups_expand_and_accept_a_cluster_spec() -> None:
 
 def test_default_classes_are_the_default_scheme() -> None:
     assert serve_cfg.ClassesConfig().to_scheme() is DEFAULT_SCHEME
+
+
+def test_classes_config_carries_min_quality_to_the_scheme_and_the_planner_demand() -> None:
+    from oserve.config import ClassesConfig
+
+    cfg = ClassesConfig(min_quality={"long-in/short-out": 0.95})
+    scheme = cfg.to_scheme()
+    assert scheme.min_quality_by_class == {"long-in/short-out": 0.95}
+    with pytest.raises(ConfigError) as info:
+        ClassesConfig(min_quality={"nope": 0.5}).to_scheme()
+    assert info.value.field is not None and "min_quality" in info.value.field

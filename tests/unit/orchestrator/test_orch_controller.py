@@ -132,3 +132,15 @@ def test_bin_history_averages_complete_bins_only():
     assert np.array_equal(same_ts, ts) and np.array_equal(same_rates, rates)
     sim = pytest.importorskip("oserve.sim.loop")
     assert sim.bin_history is bin_history  # the simulator bins with the very same function
+
+
+def test_demand_carries_the_classes_minimum_quality():
+    from oserve.types import ClassScheme
+
+    d0 = DEFAULT_SCHEME
+    scheme = ClassScheme(input_edges=d0.input_edges, output_edges=d0.output_edges, input_names=d0.input_names,
+                         output_names=d0.output_names, expected_input_tokens=d0.expected_input_tokens,
+                         expected_output_tokens=d0.expected_output_tokens, min_quality=((d0.names[1], 0.9),))
+    ctrl = Controller(FakeForecaster(), FakePlanner(), make_cluster(), make_table(), scheme, min_history=1)
+    d = ctrl.tick(0.0, snapshot([1.0] * K), np.array([0.0]), np.ones((1, K)), None)
+    assert d.demand.min_quality == {d0.names[1]: 0.9}
