@@ -53,7 +53,7 @@ class WorkloadSnapshot:
         mean_output_tokens: mean output tokens of requests completed in the window, ``(k,)``;
             when none completed, the mean ``max_tokens`` of those admitted; NaN when neither.
         in_flight: requests admitted and not yet completed, ``(k,)``.
-        mean_queue_s: mean time from admission to first token of the requests whose first token
+        mean_ttft_s: mean time from admission to first token of the requests whose first token
             came in the window (the endpoint's TTFT, an upper bound on queueing), ``(k,)``; NaN when
             none.
         replicas: latest stats per replica id; ``None`` = unknown this cycle (not idle).
@@ -70,7 +70,7 @@ class WorkloadSnapshot:
     mean_input_tokens: np.ndarray
     mean_output_tokens: np.ndarray
     in_flight: np.ndarray
-    mean_queue_s: np.ndarray
+    mean_ttft_s: np.ndarray
     replicas: dict[str, ReplicaStats | None]
     completion_rates_rps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     failure_rates_rps: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -324,7 +324,7 @@ class WorkloadMonitor:
             mean_input_tokens=mean_in,
             mean_output_tokens=mean_out,
             in_flight=np.asarray(self._in_flight, dtype=np.int64),
-            mean_queue_s=queue,
+            mean_ttft_s=queue,
             replicas=dict(self._replicas),
             completion_rates_rps=sums[_DONE] / length,
             failure_rates_rps=sums[_FAIL] / length,

@@ -107,7 +107,7 @@ def test_token_means_and_queue_time():
     snap = mon.snapshot()
     assert snap.mean_input_tokens[1] == pytest.approx(204.5)
     assert snap.mean_output_tokens[1] == 300
-    assert snap.mean_queue_s[1] == pytest.approx(0.25)
+    assert snap.mean_ttft_s[1] == pytest.approx(0.25)
     assert snap.failure_rates_rps[1] == pytest.approx(0.5)
     assert snap.in_flight[1] == 0
     text = generate_latest(mon.registry).decode()
