@@ -30,7 +30,7 @@ def main() -> None:
 
     from oserve.backends.base import SamplingParams
     from oserve.backends.embedded_model import ensure_default_model
-    from oserve.backends.vllm import _vllm_params
+    from oserve.backends.vllm_errors import vllm_sampling_params
 
     model_path = ensure_default_model()
     model_config = AsyncEngineArgs(model=str(model_path), dtype="float32").create_model_config()
@@ -38,7 +38,7 @@ def main() -> None:
                             presence_penalty=0.5, logit_bias={42: 2.0}, seed=1)
 
     def one() -> None:
-        _vllm_params(params).verify(model_config, None, None, None)
+        vllm_sampling_params(params).verify(model_config, None, None, None)
 
     one()
     per_call_us = []

@@ -124,7 +124,7 @@ def _build_llm(spec: ReplicaSpec, extra: dict[str, Any]) -> Any:
                 os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
-def _is_client_error(exc: BaseException) -> bool:
+def is_client_error(exc: BaseException) -> bool:
     if isinstance(exc, ValueError):
         return True
     return type(exc).__name__ == "RequestError"  # tensorrt_llm.executor.utils.RequestError
@@ -221,7 +221,7 @@ class TRTLLMReplica(Replica):
                 self._idle.set()
 
     def _translate(self, exc: BaseException) -> Exception:
-        if _is_client_error(exc):
+        if is_client_error(exc):
             return InvalidRequestError(f"the engine refused the request: {exc}", param="prompt", code="invalid_value")
         if _is_engine_dead(exc):
             self._state = "failed"

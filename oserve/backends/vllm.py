@@ -16,7 +16,6 @@ import asyncio
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -25,6 +24,8 @@ from typing import Any
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
 from oserve.backends.engine_watchdog import children, engine_watchdog, new_children
+from oserve.backends.vllm_errors import is_client_error, refusal, refusal_types, vllm_sampling_params
+from oserve.backends.vllm_metrics import StatsRecorder, prometheus_logger_factory
 from oserve.errors import EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
 
 __all__ = ["VLLMBackend", "VLLMReplica"]
@@ -39,63 +40,6 @@ _PROBE_IDS = itertools.count()
 
 # Environment variables are process-global: engine constructions that set them take turns.
 _ENV_LOCK = threading.Lock()
-
-
-def _is_client_error(exc: BaseException) -> bool:
-    """True for vLLM's own request-validation errors (``VLLMClientError`` and subclasses)."""
-    try:
-        from vllm.exceptions import VLLMClientError
-    except ImportError:  # older vLLM: no such class
-        return False
-    return isinstance(exc, VLLMClientError)
-
-
-_PARAMS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-           "repetition_penalty", "max_tokens", "stop", "seed", "n", "logprobs", "logit_bias")
-"""Request fields whose name leads vLLM's validation messages (``"top_k must be ..."``)."""
-
-
-def _refusal_types() -> tuple[type[BaseException], ...]:
-    """Exception types vLLM raises for a request it refuses (``VLLMClientError``, ``ValueError``)."""
-    try:
-        from vllm.exceptions import VLLMClientError
-    except ImportError:  # older vLLM: validation errors are plain ValueErrors
-        return (ValueError,)
-    return (VLLMClientError, ValueError)
-
-
-def _refusal(exc: BaseException, default_param: str | None) -> InvalidRequestError:
-    """Translate a vLLM request-validation error into a 400 naming the parameter.
-
-    vLLM's ``VLLMValidationError`` carries ``parameter`` for some checks only; for the others the
-    message starts with the parameter's name (``"presence_penalty must be in [-2, 2], got 3.0."``),
-    or names it after ``in`` (``"token_id(s) [99999] in logit_bias contain out-of-vocab ..."``).
-    """
-    text = str(exc)
-    param = getattr(exc, "parameter", None)
-    if param is None:
-        m = re.match(r"^(\w+) (?:must|cannot)\b", text) or re.search(r"\bin (\w+) contain", text)
-        if m is not None and m.group(1) in _PARAMS:
-            param = m.group(1)
-    return InvalidRequestError(f"the engine refused the request: {text}", param=param or default_param,
-                               code="invalid_value")
-
-
-def _vllm_params(params: SamplingParams) -> Any:
-    """vLLM's ``SamplingParams`` for ours; its constructor runs vLLM's own argument checks.
-
-    Raises:
-        vllm.exceptions.VLLMValidationError / ValueError: a value vLLM refuses.
-    """
-    from vllm import SamplingParams as VSamplingParams
-
-    return VSamplingParams(
-        max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-        top_k=params.top_k, min_p=params.min_p, presence_penalty=params.presence_penalty,
-        frequency_penalty=params.frequency_penalty, repetition_penalty=params.repetition_penalty,
-        seed=params.seed, stop=list(params.stop) or None, ignore_eos=params.ignore_eos, n=params.n,
-        logit_bias=dict(params.logit_bias) if params.logit_bias else None,
-    )
 
 
 def _cores_to_bind(cores: tuple[int, ...]) -> str:
@@ -124,90 +68,6 @@ def _classify_start_error(exc: BaseException, spec: ReplicaSpec) -> EngineStartE
     return EngineStartError(f"replica of variant {spec.variant!r}: {msg} ({text[:500]})", cause=cause)
 
 
-class _StatsRecorder:
-    """A vLLM stat logger keeping the latest scheduler stats of one engine.
-
-    vLLM calls ``record`` after every engine step with ``SchedulerStats`` (running and waiting
-    requests, KV-cache usage as a fraction).
-    """
-
-    def __init__(self) -> None:
-        self.running: int | None = None
-        self.waiting: int | None = None
-        self.kv_cache_usage: float | None = None
-        self.updated_at: float | None = None
-
-    def factory(self) -> Any:
-        from vllm.v1.metrics.loggers import StatLoggerBase
-
-        recorder = self
-
-        class OserveStatLogger(StatLoggerBase):
-            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-                self.engine_index = engine_index
-
-            def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
-                       engine_idx: int = 0) -> None:
-                if scheduler_stats is not None:
-                    recorder.running = int(scheduler_stats.num_running_reqs)
-                    recorder.waiting = int(scheduler_stats.num_waiting_reqs)
-                    recorder.kv_cache_usage = float(scheduler_stats.kv_cache_usage)
-                    recorder.updated_at = time.monotonic()
-
-            def log_engine_initialized(self) -> None:
-                pass
-
-        return OserveStatLogger
-
-
-def _registry_bound(cls: type, registry: Any) -> type:
-    """A subclass of a ``prometheus_client`` metric class registering in ``registry`` by default."""
-
-    class Bound(cls):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            # Labelled children are built with ``_labelvalues`` and never register themselves.
-            kwargs.setdefault("registry", registry)
-            super().__init__(*args, **kwargs)
-
-    Bound.__name__ = Bound.__qualname__ = cls.__name__
-    return Bound
-
-
-def _prometheus_logger_factory(registry: Any) -> Any:
-    """vLLM's own ``PrometheusStatLogger`` writing into ``registry`` instead of the global one.
-
-    vLLM 0.32's ``AsyncLLM`` records its ``vllm:*`` metrics (``vllm:num_requests_running``,
-    ``vllm:kv_cache_usage_perc``, ``vllm:time_to_first_token_seconds``, ...) with one
-    ``PrometheusStatLogger`` per engine client, in ``prometheus_client``'s global registry, where a
-    second engine in the same process replaces the first (its constructor unregisters every
-    ``vllm:`` collector). Passing this subclass as a custom stat logger makes vLLM use it instead of
-    its default one (``StatLoggerManager`` adds the default only when no custom logger is a
-    ``PrometheusStatLogger``), so each replica keeps its own complete set, which the endpoint's
-    ``/metrics`` exports with ``replica`` and ``variant`` labels. Speculative-decoding and
-    performance counters (off unless configured) are bound to the same registry; KV/EC-connector
-    metrics exist only with a KV-transfer configuration, which oserve does not set.
-    """
-    from prometheus_client import Counter, Gauge, Histogram
-    from vllm.v1.metrics.loggers import PrometheusStatLogger
-    from vllm.v1.metrics.perf import PerfMetricsProm
-    from vllm.v1.spec_decode.metrics import SpecDecodingProm
-
-    counter = _registry_bound(Counter, registry)
-
-    class _SpecDecoding(SpecDecodingProm):
-        _counter_cls = counter
-
-    class _Perf(PerfMetricsProm):
-        _counter_cls = counter
-
-    class ReplicaPrometheusStatLogger(PrometheusStatLogger):
-        _gauge_cls = _registry_bound(Gauge, registry)
-        _counter_cls = counter
-        _histogram_cls = _registry_bound(Histogram, registry)
-        _spec_decoding_cls = _SpecDecoding
-        _perf_metrics_cls = _Perf
-
-    return ReplicaPrometheusStatLogger
 _QUIET: dict[type, type] = {}
 
 
@@ -247,7 +107,7 @@ def _shutdown_late_engine(fut: asyncio.Future[Any]) -> None:
 class VLLMReplica(Replica):
     """One running vLLM engine. Created by :meth:`VLLMBackend.start_replica`."""
 
-    def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: _StatsRecorder,
+    def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: StatsRecorder,
                  start_time_s: float, on_stop: Callable[[str], None] | None = None,
                  metrics_registry: Any = None, probe_timeout_s: float = 4.0) -> None:
         self.replica_id = replica_id
@@ -303,21 +163,21 @@ class VLLMReplica(Replica):
             InvalidRequestError: a value vLLM refuses; ``param`` names it.
         """
         try:
-            vparams = _vllm_params(params)
+            vparams = vllm_sampling_params(params)
             cfg = getattr(self._engine, "vllm_config", None)
             vparams.verify(self._engine.model_config, getattr(cfg, "speculative_config", None),
                            getattr(cfg, "structured_outputs_config", None), self._tokenizer)
-        except _refusal_types() as exc:
-            raise _refusal(exc, None) from None
+        except refusal_types() as exc:
+            raise refusal(exc, None) from None
 
     async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
         if self._state != "ready":
             raise ReplicaError(f"replica {self.replica_id} is {self._state}, not taking requests",
                                replica_id=self.replica_id, code="replica_not_ready")
         try:
-            vparams = _vllm_params(params)
-        except _refusal_types() as exc:
-            raise _refusal(exc, None) from None
+            vparams = vllm_sampling_params(params)
+        except refusal_types() as exc:
+            raise refusal(exc, None) from None
         engine_prompt: Any = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
         self._in_flight.add(request_id)
         self._idle.clear()
@@ -356,10 +216,10 @@ class VLLMReplica(Replica):
         except ValueError as exc:
             # vLLM's input processor validates the request (prompt length, sampling values): a
             # client error, not a replica failure to retry elsewhere.
-            raise _refusal(exc, "prompt") from exc
+            raise refusal(exc, "prompt") from exc
         except Exception as exc:  # engine death or an engine-side error
-            if _is_client_error(exc):
-                raise _refusal(exc, "prompt") from exc
+            if is_client_error(exc):
+                raise refusal(exc, "prompt") from exc
             raise ReplicaError(f"replica {self.replica_id} failed: {type(exc).__name__}: {exc}",
                                replica_id=self.replica_id, code="engine_error") from exc
         finally:
@@ -523,7 +383,7 @@ class VLLMBackend(Backend):
             kwargs["gpu_memory_utilization"] = _CPU_MEMORY_UTILIZATION
         return AsyncEngineArgs(**kwargs)
 
-    def _construct(self, spec: ReplicaSpec, recorder: _StatsRecorder, registry: Any) -> Any:
+    def _construct(self, spec: ReplicaSpec, recorder: StatsRecorder, registry: Any) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = self.engine_args(spec)
@@ -539,7 +399,7 @@ class VLLMBackend(Backend):
                 watchdog.ensure_started()
                 before = children()
                 engine = AsyncLLM.from_engine_args(
-                    args, stat_loggers=[recorder.factory(), _prometheus_logger_factory(registry)])
+                    args, stat_loggers=[recorder.factory(), prometheus_logger_factory(registry)])
                 watchdog.watch(new_children(before))
                 return engine
             finally:
@@ -575,7 +435,7 @@ class VLLMBackend(Backend):
         self._check_memory(spec, replica_id)
         from prometheus_client import CollectorRegistry
 
-        recorder = _StatsRecorder()
+        recorder = StatsRecorder()
         registry = CollectorRegistry()
         t0 = time.monotonic()
         construct = asyncio.ensure_future(asyncio.to_thread(self._construct, spec, recorder, registry))

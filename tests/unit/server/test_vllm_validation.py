@@ -14,7 +14,7 @@ from oserve.backends.base import SamplingParams
 
 pytest.importorskip("vllm")
 
-from oserve.backends.vllm import _refusal, _refusal_types, _vllm_params  # noqa: E402
+from oserve.backends.vllm_errors import refusal, refusal_types, vllm_sampling_params  # noqa: E402
 
 # Fields whose bound is vLLM's SamplingParams check (not OpenAI's logit_bias rules, not the
 # vocabulary, not oserve's own limits such as n == 1 or the 64-bit seed of vLLM's transport).
@@ -35,9 +35,9 @@ _OSERVE_ONLY = {("top_k", str(2**31))}  # oserve's own limit: vLLM's int32 top_k
 @pytest.mark.parametrize(("field", "value", "param"),
                          [c for c in REFUSED if c[0] in _VLLM_CHECKED and c[:2] not in _OSERVE_ONLY])
 def test_vllm_refuses_what_the_endpoint_refuses_naming_the_field(field: str, value: str, param: str) -> None:
-    with pytest.raises(_refusal_types()) as info:
-        _vllm_params(_params(field, value))
-    err = _refusal(info.value, None)
+    with pytest.raises(refusal_types()) as info:
+        vllm_sampling_params(_params(field, value))
+    err = refusal(info.value, None)
     assert err.param == param and err.status_code == 400, err.message
 
 
@@ -49,7 +49,7 @@ def test_vllm_accepts_what_the_endpoint_accepts(field: str, value: str) -> None:
         params = SamplingParams(max_tokens=4, n=int(value))
     else:
         params = _params(field, value)
-    _vllm_params(params)
+    vllm_sampling_params(params)
 
 
 def test_n_above_one_and_out_of_vocab_logit_bias_are_named() -> None:
@@ -60,10 +60,10 @@ def test_n_above_one_and_out_of_vocab_logit_bias_are_named() -> None:
         def get_vocab_size() -> int:
             return 100
 
-    with pytest.raises(_refusal_types()) as info:
-        _vllm_params(SamplingParams(max_tokens=4, logit_bias={150: 1.0})).verify(_Config(), None, None, None)
-    assert _refusal(info.value, None).param == "logit_bias"
-    with pytest.raises(_refusal_types()) as info:
-        _vllm_params(SamplingParams(max_tokens=4, n=0))
-    assert _refusal(info.value, None).param == "n"
+    with pytest.raises(refusal_types()) as info:
+        vllm_sampling_params(SamplingParams(max_tokens=4, logit_bias={150: 1.0})).verify(_Config(), None, None, None)
+    assert refusal(info.value, None).param == "logit_bias"
+    with pytest.raises(refusal_types()) as info:
+        vllm_sampling_params(SamplingParams(max_tokens=4, n=0))
+    assert refusal(info.value, None).param == "n"
     assert not math.isfinite(json.loads("1e999"))  # what a client's 1e999 becomes before the checks
