@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from oserve.backends.ray import RayBackend  # noqa: E402
-from oserve.config import ComponentConfig, load_config  # noqa: E402
+from oserve.config import ClusterConfig, ComponentConfig, load_config  # noqa: E402
 from oserve.testing.stack_thread import StackThread  # noqa: E402
 from oserve.types import ReplicaPlacement  # noqa: E402
 
@@ -67,7 +67,7 @@ def ray_stack(ray_cluster):
                                                "planner": ComponentConfig(kind="greedy"),
                                                "control_interval_s": 3600.0, "drain_timeout_s": 60.0})
     cfg = cfg.model_copy(update={
-        "variants": small, "orchestrator": orch, "cluster": backend.cluster,
+        "variants": small, "orchestrator": orch, "cluster": ClusterConfig.model_validate(backend.cluster),
         "deployment": [ReplicaPlacement(variant=ONE_CORE, node=n, device_ids=(0,)) for n in ("a", "b")]})
     with StackThread(cfg, backend=backend) as st:
         yield st
