@@ -228,6 +228,9 @@ class OrchestratorConfig(_Strict):
     drain_timeout_s: float = Field(30.0, ge=0, description="a draining replica's requests are aborted after, s")
     min_history: int = Field(6, ge=1, description="history bins before the forecaster is fitted")
     history_bin_s: float = Field(1.0, gt=0, description="rate-history bin handed to the forecaster, s")
+    cluster_refresh_s: float = Field(
+        5.0, gt=0, description="how often a backend that discovers its nodes (e.g. ray) is asked for them; a node "
+                               "that joined or left makes the orchestrator re-plan at once, s")
 
 
 class ServeConfig(_Strict):

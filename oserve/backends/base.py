@@ -9,6 +9,8 @@ from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oserve.types import ClusterSpec
+
 __all__ = [
     "ReplicaSpec",
     "SamplingParams",
@@ -18,6 +20,7 @@ __all__ = [
     "Backend",
     "ReplicaState",
     "BackendLifecycle",
+    "ClusterSource",
 ]
 
 ReplicaState = Literal["starting", "ready", "draining", "stopped", "failed"]
@@ -216,3 +219,24 @@ class BackendLifecycle(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ClusterSource(Protocol):
+    """An optional ability: a backend that discovers the nodes it places replicas on (e.g. the nodes
+    of a Ray cluster), which may join or leave while it serves.
+
+    The composition root calls :meth:`refresh_cluster` on a timer (in a worker thread: it may block
+    on the network) and hands :attr:`cluster` to the orchestrator when it differs from the cluster
+    the orchestrator plans on (``Orchestrator.update_cluster``).
+    """
+
+    @property
+    def cluster(self) -> ClusterSpec:
+        """The nodes seen at the last refresh."""
+        ...
+
+    def refresh_cluster(self) -> object:
+        """Read the nodes now (blocking); replicas on nodes that left should report ``failed``.
+        Returns a backend-specific report of what changed (callers read :attr:`cluster`)."""
+        ...

@@ -13,8 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from oserve.backends.base import Backend, BackendLifecycle
-from oserve.clock import WallClock
+from oserve.backends.base import Backend, BackendLifecycle, ClusterSource
+from oserve.clock import Clock, WallClock
 from oserve.compose.components import (
     build_forecaster,
     build_planner,
@@ -26,7 +26,7 @@ from oserve.compose.components import (
 from oserve.config import ServeConfig
 from oserve.errors import ConfigError
 
-__all__ = ["Stack", "start_stack", "free_port"]
+__all__ = ["Stack", "start_stack", "free_port", "watch_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class Stack:
     replicas: list[Any] = field(default_factory=list)
     server: Any = None
     server_task: asyncio.Task[None] | None = None
+    cluster_task: asyncio.Task[None] | None = None
     url: str = ""
 
     async def serve_http(self) -> str:
@@ -103,6 +104,11 @@ class Stack:
         return self.url
 
     async def stop(self) -> None:
+        if self.cluster_task is not None:
+            self.cluster_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.cluster_task
+            self.cluster_task = None
         if self.server is not None:
             self.server.should_exit = True
             if self.server_task is not None:
@@ -122,6 +128,29 @@ class Stack:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def watch_cluster(source: ClusterSource, orchestrator: Any, interval_s: float, clock: Clock | None = None) -> None:
+    """Poll ``source`` every ``interval_s`` seconds and hand its cluster to the orchestrator when the
+    nodes differ from the ones it plans on (``Orchestrator.update_cluster``). Runs until cancelled;
+    a failed poll is logged and retried at the next interval.
+
+    Side effects: ``source.refresh_cluster()`` in a worker thread (it may block on the network).
+    """
+    clock = clock or WallClock()
+    while True:
+        await clock.sleep(interval_s)
+        try:
+            await asyncio.to_thread(source.refresh_cluster)
+            cluster = source.cluster
+            if cluster.nodes:
+                await orchestrator.update_cluster(cluster)
+            else:
+                log.error("the backend sees no node with devices; the orchestrator keeps its cluster")
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - one failed poll must not end the watch
+            log.exception("cluster refresh failed")
 
 
 async def start_stack(config: ServeConfig, *, backend: Backend | None = None, http: bool = True) -> Stack:
@@ -187,6 +216,9 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                 initial_plan=config.initial_plan(), scheme=scheme, registry=registry,
             )
             await stack.orchestrator.start()
+            if isinstance(backend, ClusterSource):
+                stack.cluster_task = asyncio.create_task(
+                    watch_cluster(backend, stack.orchestrator, oc.cluster_refresh_s, clock), name="oserve-cluster-watch")
         else:
             specs = [spec_factory(p, f"{p.variant}-{i}") for i, p in enumerate(config.deployment)]
             started = await asyncio.gather(*(backend.start_replica(s, s.variant + f"-{i}")

@@ -33,13 +33,13 @@ from oserve.control.health import HealthPolicy, ProgressTracker
 from oserve.control.metrics import OrchestratorMetrics
 from oserve.control.records import StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
-from oserve.control.rules import planning_base
+from oserve.control.rules import planning_base, relocate_plan
 from oserve.control.specs import SpecFactory
 from oserve.control.switcher import RouterPort, Switcher
 from oserve.control.tracked_backend import TrackedBackend
 from oserve.errors import ConfigError, EngineStartError, RequestAbortedError
 from oserve.profiles.table import ProfileTable
-from oserve.types import ClassScheme, ClusterSpec, Plan
+from oserve.types import ClassScheme, ClusterSpec, NodeSpec, Plan
 
 __all__ = ["Orchestrator", "OrchestratorOptions"]
 
@@ -446,7 +446,7 @@ class Orchestrator:
         finally:
             self._checking.discard(replica_id)
 
-    async def _take_out(self, replica_id: str, variant: str, reason: str) -> None:
+    async def _take_out(self, replica_id: str, variant: str, reason: str, *, replace: bool = True) -> None:
         log.warning("replica %s (%s) is taken out: %s", replica_id, variant, reason)
         await self.switcher.replica_failed(replica_id, reason)
         self.monitor.forget_replica(replica_id)
@@ -455,9 +455,68 @@ class Orchestrator:
         self.metrics.observe_replicas(self.switcher.replicas.values())
         self._call_hook(self.on_replica_failed, replica_id, reason)
         target = self.switcher.target or self._last_target
-        if target is not None and self._started:
-            fut = self.switcher.submit(target, merge=False)
+        if replace and target is not None and self._started:
+            # (moved off nodes that left the cluster, if any did since the target was set)
+            fut = self.switcher.submit(relocate_plan(target, self.resources).plan, merge=False)
             fut.add_done_callback(lambda f: None if f.cancelled() else log.info("replacement: %s", f.result().status))
+
+    async def update_cluster(self, cluster: ClusterSpec) -> list[str]:
+        """The cluster changed (nodes joined or left): plan on ``cluster`` from now on.
+
+        The controller and the switcher's resource model take the new cluster; the pinned plan and
+        the last target move their replicas off nodes that are gone
+        (:func:`~oserve.control.rules.relocate_plan`); replicas running on those nodes are taken out
+        (as a failed health check would); then, if the loop runs, a control step re-plans at once
+        (:meth:`step`), so the replacements start on the remaining nodes. Requests that had no
+        first token on a replica taken out are retried by the endpoint; the others end with an error.
+        The target in force (moved off the gone nodes) is submitted first, so capacity comes back
+        even when the planner keeps its plan.
+
+        Args:
+            cluster: the nodes now (e.g. ``ClusterSource.cluster``); at least one node.
+
+        Returns:
+            Ids of the replicas taken out (those on nodes that left).
+
+        Raises:
+            ConfigError: ``cluster`` has no node.
+
+        Side effects: controller, switcher and resource model state; stops replicas; may submit a plan.
+        """
+        if not cluster.nodes:
+            raise ConfigError("the cluster has no node left to plan on", field="cluster.nodes",
+                              allowed="at least one node")
+        if _node_set(cluster) == _node_set(self.controller.cluster):
+            return []
+        old = {n.name for n in self.controller.cluster.nodes}
+        now = {n.name for n in cluster.nodes}
+        log.warning("cluster changed: nodes joined %s, left %s", sorted(now - old) or "none", sorted(old - now) or "none")
+        # Synchronous part first, so that a replacement submitted meanwhile already sees the new cluster.
+        self.resources = self.resources.with_cluster(cluster)
+        self.switcher.resources = self.resources
+        self.controller.cluster = cluster
+        if self.controller.pinned is not None:
+            moved = relocate_plan(self.controller.pinned, self.resources)
+            if moved.changed:
+                log.warning("pinned plan: %s", moved.plan.reason)
+                self.controller.pin(moved.plan)
+        target = self.switcher.target or self._last_target
+        relocated = None if target is None else relocate_plan(target, self.resources)
+        if relocated is not None and relocated.changed:
+            log.warning("target plan: %s", relocated.plan.reason)
+            self._last_target = relocated.plan
+        gone = [m for m in self.switcher.replicas.values() if m.placement.node not in now]
+        for m in gone:
+            await self._take_out(m.replica_id, m.placement.variant, f"node {m.placement.node} left the cluster",
+                                 replace=False)
+        if self._started:
+            if relocated is not None and (gone or relocated.changed):
+                # a fresh transition from the real state to the target on the remaining nodes
+                fut = self.switcher.submit(relocated.plan, merge=False)
+                fut.add_done_callback(lambda f: None if f.cancelled() else log.info("re-placement: %s",
+                                                                                      f.result().status))
+            await self.step()  # and let the planner re-plan on the new cluster at once
+        return [m.replica_id for m in gone]
 
     def report_replica_error(self, replica_id: str, error: Exception) -> None:
         """A request saw ``replica_id`` fail: health-check it now, without waiting for the next round.
@@ -473,6 +532,10 @@ class Orchestrator:
         task = asyncio.get_running_loop().create_task(self._check_one(replica_id), name=f"oserve-check-{replica_id}")
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
+
+
+def _node_set(cluster: ClusterSpec) -> frozenset[NodeSpec]:
+    return frozenset(cluster.nodes)
 
 
 def _outcome(result: SwitchResult) -> str:

@@ -41,12 +41,21 @@ class ResourceModel:
                  share_cpu_cores: bool = True) -> None:
         self.cluster = cluster
         self.share_cpu_cores = bool(share_cpu_cores)
+        self._pooled_given = None if pooled_nodes is None else frozenset(pooled_nodes)
         self.table = table
         self._nodes = {n.name: n for n in cluster.nodes}
         self._pooled = (
             set(pooled_nodes) if pooled_nodes is not None
             else {n.name for n in cluster.nodes if n.device_type.lower() == "cpu"}
         )
+
+    def with_cluster(self, cluster: ClusterSpec) -> ResourceModel:
+        """The same accounting on another cluster (after nodes joined or left); same table and knobs."""
+        return ResourceModel(cluster, self.table, pooled_nodes=self._pooled_given, share_cpu_cores=self.share_cpu_cores)
+
+    def nodes(self) -> frozenset[str]:
+        """Names of the cluster's nodes."""
+        return frozenset(self._nodes)
 
     def pooled(self, node: str) -> bool:
         """True when ``node``'s memory is one pool and its cores may be shared briefly."""

@@ -14,6 +14,8 @@ Nothing here reads a clock or does I/O; each function takes values and returns v
 * :func:`effective_routing`: the target routing restricted to variants with a ready replica.
 * :func:`switch_status`: the outcome of a transition.
 * :func:`planning_base`: which plan the controller compares a new decision with.
+* :func:`relocate_plan`: a plan after nodes left the cluster: the replicas on nodes that are gone
+  move to the remaining nodes where memory allows.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ __all__ = [
     "unneeded_starts",
     "switch_status",
     "planning_base",
+    "Relocation",
+    "relocate_plan",
 ]
 
 SwitchStatus = Literal["applied", "unchanged", "partial", "failed", "superseded"]
@@ -370,3 +374,86 @@ def planning_base(in_progress: Plan | None, last_target: Plan | None, actual: Pl
     if last_target is not None and placement_counts(actual) == placement_counts(last_target):
         return last_target
     return actual
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """What :func:`relocate_plan` did.
+
+    Attributes:
+        plan: the plan on the remaining nodes.
+        moved: ``(old placement, new placement)`` for each replica moved off a node that is gone.
+        dropped: placements on gone nodes that fit on no remaining node (their capacity is lost).
+    """
+
+    plan: Plan
+    moved: tuple[tuple[ReplicaPlacement, ReplicaPlacement], ...] = ()
+    dropped: tuple[ReplicaPlacement, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.moved or self.dropped)
+
+
+def relocate_plan(plan: Plan, resources: ResourceModel) -> Relocation:
+    """Move the replicas that ``plan`` places on nodes absent from ``resources.cluster`` to the nodes
+    that remain.
+
+    Replicas on remaining nodes stay as they are. Each replica on a gone node is placed, in plan
+    order, on a remaining node of the same device type where its memory fits beside the replicas
+    already placed (:meth:`ResourceModel.fits`), the node with the most free memory first (ties by
+    name); its device ids are the node's least-used ones (the switcher may still pick other free
+    devices when it starts it). A replica that fits nowhere is dropped, and the routing weights of a variant left
+    without replicas are removed (the other variants' weights of that class are rescaled to sum
+    to 1). The planner is not consulted: this keeps the capacity of a pinned plan, or of the last
+    target, until the next control decision re-plans on the new cluster.
+
+    Args:
+        plan: the plan written for the old cluster.
+        resources: memory accounting of the new cluster (``ResourceModel.with_cluster``).
+
+    Returns:
+        The :class:`Relocation` (``plan`` itself, unchanged, when no replica was on a gone node).
+    """
+    nodes = {n.name: n for n in resources.cluster.nodes}
+    kept = [p for p in plan.replicas if p.node in nodes]
+    lost = [p for p in plan.replicas if p.node not in nodes]
+    if not lost:
+        return Relocation(plan=plan)
+    placed = list(kept)
+    moved: list[tuple[ReplicaPlacement, ReplicaPlacement]] = []
+    dropped: list[ReplicaPlacement] = []
+    for p in lost:
+        profile = resources.table.variants.get(p.variant)
+        width = len(p.device_ids)
+        used = resources.usage(placed)
+        free = {n: nodes[n].device_memory_bytes * nodes[n].devices - sum(b for k, b in used.items() if k[0] == n)
+                for n in nodes}
+        target = None
+        for name in sorted(nodes, key=lambda n: (-free[n], n)):
+            node = nodes[name]
+            if profile is None or node.device_type.lower() != profile.device_type.lower() or node.devices < width:
+                continue
+            # the least-used devices (ties by id); on a pooled (CPU) node every core counts alike
+            order = sorted(range(node.devices),
+                           key=lambda d, n=name: (used[(n, None if resources.pooled(n) else d)], d))
+            cand = ReplicaPlacement(variant=p.variant, node=name, device_ids=tuple(sorted(order[:width])))
+            if resources.fits(placed, cand):
+                target = cand
+                break
+        if target is None:
+            dropped.append(p)
+        else:
+            placed.append(target)
+            moved.append((p, target))
+    variants = {p.variant for p in placed}
+    routing: dict[str, dict[str, float]] = {}
+    for c, ws in plan.routing.items():
+        left = {v: w for v, w in ws.items() if v in variants and w > 0}
+        total = sum(left.values())
+        if total > 0:
+            routing[c] = {v: w / total for v, w in left.items()}
+    why = f"relocated {len(moved)} replica(s) off gone node(s)" + (f", dropped {len(dropped)}" if dropped else "")
+    new = plan.model_copy(update={"replicas": placed, "routing": routing,
+                                  "reason": f"{plan.reason}; {why}" if plan.reason else why})
+    return Relocation(plan=new, moved=tuple(moved), dropped=tuple(dropped))
