@@ -15,7 +15,8 @@ from fake_openai_server import FakeOpenAIServer, FakeOpenAIServerThread
 from oserve.cli import main
 from oserve.errors import ConfigError
 from oserve.workload.loaders import load_trace
-from oserve.workload.replay import FALLBACK_WORDS, PromptBuilder, RequestRecord, parse_slo, replay, summarize
+from oserve.workload.prompts import FALLBACK_WORDS, PromptBuilder
+from oserve.workload.replay import RequestRecord, parse_slo, replay, summarize
 from oserve.workload.trace import Trace
 from oserve.workload.transforms import clip_tokens, compress, window
 
