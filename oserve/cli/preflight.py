@@ -12,7 +12,7 @@ __all__ = ["ensure_port_free"]
 
 
 def ensure_port_free(host: str, port: int) -> None:
-    """Raise if ``host:port`` cannot be bound now (port 0, any free port, always passes).
+    """Raise if ``host:port`` cannot be bound now (port 0: only the host is checked, on any free port).
 
     Binds a socket the way uvicorn does (``SO_REUSEADDR``) and closes it at once.
 
@@ -20,8 +20,6 @@ def ensure_port_free(host: str, port: int) -> None:
         ConfigError: the port is taken (field ``server.port``) or the address is not local
             (field ``server.host``).
     """
-    if port == 0:
-        return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:

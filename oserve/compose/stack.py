@@ -199,6 +199,8 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
             oc = config.orchestrator
             table = ProfileTable.load(config.resolve(oc.table))
             table.check_against(list(config.variants), scheme.names)
+            # plan only the variants the config can start (a table may hold more)
+            table = table.model_copy(update={"variants": {v: table.variants[v] for v in config.variants}})
             for i, rep in enumerate(config.deployment):
                 need = table.variants[rep.variant].devices_per_replica
                 if len(rep.device_ids) != need:

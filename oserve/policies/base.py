@@ -261,6 +261,8 @@ def _resolve(name: str) -> type[Planner]:
     if name in eps:
         cls = eps[name].load()
         if isinstance(cls, type) and issubclass(cls, Planner):
+            if "name" not in cls.__dict__:  # plans name the planner that made them, as register_planner
+                cls.name = name
             return cls
     raise ConfigError(f"unknown planner {name!r}", field="planner.kind", allowed=", ".join(available_planners()))
 

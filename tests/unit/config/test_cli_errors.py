@@ -118,6 +118,13 @@ def test_busy_port_is_refused_before_any_engine_starts(tmp_path, capsys, monkeyp
     ensure_port_free("127.0.0.1", 0)
 
 
+@pytest.mark.parametrize("port", [0, 8000])
+def test_a_host_that_is_not_local_fails_before_any_engine_starts(port):
+    with pytest.raises(ConfigError) as err:  # 192.0.2.1: TEST-NET-1, never an address of this machine
+        ensure_port_free("192.0.2.1", port)
+    assert err.value.field == "server.host"
+
+
 def test_missing_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot read config .*nope.yaml"):
         load_yaml_model(tmp_path / "nope.yaml", ServeConfig)

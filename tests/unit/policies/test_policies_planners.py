@@ -236,3 +236,20 @@ def test_milp_rejects_bad_parameters():
         MILPPlanner(backend="gurobi")
     with pytest.raises(ConfigError):
         make_planner("milp", threads=0)
+
+
+def test_a_planner_from_an_entry_point_names_its_plans(tmp_path, monkeypatch, mix_table, one_node):
+    # An installed package's entry point, as docs/planning.md tells a user to publish it.
+    (tmp_path / "ep_planner_pkg.py").write_text(
+        "import numpy as np\n"
+        "from oserve import Allocation, Planner\n"
+        "class EpPlanner(Planner):\n"
+        "    def _allocate(self, problem):\n"
+        "        return Allocation(np.zeros(problem.fits.shape, dtype=np.int64), reason='none')\n")
+    dist = tmp_path / "ep_planner_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-planner-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[oserve.planners]\nep-planner = ep_planner_pkg:EpPlanner\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plan = make_planner("ep-planner").plan(one_node, mix_table, Demand(rates_rps={SHORT: 1.0}))
+    assert plan.planner == "ep-planner"

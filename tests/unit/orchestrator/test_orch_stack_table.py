@@ -1,0 +1,24 @@
+"""The live stack plans only the variants its config can start, even when the table holds more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oserve.profiles.table import ProfileTable
+from oserve.testing import StackThread, serve_config
+
+TABLE = Path(__file__).resolve().parents[3] / "examples" / "profiles" / "cpu-smollm2.json"
+VARIANT = "smollm2-135m-fp32-1c-s32"
+
+
+def test_the_orchestrator_plans_only_the_configs_variants():
+    assert len(ProfileTable.load(TABLE).variants) > 1  # the table offers variants the config lacks
+    config = serve_config(
+        "fake", replicas=1,
+        variants={VARIANT: {"dtype": "float32", "max_num_seqs": 32, "max_model_len": 2048}},
+        deployment=[{"variant": VARIANT, "node": "local", "device_ids": [0]}],
+        classes={"input_edges": [128], "output_edges": [24]},
+        orchestrator={"table": str(TABLE), "planner": {"kind": "greedy"}})
+    with StackThread(config) as st:
+        table = st.stack.orchestrator.controller.table
+    assert list(table.variants) == [VARIANT]
