@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -27,6 +28,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from oserve.compose import start_stack
     from oserve.config import load_config
 
+    # vLLM logs to stdout by default (its engine processes inherit this): logs belong on stderr.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     cfg = load_config(args.config)
     server = cfg.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),
                                                            ("api_key", args.api_key)) if v is not None})

@@ -86,16 +86,17 @@ def milp_solver_available() -> bool:
     except ImportError:
         ok = False
     if ok:
-        _banner_to_stderr()
+        _discard_banner()
     if not ok:
         log.warning("no MILP-capable solver (cvxpy with HiGHS via highspy) is installed; "
                     "MILPPlanner will use the greedy heuristic")
     return ok
 
 
-def _banner_to_stderr() -> None:
-    """HiGHS prints a banner on stdout when the first ``Highs`` object of a process is made; send it to
-    stderr instead so ``oserve plan --format json`` output stays parseable."""
+def _discard_banner() -> None:
+    """HiGHS prints a banner on stdout when the first ``Highs`` object of a process is made (whatever
+    ``output_flag`` says); make that first object with fd 1 on ``/dev/null`` so no output of oserve
+    (``oserve plan --format json`` included) carries it."""
     import os
     import sys
 
@@ -107,11 +108,13 @@ def _banner_to_stderr() -> None:
     except (OSError, ValueError):  # no real stdout (embedded); nothing to protect
         highspy.Highs()
         return
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(devnull, 1)
         highspy.Highs()
-        _flush_c_stdio()  # the banner may sit in C's stdout buffer; write it while fd 1 is stderr
+        _flush_c_stdio()  # the banner may sit in C's stdout buffer; flush it while fd 1 is /dev/null
     finally:
+        os.close(devnull)
         os.dup2(saved, 1)
         os.close(saved)
 
