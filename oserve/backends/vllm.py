@@ -109,7 +109,7 @@ class VLLMReplica(Replica):
 
     def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: StatsRecorder,
                  start_time_s: float, on_stop: Callable[[str], None] | None = None,
-                 metrics_registry: Any = None, probe_timeout_s: float = 4.0) -> None:
+                 metrics_registry: Any = None, probe_timeout_s: float = 10.0) -> None:
         self.replica_id = replica_id
         self.metrics_registry = metrics_registry
         self.probe_timeout_s = probe_timeout_s
@@ -353,7 +353,7 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, start_timeout_s: float = 300.0, log_requests: bool = False,
-                 allow_core_sharing: bool = False, probe_timeout_s: float = 4.0) -> None:
+                 allow_core_sharing: bool = False, probe_timeout_s: float = 10.0) -> None:
         self.start_timeout_s = start_timeout_s
         self.probe_timeout_s = probe_timeout_s
         self.log_requests = log_requests

@@ -95,7 +95,7 @@ class OrchestratorOptions:
     control_interval_s: float = 10.0
     history_bin_s: float = 1.0
     health_interval_s: float = 2.0
-    health_timeout_s: float = 5.0
+    health_timeout_s: float = 15.0
     drain_timeout_s: float = 30.0
     horizon_s: float = 60.0
     min_history: int = 6
