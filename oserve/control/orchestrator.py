@@ -33,7 +33,7 @@ from oserve.control.health import HealthPolicy, ProgressTracker
 from oserve.control.metrics import OrchestratorMetrics
 from oserve.control.records import StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
-from oserve.control.rules import planning_base, relocate_plan
+from oserve.control.rules import backed_off_starts, planning_base, relocate_plan
 from oserve.control.specs import SpecFactory
 from oserve.control.switcher import RouterPort, Switcher
 from oserve.control.tracked_backend import TrackedBackend
@@ -74,6 +74,9 @@ class OrchestratorOptions:
         health_interval_s: seconds between health checks of ready replicas (> 0).
         health_timeout_s: a replica whose ``health()`` takes longer is hung (treated as dead) (> 0).
         drain_timeout_s: how long in-flight requests may finish on a draining replica (>= 0).
+        start_backoff_s: after a replica of a variant failed to start (or warm up) on a node, plans
+            that would start that variant on that node again are not submitted for this long; the
+            current deployment stays (>= 0; 0 retries at once). :meth:`Orchestrator.pin` clears it.
 
     The parts' knobs (read by :meth:`Orchestrator.build` when it builds them):
 
@@ -97,6 +100,7 @@ class OrchestratorOptions:
     health_interval_s: float = 2.0
     health_timeout_s: float = 15.0
     drain_timeout_s: float = 30.0
+    start_backoff_s: float = 300.0
     horizon_s: float = 60.0
     min_history: int = 6
     history_len: int = 256
@@ -110,9 +114,10 @@ class OrchestratorOptions:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name,
                                   allowed="> 0 seconds")
-        if self.drain_timeout_s < 0:
-            raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}", field="drain_timeout_s",
-                              allowed=">= 0 seconds")
+        for name in ("drain_timeout_s", "start_backoff_s"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name,
+                                  allowed=">= 0 seconds")
 
 
 class Orchestrator:
@@ -156,6 +161,7 @@ class Orchestrator:
         self._checking: set[str] = set()
         self._checks: set[asyncio.Task[bool]] = set()
         self._last_target: Plan | None = None
+        self._start_failed_until_s: dict[tuple[str, str], float] = {}  # (variant, node) -> back-off end
         self._started = False
 
     @classmethod
@@ -318,6 +324,10 @@ class Orchestrator:
     async def step(self) -> Decision:
         """One control step: decide, then hand a changed plan to the switcher (without waiting).
 
+        A changed plan that would start a variant on a node where its start failed less than
+        ``options.start_backoff_s`` ago is not submitted (outcome ``backed off: ...``); the current
+        deployment stays (:func:`~oserve.control.rules.backed_off_starts`).
+
         Returns:
             The decision; its ``outcome`` is filled in :attr:`history` when the switch ends.
         """
@@ -325,6 +335,14 @@ class Orchestrator:
         self.metrics.observe_decision(decision)
         self._call_hook(self.on_decision, decision)
         if decision.changed:
+            blocked = backed_off_starts(decision.plan, self.switcher.actual_plan(), self._start_failed_until_s,
+                                        self.clock.now())
+            if blocked:
+                names = ", ".join(f"{v} on {n}" for v, n in blocked)
+                log.info("plan %s not submitted: %s failed to start recently (back-off)",
+                         decision.plan.replica_counts(), names)
+                self.controller.record_outcome(decision, f"backed off: {names} failed to start recently")
+                return decision
             log.info("new plan %s: %s", decision.plan.replica_counts(), decision.reason[:200])
             try:
                 fut = self.switcher.submit(decision.plan)
@@ -341,11 +359,14 @@ class Orchestrator:
     async def pin(self, plan: Plan) -> Decision:
         """Pin ``plan`` (it overrides the planner until :meth:`unpin`) and apply it now.
 
+        Side effects: clears the start back-off (see ``OrchestratorOptions.start_backoff_s``).
+
         Raises:
             ConfigError: the plan places a replica on an unknown node/device or variant.
         """
         for p in plan.replicas:
             self.resources.check(p)
+        self._start_failed_until_s.clear()  # an admin's explicit plan is tried at once
         self.controller.pin(plan)
         return await self.step()
 
@@ -371,6 +392,8 @@ class Orchestrator:
         self.controller.record_outcome(decision, _outcome(fut.result()))
 
     def _step_done(self, step: StepRecord) -> None:
+        if step.kind in ("start", "warm") and not step.ok and self.options.start_backoff_s > 0:
+            self._start_failed_until_s[(step.variant, step.node)] = self.clock.now() + self.options.start_backoff_s
         if step.kind == "stop" and step.ok and step.replica_id:
             self.monitor.forget_replica(step.replica_id)
         self.metrics.observe_replicas(self.switcher.replicas.values())

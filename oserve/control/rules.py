@@ -10,6 +10,9 @@ Nothing here reads a clock or does I/O; each function takes values and returns v
   class some capacity; only when no such order exists is a class left without capacity for a moment
   (reported in :attr:`SwitchSteps.capacity_gap_classes`).
 * :func:`drain_blocker`: a planned drain is skipped when it would leave a class without capacity.
+* :func:`rollback_starts`: after a phase's starts failed, the drained replicas to start again so
+  that every class they served has capacity again.
+* :func:`backed_off_starts`: the replicas a plan would start of a variant whose start failed recently.
 * :func:`unneeded_starts`: when a newer target arrives mid-transition, the starts it does not need.
 * :func:`effective_routing`: the target routing restricted to variants with a ready replica.
 * :func:`switch_status`: the outcome of a transition.
@@ -41,6 +44,8 @@ __all__ = [
     "effective_routing",
     "drain_blocker",
     "unneeded_starts",
+    "rollback_starts",
+    "backed_off_starts",
     "switch_status",
     "planning_base",
     "Relocation",
@@ -301,6 +306,56 @@ def drain_blocker(variant: str, is_ready: bool, ready_variants: Sequence[str], t
     protected = covered_classes(ready_variants, table) & covered_classes((p.variant for p in target.replicas), table)
     lost = protected - covered_classes(rest, table)
     return f"classes {sorted(lost)} would have no capacity" if lost else ""
+
+
+def rollback_starts(drained: Sequence[ReplicaPlacement], ready_variants: Iterable[str],
+                    occupied: Sequence[ReplicaPlacement], resources: ResourceModel,
+                    table: ProfileTable) -> tuple[ReplicaPlacement, ...]:
+    """The drained replicas to start again after a phase's starts failed (a rollback).
+
+    A rolling transition drains old replicas to make room before the new ones start; when those
+    starts fail, the classes the drained replicas served may be left with no ready replica. This
+    picks, in drain order, each drained placement that serves a class no ready replica (nor one
+    already picked) serves, and that fits in memory beside ``occupied`` and the ones picked.
+
+    Args:
+        drained: placements of the replicas drained and stopped so far in this transition, in order.
+        ready_variants: the variant of every ready replica now.
+        occupied: placements that hold memory now (every replica in the registry).
+        resources: memory accounting.
+        table: the profile table (which classes each variant serves).
+
+    Returns:
+        The placements to start again (empty when every class they served still has capacity).
+    """
+    covered = covered_classes(ready_variants, table)
+    mem = list(occupied)
+    out: list[ReplicaPlacement] = []
+    for p in drained:
+        if not covered_classes((p.variant,), table) - covered or not resources.fits(mem, p):
+            continue
+        out.append(p)
+        mem.append(p)
+        covered |= covered_classes((p.variant,), table)
+    return tuple(out)
+
+
+def backed_off_starts(plan: Plan, actual: Plan, failed_until_s: dict[tuple[str, str], float],
+                      now_s: float) -> list[tuple[str, str]]:
+    """The ``(variant, node)`` pairs ``plan`` would start although their start failed recently.
+
+    Args:
+        plan: the plan the controller decided.
+        actual: the real deployment now.
+        failed_until_s: per ``(variant, node)``, the clock time (s) until which a start that failed
+            is backed off.
+        now_s: the clock time now, s.
+
+    Returns:
+        The pairs, sorted, for which ``plan`` has more replicas than run now while backed off.
+    """
+    want, have = placement_counts(plan), placement_counts(actual)
+    return sorted(k for k, until in failed_until_s.items() if now_s < until and want[k] > have[k])
 
 
 def unneeded_starts(starting: Iterable[tuple[str, ReplicaPlacement]], ready: Iterable[ReplicaPlacement],

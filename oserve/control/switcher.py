@@ -17,6 +17,10 @@ streams included, finish up to ``drain_timeout_s``, the rest are aborted by the 
 explicit error (``RequestAbortedError``), then the engine stops and its memory is released before any
 replica of a later phase starts. A drain that would leave a class without capacity is skipped
 (:func:`~oserve.control.rules.drain_blocker`).
+
+Rollback: when a phase's starts fail after earlier phases drained replicas to make room, the drained
+replicas that some class now lacks start again on the freed devices
+(:func:`~oserve.control.rules.rollback_starts`) and the rest of the transition is skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from oserve.control.rules import (
     drain_blocker,
     effective_routing,
     plan_steps,
+    rollback_starts,
     switch_status,
     unneeded_starts,
 )
@@ -316,11 +321,16 @@ class Switcher:
             await self._drain_stop(rid, 0.0)
         interrupted = False
         routed = False
+        drained: list[ReplicaPlacement] = []
         for phase in steps.phases:
             if self._pending is not None:
                 interrupted = True
                 break
+            failed_before = self._failed_starts()
             await self._run_starts(phase.starts)
+            if drained and self._failed_starts() > failed_before and await self._roll_back(drained):
+                routed |= self._refresh_routing(record=True)
+                break
             routed |= self._refresh_routing(record=True)
             if self._pending is not None:
                 interrupted = True
@@ -333,6 +343,7 @@ class Switcher:
                     self._record("skip", m, False, f"drain skipped: {reason}", self.clock.now())
                 else:
                     drains.append(rid)
+            drained += [self._replicas[rid].placement for rid in drains if rid in self._replicas]
             await asyncio.gather(*(self._drain_stop(rid, self.drain_timeout_s) for rid in drains))
         routed |= self._refresh_routing(record=True)
         t1 = self.clock.now()
@@ -343,6 +354,32 @@ class Switcher:
                                failed=sum(not s.ok for s in self._steps), routed=routed, actual=actual, target=target)
         return SwitchResult(target, status, tuple(self._steps), t0, t1, actual, steps.make_before_break,
                             steps.capacity_gap_classes, steps.unplaceable, self._aborted)
+
+    def _failed_starts(self) -> int:
+        """Start and warm-up steps of this transition that failed."""
+        return sum(not s.ok and s.kind in ("start", "warm") for s in self._steps)
+
+    async def _roll_back(self, drained: Sequence[ReplicaPlacement]) -> bool:
+        """Start again the drained replicas some class now lacks (see :func:`rollback_starts`).
+
+        Returns:
+            True when a rollback ran (the caller then skips the rest of the transition).
+
+        Side effects: starts replicas; records one ``skip`` step (not ok) naming them.
+        """
+        ready = [m.placement.variant for m in self._replicas.values() if m.state == "ready"]
+        occupied = [m.placement for m in self._replicas.values()]
+        restart = rollback_starts(drained, ready, occupied, self.resources, self.table)
+        if not restart:
+            return False
+        now = self.clock.now()
+        names = ", ".join(f"{p.variant} on {p.node}" for p in restart)
+        log.warning("new replicas failed to start after a rolling drain; rolling back: starting %s again", names)
+        self._steps.append(StepRecord("skip", "", restart[0].variant, restart[0].node, False,
+                                      f"rollback: a start failed after drains; starting {names} again, "
+                                      "rest of the transition skipped", now, now))
+        await self._run_starts(restart)
+        return True
 
     def _drain_blocker(self, rid: str, target: Plan, forced: bool) -> str:
         """Why draining ``rid`` now would leave a class without capacity (see :func:`drain_blocker`)."""

@@ -301,3 +301,31 @@ async def test_a_plan_invalid_for_the_cluster_is_recorded_failed_and_not_applied
         assert orch.current_plan.replica_counts() == {"fast": 1} and not orch.switcher.busy
     finally:
         await orch.stop()
+
+
+class AlwaysBigPlanner:
+    """Always one 'big' replica on core 0 (a variant the test's backend cannot start)."""
+
+    def plan(self, cluster, table, demand, current) -> Plan:
+        return plan_of(("big", "node0", (0,)))
+
+
+@pytest.mark.parametrize("backoff_s", [0.0, 3600.0])
+async def test_a_variant_that_failed_to_start_is_backed_off(backoff_s):
+    backend = FakeBackend(fail_start_variants={"big"})
+    orch, router, monitor, mclock = build(backend, planner=AlwaysBigPlanner(), start_backoff_s=backoff_s)
+    await orch.start()
+    try:
+        starts0 = backend.starts
+        for _ in range(3):
+            await orch.step()
+            await orch.switcher.idle()
+        tried = backend.starts - starts0
+        assert router.ready_count() >= 1 and orch.current_plan.replica_counts() == {"fast": 1}
+        if backoff_s:
+            assert tried == 1  # the failing plan is not re-submitted every tick
+            assert orch.history[-1].outcome.startswith("backed off: big on node0")
+        else:
+            assert tried == 3  # no back-off: every tick retries the same failing start
+    finally:
+        await orch.stop(0)

@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 from orch_fakes import GIB, make_cluster, make_table, plan_of
 
 from oserve.control.resources import ResourceModel
-from oserve.control.rules import LiveReplica, covered_classes, effective_routing, plan_steps
+from oserve.control.rules import (
+    LiveReplica,
+    backed_off_starts,
+    covered_classes,
+    effective_routing,
+    plan_steps,
+    rollback_starts,
+)
 from oserve.types import DEFAULT_SCHEME, ClusterSpec, NodeSpec, ReplicaPlacement
 
 SHORT = [c for c in DEFAULT_SCHEME.names if c.endswith("short-out")]
@@ -185,3 +192,24 @@ def test_exclusive_cpu_cores_roll_instead_of_sharing():
     # each start lands on the core its phase's drain freed
     by_id = {r.replica_id: r.placement.device_ids for r in cur}
     assert steps.phases[1].starts[0].device_ids == by_id[steps.phases[0].drains[0]]
+
+
+def test_backed_off_starts_only_while_the_back_off_runs_and_only_for_starts():
+    failed = {("big", "node0"): 100.0}
+    actual = plan_of(("fast", "node0", (0,)))
+    wants_big = plan_of(("big", "node0", (0,)))
+    assert backed_off_starts(wants_big, actual, failed, 99.0) == [("big", "node0")]
+    assert backed_off_starts(wants_big, actual, failed, 100.0) == []
+    assert backed_off_starts(plan_of(("fast", "node0", (0,)), ("fast", "node0", (1,))), actual, failed, 0.0) == []
+    running_big = plan_of(("big", "node0", (0,)))  # a plan that keeps a running 'big' starts none
+    assert backed_off_starts(running_big, running_big, failed, 0.0) == []
+
+
+def test_rollback_restarts_the_drained_replica_only_when_its_classes_lost_capacity():
+    table = make_table()
+    res = ResourceModel(make_cluster(devices=1, memory_bytes=4 * GIB), table)
+    old = ReplicaPlacement(variant="fast", node="node0", device_ids=(0,))
+    assert rollback_starts([old], [], [], res, table) == (old,)
+    assert rollback_starts([old], ["big"], [], res, table) == ()  # 'big' serves every class still
+    assert rollback_starts([old], [], [ReplicaPlacement(variant="big", node="node0", device_ids=(0,))],
+                           res, table) == ()  # does not fit: the failed start still holds the memory

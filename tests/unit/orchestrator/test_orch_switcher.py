@@ -179,3 +179,15 @@ async def test_start_timeout_is_reported_and_the_late_engine_is_stopped():
     assert late[0].replica_id not in sw.replicas
     assert backend.replicas[late[0].replica_id].state == "stopped"
     assert_view_matches_reality(sw, router, backend)
+
+
+async def test_failed_start_after_a_rolling_drain_rolls_back_the_drained_replica():
+    backend = FakeBackend(fail_start_variants={"big"})
+    sw, router = make_switcher(backend, devices=1)  # one replica fits: the switch must roll
+    await sw.apply(plan_of(("fast", "node0", (0,))))
+    res = await sw.apply(plan_of(("big", "node0", (0,))))
+    assert not res.make_before_break and res.status == "partial", res.steps
+    assert any(s.kind == "skip" and s.detail.startswith("rollback") for s in res.failed_steps)
+    assert sw.actual_plan().replica_counts() == {"fast": 1} and router.ready_count() == 1
+    assert res.actual.replica_counts() == {"fast": 1}
+    assert_view_matches_reality(sw, router, backend)
