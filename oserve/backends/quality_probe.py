@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from typing import Any
 from oserve.errors import ProfileError
 from oserve.profiles.quality import TextScores, VariantQuality, compare, parse_prompt_logprobs, reference_text
 from oserve.profiles.table import ProfileTable
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ENGINE_DTYPE", "score_text", "score_checkpoint", "measure_table_quality"]
 
@@ -61,7 +64,6 @@ def _worker(spec: dict) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM
 
-
     llm = LLM(model=spec["model"], dtype=spec["dtype"], max_model_len=2048, max_num_seqs=1,
               enforce_eager=True, enable_prefix_caching=False, seed=0)
     ids = llm.get_tokenizer().encode(reference_text())
@@ -90,8 +92,11 @@ def score_checkpoint(model: str, dtype: str, core: int = 0, timeout_s: float = 1
                                    json.dumps(spec)], capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise ProfileError(f"scoring {model} ({dtype}) timed out after {timeout_s:.0f} s") from exc
-        if proc.returncode != 0 or not out.exists():
+        if not out.exists():
             raise ProfileError(f"scoring {model} ({dtype}) failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+        if proc.returncode != 0:  # the scores were written whole (one write) before the process ended
+            log.warning("scoring %s (%s): the engine process ended with rc %d after writing its scores",
+                        model, dtype, proc.returncode)
         raw = json.loads(out.read_text())
     return TextScores(tuple(raw["token_ids"]), tuple(raw["logprobs"]), tuple(raw["top1_ids"]))
 
@@ -141,7 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.worker:
         _worker(json.loads(args.worker))
-        return
+        # The scores are on disk; skip interpreter teardown, where vLLM's offline engine threads have
+        # been seen to abort the process ("terminate called without an active exception").
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if not args.table:
         ap.error("TABLE is required")
     table = measure_table_quality(ProfileTable.load(args.table), args.model, core=args.core)

@@ -151,7 +151,9 @@ def test_oracle_bound_by_hand() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(caps=st.lists(st.lists(st.floats(0.0, 20.0), min_size=3, max_size=3), min_size=1, max_size=4),
+# capacities as a profile table holds them: 0, or within [1e-6, 1e6] req/s (ProfileTable validation)
+@given(caps=st.lists(st.lists(st.one_of(st.just(0.0), st.floats(1e-6, 20.0)), min_size=3, max_size=3),
+                    min_size=1, max_size=4),
        rates=st.lists(st.lists(st.floats(0.0, 10.0), min_size=3, max_size=3), min_size=1, max_size=6),
        devs=st.lists(st.sampled_from([1, 2, 4, 8]), min_size=4, max_size=4), target=st.floats(0.05, 1.0))
 def test_oracle_bound_is_at_least_every_static_deployment(caps: list, rates: list, devs: list, target: float) -> None:
