@@ -146,11 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.worker:
         _worker(json.loads(args.worker))
-        # The scores are on disk; skip interpreter teardown, where vLLM's offline engine threads have
-        # been seen to abort the process ("terminate called without an active exception").
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        return
     if not args.table:
         ap.error("TABLE is required")
     table = measure_table_quality(ProfileTable.load(args.table), args.model, core=args.core)
