@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
+from oserve.backends.hf_tokenizer import HFTokenizerMixin
 from oserve.backends.launch_templates import LaunchTemplate, get_template, render, template_fields
 from oserve.errors import (
     EngineStartError,
@@ -156,7 +157,7 @@ class _Flight:
     completion_tokens: int = 0
 
 
-class ProcessReplica(Replica):
+class ProcessReplica(HFTokenizerMixin, Replica):
     """One engine server run as a child process. Created by :meth:`ProcessBackend.start_replica`.
 
     Attributes:
@@ -198,19 +199,6 @@ class ProcessReplica(Replica):
     @property
     def state(self) -> ReplicaState:
         return self._state
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
-    def count_tokens(self, prompt: str | list[int]) -> int:
-        if isinstance(prompt, list):
-            return len(prompt)
-        return len(self._tokenizer.encode(prompt, add_special_tokens=False))
-
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        """Apply the model's chat template, ending with the assistant generation prompt."""
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _body(self, prompt: str | list[int], params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
+from oserve.backends.hf_tokenizer import HFTokenizerMixin
 from oserve.errors import EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
 
 __all__ = ["TRTLLMBackend", "TRTLLMReplica", "QUANT_ALGOS", "llm_kwargs", "trtllm_available"]
@@ -134,7 +135,7 @@ def _is_engine_dead(exc: BaseException) -> bool:
     return type(exc).__name__ == "EngineDeadError"
 
 
-class TRTLLMReplica(Replica):
+class TRTLLMReplica(HFTokenizerMixin, Replica):
     """One TensorRT-LLM ``LLM`` instance. Created by :meth:`TRTLLMBackend.start_replica`."""
 
     def __init__(self, replica_id: str, spec: ReplicaSpec, llm: Any, on_stop: Callable[[str], None] | None = None
@@ -155,19 +156,6 @@ class TRTLLMReplica(Replica):
     @property
     def state(self) -> ReplicaState:
         return self._state
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
-    def count_tokens(self, prompt: str | list[int]) -> int:
-        if isinstance(prompt, list):
-            return len(prompt)
-        return len(self._tokenizer.encode(prompt, add_special_tokens=False))
-
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        """Apply the model's chat template, ending with the assistant generation prompt."""
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams
                        ) -> AsyncIterator[TokenChunk]:

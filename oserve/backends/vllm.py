@@ -24,6 +24,7 @@ from typing import Any
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
 from oserve.backends.engine_watchdog import children, engine_watchdog, new_children
+from oserve.backends.hf_tokenizer import HFTokenizerMixin
 from oserve.backends.vllm_errors import is_client_error, refusal, refusal_types, vllm_sampling_params
 from oserve.backends.vllm_metrics import StatsRecorder, prometheus_logger_factory
 from oserve.errors import EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
@@ -104,7 +105,7 @@ def _shutdown_late_engine(fut: asyncio.Future[Any]) -> None:
         _disarm_del(engine)
 
 
-class VLLMReplica(Replica):
+class VLLMReplica(HFTokenizerMixin, Replica):
     """One running vLLM engine. Created by :meth:`VLLMBackend.start_replica`."""
 
     def __init__(self, replica_id: str, spec: ReplicaSpec, engine: Any, recorder: StatsRecorder,
@@ -140,19 +141,6 @@ class VLLMReplica(Replica):
             none when the engine was built without the per-replica registry.
         """
         return () if self.metrics_registry is None else self.metrics_registry.collect()
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
-    def count_tokens(self, prompt: str | list[int]) -> int:
-        if isinstance(prompt, list):
-            return len(prompt)
-        return len(self._tokenizer.encode(prompt, add_special_tokens=False))
-
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        """Apply the model's chat template, ending with the assistant generation prompt."""
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def validate(self, params: SamplingParams) -> None:
         """Run vLLM's own checks on ``params``: its ``SamplingParams`` constructor (value ranges)
