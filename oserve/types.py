@@ -73,6 +73,8 @@ class Demand(BaseModel):
 
 
 class ReplicaPlacement(BaseModel):
+    """One replica of a variant on devices of a node (active in ``Plan.replicas``, parked in ``Plan.parked``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     variant: str
     node: str
@@ -83,7 +85,10 @@ class Plan(BaseModel):
     """A deployment: replicas placed on devices plus per-class routing weights.
 
     Attributes:
-        replicas: replicas to run.
+        replicas: replicas to run and route to (active replicas).
+        parked: replicas kept started and warm but given no traffic (parked; see
+            :mod:`oserve.policies.parking`); activating one is a wake plus a routing shift, not a
+            cold start. Routing never names a variant only through a parked replica.
         routing: ``routing[class][variant]`` = share of that class's traffic sent to the variant's
             replicas; for each class with any capacity the shares sum to 1.
         predicted_goodput_rps: demand served within SLO as the planner predicts, req/s.
@@ -98,6 +103,10 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     replicas: list[ReplicaPlacement] = Field(default_factory=list)
+    parked: list[ReplicaPlacement] = Field(
+        default_factory=list,
+        description="replicas kept started and warm but given no traffic (parked); on CPU they hold memory "
+                    "and no core, on GPU (vLLM sleep level 1) host memory only")
     routing: dict[str, dict[str, float]] = Field(default_factory=dict)
     predicted_goodput_rps: float = 0.0
     slo_attainment: float = 1.0
@@ -113,6 +122,13 @@ class Plan(BaseModel):
     optimal: bool | None = Field(
         None, description="True when the planner proved the plan optimal for the shared objective (MILP solved "
                           "to its gap); None when the planner makes no such claim")
+
+    def parked_counts(self) -> dict[tuple[str, str], int]:
+        """Number of parked replicas per ``(variant, node)``."""
+        out: dict[tuple[str, str], int] = {}
+        for r in self.parked:
+            out[(r.variant, r.node)] = out.get((r.variant, r.node), 0) + 1
+        return out
 
     def replica_counts(self) -> dict[str, int]:
         """Number of replicas per variant."""

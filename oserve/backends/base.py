@@ -9,6 +9,7 @@ from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oserve.errors import ReplicaError
 from oserve.types import ClusterSpec
 
 __all__ = [
@@ -23,7 +24,8 @@ __all__ = [
     "ClusterSource",
 ]
 
-ReplicaState = Literal["starting", "ready", "draining", "stopped", "failed"]
+ReplicaState = Literal["starting", "ready", "draining", "stopped", "failed", "parked"]
+"""``parked``: started and warm but taking no request until :meth:`Replica.wake` (see :meth:`Replica.park`)."""
 
 
 class ReplicaSpec(BaseModel):
@@ -187,6 +189,29 @@ class Replica(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop the engine and release its memory. Idempotent."""
+
+    async def park(self) -> None:
+        """Keep a drained replica started and warm but taking no request (state ``parked``).
+
+        Called after :meth:`drain` (or right after the start, for a replica planned parked). On CPU
+        the engine just idles: it holds its memory and, without requests, almost no CPU. A GPU
+        backend may put the engine to sleep (vLLM sleep level 1: weights offloaded to host memory,
+        KV cache freed). The default refuses: a backend that cannot park says so.
+
+        Raises:
+            ReplicaError: this backend cannot park replicas (the switcher then stops the replica).
+        """
+        raise ReplicaError(f"the backend of replica {self.replica_id} cannot park replicas",
+                           replica_id=self.replica_id, code="park_unsupported")
+
+    async def wake(self) -> None:
+        """Make a parked replica take requests again (state ``ready``); the inverse of :meth:`park`.
+
+        Raises:
+            ReplicaError: the replica is not parked, or the engine failed to wake.
+        """
+        raise ReplicaError(f"the backend of replica {self.replica_id} cannot wake replicas",
+                           replica_id=self.replica_id, code="park_unsupported")
 
     @abstractmethod
     def count_tokens(self, prompt: str | list[int]) -> int:

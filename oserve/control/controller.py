@@ -117,13 +117,16 @@ def _routing_key(plan: Plan | None, ndigits: int = 6) -> dict[str, dict[str, flo
 
 
 def plans_equal(a: Plan | None, b: Plan | None) -> bool:
-    """True when two plans deploy the same replica counts per variant per node and route alike.
+    """True when two plans deploy the same replica counts per variant per node (active and parked)
+    and route alike.
 
     Device ids, predicted goodput and the reason text are ignored: moving a replica to other
     cores of the same node is not a change worth a switch. Routing weights are compared to 6
     decimals; zero weights are ignored.
     """
-    return placement_counts(a) == placement_counts(b) and _routing_key(a) == _routing_key(b)
+    parked_a = a.parked_counts() if a is not None else {}
+    parked_b = b.parked_counts() if b is not None else {}
+    return placement_counts(a) == placement_counts(b) and parked_a == parked_b and _routing_key(a) == _routing_key(b)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """What a switch did: the records the :class:`~oserve.control.switcher.Switcher` returns.
 
-:class:`StepRecord` is one step (start, warm, route, drain, stop, cancel, skip); :class:`SwitchResult`
+:class:`StepRecord` is one step (start, warm, route, drain, stop, cancel, skip, wake, park); :class:`SwitchResult`
 is one transition with its status (:func:`oserve.control.rules.switch_status`) and steps. Both are
 frozen values, the same live and in the simulator.
 """
@@ -15,7 +15,7 @@ from oserve.types import Plan, ReplicaPlacement
 
 __all__ = ["StepKind", "StepRecord", "SwitchResult"]
 
-StepKind = Literal["start", "warm", "route", "drain", "stop", "cancel", "skip"]
+StepKind = Literal["start", "warm", "route", "drain", "stop", "cancel", "skip", "wake", "park"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class StepRecord:
     """What one step did.
 
     Attributes:
-        kind: ``start``, ``warm``, ``route``, ``drain``, ``stop``, ``cancel`` or ``skip``.
+        kind: ``start``, ``warm``, ``route``, ``drain``, ``stop``, ``cancel``, ``skip``, ``wake`` (a
+            parked replica activated) or ``park`` (a replica parked).
         replica_id: the replica concerned (empty for ``route``).
         variant / node: its placement.
         ok: False when the step failed.

@@ -4,6 +4,11 @@ Memory is the hard limit. On GPU nodes each device's memory is checked (a replic
 ``memory_per_device_bytes`` on each of its devices). On CPU nodes memory is one pool per node
 (``devices * device_memory_bytes``) and cores may be shared by an old and a new replica for the short
 overlap of a switch.
+
+Parked replicas (started, warm, no traffic; :attr:`oserve.types.Plan.parked`) hold memory but no
+compute: on a CPU node their memory stays in the pool and they hold no core (an active replica
+may use the same cores); on a GPU node they are asleep (vLLM sleep level 1: weights in host
+memory, KV cache freed) and hold no device memory (host memory is not accounted).
 """
 
 from __future__ import annotations
@@ -83,24 +88,39 @@ class ResourceModel:
             return {(p.node, None): v.memory_per_device_bytes * max(v.devices_per_replica, len(p.device_ids), 1)}
         return {(p.node, d): v.memory_per_device_bytes for d in p.device_ids}
 
+    def need_parked(self, p: ReplicaPlacement) -> dict[_MemKey, int]:
+        """Memory one parked replica holds, bytes, per key: its full need on a pooled (CPU) node,
+        nothing on a GPU node (asleep: weights in host memory)."""
+        return self.need(p) if self.pooled(p.node) else {}
+
     def capacity(self, key: _MemKey) -> int:
         """Memory available under a key, bytes."""
         node = self._nodes[key[0]]
         return node.device_memory_bytes * (node.devices if key[1] is None else 1)
 
-    def usage(self, placements: Iterable[ReplicaPlacement]) -> Counter[_MemKey]:
-        """Memory used by ``placements``, bytes, per key."""
+    def usage(self, placements: Iterable[ReplicaPlacement], parked: Iterable[ReplicaPlacement] = ()) -> Counter[_MemKey]:
+        """Memory used by active ``placements`` and ``parked`` replicas, bytes, per key."""
         out: Counter[_MemKey] = Counter()
         for p in placements:
             out.update(self.need(p))
+        for p in parked:
+            out.update(self.need_parked(p))
         return out
 
-    def fits(self, placements: Iterable[ReplicaPlacement], new: ReplicaPlacement) -> bool:
-        """True when ``new`` fits in memory beside ``placements``."""
+    def fits(self, placements: Iterable[ReplicaPlacement], new: ReplicaPlacement,
+             parked: Iterable[ReplicaPlacement] = (), *, new_parked: bool = False) -> bool:
+        """True when ``new`` fits in memory beside active ``placements`` and ``parked`` replicas.
+
+        ``new_parked``: ``new`` is to be parked (it holds no core and, on GPU, no device memory).
+        Parked replicas never hold cores.
+        """
         placements = list(placements)
-        used = self.usage(placements)
-        if not all(used[k] + b <= self.capacity(k) for k, b in self.need(new).items()):
+        used = self.usage(placements, parked)
+        need = self.need_parked(new) if new_parked else self.need(new)
+        if not all(used[k] + b <= self.capacity(k) for k, b in need.items()):
             return False
+        if new_parked:
+            return True
         if self.pooled(new.node) and not self.share_cpu_cores:
             busy = {d for p in placements if p.node == new.node for d in p.device_ids}
             return not busy & set(new.device_ids)

@@ -65,17 +65,24 @@ class LiveReplica:
 
 @dataclass(frozen=True)
 class Phase:
-    """One phase of a transition: start replicas, shift routing, then drain and stop replicas.
+    """One phase of a transition: start and wake replicas, shift routing, then drain and stop (or park)
+    replicas.
 
     Attributes:
         starts: placements to start concurrently (devices chosen).
         drains: replica ids to drain and stop concurrently after the starts are ready.
         forced: True when a drain leaves some class without capacity (no other order existed).
+        wakes: parked replica ids to wake (activation: wake, then routing shift), with the starts.
+        parks: replica ids to drain and park (deactivation: routing removal, drain, park), with the drains.
+        park_starts: placements to start, warm up and park at once (planned parked), with the starts.
     """
 
     starts: tuple[ReplicaPlacement, ...] = ()
     drains: tuple[str, ...] = ()
     forced: bool = False
+    wakes: tuple[str, ...] = ()
+    parks: tuple[str, ...] = ()
+    park_starts: tuple[ReplicaPlacement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,14 +90,17 @@ class SwitchSteps:
     """The ordered work of one transition (output of :func:`plan_steps`).
 
     Attributes:
-        keep: replica ids that stay.
-        cleanup: replica ids in a failed or stopped state to stop first (they serve nothing).
-        starts: every placement to start, with the devices chosen.
+        keep: replica ids that stay (active or parked).
+        cleanup: replica ids in a failed or stopped state, and parked replicas the target does not
+            keep, to stop first (they serve nothing).
+        starts: every placement to start, with the devices chosen (those to park included).
         stops: every running replica id to drain and stop.
         phases: the order of the work.
         unplaceable: target placements that cannot fit even after every planned stop.
-        make_before_break: True when all starts come before any drain.
+        make_before_break: True when all starts and wakes come before any drain.
         capacity_gap_classes: classes left without capacity between two phases (unavoidable).
+        wakes: parked replica ids to wake (activated without a cold start).
+        parks: active replica ids to drain and park.
     """
 
     keep: tuple[str, ...]
@@ -101,11 +111,13 @@ class SwitchSteps:
     unplaceable: tuple[ReplicaPlacement, ...] = ()
     make_before_break: bool = True
     capacity_gap_classes: tuple[str, ...] = ()
+    wakes: tuple[str, ...] = ()
+    parks: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        """True when nothing has to start or stop."""
-        return not (self.starts or self.stops or self.cleanup)
+        """True when nothing has to start, stop, wake or park."""
+        return not (self.starts or self.stops or self.cleanup or self.wakes or self.parks)
 
 
 def covered_classes(variants: Iterable[str], table: ProfileTable) -> set[str]:
@@ -164,9 +176,12 @@ def _choose_devices(hint: ReplicaPlacement, final_taken: set[tuple[str, int]], l
 def plan_steps(live: Sequence[LiveReplica], target: Plan, resources: ResourceModel, table: ProfileTable) -> SwitchSteps:
     """Diff the real replicas against ``target`` and order the work.
 
-    Replicas are matched per ``(variant, node)``: up to the target count of the running ones are
-    kept (the ones whose devices the target names first, then by id), the others stop, and the
-    missing ones start on devices that are free in the final layout (the target's if possible).
+    Replicas are matched per ``(variant, node)``. For the target's active replicas, running ones
+    are kept first (the ones whose devices the target names first, then by id), then parked ones
+    are woken, and only the rest start cold. For the target's parked replicas, parked ones are
+    kept, then surplus running ones are parked (drained, then parked), then new ones start and
+    park at once. The other running replicas stop; the other parked ones stop first (cleanup).
+    Starts go on devices that are free in the final layout (the target's if possible).
 
     Args:
         live: the replicas that exist now (ready ones serve; failed/stopped ones are cleaned up).
@@ -180,38 +195,62 @@ def plan_steps(live: Sequence[LiveReplica], target: Plan, resources: ResourceMod
     Raises:
         ConfigError: the target places a replica on an unknown node/device or of an unknown variant.
     """
-    for p in target.replicas:
+    for p in [*target.replicas, *target.parked]:
         resources.check(p)
     serving = [r for r in live if r.state in ("ready", "starting")]
-    cleanup = tuple(r.replica_id for r in live if r.state not in ("ready", "starting", "draining"))
+    parked_now = [r for r in live if r.state == "parked"]
+    cleanup = [r.replica_id for r in live if r.state not in ("ready", "starting", "draining", "parked")]
     draining = [r for r in live if r.state == "draining"]
 
-    tgt_by_key: dict[tuple[str, str], list[ReplicaPlacement]] = {}
-    for p in target.replicas:
-        tgt_by_key.setdefault((p.variant, p.node), []).append(p)
-    cur_by_key: dict[tuple[str, str], list[LiveReplica]] = {}
-    for r in sorted(serving, key=lambda r: r.replica_id):
-        cur_by_key.setdefault((r.placement.variant, r.placement.node), []).append(r)
+    def by_key(items: Iterable[ReplicaPlacement]) -> dict[tuple[str, str], list[ReplicaPlacement]]:
+        out: dict[tuple[str, str], list[ReplicaPlacement]] = {}
+        for p in items:
+            out.setdefault((p.variant, p.node), []).append(p)
+        return out
+
+    def live_by_key(items: Iterable[LiveReplica]) -> dict[tuple[str, str], list[LiveReplica]]:
+        out: dict[tuple[str, str], list[LiveReplica]] = {}
+        for r in sorted(items, key=lambda r: r.replica_id):
+            out.setdefault((r.placement.variant, r.placement.node), []).append(r)
+        return out
+
+    tgt_by_key, tgtp_by_key = by_key(target.replicas), by_key(target.parked)
+    cur_by_key, curp_by_key = live_by_key(serving), live_by_key(parked_now)
 
     keep: list[LiveReplica] = []
     stops: list[LiveReplica] = []
+    wakes: list[LiveReplica] = []
+    parks: list[LiveReplica] = []
+    park_keep: list[LiveReplica] = []
     hints: list[ReplicaPlacement] = []
-    for key in sorted(set(tgt_by_key) | set(cur_by_key)):
-        wanted = list(tgt_by_key.get(key, []))
-        cur = cur_by_key.get(key, [])
-        target_devs = {p.device_ids for p in wanted}
-        cur = sorted(cur, key=lambda r: (r.placement.device_ids not in target_devs, r.replica_id))
-        n = len(wanted)
+    park_hints: list[ReplicaPlacement] = []
+    for key in sorted(set(tgt_by_key) | set(cur_by_key) | set(tgtp_by_key) | set(curp_by_key)):
+        wanted, wanted_p = list(tgt_by_key.get(key, [])), list(tgtp_by_key.get(key, []))
+        target_devs = [p.device_ids for p in wanted]
+        order = lambda r, devs=target_devs: (r.placement.device_ids not in devs, r.replica_id)  # noqa: E731
+        cur = sorted(cur_by_key.get(key, []), key=order)
+        curp = sorted(curp_by_key.get(key, []), key=order)
+        n, m = len(wanted), len(wanted_p)
         kept = cur[:n]
+        woken = curp[: n - len(kept)]
+        rest_p = curp[len(woken):]
+        kept_p = rest_p[:m]
+        to_park = cur[n:][: m - len(kept_p)]
         keep += kept
-        stops += cur[n:]
-        for r in kept:  # the target placements not matched by a kept replica's devices are start hints
+        wakes += woken
+        park_keep += kept_p
+        parks += to_park
+        stops += cur[n + len(to_park):]
+        cleanup += [r.replica_id for r in rest_p[m:]]
+        for r in kept + woken:  # the target placements not matched by an active replica's devices are start hints
             if r.placement.device_ids in [p.device_ids for p in wanted]:
                 wanted.remove(next(p for p in wanted if p.device_ids == r.placement.device_ids))
-        hints += wanted[: max(0, n - len(kept))]
+        hints += wanted[: max(0, n - len(kept) - len(woken))]
+        park_hints += wanted_p[: max(0, m - len(kept_p) - len(to_park))]
 
-    final_taken = {(r.placement.node, d) for r in keep for d in r.placement.device_ids}
-    live_mem = [r.placement for r in keep + stops + draining]
+    final_taken = {(r.placement.node, d) for r in keep + wakes for d in r.placement.device_ids}
+    live_mem = [r.placement for r in keep + stops + parks + draining]
+    pmem = [r.placement for r in park_keep + wakes]
     starts: list[ReplicaPlacement] = []
     for h in hints:
         p = _choose_devices(h, final_taken, live_mem + starts, resources)
@@ -222,37 +261,63 @@ def plan_steps(live: Sequence[LiveReplica], target: Plan, resources: ResourceMod
         (p.variant for p in target.replicas), table)
 
     phases: list[Phase] = []
-    pending = list(starts)
-    remaining = list(stops)
+    # pending work: (kind, placement, replica id); wakes first, then cold starts, then starts to park
+    pending: list[tuple[str, ReplicaPlacement, str]] = (
+        [("wake", r.placement, r.replica_id) for r in wakes] + [("start", p, "") for p in starts]
+        + [("park_start", p, "") for p in park_hints])
+    remaining = list(stops) + list(parks)
+    park_ids = {r.replica_id for r in parks}
     mem = list(live_mem)
-    ready = [r.placement.variant for r in keep + stops]
+    ready = [r.placement.variant for r in keep + stops + parks]
     gap: set[str] = set()
     unplaceable: tuple[ReplicaPlacement, ...] = ()
+
+    def fits(item: tuple[str, ReplicaPlacement, str], mem: list[ReplicaPlacement], pmem: list[ReplicaPlacement]) -> bool:
+        kind, p, _ = item
+        if kind == "wake":
+            others = list(pmem)
+            others.remove(p)
+            return resources.fits(mem, p, others)
+        return resources.fits(mem, p, pmem, new_parked=kind == "park_start")
+
+    def phase(done: list[tuple[str, ReplicaPlacement, str]], out: Sequence[LiveReplica], forced: bool = False) -> Phase:
+        return Phase(starts=tuple(p for k, p, _ in done if k == "start"), wakes=tuple(i for k, _, i in done if k == "wake"),
+                     park_starts=tuple(p for k, p, _ in done if k == "park_start"),
+                     drains=tuple(r.replica_id for r in out if r.replica_id not in park_ids),
+                     parks=tuple(r.replica_id for r in out if r.replica_id in park_ids), forced=forced)
+
     while True:
-        ph_starts = []
-        for s in list(pending):
-            if resources.fits(mem, s):
-                mem.append(s)
-                ph_starts.append(s)
-                pending.remove(s)
-        ready += [s.variant for s in ph_starts]
+        done = []
+        for item in list(pending):
+            if fits(item, mem, pmem):
+                kind, p, _ = item
+                if kind == "wake":
+                    pmem.remove(p)
+                    mem.append(p)
+                elif kind == "start":
+                    mem.append(p)
+                else:
+                    pmem.append(p)
+                done.append(item)
+                pending.remove(item)
+        ready += [p.variant for k, p, _ in done if k != "park_start"]
         if not pending:
-            phases.append(Phase(starts=tuple(ph_starts), drains=tuple(r.replica_id for r in remaining)))
+            phases.append(phase(done, remaining))
             break
-        nodes = {s.node for s in pending}
+        nodes = {p.node for _, p, _ in pending}
         cands = [r for r in remaining if r.placement.node in nodes]
         if not cands:
-            unplaceable = tuple(pending)
-            drains = tuple(r.replica_id for r in remaining)
-            phases.append(Phase(starts=tuple(ph_starts), drains=drains))
+            unplaceable = tuple(p for k, p, _ in pending if k != "wake")
+            phases.append(phase(done, remaining))
             break
 
-        def rank(r: LiveReplica, ready=ready, mem=mem, pending=pending) -> tuple[int, int, int, str]:
+        def rank(r: LiveReplica, ready=ready, mem=mem, pmem=pmem, pending=pending) -> tuple[int, int, int, str]:
             rest = list(ready)
             rest.remove(r.placement.variant)
             keeps = protected <= covered_classes(rest, table)
-            others = [m for m in mem if m is not r.placement]
-            enables = any(resources.fits(others, s) for s in pending)
+            others = [x for x in mem if x is not r.placement]
+            after = pmem + [r.placement] if r.replica_id in park_ids else pmem
+            enables = any(fits(it, others, after) for it in pending)
             freed = sum(resources.need(r.placement).values())
             return (0 if keeps else 1, 0 if enables else 1, -freed, r.replica_id)
 
@@ -261,21 +326,25 @@ def plan_steps(live: Sequence[LiveReplica], target: Plan, resources: ResourceMod
         rest.remove(best.placement.variant)
         lost = protected - covered_classes(rest, table)
         gap |= lost
-        phases.append(Phase(starts=tuple(ph_starts), drains=(best.replica_id,), forced=bool(lost)))
+        phases.append(phase(done, [best], forced=bool(lost)))
         remaining.remove(best)
         mem.remove(best.placement)
+        if best.replica_id in park_ids:
+            pmem.append(best.placement)
         ready = rest
-    phases = [ph for ph in phases if ph.starts or ph.drains] or [Phase()]
-    mbb = not unplaceable and all(not ph.starts for ph in phases[1:])
+    phases = [ph for ph in phases if ph.starts or ph.drains or ph.wakes or ph.parks or ph.park_starts] or [Phase()]
+    mbb = not unplaceable and all(not (ph.starts or ph.wakes) for ph in phases[1:])
     return SwitchSteps(
-        keep=tuple(r.replica_id for r in keep),
-        cleanup=cleanup,
-        starts=tuple(starts),
+        keep=tuple(r.replica_id for r in keep + park_keep),
+        cleanup=tuple(cleanup),
+        starts=tuple(starts) + tuple(park_hints),
         stops=tuple(r.replica_id for r in stops),
         phases=tuple(phases),
         unplaceable=unplaceable,
         make_before_break=mbb,
         capacity_gap_classes=tuple(sorted(gap)),
+        wakes=tuple(r.replica_id for r in wakes),
+        parks=tuple(r.replica_id for r in parks),
     )
 
 
@@ -398,14 +467,15 @@ def switch_status(*, interrupted: bool, steps: int, failed: int, routed: bool, a
         target: the plan asked for.
 
     Returns:
-        ``superseded``, ``unchanged`` (nothing done), ``applied`` (the real replicas match the
-        target and no step failed), ``failed`` (every step failed) or ``partial``.
+        ``superseded``, ``unchanged`` (nothing done), ``applied`` (the real active and parked
+        replicas match the target and no step failed), ``failed`` (every step failed) or ``partial``.
     """
     if interrupted:
         return "superseded"
     if not steps and not routed:
         return "unchanged"
-    if placement_counts(actual) == placement_counts(target) and not failed:
+    if (placement_counts(actual) == placement_counts(target) and actual.parked_counts() == target.parked_counts()
+            and not failed):
         return "applied"
     if failed == steps:
         return "failed"
@@ -426,7 +496,8 @@ def planning_base(in_progress: Plan | None, last_target: Plan | None, actual: Pl
     """
     if in_progress is not None:
         return in_progress
-    if last_target is not None and placement_counts(actual) == placement_counts(last_target):
+    if (last_target is not None and placement_counts(actual) == placement_counts(last_target)
+            and actual.parked_counts() == last_target.parked_counts()):
         return last_target
     return actual
 

@@ -21,6 +21,8 @@ replica of a later phase starts. A drain that would leave a class without capaci
 Rollback: when a phase's starts fail after earlier phases drained replicas to make room, the drained
 replicas that some class now lacks start again on the freed devices
 (:func:`~oserve.control.rules.rollback_starts`) and the rest of the transition is skipped.
+Parked replicas: activation is a wake plus a routing shift, deactivation a drain plus a park
+(:mod:`oserve.control.switch_parking`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from oserve.control.rules import (
     unneeded_starts,
 )
 from oserve.control.specs import SpecFactory
+from oserve.control.switch_parking import ParkingSteps
 from oserve.errors import ConfigError, EngineStartError
 from oserve.types import Plan, ReplicaPlacement
 
@@ -75,7 +78,8 @@ class ManagedReplica:
     Attributes:
         replica_id: unique id.
         placement: where it runs (devices chosen).
-        state: ``starting`` (engine starting or warming up), ``ready``, ``draining``, ``failed``.
+        state: ``starting`` (engine starting, warming up or waking), ``ready``, ``draining``, ``parked``
+            (warm, no traffic), ``failed``.
         replica: the backend's handle once started.
         started_s: clock time the start began, seconds.
         reaper: while the engine start is abandoned (cancelled or timed out), the task that waits
@@ -96,7 +100,7 @@ class _Request:
     futures: list[asyncio.Future[SwitchResult]] = field(default_factory=list)
 
 
-class Switcher:
+class Switcher(ParkingSteps):
     """Executes transitions between plans on a backend, one at a time.
 
     Args:
@@ -189,9 +193,10 @@ class Switcher:
         return {c: dict(w) for c, w in self._routing.items()}
 
     def actual_plan(self) -> Plan:
-        """The real deployment: ready replicas and the routing in force."""
-        reps = [m.placement for m in sorted(self._replicas.values(), key=lambda m: m.replica_id) if m.state == "ready"]
-        return Plan(replicas=reps, routing=self.routing, reason="actual")
+        """The real deployment: ready replicas, parked replicas and the routing in force."""
+        ms = sorted(self._replicas.values(), key=lambda m: m.replica_id)
+        return Plan(replicas=[m.placement for m in ms if m.state == "ready"],
+                    parked=[m.placement for m in ms if m.state == "parked"], routing=self.routing, reason="actual")
 
     def live(self) -> list[LiveReplica]:
         """The replicas as :func:`plan_steps` sees them."""
@@ -327,7 +332,7 @@ class Switcher:
                 interrupted = True
                 break
             failed_before = self._failed_starts()
-            await self._run_starts(phase.starts)
+            await asyncio.gather(self._run_starts(phase.starts, phase.park_starts), self._run_wakes(phase.wakes))
             if drained and self._failed_starts() > failed_before and await self._roll_back(drained):
                 routed |= self._refresh_routing(record=True)
                 break
@@ -335,16 +340,17 @@ class Switcher:
             if self._pending is not None:
                 interrupted = True
                 break
-            drains = []
-            for rid in phase.drains:
+            drains, parks = [], []
+            for rid in (*phase.drains, *phase.parks):
                 reason = self._drain_blocker(rid, target, phase.forced)
                 m = self._replicas.get(rid)
                 if reason and m is not None:
                     self._record("skip", m, False, f"drain skipped: {reason}", self.clock.now())
                 else:
-                    drains.append(rid)
+                    (parks if rid in phase.parks else drains).append(rid)
             drained += [self._replicas[rid].placement for rid in drains if rid in self._replicas]
-            await asyncio.gather(*(self._drain_stop(rid, self.drain_timeout_s) for rid in drains))
+            await asyncio.gather(*(self._drain_stop(rid, self.drain_timeout_s) for rid in drains),
+                                 *(self._drain_park(rid, self.drain_timeout_s) for rid in parks))
         routed |= self._refresh_routing(record=True)
         t1 = self.clock.now()
         actual = self.actual_plan()
@@ -356,8 +362,8 @@ class Switcher:
                             steps.capacity_gap_classes, steps.unplaceable, self._aborted)
 
     def _failed_starts(self) -> int:
-        """Start and warm-up steps of this transition that failed."""
-        return sum(not s.ok and s.kind in ("start", "warm") for s in self._steps)
+        """Start, warm-up and wake steps of this transition that failed."""
+        return sum(not s.ok and s.kind in ("start", "warm", "wake") for s in self._steps)
 
     async def _roll_back(self, drained: Sequence[ReplicaPlacement]) -> bool:
         """Start again the drained replicas some class now lacks (see :func:`rollback_starts`).
@@ -390,13 +396,19 @@ class Switcher:
         return drain_blocker(m.placement.variant, m.state == "ready", ready, target, self.table, forced=forced)
 
     # ----------------------------------------------------------------- starts
-    async def _run_starts(self, placements: Sequence[ReplicaPlacement]) -> None:
+    async def _run_starts(self, placements: Sequence[ReplicaPlacement],
+                          park_after: Sequence[ReplicaPlacement] = ()) -> None:
+        """Start ``placements`` (to serve) and ``park_after`` (to park once warm) concurrently."""
         tasks: dict[asyncio.Task[None], ManagedReplica] = {}
-        for p in placements:
+        to_park: set[asyncio.Task[None]] = set()
+        for p, park in [*((p, False) for p in placements), *((p, True) for p in park_after)]:
             rid = f"{p.variant}.{p.node}.{next(self._seq)}"
             m = ManagedReplica(rid, p, "starting", None, self.clock.now())
             self._replicas[rid] = m
-            tasks[asyncio.get_running_loop().create_task(self._start_one(m), name=f"start-{rid}")] = m
+            t = asyncio.get_running_loop().create_task(self._start_one(m, park=park), name=f"start-{rid}")
+            tasks[t] = m
+            if park:
+                to_park.add(t)
         pending = set(tasks)
         try:
             while pending:
@@ -409,7 +421,8 @@ class Switcher:
                 if self._interrupt.is_set():
                     # a newer target is queued: cancel the starts it does not need, let the others finish
                     self._interrupt.clear()
-                    for t in self._unneeded_starts({t: tasks[t] for t in pending if not t.cancelling()}):
+                    for t in self._unneeded_starts({t: tasks[t] for t in pending
+                                                    if not t.cancelling() and t not in to_park}):
                         t.cancel()
         except asyncio.CancelledError:
             for t in tasks:
@@ -425,8 +438,9 @@ class Switcher:
         return [by_id[rid] for rid in unneeded_starts(((m.replica_id, m.placement) for m in starting.values()),
                                                       ready, nxt)]
 
-    async def _start_one(self, m: ManagedReplica) -> None:
-        """Start, warm up and add one replica; never raises (failures and cancels are recorded).
+    async def _start_one(self, m: ManagedReplica, *, park: bool = False) -> None:
+        """Start, warm up and add one replica (or, with ``park``, park it); never raises (failures and
+        cancels are recorded).
 
         The backend's ``start_replica`` runs in its own task and is never interrupted: an engine
         half-way through loading (e.g. in a worker thread) cannot be cancelled safely. A cancelled
@@ -455,6 +469,9 @@ class Switcher:
             t1 = self.clock.now()
             await self._warm(replica)
             self._record("warm", m, True, f"{self.warmup_requests} requests", t1)
+            if park:
+                await self._park_new(m, replica)
+                return
             m.state = "ready"
             self.router.add(replica)
             self._router_call("set_state", m.replica_id, "ready")

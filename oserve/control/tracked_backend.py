@@ -96,6 +96,12 @@ class TrackedReplica(Replica):
     async def stop(self) -> None:
         await self.inner.stop()
 
+    async def park(self) -> None:
+        await self.inner.park()
+
+    async def wake(self) -> None:
+        await self.inner.wake()
+
     def count_tokens(self, prompt: str | list[int]) -> int:
         return self.inner.count_tokens(prompt)
 

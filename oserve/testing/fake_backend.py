@@ -57,6 +57,7 @@ class FakeReplicaOptions:
             (``finish_reason="stop"``) unless the request sets ``ignore_eos``; None: never.
         die_after_tokens: the replica dies (state ``"failed"``) once it has emitted this many
             output tokens over all requests; None: never.
+        wake_delay_s: seconds :meth:`FakeReplica.wake` takes (a parked replica's wake-up).
         vocab_size: token ids the fake model knows (its output ids are ``k % 1000``);
             :meth:`FakeReplica.validate` refuses a ``logit_bias`` id outside ``[0, vocab_size)``,
             as vLLM does for its model's vocabulary.
@@ -69,6 +70,7 @@ class FakeReplicaOptions:
     eos_after_tokens: int | None = None
     die_after_tokens: int | None = None
     vocab_size: int = 1000
+    wake_delay_s: float = 0.0
 
 
 @dataclass
@@ -107,6 +109,8 @@ class FakeReplica(Replica):
         self.tokens_emitted = 0
         self.requests_started = 0
         self.aborted_ids: list[str] = []
+        self.parks = 0
+        self.wakes = 0
 
     # -- Replica contract -------------------------------------------------------------------
     @property
@@ -218,7 +222,7 @@ class FakeReplica(Replica):
         )
 
     async def health(self) -> bool:
-        return self._state in ("ready", "draining")
+        return self._state in ("ready", "draining", "parked")
 
     async def drain(self, timeout_s: float) -> int:
         if self._state == "ready":
@@ -239,6 +243,32 @@ class FakeReplica(Replica):
         self._fail_all(lambda: RequestAbortedError(
             f"request aborted: replica {self.replica_id} stopped", replica_id=self.replica_id, code="replica_stopped"))
         self._state = "stopped"
+
+    async def park(self) -> None:
+        """Park a drained (or idle ready) replica: it keeps running but takes no request.
+
+        Raises:
+            ReplicaError: the replica is stopped or failed (code ``replica_not_ready``).
+        """
+        if self._state not in ("ready", "draining", "parked"):
+            raise ReplicaError(f"replica {self.replica_id} is {self._state}, cannot park",
+                               replica_id=self.replica_id, code="replica_not_ready")
+        self._state = "parked"
+        self.parks += 1
+
+    async def wake(self) -> None:
+        """Wake a parked replica after ``options.wake_delay_s``.
+
+        Raises:
+            ReplicaError: the replica is not parked (code ``replica_not_ready``).
+        """
+        if self._state != "parked":
+            raise ReplicaError(f"replica {self.replica_id} is {self._state}, not parked",
+                               replica_id=self.replica_id, code="replica_not_ready")
+        await asyncio.sleep(self.options.wake_delay_s)
+        if self._state == "parked":
+            self._state = "ready"
+            self.wakes += 1
 
     # -- failure injection ------------------------------------------------------------------
     def kill(self) -> int:
