@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,7 +41,7 @@ from oserve.yaml_config import load_yaml_model
 
 __all__ = [
     "ComponentConfig", "NodeGroupConfig", "ClusterConfig", "PlanConfig", "ModelConfig", "ServerConfig",
-    "VariantConfig", "ClassesConfig", "OrchestratorConfig", "ServeConfig", "load_config", "load_plan_config",
+    "VariantConfig", "ClassesConfig", "ParkingConfig", "OrchestratorConfig", "ServeConfig", "load_config", "load_plan_config",
     "read_yaml", "validate",
 ]
 
@@ -212,6 +212,19 @@ class ClassesConfig(_Strict):
             raise ConfigError(f"classes: {exc}", field=f"classes.{exc.field}", allowed=exc.allowed) from exc
 
 
+class ParkingConfig(_Strict):
+    """Parked (warm) replicas: started and warm but given no traffic; the planner activates one by a
+    wake plus a routing shift instead of a cold start (see docs/orchestrator.md, "Parked replicas")."""
+
+    keep_warm: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="variant -> replicas kept started over the cluster (active + parked); "
+                                          "the ones the plan does not route to are parked")
+    wake_time_s: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="variant -> decision-to-serving time of a parked replica, s (the "
+                                          "planner's switch cost of activating it); default: the profile "
+                                          "table's wake_time_s, else 1 s")
+
+
 class OrchestratorConfig(_Strict):
     """The control loop of ``oserve serve``: forecast, plan, switch every ``control_interval_s``."""
 
@@ -231,6 +244,7 @@ class OrchestratorConfig(_Strict):
     cluster_refresh_s: float = Field(
         5.0, gt=0, description="how often a backend that discovers its nodes (e.g. ray) is asked for them; a node "
                                "that joined or left makes the orchestrator re-plan at once, s")
+    parking: ParkingConfig | None = Field(None, description="parked (warm) replicas; None: none are kept")
 
 
 class ServeConfig(_Strict):
@@ -266,6 +280,10 @@ class ServeConfig(_Strict):
             if bad or not rep.device_ids:
                 raise ValueError(f"deployment[{i}].device_ids {list(rep.device_ids)} must be ids in "
                                  f"[0, {node.devices})")
+        parking = self.orchestrator.parking if self.orchestrator is not None else None
+        for name in ((parking.keep_warm.keys() | parking.wake_time_s.keys()) if parking else ()):
+            if name not in self.variants:
+                raise ValueError(f"orchestrator.parking names variant {name!r}, not one of {sorted(self.variants)}")
         return self
 
     @property

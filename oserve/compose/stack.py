@@ -208,14 +208,20 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                         f"deployment[{i}] gives variant {rep.variant!r} {len(rep.device_ids)} device(s) but its "
                         f"profile says it uses {need}", field=f"deployment.{i}.device_ids",
                         allowed=f"exactly {need} device id(s)")
+            planner, initial = build_planner(oc.planner), config.initial_plan()
+            if oc.parking is not None:  # parked (warm) replicas: kept started beside the active ones
+                from oserve.policies.parking import ParkingPlanner, park_plan
+
+                planner = ParkingPlanner(planner, oc.parking.keep_warm, oc.parking.wake_time_s)
+                initial = park_plan(initial, oc.parking.keep_warm, config.cluster_spec, table)
             stack.orchestrator = Orchestrator.build(
                 backend,
-                build_forecaster(oc.forecaster), build_planner(oc.planner), config.cluster_spec, table,
+                build_forecaster(oc.forecaster), planner, config.cluster_spec, table,
                 router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
                 options=OrchestratorOptions(control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
                                             drain_timeout_s=oc.drain_timeout_s, min_history=oc.min_history,
                                             history_bin_s=oc.history_bin_s),
-                initial_plan=config.initial_plan(), scheme=scheme, registry=registry,
+                initial_plan=initial, scheme=scheme, registry=registry,
             )
             await stack.orchestrator.start()
             if isinstance(backend, ClusterSource):

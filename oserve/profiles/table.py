@@ -75,6 +75,10 @@ class VariantProfile(BaseModel):
     max_model_len: int = Field(..., ge=1)
     start_time_s: float = Field(..., ge=0, le=MAX_SECONDS, allow_inf_nan=False,
                                 description="engine start + weight load + warm-up, s")
+    wake_time_s: float | None = Field(
+        None, ge=0, le=MAX_SECONDS, allow_inf_nan=False,
+        description="decision-to-serving time of a parked replica of this variant (wake + routing shift), s; "
+                    "None: oserve.policies.parking.DEFAULT_WAKE_S (measured by bench/park_switch.py)")
     iteration: IterationTimeModel
     classes: dict[str, ClassProfile]
     quality: VariantQuality | None = Field(

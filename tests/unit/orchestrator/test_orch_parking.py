@@ -128,3 +128,51 @@ async def test_parked_replica_dropped_from_the_plan_is_stopped():
     done = await sw.apply(plan([rp("big", 0)]))
     assert done.status == "applied" and [m.placement.variant for m in sw.replicas.values()] == ["big"]
     assert sorted(r.state for r in backend.replicas.values()) == ["ready", "stopped"]
+
+
+# ----------------------------------------------------------------- the parking policy
+def test_park_plan_puts_the_other_variant_beside_each_active_replica():
+    from oserve.policies.parking import park_plan
+    table = make_table()
+    cluster = make_cluster(devices=2, memory_bytes=8 * GIB)
+    out = park_plan(plan([rp("big", 0), rp("big", 1)]), {"big": 2, "fast": 2}, cluster, table)
+    assert sorted(out.parked, key=lambda p: p.device_ids) == [rp("fast", 0), rp("fast", 1)]
+    # after the planner moved traffic to 'fast', 'big' parks where it ran
+    swapped = park_plan(plan([rp("fast", 1), rp("fast", 0)]), {"big": 2, "fast": 2}, cluster, table, previous=out)
+    assert sorted(swapped.parked, key=lambda p: p.device_ids) == [rp("big", 0), rp("big", 1)]
+
+
+def test_park_plan_parks_fewer_when_memory_is_short_and_checks_names():
+    from oserve.errors import ConfigError
+    from oserve.policies.parking import park_plan
+    table = make_table()  # 4 GiB per replica
+    cluster = make_cluster(devices=2, memory_bytes=5 * GIB)  # a 10 GiB pool: the two active replicas, no more
+    out = park_plan(plan([rp("big", 0), rp("big", 1)]), {"fast": 2}, cluster, table)
+    assert out.parked == [] and "not parked: fast (2 short: memory)" in out.reason
+    with pytest.raises(ConfigError, match="keep_warm") as e:
+        park_plan(plan([rp("big", 0)]), {"nope": 1}, cluster, table)
+    assert e.value.field == "orchestrator.parking.keep_warm.nope"
+
+
+def test_parking_planner_charges_the_wake_time_of_a_parked_variant():
+    from oserve.policies.parking import DEFAULT_WAKE_S, ParkingPlanner, wake_table
+
+    table = make_table()  # start_time_s 5 s
+    cur = plan([rp("big", 0)], [rp("fast", 0)])
+    wt = wake_table(table, cur, {})
+    assert wt.variants["fast"].start_time_s == DEFAULT_WAKE_S and wt.variants["big"].start_time_s == 5.0
+    assert wake_table(table, cur, {"fast": 0.2}).variants["fast"].start_time_s == 0.2
+
+    seen = {}
+
+    class Inner:
+        name = "inner"
+
+        def plan(self, cluster, table, demand, current):
+            seen["start"] = table.variants["fast"].start_time_s
+            return plan([rp("fast", 0)])
+
+    from oserve.types import Demand
+    out = ParkingPlanner(Inner(), {"big": 1, "fast": 1}, {"fast": 0.3}).plan(
+        make_cluster(devices=2, memory_bytes=8 * GIB), table, Demand(rates_rps={}), cur)
+    assert seen["start"] == 0.3 and out.parked == [rp("big", 0)] and out.replicas == [rp("fast", 0)]
