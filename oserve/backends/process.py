@@ -371,6 +371,21 @@ class ProcessReplica(HFTokenizerMixin, Replica):
                 await asyncio.wait_for(self._idle.wait(), timeout=5.0)
             return len(left)
 
+    async def park(self) -> None:
+        """Keep the server running but take no request (state ``parked``): on CPU the idle engine
+        holds its memory and does no steps. Raises ReplicaError when stopped, failed or busy."""
+        if self._state not in ("ready", "draining", "parked") or self._flights:
+            raise ReplicaError(f"replica {self.replica_id} is {self._state} with {len(self._flights)} requests in "
+                               "flight, cannot park", replica_id=self.replica_id, code="replica_not_ready")
+        self._state = "parked"
+
+    async def wake(self) -> None:
+        """Take requests again after :meth:`park`. Raises ReplicaError when not parked."""
+        if self._state != "parked":
+            raise ReplicaError(f"replica {self.replica_id} is {self._state}, not parked", replica_id=self.replica_id,
+                               code="replica_not_ready")
+        self._state = "ready"
+
     async def stop(self) -> None:
         if self._state == "stopped":
             return

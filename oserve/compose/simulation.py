@@ -82,7 +82,12 @@ def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, 
     """A fresh :class:`oserve.control.controller.Controller` with the config's forecaster and planner."""
     from oserve.control.controller import Controller
 
-    return Controller(build_forecaster(cfg.forecaster), build_planner(cfg.planner), cluster, table, scheme,
+    planner = build_planner(cfg.planner)
+    if cfg.control.parking is not None:  # parked (warm) replicas, as the live stack keeps them
+        from oserve.policies.parking import ParkingPlanner
+
+        planner = ParkingPlanner(planner, cfg.control.parking.keep_warm, cfg.control.parking.wake_time_s)
+    return Controller(build_forecaster(cfg.forecaster), planner, cluster, table, scheme,
                       horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history)
 
 
@@ -169,6 +174,10 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
         if plan is None:
             demand = initial_demand(trace, scheme, cfg.initial_window_s)
             plan = ctrl.planner.plan(cluster, planning_table, demand, None)
+        elif cfg.control.parking is not None:
+            from oserve.policies.parking import park_plan
+
+            plan = park_plan(plan, cfg.control.parking.keep_warm, cluster, planning_table)
         res = Simulation(trace, table, cluster, plan, controller=ctrl, routing="plan", scheme=scheme,
                          options=sim_options(cfg, progress=progress), policy="oserve").run()
         return PolicyRun("oserve", None, res, summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s))

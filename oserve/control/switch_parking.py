@@ -85,7 +85,7 @@ class ParkingSteps:
         m.state = "ready"
         self.router.add(m.replica)
         self._router_call("set_state", rid, "ready")
-        self._record("wake", m, True, f"woken in {self.clock.now() - t0:.3f} s", t0)
+        self._record("wake", m, True, "", t0)
 
     async def _drain_park(self, rid: str, timeout_s: float) -> None:
         """Deactivate one active replica: routing removal, drain in-flight requests, then park.

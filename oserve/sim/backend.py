@@ -9,6 +9,8 @@ as live) against :class:`SimBackend`; engine starts, drains and stops take simul
 * ``drain(timeout_s)``: the replica takes no new request at once; its in-flight requests finish up
   to ``timeout_s`` and the rest are aborted (the engine's ``on_abort``); returns how many.
 * ``stop()``: the engine stops in ``stop_time_s``; then its memory is free.
+* ``park()``: a drained replica keeps its memory and takes no request; ``wake()`` makes it ready
+  again after the variant's ``wake_time_s`` (:class:`~oserve.sim.replica.ReplicaParams`).
 
 The switcher's router port is :class:`SimRouterPort`: it tells the engine which replicas serve
 and the routing weights in force.
@@ -21,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
 from oserve.clock import Clock
-from oserve.errors import ConfigError
+from oserve.errors import ConfigError, ReplicaError
 from oserve.sim.events import EventKind, EventQueue, Priority
 from oserve.sim.replica import ReplicaParams, SimReplica
 from oserve.types import ReplicaPlacement
@@ -29,7 +31,8 @@ from oserve.types import ReplicaPlacement
 __all__ = ["SimBackend", "SimReplicaHandle", "SimRouterPort"]
 
 _STATE: dict[str, ReplicaState] = {"pending": "starting", "starting": "starting", "ready": "ready",
-                                   "draining": "draining", "stopping": "draining", "stopped": "stopped"}
+                                   "draining": "draining", "stopping": "draining", "stopped": "stopped",
+                                   "parked": "parked"}
 
 
 class SimReplicaHandle(Replica):
@@ -116,6 +119,29 @@ class SimReplicaHandle(Replica):
         self._waiter = asyncio.get_running_loop().create_future()
         self._backend.events.push(self._backend.clock.now() + self._backend.stop_time_s, Priority.STOP,
                                   EventKind.STOPPED, self)
+        await self._waiter
+
+    async def park(self) -> None:
+        """Keep the drained replica (and its memory) but take no request. Raises ReplicaError when it
+        is not ready, draining or parked."""
+        r = self.sim
+        if r.state not in ("ready", "draining", "parked") or r.outstanding:
+            raise ReplicaError(f"simulated replica {self.replica_id} is {r.state} with {r.outstanding} requests, "
+                               "cannot park", replica_id=self.replica_id, code="replica_not_ready")
+        r.state = "parked"
+        self._backend.changed()
+
+    async def wake(self) -> None:
+        """Serve again after ``wake_time_s`` simulated seconds. Raises ReplicaError when not parked."""
+        r = self.sim
+        if r.state != "parked":
+            raise ReplicaError(f"simulated replica {self.replica_id} is {r.state}, not parked",
+                               replica_id=self.replica_id, code="replica_not_ready")
+        r.state = "starting"
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._backend.events.push(self._backend.clock.now() + r.params.wake_time_s, Priority.READY,
+                                  EventKind.READY, self)
+        self._backend.changed()
         await self._waiter
 
     def stopped(self) -> None:

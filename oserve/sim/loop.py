@@ -346,7 +346,7 @@ class SimRun:
                 draining += 1
             if r.state in ("ready", "draining", "stopping"):
                 used += r.params.weights_bytes + r.used_kv_tokens * r.params.kv_bytes_per_token
-            elif r.state == "starting":
+            elif r.state in ("starting", "parked"):  # a parked replica keeps its weights
                 used += r.params.weights_bytes
         return {"time_s": t, "replicas": counts, "starting": starting, "draining": draining,
                 "memory_reserved_bytes": self.backend.memory_in_use_bytes, "memory_used_bytes": used,

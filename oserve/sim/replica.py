@@ -59,6 +59,7 @@ class ReplicaParams:
         memory_per_device_bytes: bytes the replica takes on each of its devices.
         weights_bytes: model weight bytes of one replica (all devices).
         kv_bytes_per_token: KV-cache bytes per token (all devices).
+        wake_time_s: time a parked replica takes to serve again after its wake, seconds.
     """
 
     variant: str
@@ -73,6 +74,7 @@ class ReplicaParams:
     memory_per_device_bytes: int = 0
     weights_bytes: int = 0
     kv_bytes_per_token: int = 0
+    wake_time_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size", "devices"):
@@ -111,6 +113,7 @@ class ReplicaParams:
             start_time_s=v.start_time_s + warmup_s, devices=v.devices_per_replica,
             memory_per_device_bytes=v.memory_per_device_bytes, weights_bytes=v.weights_bytes,
             kv_bytes_per_token=v.kv_bytes_per_token,
+            wake_time_s=v.wake_time_s if v.wake_time_s is not None else 1.0,  # oserve.policies.parking.DEFAULT_WAKE_S
         )
 
     def fits(self, req: SimRequest) -> bool:
@@ -157,7 +160,7 @@ class SimReplica:
         self.device_ids = tuple(device_ids)
         self.fast_forward = fast_forward
         self.max_tokens = params.max_request_tokens
-        self.state = "pending"  # pending, starting, ready, draining, stopping, stopped
+        self.state = "pending"  # pending, starting, ready, draining, parked, stopping, stopped
         self.retiring = False
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
