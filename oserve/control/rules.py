@@ -545,6 +545,8 @@ def relocate_plan(plan: Plan, resources: ResourceModel) -> Relocation:
     kept = [p for p in plan.replicas if p.node in nodes]
     lost = [p for p in plan.replicas if p.node not in nodes]
     if not lost:
+        if any(p.node not in nodes for p in plan.parked):
+            return Relocation(plan=plan.model_copy(update={"parked": [p for p in plan.parked if p.node in nodes]}))
         return Relocation(plan=plan)
     placed = list(kept)
     moved: list[tuple[ReplicaPlacement, ReplicaPlacement]] = []
@@ -581,5 +583,6 @@ def relocate_plan(plan: Plan, resources: ResourceModel) -> Relocation:
             routing[c] = {v: w / total for v, w in left.items()}
     why = f"relocated {len(moved)} replica(s) off gone node(s)" + (f", dropped {len(dropped)}" if dropped else "")
     new = plan.model_copy(update={"replicas": placed, "routing": routing,
+                                  "parked": [p for p in plan.parked if p.node in nodes],  # parked ones are not moved
                                   "reason": f"{plan.reason}; {why}" if plan.reason else why})
     return Relocation(plan=new, moved=tuple(moved), dropped=tuple(dropped))

@@ -215,7 +215,7 @@ class Switcher(ParkingSteps):
         Raises:
             ConfigError: the target places a replica on an unknown node/device or variant.
         """
-        for p in target.replicas:
+        for p in (*target.replicas, *target.parked):
             self.resources.check(p)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[SwitchResult] = loop.create_future()

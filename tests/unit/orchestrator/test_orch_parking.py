@@ -176,3 +176,12 @@ def test_parking_planner_charges_the_wake_time_of_a_parked_variant():
     out = ParkingPlanner(Inner(), {"big": 1, "fast": 1}, {"fast": 0.3}).plan(
         make_cluster(devices=2, memory_bytes=8 * GIB), table, Demand(rates_rps={}), cur)
     assert seen["start"] == 0.3 and out.parked == [rp("big", 0)] and out.replicas == [rp("fast", 0)]
+
+
+def test_relocation_drops_parked_replicas_on_gone_nodes():
+    from oserve.control.rules import relocate_plan
+    two = ResourceModel(make_cluster(devices=2, memory_bytes=8 * GIB, nodes=2), make_table())
+    one = two.with_cluster(make_cluster(devices=2, memory_bytes=8 * GIB, nodes=1))
+    p = plan([rp("big", 0)], [rp("fast", 0), rp("fast", 0, node="node1")])
+    out = relocate_plan(p, one).plan
+    assert out.parked == [rp("fast", 0)] and out.replicas == [rp("big", 0)]
