@@ -11,9 +11,9 @@ KV cache freed) plays the same role. Activating a parked replica is a wake plus 
   where one of that variant is parked or active now (sticky: a deactivated replica parks in place),
   then next to an active replica of another variant of the same width (on CPU they share its cores),
   then on any other devices of the variant's device type.
-* :func:`wake_table` (pure): the profile table with each variant that has a parked replica in the
-  current plan costing its wake time instead of its cold-start time, so that a planner's switch cost
-  of activating a parked replica is the wake time.
+* :func:`wake_table` (pure): the profile table with each warm variant of the current plan (parked,
+  or active and kept warm) costing its wake time instead of its cold-start time, so that a
+  planner's switch cost of activating a parked replica, or of parking an active one, is the wake time.
 * :class:`ParkingPlanner`: wraps any planner; plans on :func:`wake_table`, then :func:`park_plan`.
 
 Configured by ``orchestrator.parking`` (:class:`oserve.config.ParkingConfig`).
@@ -22,7 +22,7 @@ Configured by ``orchestrator.parking`` (:class:`oserve.config.ParkingConfig`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from oserve.errors import ConfigError
@@ -58,20 +58,25 @@ def wake_time_of(variant: str, table: ProfileTable, wake_time_s: Mapping[str, fl
     return DEFAULT_WAKE_S if w is None else float(w)
 
 
-def wake_table(table: ProfileTable, current: Plan | None, wake_time_s: Mapping[str, float] | None = None
-               ) -> ProfileTable:
-    """``table`` where each variant parked in ``current`` has ``start_time_s`` = its wake time.
+def wake_table(table: ProfileTable, current: Plan | None, wake_time_s: Mapping[str, float] | None = None,
+               keep_warm: Iterable[str] = ()) -> ProfileTable:
+    """``table`` where each warm variant of ``current`` has ``start_time_s`` = its wake time.
 
-    Planners charge ``start_time_s`` per replica started; with this table, activating a parked
-    replica costs its wake time. Per variant (not per replica): a plan that activates more replicas
-    of a variant than are parked is charged the wake time for each of them (optimistic for the extra
-    ones). Returns ``table`` itself when nothing is parked.
+    Warm: parked in ``current``, or active in ``current`` and kept warm (``keep_warm``: removing
+    one parks it instead of stopping it). Planners charge ``start_time_s`` per replica started or
+    stopped; with this table, activating a parked replica, or deactivating one that will park,
+    costs the wake time. Per variant (not per replica): a plan that activates more replicas of a
+    warm variant than are parked is charged the wake time for the extra ones too (optimistic).
+    Returns ``table`` itself when no variant is warm.
     """
-    parked = {p.variant for p in current.parked} if current is not None else set()
-    if not parked:
+    kept = set(keep_warm)
+    warm = set() if current is None else (
+        {p.variant for p in current.parked} | {p.variant for p in current.replicas if p.variant in kept})
+    warm &= set(table.variants)
+    if not warm:
         return table
     variants = {name: (vp.model_copy(update={"start_time_s": min(vp.start_time_s, wake_time_of(name, table, wake_time_s))})
-                       if name in parked else vp) for name, vp in table.variants.items()}
+                       if name in warm else vp) for name, vp in table.variants.items()}
     return table.model_copy(update={"variants": variants})
 
 
@@ -190,5 +195,6 @@ class ParkingPlanner:
     def plan(self, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None) -> Plan:
         """The inner planner's plan on :func:`wake_table`, with parked replicas (:func:`park_plan`)."""
         _check(self.keep_warm, self.wake_time_s, table)
-        inner = self.inner.plan(cluster, wake_table(table, current, self.wake_time_s), demand, current)
+        cheap = wake_table(table, current, self.wake_time_s, (v for v, n in self.keep_warm.items() if n > 0))
+        inner = self.inner.plan(cluster, cheap, demand, current)
         return park_plan(inner, self.keep_warm, cluster, table, current)

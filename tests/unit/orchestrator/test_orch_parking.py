@@ -185,3 +185,27 @@ def test_relocation_drops_parked_replicas_on_gone_nodes():
     p = plan([rp("big", 0)], [rp("fast", 0), rp("fast", 0, node="node1")])
     out = relocate_plan(p, one).plan
     assert out.parked == [rp("fast", 0)] and out.replicas == [rp("big", 0)]
+
+
+def test_wake_table_makes_deactivating_a_kept_warm_variant_cheap_too():
+    from oserve.policies.parking import wake_table
+    table = make_table()
+    cur = plan([rp("big", 0)], [rp("fast", 0)])
+    assert wake_table(table, cur, {"big": 0.1}, keep_warm=["big"]).variants["big"].start_time_s == 0.1
+    assert wake_table(table, plan([rp("big", 0)]), {}) is table  # nothing warm: the table itself
+
+
+@pytest.mark.parametrize("kind", ["greedy", "milp"])
+def test_a_real_planner_moves_traffic_to_the_parked_variant_at_a_burst(kind):
+    from oserve.policies import make_planner
+    from oserve.policies.parking import ParkingPlanner
+    from oserve.types import Demand
+    cur = plan([rp("big", 0), rp("big", 1)], [rp("fast", 0), rp("fast", 1)])
+    burst = Demand(rates_rps=dict.fromkeys(DEFAULT_SCHEME.names, 0.9))  # 3.6 req/s > 2 x 1 req/s of 'big'
+    out = ParkingPlanner(make_planner(kind), {"big": 2, "fast": 2}).plan(
+        make_cluster(devices=2, memory_bytes=8 * GIB), make_table(), burst, cur)
+    assert out.replica_counts() == {"fast": 2} and sorted(p.variant for p in out.parked) == ["big", "big"]
+    steps = plan_steps([LiveReplica("b0", rp("big", 0), "ready"), LiveReplica("b1", rp("big", 1), "ready"),
+                        LiveReplica("f0", rp("fast", 0), "parked"), LiveReplica("f1", rp("fast", 1), "parked")],
+                       out, res(), make_table())
+    assert sorted(steps.wakes) == ["f0", "f1"] and sorted(steps.parks) == ["b0", "b1"] and not steps.starts
