@@ -65,7 +65,10 @@ APPS: dict[int, FastAPI] = {}
 def feed(monitor: WorkloadMonitor, clock: SimClock, cls, per_s: int, seconds: int) -> None:
     for _ in range(seconds):
         for i in range(per_s):
-            monitor.record_admission(f"a{clock.now()}-{i}", cls, 10, 100)
+            rid = f"a{clock.now()}-{i}"
+            monitor.record_admission(rid, cls, 10, 100)
+            monitor.record_first_token(rid)  # served at once: no backlog (the controller's backlog rule)
+            monitor.record_completion(rid, 100, True)
         clock.advance_to(clock.now() + 1.0)
 
 
