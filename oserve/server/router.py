@@ -467,6 +467,8 @@ class Router:
             return 0
         n = 0
         for w in self._queue:
+            if not self._any_free_slot():
+                break  # O(replicas), not O(queue), per release while every replica is full
             if w.future.done():  # cancelled or timed out: its waiter removes it
                 continue
             try:
@@ -496,6 +498,13 @@ class Router:
     def in_flight_limit(self, replica_id: str) -> int | None:
         """A replica's in-flight limit, requests (None: unlimited). Raises KeyError for an unknown id."""
         return self._entries[replica_id].limit
+
+    def _any_free_slot(self) -> bool:
+        """True when some ready replica is below its in-flight limit."""
+        for e in self._entries.values():
+            if e.state == "ready" and e.replica.state == "ready" and (e.limit is None or e.outstanding < e.limit):
+                return True
+        return False
 
     def _count(self, replica: Replica) -> None:
         entry = self._entries[replica.replica_id]
