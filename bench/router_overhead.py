@@ -205,6 +205,7 @@ async def run(rate_rps: float, duration_s: float, tokens: int, token_delay_ms: f
     out["router_queue_time_us"] = {"p50": _pct(router_q_us, 50), "p99": _pct(router_q_us, 99),
                                    "max": max(router_q_us)}
     out["router_queue_waits"] = {"queued": router_q.queued_total, "timeouts": router_q.queue_timeouts,
+                                 "rejected_queue_full": router_q.queue_rejected,
                                  "wait_p50_ms": _ms(_pct(queue_wait, 50)), "wait_p99_ms": _ms(_pct(queue_wait, 99))}
     out["router_added_p99_ms"] = out["paths"]["router"]["p99_ms"] - out["paths"]["direct"]["p99_ms"]
     out["router_added_p50_ms"] = out["paths"]["router"]["p50_ms"] - out["paths"]["direct"]["p50_ms"]

@@ -93,6 +93,16 @@ async def test_new_ready_replica_takes_queued_work_at_once() -> None:
     await asyncio.gather(waiters[2], return_exceptions=True)
 
 
+def test_burst_beyond_a_full_variant_moves_to_running_replicas_with_free_slots() -> None:
+    router = Router()
+    router.add(replica("a0", max_num_seqs=2, variant="a"))
+    router.add(replica("b0", max_num_seqs=2, variant="b"))
+    router.set_routing({"c": {"a": 1.0}})  # the plan sends class c to variant a only
+    got = [router.try_acquire("c", 10) for _ in range(5)]
+    assert [r.replica_id if r else None for r in got] == ["a0", "a0", "b0", "b0", None]
+    assert router.fallbacks == 2  # moved to running capacity, counted; the fifth waits
+
+
 async def test_no_ready_replica_but_one_starting_waits_instead_of_503() -> None:
     router = Router()
     router.add(replica("a"), state="starting")
