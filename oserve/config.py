@@ -140,6 +140,11 @@ class ServerConfig(_Strict):
     api_key: str | None = Field(None, min_length=1, description="bearer key clients must send; load_config takes "
                                                                 "it from OSERVE_API_KEY when the file has none")
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body, bytes")
+    queue_max: int = Field(1024, ge=0, le=1_000_000, description="most requests waiting in the router-side queue "
+                                                                 "for a free replica slot (0: no queue, no per-"
+                                                                 "replica in-flight limit); a full queue answers 429")
+    queue_timeout_s: float = Field(60.0, gt=0, le=3600, description="longest wait in the router-side queue before "
+                                                                    "a 503, seconds")
 
 
 class VariantConfig(_Strict):

@@ -10,6 +10,8 @@ All errors raised on purpose by oserve derive from :class:`OserveError`::
     │   └── RequestTooLargeError    413
     ├── ServerError                 (maps to HTTP 5xx)
     │   ├── NoReplicaReadyError     503, with ``retry_after_s``
+    │   │   ├── QueueTimeoutError   503: waited in the router-side queue past its timeout
+    │   │   └── QueueFullError      429: the router-side queue is full
     │   ├── ReplicaError            a replica failed while serving (carries ``replica_id``)
     │   │   └── RequestAbortedError the request was aborted (drain timeout, replica death)
     │   └── EngineStartError        a replica's engine could not start (carries ``cause``)
@@ -30,6 +32,8 @@ __all__ = [
     "RequestTooLargeError",
     "ServerError",
     "NoReplicaReadyError",
+    "QueueTimeoutError",
+    "QueueFullError",
     "ReplicaError",
     "RequestAbortedError",
     "EngineStartError",
@@ -100,6 +104,25 @@ class NoReplicaReadyError(ServerError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message, code="no_replica_ready")
         self.retry_after_s = retry_after_s
+
+
+class QueueTimeoutError(NoReplicaReadyError):
+    """A request waited in the router-side queue longer than its timeout (503, ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.code = "queue_timeout"
+
+
+class QueueFullError(NoReplicaReadyError):
+    """The router-side queue is full (429, ``Retry-After``); the request was not admitted to it."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.code = "queue_full"
 
 
 class ReplicaError(ServerError):

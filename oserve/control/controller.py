@@ -12,6 +12,17 @@ lift its point forecast when an observation exceeds its upper bound); the floor 
 observed rate is a safety rule of the controller: it never plans for less traffic than is arriving
 now, so a forecast that predicts a fall does not scale capacity below today's load before the fall
 happens. Set ``floor_at_observed=False`` to plan on the forecast alone.
+
+Backlog (:mod:`oserve.control.backlog`): work already waiting is demand too. Per class, the
+snapshot's ``waiting`` requests (admitted, no first token yet) whose oldest has waited at least
+``backlog_min_age_fraction`` x SLO TTFT add ``waiting / max(SLO TTFT - oldest wait,
+backlog_min_drain_s)`` req/s on top: ``demand = max(forecast, observed) + backlog``.
+
+Forecast lead: a plan takes effect when its switch completes, so the controller forecasts at least
+the expected switch time ahead: the horizon used is ``max(horizon_s, switch_lead_s)``, where
+``switch_lead_s`` defaults to the slowest start time (``start_time_s``) among the table's variants.
+A burst shorter than that lead is absorbed by the router (least-outstanding routing over the
+replicas already running and the router-side queue), not by a switch.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from oserve.control.backlog import backlog_rps, check_backlog_params
 from oserve.errors import OserveError, PlanningError
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
@@ -144,7 +156,8 @@ class Decision:
         reason: why this plan: planner reason, ``pinned``, warm-up, or the error that kept the plan.
         forecast_lower_rps / forecast_upper_rps: the forecaster's bounds per class, req/s (empty
             when no forecast was made).
-        horizon_s: forecast horizon, seconds.
+        horizon_s: forecast horizon used, seconds (``max(horizon_s, switch_lead_s)``).
+        backlog_rps: per class, extra demand of the waiting requests, req/s (included in ``demand``).
         outcome: what happened when the plan was applied: ``"pending"`` until the orchestrator
             records it (``"unchanged"``, ``"applied"``, ``"failed: ..."``, ``"superseded"``).
         replicas_changed: True when the replica counts per (variant, node) differ from the current
@@ -162,6 +175,7 @@ class Decision:
     forecast_lower_rps: dict[str, float] = field(default_factory=dict)
     forecast_upper_rps: dict[str, float] = field(default_factory=dict)
     horizon_s: float = 0.0
+    backlog_rps: dict[str, float] = field(default_factory=dict)
     outcome: str = "pending"
     replicas_changed: bool = False
 
@@ -174,6 +188,7 @@ class Decision:
             "forecast_lower_rps": dict(self.forecast_lower_rps),
             "forecast_upper_rps": dict(self.forecast_upper_rps),
             "horizon_s": self.horizon_s,
+            "backlog_rps": dict(self.backlog_rps),
             "demand": self.demand.model_dump(),
             "plan": self.plan.model_dump(mode="json"),
             "changed": self.changed,
@@ -201,9 +216,16 @@ class Controller:
         pinned: a plan that overrides the planner until :meth:`unpin` (admin pin).
         floor_at_observed: plan for ``max(forecast, observed)`` per class (see module docstring).
         history_len: decisions kept in :attr:`history` (oldest dropped first).
+        switch_lead_s: the expected switch time, seconds (>= 0); the forecast horizon is at least
+            this. None: the largest ``start_time_s`` of the table's variants.
+        slo_ttft_s: the TTFT SLO the backlog must meet, seconds; None: the table's.
+        backlog: add the waiting requests' demand (see the module docstring).
+        backlog_min_age_fraction / backlog_min_drain_s: see :mod:`oserve.control.backlog`.
 
     Raises:
-        ControllerInputError: ``horizon_s`` <= 0, ``min_history`` < 1 or ``history_len`` < 1.
+        ControllerInputError: ``horizon_s`` <= 0, ``min_history`` < 1, ``history_len`` < 1 or
+            ``switch_lead_s`` < 0.
+        ConfigError: a backlog parameter out of range (names the field).
     """
 
     def __init__(
@@ -219,6 +241,11 @@ class Controller:
         pinned: Plan | None = None,
         floor_at_observed: bool = True,
         history_len: int = 256,
+        switch_lead_s: float | None = None,
+        slo_ttft_s: float | None = None,
+        backlog: bool = True,
+        backlog_min_age_fraction: float = 0.5,
+        backlog_min_drain_s: float = 10.0,
     ) -> None:
         if not horizon_s > 0:
             raise ControllerInputError(f"horizon_s must be > 0, got {horizon_s}", field="horizon_s", allowed="> 0")
@@ -230,6 +257,17 @@ class Controller:
             raise ControllerInputError(
                 f"history_len must be >= 1, got {history_len}", field="history_len", allowed=">= 1"
             )
+        if switch_lead_s is None:
+            switch_lead_s = max((v.start_time_s for v in table.variants.values()), default=0.0)
+        if not (switch_lead_s >= 0 and np.isfinite(switch_lead_s)):
+            raise ControllerInputError(f"switch_lead_s must be >= 0, got {switch_lead_s}", field="switch_lead_s",
+                                       allowed=">= 0 seconds")
+        check_backlog_params(backlog_min_age_fraction, backlog_min_drain_s)
+        self.switch_lead_s = float(switch_lead_s)
+        self.slo_ttft_s = float(slo_ttft_s if slo_ttft_s is not None else table.slo.ttft_s)
+        self.backlog = bool(backlog)
+        self.backlog_min_age_fraction = float(backlog_min_age_fraction)
+        self.backlog_min_drain_s = float(backlog_min_drain_s)
         self.forecaster = forecaster
         self.planner = planner
         self.cluster = cluster
@@ -317,6 +355,9 @@ class Controller:
             demand_rates = {c: max(forecast_rps[c], observed[c]) for c in names}
         else:
             demand_rates = dict(forecast_rps)
+        backlog = self._backlog(snapshot, names)
+        for c, extra in backlog.items():
+            demand_rates[c] += extra
         demand = Demand(rates_rps=demand_rates, min_quality=self.scheme.min_quality_by_class)
 
         if self._pinned is not None:
@@ -340,7 +381,8 @@ class Controller:
             forecast_rps=forecast_rps,
             forecast_lower_rps=lower,
             forecast_upper_rps=upper,
-            horizon_s=self.horizon_s,
+            horizon_s=self.effective_horizon_s,
+            backlog_rps=backlog,
             demand=demand,
             plan=plan,
             changed=not plans_equal(plan, current),
@@ -351,6 +393,33 @@ class Controller:
         return decision
 
     # ----------------------------------------------------------------- helpers
+    @property
+    def effective_horizon_s(self) -> float:
+        """The forecast horizon used, seconds: ``max(horizon_s, switch_lead_s)``."""
+        return max(self.horizon_s, self.switch_lead_s)
+
+    def _backlog(self, snapshot: _SnapshotLike, names: list[str]) -> dict[str, float]:
+        """Extra req/s per class of the snapshot's waiting requests (empty when off or not reported)."""
+        waiting = getattr(snapshot, "waiting", None)
+        oldest = getattr(snapshot, "oldest_wait_s", None)
+        if not self.backlog or waiting is None or oldest is None:
+            return {}
+        w = np.asarray(waiting, dtype=float).reshape(-1)
+        a = np.asarray(oldest, dtype=float).reshape(-1)
+        if w.shape != (len(names),) or a.shape != (len(names),):
+            return {}  # a snapshot without backlog fields (size 0): nothing waiting is known
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0) and np.all(np.isfinite(a)) and np.all(a >= 0)):
+            raise ControllerInputError(
+                f"snapshot backlog must be finite and >= 0, got waiting={w.tolist()} oldest_wait_s={a.tolist()}",
+                field="snapshot.waiting", allowed="finite values >= 0")
+        out = {}
+        for c, n, age in zip(names, w, a, strict=True):
+            extra = backlog_rps(int(n), float(age), self.slo_ttft_s, min_age_fraction=self.backlog_min_age_fraction,
+                                min_drain_s=self.backlog_min_drain_s)
+            if extra > 0:
+                out[c] = extra
+        return out
+
     def _observed(self, snapshot: _SnapshotLike, names: list[str]) -> dict[str, float]:
         snap_names = list(snapshot.class_names)
         if snap_names != names:
@@ -413,7 +482,7 @@ class Controller:
                     return dict(observed), {}, {}, f"forecaster update failed ({exc}); observed rates used"
                 self._last_ts = float(ts[new][-1])
         try:
-            fc = self.forecaster.predict(self.horizon_s)
+            fc = self.forecaster.predict(self.effective_horizon_s)
         except (OserveError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
             log.warning("forecast failed, planning on observed rates: %s", exc)
             return dict(observed), {}, {}, f"forecast failed ({exc}); observed rates used"

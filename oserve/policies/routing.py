@@ -18,6 +18,11 @@ Policy:
    variants with at least one candidate are eligible.
 4. A class with weights none of whose variants has a candidate (or a class missing from a
    non-empty routing table) falls back to any candidate, and the fallback is flagged.
+
+Batch limits: :func:`open_candidates` keeps the candidates with a free slot (outstanding requests
+below the replica's in-flight limit, its variant's ``max_num_seqs``). The router and the simulator
+choose among open candidates only; a request none of whose candidates is open waits in the
+router-side queue (:mod:`oserve.server.wait_queue`), not in one engine's queue.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-__all__ = ["Candidate", "Choice", "choose_replica"]
+__all__ = ["Candidate", "Choice", "choose_replica", "open_candidates"]
 
 
 class Candidate(NamedTuple):
@@ -112,3 +117,24 @@ def choose_replica(
             return Choice(chosen, False, new_credit)
         return Choice(_least_outstanding(fits, outstanding, served), True, None)
     return Choice(_least_outstanding(fits, outstanding, served), routing_active, None)
+
+
+def open_candidates(candidates: Sequence[Candidate], outstanding: Mapping[str, int],
+                    limits: Mapping[str, int | None]) -> list[Candidate]:
+    """The candidates with a free slot: outstanding requests below their in-flight limit (pure).
+
+    Args:
+        candidates: ready replicas, in the order they were added.
+        outstanding: requests in flight per replica id.
+        limits: in-flight limit per replica id (its variant's batch limit ``max_num_seqs``,
+            requests); None or a missing id means unlimited.
+
+    Returns:
+        The open candidates, in their given order.
+    """
+    out = []
+    for c in candidates:
+        lim = limits.get(c.replica_id)
+        if lim is None or outstanding.get(c.replica_id, 0) < lim:
+            out.append(c)
+    return out

@@ -22,6 +22,12 @@ One name per quantity. oserve's own series (prefix ``oserve_``):
 - ``oserve_request_e2e_seconds{request_class}``: admission to last token.
 - ``oserve_router_ready_replicas``, ``oserve_router_outstanding_requests{replica}``,
   ``oserve_router_fallbacks_total``: read from the router at scrape time.
+- Router-side queue, read at scrape time: ``oserve_router_queue_length{request_class}`` (requests
+  waiting for a free replica slot), ``oserve_router_queue_oldest_age_seconds`` (wait so far of the
+  oldest), ``oserve_router_queued_total`` (requests that waited),
+  ``oserve_router_queue_timeouts_total`` (503 after ``queue_timeout_s``),
+  ``oserve_router_queue_rejected_total`` (429: queue full) and
+  ``oserve_router_queue_abandoned_total`` (the client left while queued).
 
 Each engine's own series (``vllm:num_requests_running``, ``vllm:kv_cache_usage_perc``,
 ``vllm:time_to_first_token_seconds``, ...), for replicas that expose them (:class:`EngineMetrics`,
@@ -75,6 +81,21 @@ class _RouterCollector(Collector):
         yield g
         yield CounterMetricFamily("oserve_router_fallbacks", "Requests routed outside their class's variants",
                                   value=r.fallbacks)
+        q = GaugeMetricFamily("oserve_router_queue_length", "Requests waiting in the router-side queue",
+                              labels=["request_class"])
+        for cls, (n, _) in sorted(r.queue_by_class().items()):
+            q.add_metric([cls], n)
+        yield q
+        yield GaugeMetricFamily("oserve_router_queue_oldest_age_seconds",
+                                "Wait so far of the oldest request in the router-side queue, s",
+                                value=r.queue_oldest_age_s())
+        for name, doc, value in (
+            ("oserve_router_queued", "Requests that waited in the router-side queue", r.queued_total),
+            ("oserve_router_queue_timeouts", "Queued requests that timed out (503)", r.queue_timeouts),
+            ("oserve_router_queue_rejected", "Requests refused by a full router-side queue (429)", r.queue_rejected),
+            ("oserve_router_queue_abandoned", "Queued requests whose client disconnected", r.queue_abandoned),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
 
 
 class _EngineCollector(Collector):

@@ -10,6 +10,19 @@ Candidates are replicas whose router-side state is ``"ready"`` *and* whose own `
 excluded (e.g. a replica a retried request already failed on); the choice among them follows the
 policy of :mod:`oserve.policies.routing` (context fit, smooth weighted round-robin over the class's
 variants, least outstanding within a variant, counted fallbacks).
+
+Router-side queue (:meth:`Router.acquire_queued`): each replica takes at most its in-flight limit
+(its variant's batch limit, ``spec.max_num_seqs``) of requests at once. A request whose every
+suitable ready replica is at its limit (or that arrives while no replica is ready but one is
+starting) waits in a bounded FIFO (:class:`~oserve.server.wait_queue.WaitQueue`); when a replica
+frees a slot (:meth:`Router.release`) or becomes ready (:meth:`Router.add`,
+:meth:`Router.set_state`), the oldest waiting requests it can serve are dispatched to it at once.
+A request never waits silently forever: past ``queue_timeout_s`` it fails with
+:class:`~oserve.errors.QueueTimeoutError` (503), and a full queue refuses it with
+:class:`~oserve.errors.QueueFullError` (429); both are counted (:attr:`Router.queue_timeouts`,
+:attr:`Router.queue_rejected`), and so are requests whose client left while queued
+(:attr:`Router.queue_abandoned`). ``queue_max=0`` turns the queue off: limits are ignored and
+requests pile into the engines' own queues, as before.
 """
 
 from __future__ import annotations
@@ -17,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from oserve.backends.base import Replica, ReplicaState
-from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError
-from oserve.policies.routing import Candidate, choose_replica
+from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError, QueueFullError, QueueTimeoutError
+from oserve.policies.routing import Candidate, choose_replica, open_candidates
+from oserve.server.wait_queue import Waiter, WaitQueue
 
 __all__ = ["Router", "Lease"]
 
@@ -38,6 +53,7 @@ class _Entry:
     cand: Candidate
     outstanding: int = 0
     served: int = 0
+    limit: int | None = None
 
     @property
     def max_model_len(self) -> int:
@@ -82,15 +98,39 @@ class Router:
 
     Args:
         retry_after_s: the ``retry_after_s`` of :class:`NoReplicaReadyError`, seconds.
+        queue_max: most requests waiting in the router-side queue (>= 0; 0 turns the queue and
+            the per-replica in-flight limits off).
+        queue_timeout_s: longest wait in the queue before a 503, seconds (> 0).
+        now: the clock of queue ages, seconds (``time.monotonic`` by default).
 
     Attributes:
         fallbacks: requests routed outside their class's assigned variants.
         fallbacks_by_class: the same, per class name.
         picks: requests routed (successful :meth:`pick` calls).
+        queued_total: requests that waited in the queue.
+        queue_timeouts / queue_rejected / queue_abandoned: queued requests that timed out, were
+            refused by a full queue, or whose client left while they waited.
+
+    Raises:
+        ConfigError: ``queue_max`` < 0 or ``queue_timeout_s`` <= 0 (names the field).
     """
 
-    def __init__(self, *, retry_after_s: float = 1.0) -> None:
+    def __init__(self, *, retry_after_s: float = 1.0, queue_max: int = 1024, queue_timeout_s: float = 60.0,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        if queue_max < 0:
+            raise ConfigError(f"queue_max must be >= 0, got {queue_max}", field="queue_max",
+                              allowed=">= 0 requests (0 turns the queue off)")
+        if not (math.isfinite(queue_timeout_s) and queue_timeout_s > 0):
+            raise ConfigError(f"queue_timeout_s must be > 0, got {queue_timeout_s}", field="queue_timeout_s",
+                              allowed="> 0 seconds")
         self.retry_after_s = retry_after_s
+        self.queue_timeout_s = float(queue_timeout_s)
+        self._now = now
+        self._queue = WaitQueue(queue_max)
+        self.queued_total = 0
+        self.queue_timeouts = 0
+        self.queue_rejected = 0
+        self.queue_abandoned = 0
         self._entries: dict[str, _Entry] = {}
         self._routing: dict[str, dict[str, float]] = {}
         self._credit: dict[str, dict[str, float]] = {}
@@ -100,8 +140,9 @@ class Router:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- membership and state ---------------------------------------------------------------
-    def add(self, replica: Replica, *, state: ReplicaState | None = None, max_model_len: int | None = None) -> None:
-        """Add a replica.
+    def add(self, replica: Replica, *, state: ReplicaState | None = None, max_model_len: int | None = None,
+            max_in_flight: int | None = None) -> None:
+        """Add a replica; when it is ready, queued requests it can serve are dispatched to it at once.
 
         Args:
             replica: the replica handle.
@@ -111,9 +152,12 @@ class Router:
                 ``replica.spec.max_model_len`` until the engine's value is read from
                 ``replica.stats()``: at once in the background when an event loop is running,
                 else at the next :meth:`refresh`.
+            max_in_flight: most requests it takes at once (requests); None takes
+                ``replica.spec.max_num_seqs`` (its batch limit).
 
         Raises:
-            ConfigError: the id is already present, or ``state`` is not a replica state.
+            ConfigError: the id is already present, ``state`` is not a replica state, or
+                ``max_in_flight`` < 1.
         """
         if replica.replica_id in self._entries:
             raise ConfigError(f"replica {replica.replica_id!r} is already in the router", field="replica_id",
@@ -121,8 +165,13 @@ class Router:
         st = replica.state if state is None else state
         self._check_state(st)
         mml = replica.spec.max_model_len if max_model_len is None else int(max_model_len)
+        limit = getattr(replica.spec, "max_num_seqs", None) if max_in_flight is None else int(max_in_flight)
+        if limit is not None and limit < 1:
+            raise ConfigError(f"max_in_flight of replica {replica.replica_id!r} is {limit}", field="max_in_flight",
+                              allowed=">= 1 requests")
         cand = Candidate(replica.replica_id, replica.spec.variant, mml)
-        self._entries[replica.replica_id] = _Entry(replica, st, cand)
+        self._entries[replica.replica_id] = _Entry(replica, st, cand, limit=limit)
+        self.dispatch()
         if max_model_len is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -146,10 +195,13 @@ class Router:
         """
         self._check_state(state)
         self._entries[replica_id].state = state
+        if state == "ready":
+            self.dispatch()
 
     def set_max_model_len(self, replica_id: str, max_model_len: int) -> None:
         """Set a replica's effective context length, tokens. Raises KeyError for an unknown id."""
         self._entries[replica_id].max_model_len = int(max_model_len)
+        self.dispatch()
 
     async def refresh(self) -> None:
         """Read each replica's effective context length from ``stats().max_model_len`` (when known).
@@ -171,6 +223,7 @@ class Router:
             return
         if stats.max_model_len is not None and self._entries.get(replica_id) is entry:
             entry.max_model_len = int(stats.max_model_len)
+            self.dispatch()
 
     def set_routing(self, routing: Mapping[str, Mapping[str, float]]) -> None:
         """Set the plan's routing weights: class name -> variant -> weight.
@@ -194,6 +247,7 @@ class Router:
             new[str(cls)] = row
         self._routing = new
         self._credit = {c: v for c, v in self._credit.items() if c in new}
+        self.dispatch()
 
     @property
     def routing(self) -> dict[str, dict[str, float]]:
@@ -264,18 +318,31 @@ class Router:
                 ``needed_tokens``; ``param`` is ``prompt_param`` when the prompt alone leaves no
                 room for an output token, else ``"max_tokens"``.
         """
+        replica = self._choose(request_class, needed_tokens, prompt_tokens, prompt_param, exclude, limited=False)
+        assert replica is not None  # unlimited: a fitting ready replica always has room
+        return replica
+
+    def _choose(self, request_class: str | None, needed_tokens: int, prompt_tokens: int | None, prompt_param: str,
+                exclude: Iterable[str], *, limited: bool) -> Replica | None:
+        """:meth:`pick`'s body; with ``limited``, only replicas below their in-flight limit count and
+        None means "wait": every fitting ready replica is full, or none is ready but one is starting."""
         entries = self._entries
         cands = [e.cand for e in entries.values() if e.state == "ready" and e.replica.state == "ready"]
         if exclude:
             excluded = set(exclude)
             cands = [c for c in cands if c.replica_id not in excluded]
         if not cands:
+            if limited and any(e.state == "starting" or e.replica.state == "starting" for e in entries.values()):
+                return None
             raise NoReplicaReadyError("no replica is ready to serve this request; retry later",
                                       retry_after_s=self.retry_after_s)
+        outstanding = {rid: entries[rid].outstanding for rid, _, _ in cands}
+        pool = open_candidates(cands, outstanding, {rid: entries[rid].limit for rid, _, _ in cands}) \
+            if limited else cands
         weights = self._routing.get(request_class) if request_class is not None else None
         choice = choose_replica(
-            cands,
-            {rid: entries[rid].outstanding for rid, _, _ in cands},
+            pool,
+            outstanding,
             needed_tokens=needed_tokens,
             weights=weights,
             credit=self._credit.get(request_class) if weights else None,
@@ -284,6 +351,8 @@ class Router:
         )
         if choice.replica_id is None:
             limit = max(c.max_model_len for c in cands)
+            if limited and limit >= needed_tokens:
+                return None  # a ready replica fits it once it has a free slot
             if prompt_tokens is not None and prompt_tokens >= limit:
                 raise InvalidRequestError(
                     f"this model's maximum context length is {limit} tokens; the {prompt_param} has "
@@ -310,16 +379,137 @@ class Router:
         Takes the same arguments and raises the same errors as :meth:`pick`.
         """
         replica = self.pick(request_class, needed_tokens, **kwargs)  # type: ignore[arg-type]
-        entry = self._entries[replica.replica_id]
-        entry.outstanding += 1
-        entry.served += 1
+        self._count(replica)
         return replica
 
     def release(self, replica_id: str) -> None:
-        """Stop counting one request against a replica. Unknown (removed) ids are ignored."""
+        """Stop counting one request against a replica; its freed slot serves the queue at once.
+
+        Unknown (removed) ids are ignored.
+        """
         entry = self._entries.get(replica_id)
         if entry is not None and entry.outstanding > 0:
             entry.outstanding -= 1
+            if len(self._queue):
+                self.dispatch()
+
+    # -- router-side queue ------------------------------------------------------------------
+    @property
+    def queue_enabled(self) -> bool:
+        """True when the router-side queue and the per-replica in-flight limits are on."""
+        return self._queue.max_len > 0
+
+    def try_acquire(self, request_class: str | None, needed_tokens: int, *, prompt_tokens: int | None = None,
+                    prompt_param: str = "prompt", exclude: Iterable[str] = ()) -> Replica | None:
+        """Acquire a replica with a free slot now, or None when the request must wait in the queue.
+
+        With the queue off (``queue_max=0``) this is :meth:`acquire` (never None).
+
+        Raises:
+            NoReplicaReadyError: no replica is ready and none is starting (503).
+            InvalidRequestError: no ready replica's context length fits ``needed_tokens`` (400).
+        """
+        replica = self._choose(request_class, needed_tokens, prompt_tokens, prompt_param, exclude,
+                               limited=self.queue_enabled)
+        if replica is not None:
+            self._count(replica)
+        return replica
+
+    async def acquire_queued(self, request_class: str | None, needed_tokens: int, *,
+                             prompt_tokens: int | None = None, prompt_param: str = "prompt",
+                             exclude: Iterable[str] = ()) -> Replica:
+        """Acquire a replica, waiting in the router-side queue while every suitable one is full.
+
+        Takes :meth:`pick`'s arguments. Cancelling the call (the client left) removes the request
+        from the queue (counted in :attr:`queue_abandoned`); a replica dispatched to it meanwhile
+        is released.
+
+        Raises:
+            NoReplicaReadyError / InvalidRequestError: as :meth:`try_acquire`.
+            QueueFullError: the queue holds ``queue_max`` requests already (429).
+            QueueTimeoutError: it waited ``queue_timeout_s`` without a free slot (503).
+        """
+        replica = self.try_acquire(request_class, needed_tokens, prompt_tokens=prompt_tokens,
+                                   prompt_param=prompt_param, exclude=exclude)
+        if replica is not None:
+            return replica
+        if self._queue.full():
+            self.queue_rejected += 1
+            raise QueueFullError(f"the router queue is full ({self._queue.max_len} requests wait); retry later",
+                                 retry_after_s=self.retry_after_s)
+        fut: asyncio.Future[Replica] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(request_class, needed_tokens, frozenset(exclude), self._now(), fut)
+        self._queue.push(waiter)
+        self.queued_total += 1
+        try:
+            return await asyncio.wait_for(fut, self.queue_timeout_s)
+        except TimeoutError:
+            self._queue.remove(waiter)
+            self.queue_timeouts += 1
+            raise QueueTimeoutError(
+                f"no replica had a free slot for {self.queue_timeout_s:g} s (router queue timeout); retry later",
+                retry_after_s=self.retry_after_s) from None
+        except asyncio.CancelledError:
+            self._queue.remove(waiter)
+            self.queue_abandoned += 1
+            if fut.done() and not fut.cancelled():
+                self.release(fut.result().replica_id)  # dispatched just as the client left
+            raise
+
+    def dispatch(self) -> int:
+        """Hand free slots to queued requests, oldest first; returns how many were dispatched.
+
+        Called on every release, on a replica becoming ready and on routing changes; an entry no
+        replica can take now (full, or none fits) stays queued without blocking younger entries
+        that other replicas can take.
+        """
+        if not len(self._queue):
+            return 0
+        n = 0
+        for w in self._queue:
+            if not self._any_free_slot():
+                break  # O(replicas), not O(queue), per release while every replica is full
+            if w.future.done():  # cancelled or timed out: its waiter removes it
+                continue
+            try:
+                replica = self._choose(w.request_class, w.needed_tokens, None, "prompt", w.exclude, limited=True)
+            except (NoReplicaReadyError, InvalidRequestError):
+                continue  # nothing fits it now: it waits (bounded by its timeout)
+            if replica is None:
+                continue
+            self._count(replica)
+            self._queue.remove(w)
+            w.future.set_result(replica)
+            n += 1
+        return n
+
+    def queue_length(self, request_class: str | None = None) -> int:
+        """Requests waiting in the router-side queue (of one class, or all)."""
+        return self._queue.length(request_class)
+
+    def queue_oldest_age_s(self) -> float:
+        """Wait so far of the oldest queued request, seconds (0 when none waits)."""
+        return self._queue.oldest_age_s(self._now())
+
+    def queue_by_class(self) -> dict[str, tuple[int, float]]:
+        """Per class name: ``(queued requests, oldest wait so far in seconds)``."""
+        return self._queue.by_class(self._now())
+
+    def in_flight_limit(self, replica_id: str) -> int | None:
+        """A replica's in-flight limit, requests (None: unlimited). Raises KeyError for an unknown id."""
+        return self._entries[replica_id].limit
+
+    def _any_free_slot(self) -> bool:
+        """True when some ready replica is below its in-flight limit."""
+        for e in self._entries.values():
+            if e.state == "ready" and e.replica.state == "ready" and (e.limit is None or e.outstanding < e.limit):
+                return True
+        return False
+
+    def _count(self, replica: Replica) -> None:
+        entry = self._entries[replica.replica_id]
+        entry.outstanding += 1
+        entry.served += 1
 
     def lease(self, request_class: str | None, needed_tokens: int, **kwargs: object) -> Lease:
         """:meth:`acquire` wrapped in a :class:`Lease` (an async context manager yielding the replica)."""

@@ -7,8 +7,11 @@ One request goes through:
 3. classification with the :class:`~oserve.types.ClassScheme` (prompt tokens and
    ``max_tokens``) and ``monitor.record_admission`` (arrivals count at admission, refused ones too;
    they then complete with ``ok=False``);
-4. :meth:`oserve.server.router.Router.acquire`: 503 when no replica is ready, 400 when the prompt plus
-   ``max_tokens`` fits no ready replica's *effective* context length;
+4. :meth:`oserve.server.router.Router.acquire_queued`: 503 when no replica is ready (and none is
+   starting), 400 when the prompt plus ``max_tokens`` fits no ready replica's *effective* context
+   length; when every suitable replica is at its batch limit the request waits in the router-side
+   queue (429 when the queue is full, 503 past its timeout); a client that disconnects while
+   queued leaves the queue (finish reason ``abort``);
 4b. :meth:`~oserve.backends.base.Replica.validate` on the chosen replica: the engine's own checks of
    the sampling parameters (vLLM's ``SamplingParams``), so a value the engine refuses is a 400
    naming the parameter before any response (stream or not) starts;
@@ -76,6 +79,7 @@ from .protocol import (
     UsageInfo,
     random_id,
 )
+from .queued_acquire import ClientGone, acquire_watching
 
 __all__ = ["AdmissionMonitor", "PromptRenderer", "TokenCounter", "OpenAIServing"]
 
@@ -227,7 +231,7 @@ class OpenAIServing:
         return counter(prompt)
 
     async def _admit(self, endpoint: str, prompt: str | list[int], prompt_param: str, max_tokens: int | None,
-               req: CompletionRequest | ChatCompletionRequest) -> _Job:
+               req: CompletionRequest | ChatCompletionRequest, raw: Request | None = None) -> _Job:
         admitted = self.clock.now()
         prompt_tokens = await self._count(prompt)
         if prompt_tokens <= 0:
@@ -242,11 +246,12 @@ class OpenAIServing:
                                           max_tokens if max_tokens is not None else rclass.expected_output_tokens)
         needed = prompt_tokens + (max_tokens if max_tokens is not None else 1)
         try:
-            replica = self.router.acquire(request_class, needed, prompt_tokens=prompt_tokens,
-                                          prompt_param=prompt_param)
-        except (ClientError, ServerError):
+            replica = await acquire_watching(self.router, request_class, needed, prompt_tokens, prompt_param, raw)
+        except (ClientError, ServerError, ClientGone) as e:
             if self.monitor is not None:
                 self.monitor.record_completion(request_id, 0, False)
+            if isinstance(e, ClientGone):
+                self.metrics.finished.labels(endpoint, request_class, "abort").inc()
             raise
         if max_tokens is None:
             max_tokens = max(1, self.router.max_model_len(replica.replica_id) - prompt_tokens)
@@ -472,7 +477,10 @@ class OpenAIServing:
         if req.echo and not isinstance(prompt, str):
             raise InvalidRequestError("echo is only supported with a text prompt", param="echo",
                                       code="unsupported_parameter")
-        job = await self._admit("completions", prompt, "prompt", req.max_tokens, req)  # type: ignore[arg-type]
+        try:
+            job = await self._admit("completions", prompt, "prompt", req.max_tokens, req, raw)  # type: ignore[arg-type]
+        except ClientGone:
+            return Response(status_code=499)  # left while queued; nobody reads this
         echo = prompt if req.echo and isinstance(prompt, str) else ""
         created = int(time.time())
         if req.stream:
@@ -527,7 +535,10 @@ class OpenAIServing:
         except Exception as e:  # noqa: BLE001 - the chat template rejects the conversation (user input)
             raise InvalidRequestError(f"the chat template rejected the messages: {e}", param="messages",
                                       code="invalid_messages") from None
-        job = await self._admit("chat", prompt, "messages", req.requested_max_tokens(), req)
+        try:
+            job = await self._admit("chat", prompt, "messages", req.requested_max_tokens(), req, raw)
+        except ClientGone:
+            return Response(status_code=499)  # left while queued; nobody reads this
         created = int(time.time())
         if req.stream:
             opts = req.stream_options

@@ -42,6 +42,9 @@ class SimOptions:
         sample_interval_s: period of the timeline samples (replicas, memory), seconds.
         progress: show a tqdm progress bar.
         record_controller_inputs: keep every tick's inputs in :attr:`SimResult.controller_inputs`.
+        router_queue: with ``routing="plan"``, model the live router's queue: a replica takes at most
+            ``max_num_seqs`` requests at once and the rest wait in the router (FIFO) until a slot
+            frees or a replica becomes ready (:func:`oserve.policies.routing.open_candidates`).
     """
 
     control_interval_s: float = 30.0
@@ -56,6 +59,7 @@ class SimOptions:
     sample_interval_s: float = 10.0
     progress: bool = False
     record_controller_inputs: bool = False
+    router_queue: bool = True
 
     def __post_init__(self) -> None:
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):

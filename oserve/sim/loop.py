@@ -6,9 +6,13 @@ the events of :mod:`oserve.sim.events` in order:
 * arrival: the request is classified, counted by the :class:`~oserve.workload.monitor.WorkloadMonitor`
   (driven by the simulated clock, so snapshots come from the live code) and routed by
   :func:`oserve.policies.routing.choose_replica` (plan routing weights, least outstanding within a
-  variant), or round-robin for plain static deployments. With no ready replica that fits, it is held
-  until one is ready (and counted as touched by a switch); if no replica of the deployment could ever
-  fit it, it is refused.
+  variant), or round-robin for plain static deployments. As in the live router
+  (:mod:`oserve.server.router`), with ``router_queue`` each replica takes at most ``max_num_seqs``
+  requests at once (:func:`oserve.policies.routing.open_candidates`): when every fitting ready
+  replica is full the request waits in the router-side queue (:attr:`SimRun.held`, FIFO) and is
+  dispatched when a replica frees a slot or becomes ready. With no ready replica that fits, it is
+  held until one is ready (and counted as touched by a switch); if no replica of the deployment
+  could ever fit it, it is refused.
 * iteration end: see :mod:`oserve.sim.replica` (one event per iteration, or per run of identical
   decode steps).
 * control tick: :meth:`oserve.control.controller.Controller.tick` with the monitor's snapshot and
@@ -36,7 +40,7 @@ from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
 from oserve.control.switcher import Switcher
-from oserve.policies.routing import Candidate, choose_replica
+from oserve.policies.routing import Candidate, choose_replica, open_candidates
 from oserve.sim.backend import SimBackend, SimRouterPort
 from oserve.sim.clock import EventClock
 from oserve.sim.events import EventKind, EventQueue, Priority
@@ -222,7 +226,9 @@ class SimRun:
         self.monitor.record_admission(str(i), self.classes[c], q.input_tokens, q.output_tokens)
         if not self._route(q, t):
             if self._could_ever_fit(q):
-                q.touched = True
+                need = q.input_tokens + q.output_tokens
+                # waiting for a free slot of a ready replica is queueing, not a switch's effect
+                q.touched = q.touched or not any(r.max_tokens >= need for r in self.serving())
                 self.held.append(q)
             else:
                 q.refused = True
@@ -239,6 +245,8 @@ class SimRun:
             if q.first_token_s is None:  # pragma: no cover - a finished request has a first token
                 q.first_token_s = t
             self.monitor.record_completion(str(q.rid), q.generated, True)
+        if self.held and res.finished:
+            self._release_held()  # freed slots take queued requests at once
         if r.outstanding:
             self._start(r, t)
         elif r.state == "draining":
@@ -302,6 +310,8 @@ class SimRun:
             cname = self.names[q.cls]
             routing = self.port.routing
             outstanding = {r.replica_id: r.outstanding for r in serving}
+            if self.opt.router_queue:
+                cands = open_candidates(cands, outstanding, {r.replica_id: r.params.max_num_seqs for r in serving})
             ch = choose_replica(cands, outstanding, needed_tokens=need, weights=routing.get(cname),
                                 credit=self.credit.get(cname), served=self.served, routing_active=bool(routing))
             if ch.replica_id is None:
@@ -325,11 +335,25 @@ class SimRun:
         return any(p.fits(q) for p in pool)
 
     def _release_held(self) -> None:
+        """Dispatch held requests, oldest first, while any serving replica has a free slot."""
         now = self.clock.now()
-        for _ in range(len(self.held)):
-            q = self.held.popleft()
-            if not self._route(q, now):
-                self.held.append(q)
+        keep: deque[SimRequest] = deque()
+        held = self.held
+        while held:
+            q = held.popleft()
+            if self._route(q, now):
+                continue
+            keep.append(q)
+            if self._all_full():
+                break
+        keep.extend(held)
+        self.held = keep
+
+    def _all_full(self) -> bool:
+        """True when the router queue is on and every serving replica is at its ``max_num_seqs``."""
+        if not self.opt.router_queue or self.sim.routing_mode != "plan":
+            return False
+        return all(r.outstanding >= r.params.max_num_seqs for r in self.serving())
 
     def _sample(self, t: float) -> dict[str, Any]:
         counts: dict[str, int] = {}

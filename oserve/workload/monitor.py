@@ -61,6 +61,10 @@ class WorkloadSnapshot:
         failure_rates_rps: failed completions per second, ``(k,)``.
         replica_counter_rates: per replica id, per counter name, increase per second over the last
             poll interval (resets handled, never negative).
+        waiting: backlog per class, ``(k,)``: requests admitted that have no first token yet (waiting
+            in the router-side queue, in an engine's queue, or in prefill).
+        oldest_wait_s: per class, ``(k,)``: how long the oldest of ``waiting`` has waited, seconds
+            (0 when none waits).
     """
 
     time_s: float
@@ -75,6 +79,8 @@ class WorkloadSnapshot:
     completion_rates_rps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     failure_rates_rps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     replica_counter_rates: dict[str, dict[str, float]] = field(default_factory=dict)
+    waiting: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    oldest_wait_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def rates_by_class(self) -> dict[str, float]:
         """Arrival rates as ``{class name: req/s}`` (the shape of ``oserve.types.Demand``)."""
@@ -150,6 +156,11 @@ class WorkloadMonitor:
                                 namespace=namespace, registry=self.registry)
         self._g_kv = Gauge("replica_kv_cache_usage", "KV-cache usage of a replica, 0..1 (NaN = unknown)", ["replica"],
                            namespace=namespace, registry=self.registry)
+        self._g_backlog = Gauge("requests_waiting", "Requests admitted without a first token yet, by request class",
+                                ["request_class"], namespace=namespace, registry=self.registry)
+        self._g_oldest = Gauge("request_oldest_wait_seconds", "Wait so far of the oldest request without a first "
+                               "token, by request class, s", ["request_class"], namespace=namespace,
+                               registry=self.registry)
         self._g_known = Gauge("replica_stats_known", "1 if the replica's stats were read this cycle, else 0",
                               ["replica"], namespace=namespace, registry=self.registry)
         # pre-bound children: labels() lookups are too slow for the request path
@@ -316,6 +327,10 @@ class WorkloadMonitor:
             queue = np.where(sums[_FT] > 0, sums[_QSUM] / sums[_FT], np.nan)
         for j, g in enumerate(self._g_rate_children()):
             g.set(float(rates[j]))
+        waiting, oldest = self.backlog(now)
+        for j, cname in enumerate(self.scheme.names):
+            self._g_backlog.labels(cname).set(float(waiting[j]))
+            self._g_oldest.labels(cname).set(float(oldest[j]))
         return WorkloadSnapshot(
             time_s=now,
             window_s=n,
@@ -329,7 +344,27 @@ class WorkloadMonitor:
             completion_rates_rps=sums[_DONE] / length,
             failure_rates_rps=sums[_FAIL] / length,
             replica_counter_rates={r: dict(v) for r, v in self._counter_rates.items()},
+            waiting=waiting,
+            oldest_wait_s=oldest,
         )
+
+    def backlog(self, now: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Requests admitted without a first token yet, per class, and the oldest one's wait.
+
+        Args:
+            now: the time to measure waits at, seconds (None: the clock's now).
+
+        Returns:
+            ``(waiting (k,) requests, oldest_wait_s (k,) seconds)``; O(requests in flight).
+        """
+        now = self.clock.now() if now is None else now
+        waiting = np.zeros(self._k, dtype=np.int64)
+        oldest = np.zeros(self._k)
+        for j, admitted, first in self._requests.values():
+            if first is None:
+                waiting[j] += 1
+                oldest[j] = max(oldest[j], now - admitted)
+        return waiting, oldest
 
     def _g_rate_children(self) -> list:
         return [self._g_rate.labels(n) for n in self.scheme.names]

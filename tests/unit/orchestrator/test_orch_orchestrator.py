@@ -65,7 +65,10 @@ APPS: dict[int, FastAPI] = {}
 def feed(monitor: WorkloadMonitor, clock: SimClock, cls, per_s: int, seconds: int) -> None:
     for _ in range(seconds):
         for i in range(per_s):
-            monitor.record_admission(f"a{clock.now()}-{i}", cls, 10, 100)
+            rid = f"a{clock.now()}-{i}"
+            monitor.record_admission(rid, cls, 10, 100)
+            monitor.record_first_token(rid)  # served at once: no backlog (the controller's backlog rule)
+            monitor.record_completion(rid, 100, True)
         clock.advance_to(clock.now() + 1.0)
 
 
@@ -329,3 +332,27 @@ async def test_a_variant_that_failed_to_start_is_backed_off(backoff_s):
             assert tried == 3  # no back-off: every tick retries the same failing start
     finally:
         await orch.stop(0)
+
+
+async def test_requests_queued_in_the_router_move_to_a_replica_the_orchestrator_starts():
+    backend = FakeBackend(FakeReplicaOptions(token_delay_s=0.02))
+    orch, router, *_ = build(backend)  # one 'fast' replica; spec_factory's batch limit is 8
+    await orch.start()
+    try:
+        (first,) = backend.replicas.values()
+        started_before = first.requests_started
+        tasks = [asyncio.create_task(send(orch, f"q{i}")) for i in range(16)]
+        for _ in range(200):
+            if router.queue_length() == 8:
+                break
+            await asyncio.sleep(0.01)
+        assert router.outstanding(first.replica_id) == 8 and router.queue_length() == 8
+        await orch.pin(plan_of(("fast", "node0", (0,)), ("fast", "node0", (1,))))
+        await orch.switcher.idle()
+        assert await asyncio.gather(*tasks) == [20] * 16
+        (new,) = [r for r in backend.replicas.values() if r is not first]
+        assert new.requests_started - 2 >= 1  # beyond its 2 warm-up requests: it took queued work
+        assert first.requests_started - started_before + new.requests_started - 2 == 16
+        assert router.queue_length() == 0 and router.queue_timeouts == 0
+    finally:
+        await orch.stop()

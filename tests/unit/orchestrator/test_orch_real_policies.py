@@ -24,7 +24,10 @@ def feed(monitor: WorkloadMonitor, clock: SimClock, cls_name: str, per_s: int, s
     cls = DEFAULT_SCHEME.by_name(cls_name)
     for _ in range(seconds):
         for i in range(per_s):
-            monitor.record_admission(f"{cls_name}{clock.now()}-{i}", cls, 10, 100)
+            rid = f"{cls_name}{clock.now()}-{i}"
+            monitor.record_admission(rid, cls, 10, 100)
+            monitor.record_first_token(rid)  # served at once: no backlog (the controller's backlog rule)
+            monitor.record_completion(rid, 100, True)
         clock.advance_to(clock.now() + 1.0)
 
 
