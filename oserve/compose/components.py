@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from oserve.backends.base import Backend, ReplicaSpec
-from oserve.config import ComponentConfig, ServeConfig
+from oserve.config import ComponentConfig, HysteresisConfig, ServeConfig
 from oserve.errors import ConfigError
 from oserve.forecast.base import Forecaster
 from oserve.policies.base import Planner
 
-__all__ = ["build_backend", "build_serve_backend", "backend_for_engine", "build_forecaster", "build_planner", "resolve_model_path", "build_templates",
+__all__ = ["build_backend", "build_serve_backend", "backend_for_engine", "build_forecaster", "build_planner", "build_control_planner", "resolve_model_path", "build_templates",
            "needs_checkpoint"]
 
 
@@ -110,6 +110,28 @@ def build_planner(spec: ComponentConfig | str) -> Planner:
 
     spec = _component(spec)
     return make_planner(spec.kind, **spec.params)
+
+
+def build_control_planner(spec: ComponentConfig | str, hysteresis: HysteresisConfig | None,
+                          horizon_s: float) -> Planner:
+    """The control loop's planner: :func:`build_planner` wrapped in the hysteresis switch rule.
+
+    Args:
+        spec: the configured planner.
+        hysteresis: the switch rule (None or ``enabled: false``: the planner alone). The
+            ``hysteresis`` and ``static`` planners are never wrapped.
+        horizon_s: the control loop's forecast horizon, seconds (the gain of a switch is counted over it).
+
+    Raises:
+        ConfigError: as :func:`build_planner`, or a threshold out of range.
+    """
+    from oserve.policies import HysteresisPlanner, StaticPlanner
+
+    planner = build_planner(spec)
+    if hysteresis is None or not hysteresis.enabled or isinstance(planner, (HysteresisPlanner, StaticPlanner)):
+        return planner
+    return HysteresisPlanner(planner, min_gain_fraction=hysteresis.min_gain_fraction,
+                             switch_cost_weight=hysteresis.switch_cost_weight, horizon_s=horizon_s)
 
 
 def needs_checkpoint(backend: Backend) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from oserve.compose.components import build_forecaster, build_planner
+from oserve.compose.components import build_control_planner, build_forecaster
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig, load_config
@@ -82,7 +82,8 @@ def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, 
     """A fresh :class:`oserve.control.controller.Controller` with the config's forecaster and planner."""
     from oserve.control.controller import Controller
 
-    return Controller(build_forecaster(cfg.forecaster), build_planner(cfg.planner), cluster, table, scheme,
+    planner = build_control_planner(cfg.planner, cfg.control.hysteresis, cfg.control.horizon_s)
+    return Controller(build_forecaster(cfg.forecaster), planner, cluster, table, scheme,
                       horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history)
 
 

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from oserve.backends.base import Backend, BackendLifecycle, ClusterSource
 from oserve.clock import Clock, WallClock
 from oserve.compose.components import (
+    build_control_planner,
     build_forecaster,
-    build_planner,
     build_serve_backend,
     build_templates,
     needs_checkpoint,
@@ -210,7 +210,8 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                         allowed=f"exactly {need} device id(s)")
             stack.orchestrator = Orchestrator.build(
                 backend,
-                build_forecaster(oc.forecaster), build_planner(oc.planner), config.cluster_spec, table,
+                build_forecaster(oc.forecaster), build_control_planner(oc.planner, oc.hysteresis, oc.horizon_s),
+                config.cluster_spec, table,
                 router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
                 options=OrchestratorOptions(control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
                                             drain_timeout_s=oc.drain_timeout_s, min_history=oc.min_history,

@@ -32,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from oserve.config import ClassesConfig, ClusterConfig, ComponentConfig, NodeGroupConfig
+from oserve.config import ClassesConfig, ClusterConfig, ComponentConfig, HysteresisConfig, NodeGroupConfig
 from oserve.types import SLO, Plan, ReplicaPlacement
 
 __all__ = ["SimConfig", "load_config", "PAPER_CLUSTER"]
@@ -53,6 +53,8 @@ class ControlConfig(_Model):
     history_bin_s: float = Field(1.0, gt=0, description="rate-history bin handed to the forecaster, s")
     history_s: float = Field(600.0, gt=0, description="rate history kept by the monitor, s")
     min_history: int = Field(6, ge=1, description="history bins before the forecaster is fitted")
+    hysteresis: HysteresisConfig = Field(default_factory=lambda: HysteresisConfig(),
+                                         description="switch rule: a switch must pay for itself over horizon_s")
 
 
 class SwitchingConfig(_Model):
