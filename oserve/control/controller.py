@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from oserve.control.guards import floor_replicas, keep_running_capacity, missing_classes
 from oserve.errors import OserveError, PlanningError
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
@@ -147,6 +148,9 @@ class Decision:
         replicas_changed: True when the replica counts per (variant, node) differ from the current
             plan's (a switch that starts or stops replicas; ``changed`` is also True for a
             routing-only change).
+        alarms: problems found in the inputs, e.g. ``"missing-class: C (no row in the profile
+            table)"`` for a class with demand the table gives no capacity for
+            (:func:`oserve.control.guards.missing_classes`).
     """
 
     time_s: float
@@ -161,6 +165,7 @@ class Decision:
     horizon_s: float = 0.0
     outcome: str = "pending"
     replicas_changed: bool = False
+    alarms: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (plan and demand dumped with pydantic)."""
@@ -177,6 +182,7 @@ class Decision:
             "replicas_changed": self.replicas_changed,
             "reason": self.reason,
             "outcome": self.outcome,
+            "alarms": list(self.alarms),
         }
 
 
@@ -198,9 +204,17 @@ class Controller:
         pinned: a plan that overrides the planner until :meth:`unpin` (admin pin).
         floor_at_observed: plan for ``max(forecast, observed)`` per class (see module docstring).
         history_len: decisions kept in :attr:`history` (oldest dropped first).
+        min_replicas: a planned plan keeps at least this many of the current replicas
+            (:func:`oserve.control.guards.floor_replicas`; >= 0). Default 1: at zero demand the
+            deployment scales down to one replica, which the next request finds.
+
+    Safety rule (not for a pinned plan): a class with demand that the table gives no capacity for
+    raises an alarm (log warning, :attr:`Decision.alarms`) and a plan that would remove running
+    replicas is not applied (:func:`oserve.control.guards.keep_running_capacity`).
 
     Raises:
-        ControllerInputError: ``horizon_s`` <= 0, ``min_history`` < 1 or ``history_len`` < 1.
+        ControllerInputError: ``horizon_s`` <= 0, ``min_history`` < 1, ``history_len`` < 1 or
+            ``min_replicas`` < 0.
     """
 
     def __init__(
@@ -216,6 +230,7 @@ class Controller:
         pinned: Plan | None = None,
         floor_at_observed: bool = True,
         history_len: int = 256,
+        min_replicas: int = 1,
     ) -> None:
         if not horizon_s > 0:
             raise ControllerInputError(f"horizon_s must be > 0, got {horizon_s}", field="horizon_s", allowed="> 0")
@@ -227,6 +242,11 @@ class Controller:
             raise ControllerInputError(
                 f"history_len must be >= 1, got {history_len}", field="history_len", allowed=">= 1"
             )
+        if min_replicas < 0:
+            raise ControllerInputError(
+                f"min_replicas must be >= 0, got {min_replicas}", field="min_replicas", allowed=">= 0"
+            )
+        self.min_replicas = int(min_replicas)
         self.forecaster = forecaster
         self.planner = planner
         self.cluster = cluster
@@ -329,6 +349,18 @@ class Controller:
                 log.warning("planner failed, keeping the current plan: %s", exc)
                 plan = current
                 reason = f"planner failed, current plan kept: {exc}"
+        alarms: tuple[str, ...] = ()
+        if self._pinned is None:
+            missing = missing_classes(self.table, demand)
+            if missing:
+                alarms = tuple(f"missing-class: {c} ({why})" for c, why in missing.items())
+                log.warning("missing-class alarm: demand for %s that the profile table gives no capacity for; "
+                            "running capacity is never removed while it lasts", ", ".join(missing))
+                plan = keep_running_capacity(plan, current, missing)
+                reason = plan.reason or reason
+            floored = floor_replicas(plan, current, self.table, self.min_replicas)
+            if floored is not plan:
+                plan, reason = floored, floored.reason
         if f_note:
             reason = f"{reason}; {f_note}"
         decision = Decision(
@@ -343,6 +375,7 @@ class Controller:
             changed=not plans_equal(plan, current),
             reason=reason,
             replicas_changed=placement_counts(plan) != placement_counts(current),
+            alarms=alarms,
         )
         self._history.append(decision)
         return decision

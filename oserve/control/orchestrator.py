@@ -36,6 +36,7 @@ from oserve.control.resources import ResourceModel
 from oserve.control.rules import backed_off_starts, planning_base, relocate_plan
 from oserve.control.specs import SpecFactory
 from oserve.control.switcher import RouterPort, Switcher
+from oserve.control.targets import TargetTracker
 from oserve.control.tracked_backend import TrackedBackend
 from oserve.errors import ConfigError, EngineStartError, RequestAbortedError
 from oserve.profiles.table import ProfileTable
@@ -155,6 +156,7 @@ class Orchestrator:
         self.history_bin_s = opt.history_bin_s
         self.initial_plan = initial_plan
         self.metrics = metrics or OrchestratorMetrics()
+        self.targets = TargetTracker(on_close=[self.metrics.observe_target])  # switch decisions to their end
         self.switcher.on_result.append(self._switch_done)
         self.switcher.on_step.append(self._step_done)
         self._tasks: list[asyncio.Task[None]] = []
@@ -259,6 +261,7 @@ class Orchestrator:
             ],
             "decisions": [d.to_dict() for d in self.history[-last:]],
             "switches": [r.to_dict() for r in self.switches[-last:]],
+            "targets": [t.to_dict() for t in self.targets.records[-last:]],
         }
 
     # ----------------------------------------------------------------- lifecycle
@@ -351,6 +354,8 @@ class Orchestrator:
                 self.controller.record_outcome(decision, f"failed: invalid plan ({exc}; field {exc.field})")
                 return decision
             self._last_target = decision.plan
+            if decision.replicas_changed:
+                self.targets.decided(decision.time_s, decision.plan, self.switcher.actual_plan())
             fut.add_done_callback(lambda f, d=decision: self._record_outcome(d, f))
         else:
             self.controller.record_outcome(decision, "unchanged")
@@ -396,15 +401,17 @@ class Orchestrator:
             self._start_failed_until_s[(step.variant, step.node)] = self.clock.now() + self.options.start_backoff_s
         if step.kind == "stop" and step.ok and step.replica_id:
             self.monitor.forget_replica(step.replica_id)
+        self.targets.observe(step.finished_s, self.switcher.actual_plan())
         self.metrics.observe_replicas(self.switcher.replicas.values())
 
     def _switch_done(self, result: SwitchResult) -> None:
+        self.targets.transition_ended(result.finished_s, result.target, result.actual, result.status)
         if result.replicas_changed:
             log.info("switch %s in %.1f s: now %s (%s)", result.status, result.duration_s,
                      result.actual.replica_counts(), "make-before-break" if result.make_before_break else "rolling")
-            self.metrics.switches.labels(result.status).inc()
+            self.metrics.transitions.labels(result.status).inc()
             if result.status != "superseded":
-                self.metrics.switch_duration.observe(result.duration_s)
+                self.metrics.transition_duration.observe(result.duration_s)
         elif result.status != "unchanged":
             self.metrics.routing_updates.inc()
         if result.aborted_requests:
