@@ -70,7 +70,8 @@ class HysteresisConfig(_Strict):
     A switch that starts replicas is decided once: it happens when the planner's predicted objective
     gain times the control horizon exceeds ``min_gain_fraction`` x goodput x horizon plus
     ``switch_cost_weight`` x start time of the replicas it starts; a pure scale-down pays nothing and
-    happens as soon as it saves anything. Defaults measured in ``bench/results/churn.json``.
+    happens as soon as the lower demand has lasted ``scale_down_window_s``. Defaults measured in
+    ``bench/results/churn.json``.
     """
 
     enabled: bool = Field(True, description="wrap the configured planner in the hysteresis switch rule "
@@ -81,6 +82,10 @@ class HysteresisConfig(_Strict):
     switch_cost_weight: float = Field(
         1e-3, ge=0, description="one-time cost of a switch, requests per second of start time of the replicas "
                                 "it starts (profile table start_time_s)")
+    scale_down_window_s: float = Field(
+        60.0, ge=0, description="the planner is handed, per class, the largest demand of the last this many "
+                                "seconds: more demand is served at once, less only once it lasted this long "
+                                "(damps stop/restart on noise; bounds the time to scale down at zero demand), s")
 
 
 class NodeGroupConfig(_Strict):

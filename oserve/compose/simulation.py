@@ -84,7 +84,8 @@ def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, 
 
     planner = build_control_planner(cfg.planner, cfg.control.hysteresis, cfg.control.horizon_s)
     return Controller(build_forecaster(cfg.forecaster), planner, cluster, table, scheme,
-                      horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history)
+                      horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history,
+                      scale_down_window_s=h.scale_down_window_s if (h := cfg.control.hysteresis).enabled else 0.0)
 
 
 def _static_run(label: str, variant: str, trace: Trace, table: ProfileTable, cluster: ClusterSpec,

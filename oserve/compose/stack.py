@@ -215,7 +215,9 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                 router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
                 options=OrchestratorOptions(control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
                                             drain_timeout_s=oc.drain_timeout_s, min_history=oc.min_history,
-                                            history_bin_s=oc.history_bin_s),
+                                            history_bin_s=oc.history_bin_s,
+                                            scale_down_window_s=(oc.hysteresis.scale_down_window_s
+                                                                 if oc.hysteresis.enabled else 0.0)),
                 initial_plan=config.initial_plan(), scheme=scheme, registry=registry,
             )
             await stack.orchestrator.start()

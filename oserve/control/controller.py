@@ -204,6 +204,12 @@ class Controller:
         pinned: a plan that overrides the planner until :meth:`unpin` (admin pin).
         floor_at_observed: plan for ``max(forecast, observed)`` per class (see module docstring).
         history_len: decisions kept in :attr:`history` (oldest dropped first).
+        scale_down_window_s: the demand handed to the planner is, per class, the largest demand of
+            the ticks of the last ``scale_down_window_s`` seconds (>= 0; 0: this tick's only). More
+            demand is planned for at once; less only once it has lasted that long, so noise around
+            a replica's capacity does not stop and restart replicas (the Kubernetes HPA's
+            scale-down stabilisation window, there 300 s). At zero demand the deployment reaches
+            its minimum within ``scale_down_window_s / interval + 1`` ticks after the forecast falls.
         min_replicas: a planned plan keeps at least this many of the current replicas
             (:func:`oserve.control.guards.floor_replicas`; >= 0). Default 1: at zero demand the
             deployment scales down to one replica, which the next request finds.
@@ -231,6 +237,7 @@ class Controller:
         floor_at_observed: bool = True,
         history_len: int = 256,
         min_replicas: int = 1,
+        scale_down_window_s: float = 0.0,
     ) -> None:
         if not horizon_s > 0:
             raise ControllerInputError(f"horizon_s must be > 0, got {horizon_s}", field="horizon_s", allowed="> 0")
@@ -246,7 +253,12 @@ class Controller:
             raise ControllerInputError(
                 f"min_replicas must be >= 0, got {min_replicas}", field="min_replicas", allowed=">= 0"
             )
+        if not scale_down_window_s >= 0:
+            raise ControllerInputError(f"scale_down_window_s must be >= 0, got {scale_down_window_s}",
+                                       field="scale_down_window_s", allowed=">= 0 seconds")
         self.min_replicas = int(min_replicas)
+        self.scale_down_window_s = float(scale_down_window_s)
+        self._recent: deque[tuple[float, dict[str, float]]] = deque()
         self.forecaster = forecaster
         self.planner = planner
         self.cluster = cluster
@@ -334,6 +346,7 @@ class Controller:
             demand_rates = {c: max(forecast_rps[c], observed[c]) for c in names}
         else:
             demand_rates = dict(forecast_rps)
+        demand_rates = self._window_max(float(now_s), demand_rates)
         demand = Demand(rates_rps=demand_rates, min_quality=self.scheme.min_quality_by_class)
 
         if self._pinned is not None:
@@ -381,6 +394,13 @@ class Controller:
         return decision
 
     # ----------------------------------------------------------------- helpers
+    def _window_max(self, now_s: float, rates: dict[str, float]) -> dict[str, float]:
+        """Per class, the largest demand of the ticks within ``scale_down_window_s`` (this one included)."""
+        self._recent.append((now_s, dict(rates)))
+        while self._recent and self._recent[0][0] < now_s - self.scale_down_window_s - 1e-9:
+            self._recent.popleft()
+        return {c: max(r.get(c, 0.0) for _, r in self._recent) for c in rates}
+
     def _observed(self, snapshot: _SnapshotLike, names: list[str]) -> dict[str, float]:
         snap_names = list(snapshot.class_names)
         if snap_names != names:

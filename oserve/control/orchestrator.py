@@ -85,6 +85,7 @@ class OrchestratorOptions:
         horizon_s: forecast horizon (> 0; :class:`~oserve.control.controller.Controller`).
         min_history: history bins before the forecaster is fitted (``Controller``).
         history_len: decisions kept in :attr:`Orchestrator.history` (``Controller``).
+        scale_down_window_s: less demand is planned for only once it lasted this long (``Controller``).
         warmup_requests: real requests sent to each new replica before it gets traffic (``Switcher``).
         health_policy: bounds of the progress judgement (:mod:`oserve.control.health`): a replica
             whose requests make no progress, or that fails several requests in a row, is taken out.
@@ -105,6 +106,7 @@ class OrchestratorOptions:
     horizon_s: float = 60.0
     min_history: int = 6
     history_len: int = 256
+    scale_down_window_s: float = 0.0
     warmup_requests: int = 2
     health_policy: HealthPolicy | None = None
     start_timeout_s: float = 600.0
@@ -196,7 +198,8 @@ class Orchestrator:
         """
         opt = options or OrchestratorOptions()
         controller = Controller(forecaster, planner, cluster, table, scheme if scheme is not None else monitor.scheme,
-                                horizon_s=opt.horizon_s, min_history=opt.min_history, history_len=opt.history_len)
+                                horizon_s=opt.horizon_s, min_history=opt.min_history, history_len=opt.history_len,
+                                scale_down_window_s=opt.scale_down_window_s)
         resources = resources or ResourceModel(cluster, table, share_cpu_cores=opt.share_cpu_cores)
         clock = clock or WallClock()
         progress = ProgressTracker(opt.health_policy)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from orch_fakes import FakeForecaster, make_cluster, make_table, plan_of, snapshot
 
-from oserve.control.controller import Controller
+from oserve.control.controller import Controller, ControllerInputError
 from oserve.control.guards import floor_replicas, missing_classes
 from oserve.control.metrics import OrchestratorMetrics
 from oserve.policies import make_planner
@@ -75,3 +75,19 @@ def test_zero_demand_keeps_min_replicas():
     assert all(floored.plan.routing[c] == {"fast": 1.0} for c in NAMES)
     empty = RUNNING.model_copy(update={"replicas": []})
     assert floor_replicas(empty, None, table, 1) is empty  # nothing running: nothing to keep
+
+
+def test_less_demand_is_planned_for_only_once_it_lasted_the_window():
+    planner = make_planner("greedy", weights={"fill_idle_devices": False})
+    ctrl = Controller(FakeForecaster(), planner, make_cluster(), make_table(), DEFAULT_SCHEME, min_history=100,
+                      scale_down_window_s=30.0)
+    current, seen = RUNNING, []
+    for t, rate in [(0, 3.0), (10, 0.5), (20, 0.5), (30, 0.5), (40, 0.5), (50, 6.0)]:
+        d = ctrl.tick(float(t), snapshot([rate, 0, 0, 0]), np.zeros(0), np.zeros((0, 4)), current)
+        current = d.plan
+        seen.append((d.demand.rates_rps[NAMES[0]], sum(d.plan.replica_counts().values())))
+    assert [x for x, _ in seen] == [3.0, 3.0, 3.0, 3.0, 0.5, 6.0]  # the 3 req/s of t=0 is kept until t=30
+    assert [n for _, n in seen] == [3, 3, 3, 3, 1, 4]  # fast: 0.7 x 2 req/s each; down after the window, up at once
+    with pytest.raises(ControllerInputError) as err:
+        Controller(FakeForecaster(), planner, make_cluster(), make_table(), DEFAULT_SCHEME, scale_down_window_s=-1)
+    assert err.value.field == "scale_down_window_s"
