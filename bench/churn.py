@@ -5,6 +5,8 @@ Runs the ``oserve`` policy of ``oserve simulate`` on four scenarios and writes o
 can be run once against the code before a change, ``--label before``, and once after):
 
 * ``a100-azure``: ``examples/sim-4x8-a100.yaml`` as shipped (Azure code + conv traces, 1 h).
+* ``a100-70b``: the same with ``model: llama-2-70b`` (the set-up where docs/simulator.md counted
+  26 switches).
 * ``a100-steps``: the same config on the Azure traces at 10x their rate, thinned to a step load
   (x10/6 for 20 min, x10 for 20 min, x10/12 after): the load crosses the cluster's capacity.
 * ``cpu-steps``: ``examples/sim-cpu-smollm2.yaml`` (2 CPU cores, SmolLM2-135M, the measured table),
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("a100-azure", "a100-steps", "cpu-steps", "cpu-zero")
+SCENARIOS = ("a100-azure", "a100-70b", "a100-steps", "cpu-steps", "cpu-zero")
 
 
 def _cpu_trace(phases: list[tuple[float, float]], seed: int, tail_s: float | None = None) -> Any:
@@ -81,6 +83,8 @@ def _setup(name: str, variant: str) -> tuple[Any, Any]:
     cpu = name.startswith("cpu")
     cfg = load_config(ROOT / "examples" / ("sim-cpu-smollm2.yaml" if cpu else "sim-4x8-a100.yaml"))
     update: dict[str, Any] = {"sample_interval_s": 2.0}
+    if name == "a100-70b":
+        update["model"] = "llama-2-70b"
     if variant == "off":
         if "hysteresis" not in type(cfg.control).model_fields:
             raise SystemExit("--variant off needs control.hysteresis (this code has no such field)")
@@ -90,7 +94,7 @@ def _setup(name: str, variant: str) -> tuple[Any, Any]:
         v = "smollm2-135m-fp32-1c-s32"
         update["deployment"] = [ReplicaPlacement(variant=v, node="node0", device_ids=(i,)) for i in (0, 1)]
     cfg = cfg.model_copy(update=update)
-    if name == "a100-azure":
+    if name in ("a100-azure", "a100-70b"):
         trace = load_traces([str(cfg.resolve(p)) for p in cfg.trace.paths], scale=cfg.trace.scale, seed=cfg.trace.seed)
     elif name == "a100-steps":
         trace = _a100_steps(cfg)

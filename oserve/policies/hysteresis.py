@@ -17,8 +17,9 @@ term. Units: objectives and goodput are req/s, so both sides are requests over t
   two mixes differs only by tie-breakers (spare capacity, quality) worth under 1 % of goodput.
 * A pure scale-down (the candidate's replicas are a subset of the current ones) starts nothing,
   so it pays no start cost and no relative threshold: it happens as soon as it saves anything (e.g.
-  ``device_cost_rps`` with ``fill_idle_devices: false``). At zero demand the deployment therefore
-  reaches the inner planner's minimum at the first decision whose demand lets it.
+  ``device_cost_rps`` with ``fill_idle_devices: false``). The control loop damps it by planning for
+  the largest demand of its last ``scale_down_window_s``
+  (:class:`oserve.control.controller.Controller`) and keeps ``min_replicas``.
 * A candidate that keeps the same replicas (routing-only change) is taken at once.
 """
 
