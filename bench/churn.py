@@ -22,7 +22,8 @@ records), ``targets_reached`` / ``targets_never_reached`` and ``time_to_target_s
 sample, every ``sample_interval_s`` = 2 s, at which the ready replicas per variant match a replica-set
 decision, before the next one), ``aborted`` requests, SLO attainment. ``reported`` holds the
 code's own ``switches`` / ``reconfig_s`` summary. ``--variant off`` runs with
-``control.hysteresis.enabled: false`` (only where the config has that field).
+``control.hysteresis.enabled: false`` (only where the config has that field);
+``--scale-down-window S`` overrides ``control.hysteresis.scale_down_window_s``.
 
     PYTHONPATH=$PWD .venv/bin/python bench/churn.py --label after
 """
@@ -75,7 +76,7 @@ def _a100_steps(cfg: Any) -> Any:
     return Trace(a[keep], np.asarray(tr.input_tokens)[keep], np.asarray(tr.output_tokens)[keep], name="a100-steps")
 
 
-def _setup(name: str, variant: str) -> tuple[Any, Any]:
+def _setup(name: str, variant: str, window_s: float | None = None) -> tuple[Any, Any]:
     from oserve.compose.simulation import load_traces
     from oserve.sim.config import load_config
     from oserve.types import ReplicaPlacement
@@ -90,6 +91,10 @@ def _setup(name: str, variant: str) -> tuple[Any, Any]:
             raise SystemExit("--variant off needs control.hysteresis (this code has no such field)")
         ctl = cfg.control.model_copy(update={"hysteresis": cfg.control.hysteresis.model_copy(update={"enabled": False})})
         update["control"] = ctl
+    if window_s is not None:
+        ctl = update.get("control", cfg.control)
+        update["control"] = ctl.model_copy(update={"hysteresis": ctl.hysteresis.model_copy(
+            update={"scale_down_window_s": window_s})})
     if cpu:
         v = "smollm2-135m-fp32-1c-s32"
         update["deployment"] = [ReplicaPlacement(variant=v, node="node0", device_ids=(i,)) for i in (0, 1)]
@@ -149,11 +154,11 @@ def _zero_demand(res: Any, load_end_s: float, interval_s: float) -> dict[str, An
             "reached_min_after_intervals": (first - load_end_s) / interval_s}
 
 
-def run(name: str, variant: str) -> dict[str, Any]:
+def run(name: str, variant: str, window_s: float | None = None) -> dict[str, Any]:
     from oserve.compose.simulation import load_table, run_policy
     from oserve.sim.policies import parse_policy
 
-    cfg, trace = _setup(name, variant)
+    cfg, trace = _setup(name, variant, window_s)
     table = load_table(cfg)
     t0 = time.perf_counter()
     pr = run_policy(parse_policy("oserve"), trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg)
@@ -171,6 +176,8 @@ def main() -> int:
     ap.add_argument("--variant", choices=("default", "off"), default="default",
                     help="off: control.hysteresis.enabled false")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--scale-down-window", type=float, default=None,
+                    help="override control.hysteresis.scale_down_window_s, s (entry key gets /window-S)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/churn.json"))
     args = ap.parse_args()
     path = Path(args.out)
@@ -179,8 +186,10 @@ def main() -> int:
                             cwd=Path.cwd()).stdout.strip()
     for name in args.scenarios.split(","):
         key = f"{name}/{args.label}" + ("" if args.variant == "default" else f"/hysteresis-{args.variant}")
+        if args.scale_down_window is not None:
+            key += f"/window-{args.scale_down_window:g}"
         load_before = Path("/proc/loadavg").read_text().split()[:3]
-        entry = run(name, args.variant)
+        entry = run(name, args.variant, args.scale_down_window)
         entry.update({"commit": commit, "machine": f"{platform.processor() or platform.machine()}, "
                       f"{__import__('os').cpu_count()} cores", "loadavg_1_5_15_before": load_before,
                       "loadavg_1_5_15_after": Path("/proc/loadavg").read_text().split()[:3]})
