@@ -41,7 +41,7 @@ from oserve.yaml_config import load_yaml_model
 
 __all__ = [
     "ComponentConfig", "NodeGroupConfig", "ClusterConfig", "PlanConfig", "ModelConfig", "ServerConfig",
-    "VariantConfig", "ClassesConfig", "ParkingConfig", "OrchestratorConfig", "ServeConfig", "load_config", "load_plan_config",
+    "VariantConfig", "ClassesConfig", "ParkingConfig", "HysteresisConfig", "OrchestratorConfig", "ServeConfig", "load_config", "load_plan_config",
     "read_yaml", "validate",
 ]
 
@@ -62,6 +62,30 @@ class ComponentConfig(_Strict):
 
     kind: str = Field(..., min_length=1, description="registered name, e.g. 'vllm', 'default', 'ewma' or 'milp'")
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of its constructor")
+
+
+class HysteresisConfig(_Strict):
+    """The control loop's switch rule (:class:`oserve.policies.HysteresisPlanner` around the planner).
+
+    A switch that starts replicas is decided once: it happens when the planner's predicted objective
+    gain times the control horizon exceeds ``min_gain_fraction`` x goodput x horizon plus
+    ``switch_cost_weight`` x start time of the replicas it starts; a pure scale-down pays nothing and
+    happens as soon as the lower demand has lasted ``scale_down_window_s``. Defaults measured in
+    ``bench/results/churn.json``.
+    """
+
+    enabled: bool = Field(True, description="wrap the configured planner in the hysteresis switch rule "
+                                            "(ignored for the 'hysteresis' and 'static' planners)")
+    min_gain_fraction: float = Field(
+        0.05, ge=0, description="a switch that starts replicas must gain more than this fraction of the current "
+                                "plan's goodput (req/s), over the horizon")
+    switch_cost_weight: float = Field(
+        1e-3, ge=0, description="one-time cost of a switch, requests per second of start time of the replicas "
+                                "it starts (profile table start_time_s)")
+    scale_down_window_s: float = Field(
+        60.0, ge=0, description="the planner is handed, per class, the largest demand of the last this many "
+                                "seconds: more demand is served at once, less only once it lasted this long "
+                                "(damps stop/restart on noise; bounds the time to scale down at zero demand), s")
 
 
 class NodeGroupConfig(_Strict):
@@ -246,6 +270,8 @@ class OrchestratorConfig(_Strict):
     drain_timeout_s: float = Field(30.0, ge=0, description="a draining replica's requests are aborted after, s")
     min_history: int = Field(6, ge=1, description="history bins before the forecaster is fitted")
     history_bin_s: float = Field(1.0, gt=0, description="rate-history bin handed to the forecaster, s")
+    hysteresis: HysteresisConfig = Field(default_factory=lambda: HysteresisConfig(),
+                                         description="switch rule: a switch must pay for itself over horizon_s")
     cluster_refresh_s: float = Field(
         5.0, gt=0, description="how often a backend that discovers its nodes (e.g. ray) is asked for them; a node "
                                "that joined or left makes the orchestrator re-plan at once, s")

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from oserve.backends.base import Backend, ReplicaSpec
-from oserve.config import ComponentConfig, ServeConfig
+from oserve.config import ComponentConfig, HysteresisConfig, ParkingConfig, ServeConfig
 from oserve.errors import ConfigError
 from oserve.forecast.base import Forecaster
 from oserve.policies.base import Planner
 
-__all__ = ["build_backend", "build_serve_backend", "backend_for_engine", "build_forecaster", "build_planner", "resolve_model_path", "build_templates",
+__all__ = ["build_backend", "build_serve_backend", "backend_for_engine", "build_forecaster", "build_planner", "build_control_planner", "resolve_model_path", "build_templates",
            "needs_checkpoint"]
 
 
@@ -110,6 +110,35 @@ def build_planner(spec: ComponentConfig | str) -> Planner:
 
     spec = _component(spec)
     return make_planner(spec.kind, **spec.params)
+
+
+def build_control_planner(spec: ComponentConfig | str, hysteresis: HysteresisConfig | None,
+                          horizon_s: float, parking: ParkingConfig | None = None) -> Any:
+    """The control loop's planner: :func:`build_planner` wrapped in the hysteresis switch rule, then
+    (with ``parking``) in :class:`oserve.policies.parking.ParkingPlanner`, which hands the inner rule a
+    table where warm variants cost their wake time, so hysteresis weighs a wake, not a cold start.
+
+    Args:
+        spec: the configured planner.
+        hysteresis: the switch rule (None or ``enabled: false``: the planner alone). The
+            ``hysteresis`` and ``static`` planners are never wrapped.
+        horizon_s: the control loop's forecast horizon, seconds (the gain of a switch is counted over it).
+        parking: parked (warm) replicas to keep (None: none).
+
+    Raises:
+        ConfigError: as :func:`build_planner`, or a threshold out of range.
+    """
+    from oserve.policies import HysteresisPlanner, StaticPlanner
+
+    planner: Any = build_planner(spec)
+    if not (hysteresis is None or not hysteresis.enabled or isinstance(planner, (HysteresisPlanner, StaticPlanner))):
+        planner = HysteresisPlanner(planner, min_gain_fraction=hysteresis.min_gain_fraction,
+                                    switch_cost_weight=hysteresis.switch_cost_weight, horizon_s=horizon_s)
+    if parking is not None:
+        from oserve.policies.parking import ParkingPlanner
+
+        planner = ParkingPlanner(planner, parking.keep_warm, parking.wake_time_s)
+    return planner
 
 
 def needs_checkpoint(backend: Backend) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from oserve.compose.components import build_forecaster, build_planner
+from oserve.compose.components import build_control_planner, build_forecaster
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig, load_config
@@ -82,13 +82,11 @@ def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, 
     """A fresh :class:`oserve.control.controller.Controller` with the config's forecaster and planner."""
     from oserve.control.controller import Controller
 
-    planner = build_planner(cfg.planner)
-    if cfg.control.parking is not None:  # parked (warm) replicas, as the live stack keeps them
-        from oserve.policies.parking import ParkingPlanner
-
-        planner = ParkingPlanner(planner, cfg.control.parking.keep_warm, cfg.control.parking.wake_time_s)
+    h = cfg.control.hysteresis
+    planner = build_control_planner(cfg.planner, h, cfg.control.horizon_s, cfg.control.parking)
     return Controller(build_forecaster(cfg.forecaster), planner, cluster, table, scheme,
-                      horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history)
+                      horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history,
+                      scale_down_window_s=h.scale_down_window_s if h.enabled else 0.0)
 
 
 def _static_run(label: str, variant: str, trace: Trace, table: ProfileTable, cluster: ClusterSpec,

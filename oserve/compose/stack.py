@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from oserve.backends.base import Backend, BackendLifecycle, ClusterSource
 from oserve.clock import Clock, WallClock
 from oserve.compose.components import (
+    build_control_planner,
     build_forecaster,
-    build_planner,
     build_serve_backend,
     build_templates,
     needs_checkpoint,
@@ -208,19 +208,22 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                         f"deployment[{i}] gives variant {rep.variant!r} {len(rep.device_ids)} device(s) but its "
                         f"profile says it uses {need}", field=f"deployment.{i}.device_ids",
                         allowed=f"exactly {need} device id(s)")
-            planner, initial = build_planner(oc.planner), config.initial_plan()
+            planner = build_control_planner(oc.planner, oc.hysteresis, oc.horizon_s, oc.parking)
+            initial = config.initial_plan()
             if oc.parking is not None:  # parked (warm) replicas: kept started beside the active ones
-                from oserve.policies.parking import ParkingPlanner, park_plan
+                from oserve.policies.parking import park_plan
 
-                planner = ParkingPlanner(planner, oc.parking.keep_warm, oc.parking.wake_time_s)
                 initial = park_plan(initial, oc.parking.keep_warm, config.cluster_spec, table)
             stack.orchestrator = Orchestrator.build(
                 backend,
-                build_forecaster(oc.forecaster), planner, config.cluster_spec, table,
+                build_forecaster(oc.forecaster), planner,
+                config.cluster_spec, table,
                 router=router, monitor=monitor, spec_factory=spec_factory, clock=clock,
                 options=OrchestratorOptions(control_interval_s=oc.control_interval_s, horizon_s=oc.horizon_s,
                                             drain_timeout_s=oc.drain_timeout_s, min_history=oc.min_history,
-                                            history_bin_s=oc.history_bin_s),
+                                            history_bin_s=oc.history_bin_s,
+                                            scale_down_window_s=(oc.hysteresis.scale_down_window_s
+                                                                 if oc.hysteresis.enabled else 0.0)),
                 initial_plan=initial, scheme=scheme, registry=registry,
             )
             await stack.orchestrator.start()

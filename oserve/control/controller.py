@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from oserve.control.backlog import backlog_rps, check_backlog_params
+from oserve.control.guards import floor_replicas, keep_running_capacity, missing_classes
 from oserve.errors import OserveError, PlanningError
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
@@ -163,6 +164,9 @@ class Decision:
         replicas_changed: True when the replica counts per (variant, node) differ from the current
             plan's (a switch that starts or stops replicas; ``changed`` is also True for a
             routing-only change).
+        alarms: problems found in the inputs, e.g. ``"missing-class: C (no row in the profile
+            table)"`` for a class with demand the table gives no capacity for
+            (:func:`oserve.control.guards.missing_classes`).
     """
 
     time_s: float
@@ -178,6 +182,7 @@ class Decision:
     backlog_rps: dict[str, float] = field(default_factory=dict)
     outcome: str = "pending"
     replicas_changed: bool = False
+    alarms: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (plan and demand dumped with pydantic)."""
@@ -195,6 +200,7 @@ class Decision:
             "replicas_changed": self.replicas_changed,
             "reason": self.reason,
             "outcome": self.outcome,
+            "alarms": list(self.alarms),
         }
 
 
@@ -222,9 +228,23 @@ class Controller:
         backlog: add the waiting requests' demand (see the module docstring).
         backlog_min_age_fraction / backlog_min_drain_s: see :mod:`oserve.control.backlog`.
 
+        scale_down_window_s: the demand handed to the planner is, per class, the largest demand of
+            the ticks of the last ``scale_down_window_s`` seconds (>= 0; 0: this tick's only). More
+            demand is planned for at once; less only once it has lasted that long, so noise around
+            a replica's capacity does not stop and restart replicas (the Kubernetes HPA's
+            scale-down stabilisation window, there 300 s). At zero demand the deployment reaches
+            its minimum within ``scale_down_window_s / interval + 1`` ticks after the forecast falls.
+        min_replicas: a planned plan keeps at least this many of the current replicas
+            (:func:`oserve.control.guards.floor_replicas`; >= 0). Default 1: at zero demand the
+            deployment scales down to one replica, which the next request finds.
+
+    Safety rule (not for a pinned plan): a class with demand that the table gives no capacity for
+    raises an alarm (log warning, :attr:`Decision.alarms`) and a plan that would remove running
+    replicas is not applied (:func:`oserve.control.guards.keep_running_capacity`).
+
     Raises:
-        ControllerInputError: ``horizon_s`` <= 0, ``min_history`` < 1, ``history_len`` < 1 or
-            ``switch_lead_s`` < 0.
+        ControllerInputError: ``horizon_s`` <= 0, ``min_history`` < 1, ``history_len`` < 1,
+            ``switch_lead_s`` < 0, ``min_replicas`` < 0 or ``scale_down_window_s`` < 0.
         ConfigError: a backlog parameter out of range (names the field).
     """
 
@@ -246,6 +266,8 @@ class Controller:
         backlog: bool = True,
         backlog_min_age_fraction: float = 0.5,
         backlog_min_drain_s: float = 10.0,
+        min_replicas: int = 1,
+        scale_down_window_s: float = 0.0,
     ) -> None:
         if not horizon_s > 0:
             raise ControllerInputError(f"horizon_s must be > 0, got {horizon_s}", field="horizon_s", allowed="> 0")
@@ -268,6 +290,16 @@ class Controller:
         self.backlog = bool(backlog)
         self.backlog_min_age_fraction = float(backlog_min_age_fraction)
         self.backlog_min_drain_s = float(backlog_min_drain_s)
+        if min_replicas < 0:
+            raise ControllerInputError(
+                f"min_replicas must be >= 0, got {min_replicas}", field="min_replicas", allowed=">= 0"
+            )
+        if not scale_down_window_s >= 0:
+            raise ControllerInputError(f"scale_down_window_s must be >= 0, got {scale_down_window_s}",
+                                       field="scale_down_window_s", allowed=">= 0 seconds")
+        self.min_replicas = int(min_replicas)
+        self.scale_down_window_s = float(scale_down_window_s)
+        self._recent: deque[tuple[float, dict[str, float]]] = deque()
         self.forecaster = forecaster
         self.planner = planner
         self.cluster = cluster
@@ -355,7 +387,8 @@ class Controller:
             demand_rates = {c: max(forecast_rps[c], observed[c]) for c in names}
         else:
             demand_rates = dict(forecast_rps)
-        backlog = self._backlog(snapshot, names)
+        demand_rates = self._window_max(float(now_s), demand_rates)
+        backlog = self._backlog(snapshot, names)  # after the window: waiting work is served, not remembered
         for c, extra in backlog.items():
             demand_rates[c] += extra
         demand = Demand(rates_rps=demand_rates, min_quality=self.scheme.min_quality_by_class)
@@ -373,6 +406,18 @@ class Controller:
                 log.warning("planner failed, keeping the current plan: %s", exc)
                 plan = current
                 reason = f"planner failed, current plan kept: {exc}"
+        alarms: tuple[str, ...] = ()
+        if self._pinned is None:
+            missing = missing_classes(self.table, demand)
+            if missing:
+                alarms = tuple(f"missing-class: {c} ({why})" for c, why in missing.items())
+                log.warning("missing-class alarm: demand for %s that the profile table gives no capacity for; "
+                            "running capacity is never removed while it lasts", ", ".join(missing))
+                plan = keep_running_capacity(plan, current, missing)
+                reason = plan.reason or reason
+            floored = floor_replicas(plan, current, self.table, self.min_replicas)
+            if floored is not plan:
+                plan, reason = floored, floored.reason
         if f_note:
             reason = f"{reason}; {f_note}"
         decision = Decision(
@@ -388,6 +433,7 @@ class Controller:
             changed=not plans_equal(plan, current),
             reason=reason,
             replicas_changed=placement_counts(plan) != placement_counts(current),
+            alarms=alarms,
         )
         self._history.append(decision)
         return decision
@@ -419,6 +465,13 @@ class Controller:
             if extra > 0:
                 out[c] = extra
         return out
+
+    def _window_max(self, now_s: float, rates: dict[str, float]) -> dict[str, float]:
+        """Per class, the largest demand of the ticks within ``scale_down_window_s`` (this one included)."""
+        self._recent.append((now_s, dict(rates)))
+        while self._recent and self._recent[0][0] < now_s - self.scale_down_window_s - 1e-9:
+            self._recent.popleft()
+        return {c: max(r.get(c, 0.0) for _, r in self._recent) for c in rates}
 
     def _observed(self, snapshot: _SnapshotLike, names: list[str]) -> dict[str, float]:
         snap_names = list(snapshot.class_names)

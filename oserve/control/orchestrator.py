@@ -36,6 +36,7 @@ from oserve.control.resources import ResourceModel
 from oserve.control.rules import backed_off_starts, planning_base, relocate_plan
 from oserve.control.specs import SpecFactory
 from oserve.control.switcher import RouterPort, Switcher
+from oserve.control.targets import TargetTracker
 from oserve.control.tracked_backend import TrackedBackend
 from oserve.errors import ConfigError, EngineStartError, RequestAbortedError
 from oserve.profiles.table import ProfileTable
@@ -84,6 +85,7 @@ class OrchestratorOptions:
         horizon_s: forecast horizon (> 0; :class:`~oserve.control.controller.Controller`).
         min_history: history bins before the forecaster is fitted (``Controller``).
         history_len: decisions kept in :attr:`Orchestrator.history` (``Controller``).
+        scale_down_window_s: less demand is planned for only once it lasted this long (``Controller``).
         warmup_requests: real requests sent to each new replica before it gets traffic (``Switcher``).
         health_policy: bounds of the progress judgement (:mod:`oserve.control.health`): a replica
             whose requests make no progress, or that fails several requests in a row, is taken out.
@@ -104,6 +106,7 @@ class OrchestratorOptions:
     horizon_s: float = 60.0
     min_history: int = 6
     history_len: int = 256
+    scale_down_window_s: float = 0.0
     warmup_requests: int = 2
     health_policy: HealthPolicy | None = None
     start_timeout_s: float = 600.0
@@ -155,6 +158,7 @@ class Orchestrator:
         self.history_bin_s = opt.history_bin_s
         self.initial_plan = initial_plan
         self.metrics = metrics or OrchestratorMetrics()
+        self.targets = TargetTracker(on_close=[self.metrics.observe_target])  # switch decisions to their end
         self.switcher.on_result.append(self._switch_done)
         self.switcher.on_step.append(self._step_done)
         self._tasks: list[asyncio.Task[None]] = []
@@ -194,7 +198,8 @@ class Orchestrator:
         """
         opt = options or OrchestratorOptions()
         controller = Controller(forecaster, planner, cluster, table, scheme if scheme is not None else monitor.scheme,
-                                horizon_s=opt.horizon_s, min_history=opt.min_history, history_len=opt.history_len)
+                                horizon_s=opt.horizon_s, min_history=opt.min_history, history_len=opt.history_len,
+                                scale_down_window_s=opt.scale_down_window_s)
         resources = resources or ResourceModel(cluster, table, share_cpu_cores=opt.share_cpu_cores)
         clock = clock or WallClock()
         progress = ProgressTracker(opt.health_policy)
@@ -259,6 +264,7 @@ class Orchestrator:
             ],
             "decisions": [d.to_dict() for d in self.history[-last:]],
             "switches": [r.to_dict() for r in self.switches[-last:]],
+            "targets": [t.to_dict() for t in self.targets.records[-last:]],
         }
 
     # ----------------------------------------------------------------- lifecycle
@@ -351,6 +357,8 @@ class Orchestrator:
                 self.controller.record_outcome(decision, f"failed: invalid plan ({exc}; field {exc.field})")
                 return decision
             self._last_target = decision.plan
+            if decision.replicas_changed:
+                self.targets.decided(decision.time_s, decision.plan, self.switcher.actual_plan())
             fut.add_done_callback(lambda f, d=decision: self._record_outcome(d, f))
         else:
             self.controller.record_outcome(decision, "unchanged")
@@ -396,15 +404,17 @@ class Orchestrator:
             self._start_failed_until_s[(step.variant, step.node)] = self.clock.now() + self.options.start_backoff_s
         if step.kind == "stop" and step.ok and step.replica_id:
             self.monitor.forget_replica(step.replica_id)
+        self.targets.observe(step.finished_s, self.switcher.actual_plan())
         self.metrics.observe_replicas(self.switcher.replicas.values())
 
     def _switch_done(self, result: SwitchResult) -> None:
+        self.targets.transition_ended(result.finished_s, result.target, result.actual, result.status)
         if result.replicas_changed:
             log.info("switch %s in %.1f s: now %s (%s)", result.status, result.duration_s,
                      result.actual.replica_counts(), "make-before-break" if result.make_before_break else "rolling")
-            self.metrics.switches.labels(result.status).inc()
+            self.metrics.transitions.labels(result.status).inc()
             if result.status != "superseded":
-                self.metrics.switch_duration.observe(result.duration_s)
+                self.metrics.transition_duration.observe(result.duration_s)
         elif result.status != "unchanged":
             self.metrics.routing_updates.inc()
         if result.aborted_requests:

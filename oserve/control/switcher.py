@@ -31,12 +31,12 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from oserve.backends.base import Backend, Replica, ReplicaState, SamplingParams
 from oserve.clock import Clock, WallClock
-from oserve.control.controller import plans_equal
+from oserve.control.controller import placement_counts
 from oserve.control.records import StepKind, StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import (
@@ -53,7 +53,7 @@ from oserve.control.switch_parking import ParkingSteps
 from oserve.errors import ConfigError, EngineStartError
 from oserve.types import Plan, ReplicaPlacement
 
-__all__ = ["RouterPort", "ManagedReplica", "Switcher"]
+__all__ = ["RouterPort", "ManagedReplica", "Switcher", "same_replicas"]
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,10 @@ class Switcher(ParkingSteps):
 
         One transition runs at a time. If one is running, ``target`` is queued (replacing any
         queued target, whose future resolves ``superseded``) and the running one is interrupted at
-        its next safe point unless it already heads for an equal plan and ``merge`` is True (then
-        the futures merge). Use ``merge=False`` after a replica died, so that a fresh transition
+        its next safe point, unless ``merge`` is True and the running (or queued) target deploys the
+        same replicas per (variant, node) (:func:`same_replicas`): then only its routing is replaced,
+        the transition goes on uninterrupted and the futures merge (a routing update never
+        supersedes a transition). Use ``merge=False`` after a replica died, so that a fresh transition
         from the real state replaces it.
 
         Raises:
@@ -221,12 +223,17 @@ class Switcher(ParkingSteps):
         fut: asyncio.Future[SwitchResult] = loop.create_future()
         had_pending = self._pending is not None
         if self._pending is not None:
-            if merge and plans_equal(self._pending.target, target):
+            if merge and same_replicas(self._pending.target, target):
+                self._pending.target = target  # the newest routing for the same replicas
                 self._pending.futures.append(fut)
                 return fut
             self._resolve(self._pending, self._superseded(self._pending.target))
             self._pending = None
-        if merge and self._running is not None and not had_pending and plans_equal(self._running.target, target):
+        if merge and self._running is not None and not had_pending and same_replicas(self._running.target, target):
+            # a routing-only change of the running target: adopt its routing, never interrupt the transition
+            self._running.target = target
+            self._target_routing = {c: dict(w) for c, w in target.routing.items()}
+            self._refresh_routing(record=True)
             self._running.futures.append(fut)
             return fut
         self._pending = _Request(target, [fut])
@@ -292,6 +299,7 @@ class Switcher(ParkingSteps):
             self._interrupt.clear()
             try:
                 result = await self._transition(req.target)
+                result = result if result.target is req.target else replace(result, target=req.target)
             except asyncio.CancelledError:
                 self._resolve(req, self._superseded(req.target))
                 self._running = None
@@ -597,3 +605,8 @@ def _notify(callbacks: list[Callable[[T], None]], value: T) -> None:
             cb(value)
         except Exception:  # noqa: BLE001 - an observer must not stop the switcher
             log.exception("switcher observer %r raised", cb)
+
+
+def same_replicas(a: Plan | None, b: Plan | None) -> bool:
+    """True when two plans deploy the same replica counts per (variant, node) (routing may differ)."""
+    return placement_counts(a) == placement_counts(b)

@@ -1,27 +1,41 @@
-"""HysteresisPlanner: change the deployment only when it pays for the switch.
+"""HysteresisPlanner: change the deployment only when it pays for the switch, deciding the switch once.
 
-Each call asks the inner planner for a candidate, and scores the alternative of keeping the
-current replicas (with routing re-optimised for the new demand, which costs no restart). The
-candidate replaces the current plan only when
+Each call asks the inner planner for a candidate *without* the switching term (the inner planner sees
+``switch_cost_rps_per_s = 0``, so the switch cost is not charged on every decision, where a one-off
+cost outweighs any per-second saving), and scores the alternative of keeping the current replicas
+(with routing re-optimised for the new demand, which costs no restart). The candidate replaces the
+current plan only when the gain it earns over the horizon pays for the switch once:
 
-    objective(candidate) - objective(keep) > min_gain_fraction * goodput(keep)
-                                             + switch_cost_weight * start time of replicas started/stopped (s)
+    (objective(candidate) - objective(keep)) x horizon_s
+        > min_gain_fraction x goodput(keep) x horizon_s      (not for a pure scale-down)
+          + switch_cost_weight x start time of the replicas it starts (s)
 
 with both objectives computed by :func:`oserve.policies.evaluate.evaluate` without the switching
-term (it is the right-hand side's job). On a steady workload with noise smaller than the threshold
-the plan therefore stays put instead of oscillating between two near-equal mixes.
+term. Units: objectives and goodput are req/s, so both sides are requests over the horizon.
+
+* ``min_gain_fraction`` suppresses churn between near-equal mixes: below capacity the objective of
+  two mixes differs only by tie-breakers (spare capacity, quality) worth under 1 % of goodput.
+* A pure scale-down (the candidate's replicas are a subset of the current ones) starts nothing,
+  so it pays no start cost and no relative threshold: it happens as soon as it saves anything (e.g.
+  ``device_cost_rps`` with ``fill_idle_devices: false``). The control loop damps it by planning for
+  the largest demand of its last ``scale_down_window_s``
+  (:class:`oserve.control.controller.Controller`) and keeps ``min_replicas``.
+* A candidate that keeps the same replicas (routing-only change) is taken at once.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
+from dataclasses import replace as dc_replace
 from typing import Any
 
 from oserve.errors import ConfigError, PlanningError
 from oserve.policies.base import Allocation, Planner, as_weights, build_plan, make_planner
-from oserve.policies.evaluate import evaluate, switch_start_s
+from oserve.policies.evaluate import evaluate
 from oserve.policies.problem import ObjectiveWeights, Problem
+from oserve.types import Plan
 
 __all__ = ["HysteresisPlanner"]
 
@@ -31,21 +45,24 @@ class HysteresisPlanner(Planner):
 
     Args:
         inner: the planner (or its registry name) proposing candidates; default ``"milp"``.
-        min_gain_fraction: required objective gain as a fraction of the current plan's goodput (>= 0).
-        switch_cost_weight: required gain (req/s) per second of start time of replicas started or
-            stopped (>= 0).
+        min_gain_fraction: required objective gain as a fraction of the current plan's goodput (>= 0);
+            not applied to a pure scale-down.
+        switch_cost_weight: one-time cost of a switch, requests per second of start time of the
+            replicas it starts (>= 0): roughly the req/s a replica start takes away while it runs.
+        horizon_s: seconds over which a switch's predicted gain is counted (> 0); the control loop
+            passes its forecast horizon.
         weights: objective weights for scoring; defaults to the inner planner's (and, when ``inner`` is
             a name, the inner planner is built with them).
 
     Raises:
-        ConfigError: a negative threshold.
+        ConfigError: a negative threshold or a horizon <= 0 (names the field).
     """
 
     name = "hysteresis"
 
     def __init__(self, inner: Planner | str = "milp", min_gain_fraction: float = 0.05,
-                 switch_cost_weight: float = 1e-3, weights: ObjectiveWeights | Mapping[str, Any] | None = None
-                 ) -> None:
+                 switch_cost_weight: float = 1e-3, weights: ObjectiveWeights | Mapping[str, Any] | None = None,
+                 horizon_s: float = 60.0) -> None:
         weights = None if weights is None else as_weights(weights)
         if isinstance(inner, str):
             inner = make_planner(inner, weights=weights) if weights is not None else make_planner(inner)
@@ -55,8 +72,11 @@ class HysteresisPlanner(Planner):
         for field, value in (("min_gain_fraction", min_gain_fraction), ("switch_cost_weight", switch_cost_weight)):
             if not value >= 0:
                 raise ConfigError(f"{field} must be >= 0, got {value}", field=f"planner.{field}", allowed=">= 0")
+        if not horizon_s > 0:
+            raise ConfigError(f"horizon_s must be > 0, got {horizon_s}", field="planner.horizon_s", allowed="> 0 s")
         self.min_gain_fraction = float(min_gain_fraction)
         self.switch_cost_weight = float(switch_cost_weight)
+        self.horizon_s = float(horizon_s)
 
     def _allocate(self, problem: Problem) -> Allocation:
         """The inner planner's allocation, or the current replicas unless switching pays (module doc).
@@ -65,35 +85,50 @@ class HysteresisPlanner(Planner):
             ValueError: ``problem`` was not built by :func:`~oserve.policies.problem.build_problem`
                 (it lacks the inputs to score plans with).
         """
-        candidate_alloc = self.inner._allocate(problem)
         current = problem.current_plan
+        free = problem  # the inner planner decides without the switch cost: it is weighed here, once
+        if problem.weights.switch_cost_rps_per_s:
+            free = dc_replace(problem, weights=problem.weights.model_copy(update={"switch_cost_rps_per_s": 0.0}))
+        candidate_alloc = self.inner._allocate(free)
         if current is None:
             return candidate_alloc
         cluster, table, demand = problem.cluster, problem.table, problem.demand_spec
         if cluster is None or table is None or demand is None:
             raise ValueError("HysteresisPlanner needs a Problem built by build_problem (cluster, table, demand)")
-        candidate = build_plan(problem, candidate_alloc, cluster, table, demand, current, self.name)
+        candidate = build_plan(free, candidate_alloc, cluster, table, demand, current, self.name)
         keep_alloc = Allocation(counts=problem.current)
         try:
-            keep = build_plan(problem, keep_alloc, cluster, table, demand, current, self.name)
+            keep = build_plan(free, keep_alloc, cluster, table, demand, current, self.name)
         except PlanningError:  # current no longer packs onto this cluster: nothing to keep
             return candidate_alloc
-        no_switch = self.weights.model_copy(update={"switch_cost_rps_per_s": 0.0})
-        cand_obj = evaluate(candidate, cluster, table, demand, None, no_switch).objective
-        keep_score = evaluate(keep, cluster, table, demand, None, no_switch)
+        cand_obj = evaluate(candidate, cluster, table, demand, None, free.weights).objective
+        keep_score = evaluate(keep, cluster, table, demand, None, free.weights)
         gain = cand_obj - keep_score.objective
-        moved_s = switch_start_s(candidate, current, table)
-        threshold = self.min_gain_fraction * keep_score.goodput_rps + self.switch_cost_weight * moved_s
-        inner_reason = f". {candidate_alloc.reason}" if candidate_alloc.reason else ""
-        if moved_s > 0 and gain > threshold:
-            return replace(candidate_alloc, reason=f"hysteresis: switching (gain {gain:.4f} > threshold "
-                                                   f"{threshold:.4f} req/s){inner_reason}")
-        if moved_s == 0:
-            return replace(candidate_alloc, reason=f"hysteresis: candidate equals current replicas{inner_reason}")
-        return replace(keep_alloc, reason=f"hysteresis: keeping current replicas (gain {gain:.4f} <= threshold "
-                                          f"{threshold:.4f} req/s)")
+        new, old = _counts(candidate), _counts(current)
+        if new == old:
+            return replace(candidate_alloc, reason=f"hysteresis: candidate equals current replicas"
+                                                   f"{_sep(candidate_alloc.reason)}")
+        scale_down = not (new - old)
+        started_s = sum(n * table.variants[v].start_time_s for (v, _), n in (new - old).items()
+                        if v in table.variants)
+        relative = 0.0 if scale_down else self.min_gain_fraction * keep_score.goodput_rps
+        threshold = relative * self.horizon_s + self.switch_cost_weight * started_s
+        won = gain * self.horizon_s
+        if won > threshold:
+            return replace(candidate_alloc, reason=f"hysteresis: switching (gain {won:.4f} > cost {threshold:.4f} "
+                                                   f"requests over {self.horizon_s:g} s){_sep(candidate_alloc.reason)}")
+        return replace(keep_alloc, reason=f"hysteresis: keeping current replicas (gain {won:.4f} <= cost "
+                                          f"{threshold:.4f} requests over {self.horizon_s:g} s)")
 
     def __repr__(self) -> str:
         return (f"HysteresisPlanner(inner={self.inner.name!r}, min_gain_fraction={self.min_gain_fraction}, "
-                f"switch_cost_weight={self.switch_cost_weight})")
+                f"switch_cost_weight={self.switch_cost_weight}, horizon_s={self.horizon_s})")
+
+
+def _counts(plan: Plan) -> Counter[tuple[str, str]]:
+    return Counter((r.variant, r.node) for r in plan.replicas)
+
+
+def _sep(reason: str) -> str:
+    return f". {reason}" if reason else ""
 

@@ -32,7 +32,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from oserve.config import ClassesConfig, ClusterConfig, ComponentConfig, NodeGroupConfig, ParkingConfig
+from oserve.config import (
+    ClassesConfig,
+    ClusterConfig,
+    ComponentConfig,
+    HysteresisConfig,
+    NodeGroupConfig,
+    ParkingConfig,
+)
 from oserve.types import SLO, Plan, ReplicaPlacement
 
 __all__ = ["SimConfig", "load_config", "PAPER_CLUSTER"]
@@ -55,6 +62,8 @@ class ControlConfig(_Model):
     min_history: int = Field(6, ge=1, description="history bins before the forecaster is fitted")
     parking: ParkingConfig | None = Field(None, description="parked (warm) replicas, as orchestrator.parking of "
                                                             "oserve serve; None: none are kept")
+    hysteresis: HysteresisConfig = Field(default_factory=lambda: HysteresisConfig(),
+                                         description="switch rule: a switch must pay for itself over horizon_s")
 
 
 class SwitchingConfig(_Model):

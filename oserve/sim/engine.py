@@ -83,6 +83,8 @@ class SimResult:
         decisions: the controller's decisions (``Decision.to_dict()``), oldest first.
         transitions: switch records (:func:`oserve.sim.loop.transition_record`) of the transitions
             that started or stopped replicas.
+        targets: switch decisions (:class:`oserve.control.targets.TargetRecord` dicts): decisions that
+            changed the replica set, each reached, superseded, abandoned or pending.
         timeline: samples ``{"time_s", "replicas": {variant: ready count}, "starting", "draining",
             "memory_reserved_bytes", "memory_used_bytes", "in_system"}`` (``in_system``: requests
             queued, running or held, sampled before the event at that time).
@@ -102,6 +104,7 @@ class SimResult:
     requests: list[dict[str, Any]]
     decisions: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     total_memory_bytes: int = 0
     duration_s: float = 0.0
@@ -185,6 +188,7 @@ class Simulation:
             requests=[q.record() for q in r.requests],
             decisions=r.decisions,
             transitions=r.results(),
+            targets=[t.to_dict() for t in r.targets.records],
             timeline=r.timeline,
             total_memory_bytes=sum(n.devices * n.device_memory_bytes for n in self.cluster.nodes),
             duration_s=r.duration,

@@ -40,6 +40,7 @@ from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
 from oserve.control.switcher import Switcher
+from oserve.control.targets import TargetTracker
 from oserve.policies.routing import Candidate, choose_replica, open_candidates
 from oserve.sim.backend import SimBackend, SimRouterPort
 from oserve.sim.clock import EventClock
@@ -107,6 +108,10 @@ class SimRun:
         self.switcher = Switcher(self.backend, self.port, self.backend.spec_for,
                                  ResourceModel(sim.cluster, sim.table), clock=self.clock,
                                  drain_timeout_s=opt.drain_timeout_s, warmup_requests=0)
+        self.targets = TargetTracker()  # switch decisions followed to their end (reconfig_s)
+        self.switcher.on_step.append(lambda st: self.targets.observe(st.finished_s, self.switcher.actual_plan()))
+        self.switcher.on_result.append(lambda res: self.targets.transition_ended(res.finished_s, res.target,
+                                                                                  res.actual, res.status))
         self.last_target: Plan = sim.initial_plan
         self.submitted: dict[int, tuple[Plan, float]] = {}
         self.held: deque[SimRequest] = deque()
@@ -263,6 +268,8 @@ class SimRun:
         controller = self.sim.controller
         d = controller.tick(t, snap, hts, hrates, current)
         if d.changed:
+            if d.replicas_changed:
+                self.targets.decided(t, d.plan, self.switcher.actual_plan())
             self.switcher.submit(d.plan)
             self.submitted.setdefault(id(d.plan), (d.plan, t))
             self.last_target = d.plan

@@ -23,8 +23,13 @@ Definitions (all requests of the run, seconds unless stated):
   cluster; ``memory_reserved_share``: reserved memory over all device memory.
 * ``switch_touched_share``: share of requests touched by a switch (in flight on a replica when it
   began draining, held while no replica was ready, retried or aborted).
-* ``reconfig_s``: mean time from a decision that changed the plan to the new configuration in
-  place (the switcher's transition finished), over transitions that finished.
+* ``switches``: control decisions that changed the replica set (a routing-only change is not
+  one; :mod:`oserve.control.targets`), with ``switches_reached`` / ``_superseded`` / ``_abandoned``
+  / ``_pending`` counted apart; ``transitions``: the switcher's transitions that started or stopped
+  replicas (fragments: several may serve one switch).
+* ``reconfig_s`` (and ``reconfig_p50_s``, ``reconfig_max_s``): time from a switch decision to its
+  replica set being ready, seconds, over reached switches only. Runs without switch records (a
+  real replay) fall back to the transitions' decision-to-finish times.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from oserve.control.targets import summarise_targets
 
 __all__ = ["records_to_arrays", "summarise", "timeseries", "compare_fidelity"]
 
@@ -83,7 +90,8 @@ def _latencies(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
 def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, bin_s: float = 60.0,
               span_s: float | None = None, timeline: Sequence[Mapping[str, Any]] | None = None,
               total_memory_bytes: int | None = None,
-              transitions: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+              transitions: Sequence[Mapping[str, Any]] | None = None,
+              targets: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Summary metrics of a run (see the module docstring for definitions).
 
     Args:
@@ -91,7 +99,8 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
         slo_ttft_s / slo_tpot_s: SLO targets, seconds.
         bin_s: width of the fixed windows of the peak throughput and goodput, seconds.
         span_s: the trace span, seconds (default: last arrival).
-        timeline / total_memory_bytes / transitions: taken from the result when one is given.
+        timeline / total_memory_bytes / transitions / targets: taken from the result when one is given
+            (``targets``: :class:`~oserve.control.targets.TargetRecord` dicts).
 
     Returns:
         A JSON-ready dict of metrics; latency fields are None when no request completed.
@@ -102,6 +111,7 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
         timeline = res.timeline if timeline is None else timeline
         total_memory_bytes = res.total_memory_bytes if total_memory_bytes is None else total_memory_bytes
         transitions = res.transitions if transitions is None else transitions
+        targets = getattr(res, "targets", None) if targets is None else targets
         span_s = res.duration_s if span_s is None else span_s
     else:
         records = result_or_records
@@ -159,7 +169,12 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
         out["memory_utilization"] = float(u / rs) if rs > 0 else None
         out["memory_cluster_share"] = float(u / total_memory_bytes)
         out["memory_reserved_share"] = float(rs / total_memory_bytes)
-    if transitions is not None:
+    if targets is not None:
+        out.update(summarise_targets(list(targets)))
+        if transitions is not None:
+            out["transitions"] = len(transitions)
+            out["transitions_superseded"] = sum(t.get("status") == "superseded" for t in transitions)
+    elif transitions is not None:
         durs = [t["duration_s"] for t in transitions if t.get("duration_s") is not None]
         out["switches"] = len(transitions)
         out["reconfig_s"] = float(np.mean(durs)) if durs else None

@@ -142,11 +142,14 @@ async def test_mix_shift_switches_live_without_losing_requests():
         assert orch.history[-1].outcome.startswith("applied")
         assert done and all(n == 20 for n in done)
         assert metric(orch, "oserve_orchestrator_requests_aborted_total") == 0
-        assert metric(orch, "oserve_switches_total", {"status": "applied"}) == 2  # initial deployment + switch
+        assert metric(orch, "oserve_transitions_total", {"status": "applied"}) == 2  # initial deployment + switch
+        assert metric(orch, "oserve_switches_total", {"outcome": "reached"}) == 1  # one decision changed replicas
+        assert [t.status for t in orch.targets.records] == ["reached"]
+        assert metric(orch, "oserve_reconfig_seconds_count") == 1
         assert metric(orch, "oserve_replicas_actual", {"variant": "big"}) == 2
         assert metric(orch, "oserve_replicas_actual", {"variant": "fast"}) == 0
         assert metric(orch, "oserve_forecast_rate_rps", {"request_class": LONG.name}) > 0
-        assert metric(orch, "oserve_switch_duration_seconds_count") == 2
+        assert metric(orch, "oserve_transition_duration_seconds_count") == 2
     finally:
         await orch.stop()
     assert all(r.state == "stopped" for r in backend.replicas.values())

@@ -191,3 +191,21 @@ async def test_failed_start_after_a_rolling_drain_rolls_back_the_drained_replica
     assert sw.actual_plan().replica_counts() == {"fast": 1} and router.ready_count() == 1
     assert res.actual.replica_counts() == {"fast": 1}
     assert_view_matches_reality(sw, router, backend)
+
+
+async def test_routing_only_change_does_not_supersede_the_running_transition():
+    backend = FakeBackend(start_delay_s=0.3)
+    sw, router = make_switcher(backend)
+    await sw.apply(plan_of(("fast", "node0", (0,))))
+    reps = (("fast", "node0", (0,)), ("big", "node0", (1,)))
+    up = sw.submit(plan_of(*reps))
+    await asyncio.sleep(0.1)  # 'big' is still starting
+    assert sorted(m.state for m in sw.replicas.values()) == ["ready", "starting"]
+    new_routing = {c: {"fast": 0.25, "big": 0.75} for c in router.routing}
+    reroute = sw.submit(plan_of(*reps, routing=new_routing))
+    r_up, r_reroute = await up, await reroute
+    assert r_up is r_reroute and r_up.status == "applied", r_up.steps
+    assert not any(s.kind == "cancel" for s in r_up.steps)
+    assert r_up.target.routing == new_routing  # the result names the newest target
+    assert router.routing == new_routing and sw.actual_plan().routing == new_routing
+    assert backend.starts == 2 and [r.status for r in sw.results].count("superseded") == 0

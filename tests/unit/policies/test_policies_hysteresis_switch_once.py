@@ -1,0 +1,53 @@
+"""Hysteresis decides a switch once: the start cost is weighed against the gain over the horizon."""
+
+from __future__ import annotations
+
+import pytest
+
+from oserve.errors import ConfigError
+from oserve.policies import ClusterSpec, Demand, HysteresisPlanner, make_planner
+from oserve.testing.tables import GIB, synthetic_table
+
+SHORT, LONG = "short", "long"
+SAVE = {"fill_idle_devices": False}  # energy-saving mode: each device costs device_cost_rps
+
+
+def _table():
+    return synthetic_table({"fast": {SHORT: 4.0, LONG: 1.0}}, {"fast": 1}, class_names=[SHORT, LONG])
+
+
+def _two_replicas(planner, cluster, table):
+    plan = planner.plan(cluster, table, Demand(rates_rps={SHORT: 5.0, LONG: 0.0}))
+    assert plan.replica_counts() == {"fast": 2}
+    return plan
+
+
+def test_zero_demand_scales_down_at_the_first_decision():
+    table, cluster = _table(), ClusterSpec.homogeneous(1, 4, "a100-80gb", 80 * GIB)
+    zero = Demand(rates_rps={SHORT: 0.0, LONG: 0.0})
+    bare = make_planner("milp", weights=SAVE)
+    current = _two_replicas(bare, cluster, table)
+    # the bare planner charges the start time of the stopped replica on every decision: it keeps both
+    assert bare.plan(cluster, table, zero, current).replica_counts() == {"fast": 2}
+    hyst = HysteresisPlanner(make_planner("milp", weights=SAVE), horizon_s=30.0)
+    down = hyst.plan(cluster, table, zero, current)
+    assert down.replica_counts() == {}, down.reason  # the planner's minimum (the controller keeps one replica)
+    assert "switching" in down.reason
+
+
+def test_a_switch_that_starts_replicas_must_pay_its_start_cost_over_the_horizon():
+    table, cluster = _table(), ClusterSpec.homogeneous(1, 4, "a100-80gb", 80 * GIB)
+    current = _two_replicas(make_planner("greedy", weights=SAVE), cluster, table)
+    more = Demand(rates_rps={SHORT: 6.5, LONG: 0.0})  # two replicas plan for 2 x 0.7 x 4 = 5.6 req/s
+    cheap = HysteresisPlanner(make_planner("greedy", weights=SAVE), min_gain_fraction=0.0, horizon_s=60.0)
+    assert cheap.plan(cluster, table, more, current).replica_counts() == {"fast": 3}
+    dear = HysteresisPlanner(make_planner("greedy", weights=SAVE), min_gain_fraction=0.0, horizon_s=60.0,
+                             switch_cost_weight=1e4)
+    kept = dear.plan(cluster, table, more, current)
+    assert kept.replica_counts() == {"fast": 2} and "keeping" in kept.reason
+
+
+def test_horizon_must_be_positive():
+    with pytest.raises(ConfigError) as err:
+        HysteresisPlanner("greedy", horizon_s=0.0)
+    assert err.value.field == "planner.horizon_s"
