@@ -128,7 +128,7 @@ def main() -> int:
     t_all = time.perf_counter()
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
-        cfg = SimConfig(table=args.table, control=CONTROL, planner={"name": planners[0]}, forecaster={"name": "ewma"})
+        cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"})
         for tname in args.traces.split(","):
             trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)

@@ -226,7 +226,7 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         slo = cfg.slo or table.slo
         return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s), None
     if policy.kind == "oserve" and policy.planner:
-        cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"name": policy.planner,
+        cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
     run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
