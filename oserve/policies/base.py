@@ -73,8 +73,10 @@ class Planner(ABC):
 
     name: ClassVar[str] = "planner"
     #: Whether :meth:`plan` replaces an allocation that carries less goodput than the best single-variant,
-    #: cluster-filling deployment by that deployment (see :func:`single_variant_floor`); static baselines opt out.
-    use_single_variant_floor: ClassVar[bool] = True
+    #: cluster-filling deployment by that deployment (see :func:`single_variant_floor`). The built-in MILP,
+    #: greedy and flow planners opt in; off by default so a custom planner's own allocation is what it plans
+    #: (and what ``oserve.testing.check_planner`` checks).
+    use_single_variant_floor: ClassVar[bool] = False
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         self.weights = as_weights(weights)

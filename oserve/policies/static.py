@@ -38,7 +38,6 @@ class StaticPlanner(Planner):
     """
 
     name = "static"
-    use_single_variant_floor = False  # the baseline is what it is: one (chosen) variant, never replaced
 
     def __init__(self, variant: str | None = None, replicas: int | None = None,
                  weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
