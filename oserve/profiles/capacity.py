@@ -8,14 +8,11 @@ class's expected lengths; continuous batching with chunked prefill, as vLLM sche
 
 1. KV limit: ``B_kv = floor(kv_capacity_tokens / (I + O))`` (every running request may grow to
    its full length); ``B_max = min(max_num_seqs, B_kv)``. Context: a variant only ever serves
-   requests that fit its ``max_model_len`` (longer prompts are clipped to it before they reach
-   it), so a class whose expected ``I + O`` exceeds ``max_model_len`` is profiled at a
-   representative length of the prompts it receives, not at the class's top edge
-   (:func:`representative_input_tokens`: the mean of the class's prompts spread uniformly around
-   the expected length, each clipped to ``max_model_len - O``; e.g. Llama-2-70B's 4,096-token
-   context, long-input classes ``[2048, ...)`` with expected 4,096 input tokens: 3,552 tokens
-   with 64 output tokens, against 3,289-3,500 for the Azure 2023 code/conv traces' long prompts
-   clipped to the context); when no prompt of the class fits at all, it gets capacity 0.
+   requests that fit its ``max_model_len`` (longer prompts are clipped or refused before they reach
+   it), so a class whose expected ``I + O`` exceeds ``max_model_len`` is profiled at
+   ``I = max_model_len - O`` when that still lies in the class's input range (e.g. Llama-2-70B's
+   4,096-token context: long-input classes, expected 4,096 input tokens, are profiled at
+   4,096 - O); otherwise (the class cannot fit at all) it gets capacity 0.
 2. For a steady-state concurrency ``B`` (requests in decode), the mean KV held is
    ``K = B (I + O/2)``. New prompts are prefilled inside decode iterations, so an iteration costs
    ``T = D + lam T P``, where ``D = decode_step_s(B, K)``, ``P = prefill_s(I) - a`` (a prompt's
@@ -47,8 +44,7 @@ from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
 from oserve.profiles.variants import Variant
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, RequestClass
 
-__all__ = ["LoadPoint", "load_point", "representative_input_tokens", "class_capacity", "variant_profile",
-           "build_table"]
+__all__ = ["LoadPoint", "load_point", "class_capacity", "variant_profile", "build_table"]
 
 _P99_EXP = math.log(100.0)
 
@@ -108,28 +104,6 @@ def load_point(
     return LoadPoint(b, lam, ttft, t, ttft + (o_tok - 1.0) * t, stable)
 
 
-def representative_input_tokens(cls: RequestClass, max_model_len: int, output_tokens: int) -> int:
-    """Prompt length (tokens) at which a variant with context ``max_model_len`` is profiled for ``cls``.
-
-    The class's expected input when it fits (``expected_input_tokens + output_tokens <=
-    max_model_len``). Otherwise the mean prompt the variant actually serves: the class's prompts are
-    taken as spread uniformly over ``[lo, 2 E - lo]`` (``lo`` the class's lower input edge, ``E`` its
-    expected input, so their mean is ``E``) and each is clipped to ``max_model_len - output_tokens``,
-    as the serving stack clips them; the mean of the clipped lengths is returned. The expected input
-    unchanged when even ``lo`` does not fit (the class cannot be served; capacity 0).
-    """
-    e = int(cls.expected_input_tokens)
-    fit_in = int(max_model_len) - int(output_tokens)
-    lo = max(1, int(cls.input_range[0]))
-    if e <= fit_in or fit_in < lo:
-        return e
-    hi = 2 * e - lo
-    if hi <= lo:
-        return fit_in
-    p = (fit_in - lo) / (hi - lo)  # share of the class's prompts that fit unclipped
-    return int(round(p * (lo + fit_in) / 2.0 + (1.0 - p) * fit_in))
-
-
 def class_capacity(
     model: IterationTimeModel,
     variant: Variant,
@@ -142,10 +116,12 @@ def class_capacity(
         ``ClassProfile`` with capacity (req/s), TTFT/TPOT at that load (s), the KV-limited max
         concurrency and output throughput (tokens/s). Capacity 0 if no concurrency meets the SLO
         or no input of the class fits ``max_model_len`` with the expected output (an expected input
-        beyond ``max_model_len - O`` is replaced by :func:`representative_input_tokens`).
+        beyond ``max_model_len - O`` is clipped to it; see the module docstring).
     """
-    o_tok = cls.expected_output_tokens
-    i_tok = representative_input_tokens(cls, variant.max_model_len, o_tok)
+    i_tok, o_tok = cls.expected_input_tokens, cls.expected_output_tokens
+    fit_in = variant.max_model_len - o_tok
+    if i_tok > fit_in >= max(1, cls.input_range[0]):  # the longest prompts of the class this variant admits
+        i_tok = fit_in
     if i_tok + o_tok > variant.max_model_len:
         return ClassProfile(capacity_rps=0.0, ttft_s=0.0, tpot_s=0.0, max_concurrency=0)
     b_kv = variant.kv_capacity_tokens // (i_tok + o_tok)

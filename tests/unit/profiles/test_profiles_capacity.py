@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from oserve.errors import ProfileError
-from oserve.profiles.capacity import build_table, class_capacity, load_point, representative_input_tokens
+from oserve.profiles.capacity import build_table, class_capacity, load_point
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.roofline import estimate_start_time_s, roofline_model
 from oserve.profiles.table import ProfileTable
@@ -46,17 +46,12 @@ def test_faster_model_has_more_capacity() -> None:
     assert class_capacity(fast, V, SHORT, slo).capacity_rps > class_capacity(slow, V, SHORT, slo).capacity_rps
 
 
-def test_class_longer_than_context_is_profiled_at_a_representative_clipped_length() -> None:
+def test_class_longer_than_context_is_profiled_at_what_fits() -> None:
     v = Variant(model="llama-2-7b", device_type="a100-80gb")  # 4096-token context
     long = DEFAULT_SCHEME.by_name("long-in/long-out")  # expected 4096 in + 512 out: over the context
-    # prompts uniform on [2048, 6144] (mean 4096), clipped to 3584: 0.375 x 2816 + 0.625 x 3584 = 3296
-    assert representative_input_tokens(long, 4096, 512) == 3296
-    assert representative_input_tokens(long, 8192, 512) == 4096  # fits: the expected length itself
     cp = class_capacity(roofline_model(v), v, long, SLO())
-    at_rep = dataclasses.replace(long, expected_input_tokens=3296)
-    top_edge = dataclasses.replace(long, expected_input_tokens=4096 - 512)
-    assert cp.capacity_rps > 0 and cp == class_capacity(roofline_model(v), v, at_rep, SLO())
-    assert cp.capacity_rps > class_capacity(roofline_model(v), v, top_edge, SLO()).capacity_rps
+    clipped = dataclasses.replace(long, expected_input_tokens=4096 - 512)
+    assert cp.capacity_rps > 0 and cp == class_capacity(roofline_model(v), v, clipped, SLO())
 
 
 def test_class_that_cannot_fit_the_context_has_zero_capacity() -> None:
