@@ -61,6 +61,9 @@ def main() -> int:
     ap.add_argument("--oracle-capacities", default="simulated", choices=("simulated", "table"))
     ap.add_argument("--oracle-duration", type=float, default=300.0,
                     help="length of each per-class calibration run of the oracle, seconds")
+    ap.add_argument("--planner-capacities", default="table", choices=("table", "calibrated"),
+                    help="capacities the planners see: the table's, or calibrated with the simulator on the trace's "
+                         "lengths (oserve/compose/calibrate.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -125,13 +128,14 @@ def main() -> int:
     t_all = time.perf_counter()
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
-        cfg = SimConfig(table=args.table, control=CONTROL, planner={"name": planners[0]}, forecaster={"name": "ewma"})
+        cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"})
         for tname in args.traces.split(","):
             trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)
             study = capacity_study(trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg, planners=tuple(planners),
                                    target=args.target, seed=args.seed, rel_tol=args.rel_tol,
                                    oracle_capacities=args.oracle_capacities, oracle_duration_s=args.oracle_duration,
+                                   planner_capacities=args.planner_capacities,
                                    log=lambda line: print("  " + line, flush=True))
             print(format_capacity_table(study), flush=True)
             key = f"{model}/{tname}"

@@ -92,7 +92,7 @@ def main() -> int:
     from oserve.workload.transforms import clip_tokens, scale_rate
 
     table = restrict_table(ProfileTable.load(args.table), model=args.model)
-    cfg = SimConfig(table=args.table, control=CONTROL, planner={"name": "milp"}, forecaster={"name": "ewma"})
+    cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": "milp"}, forecaster={"kind": "ewma"})
     scheme, cluster, slo = cfg.classes.to_scheme(), cfg.cluster.spec(), table.slo
     base = load_traces([str(TRACES / f) for f in args.traces.split(",")], duration_s=args.duration)
     base = clip_tokens(base, max_total=max(v.max_model_len for v in table.variants.values()))

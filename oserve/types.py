@@ -116,8 +116,8 @@ class Plan(BaseModel):
     planner: str = ""
     admit_rps: dict[str, float] = Field(
         default_factory=dict,
-        description="per class, the most req/s to admit (the rest is rejected at admission because no "
-                    "replica could serve it within SLO); classes absent are admitted in full")
+        description="per class, the req/s the plan serves within SLO where demand exceeds it (advisory: no "
+                    "router or simulator enforces it, and evaluate does not credit it); classes absent are served in full")
     devices_used: int = Field(0, description="devices the replicas occupy")
     optimal: bool | None = Field(
         None, description="True when the planner proved the plan optimal for the shared objective (MILP solved "

@@ -195,8 +195,11 @@ def mean_demand(trace: Trace, scheme: ClassScheme) -> Demand:
 
 
 def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
-                    scheme: ClassScheme, cfg: SimConfig, *, seed: int = 0) -> tuple[dict[str, Any], str | None]:
+                    scheme: ClassScheme, cfg: SimConfig, *, seed: int = 0,
+                    planning_table: ProfileTable | None = None) -> tuple[dict[str, Any], str | None]:
     """Simulate one policy on one (already scaled) trace.
+
+    ``planning_table`` is the table the planners of ``static-mix`` and ``oserve`` see (default ``table``).
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
@@ -215,7 +218,7 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         from oserve.sim.engine import Simulation
         from oserve.sim.metrics import summarise
 
-        planning = derate_table(table, cfg.planner_capacity_factor)
+        planning = derate_table(planning_table or table, cfg.planner_capacity_factor)
         planner = make_planner(policy.planner or cfg.planner.kind, **(cfg.planner.params if not policy.planner else {}))
         plan = planner.plan(cluster, planning, mean_demand(trace, scheme), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
@@ -223,10 +226,10 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         slo = cfg.slo or table.slo
         return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s), None
     if policy.kind == "oserve" and policy.planner:
-        cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"name": policy.planner,
+        cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
-    run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed)
+    run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
     return run.summary, run.variant
 
 
@@ -271,8 +274,8 @@ def default_scaler(seed: int) -> Callable[[Trace, float], Trace]:
 def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
                   scheme: ClassScheme, cfg: SimConfig, *, target: float = DEFAULT_TARGET, seed: int = 0,
                   start_scale: float = 1.0, rel_tol: float = 0.02, min_scale: float = 1.0 / 64,
-                  max_scale: float = 256.0, scale_trace: Callable[[Trace, float], Trace] | None = None
-                  ) -> CapacityResult:
+                  max_scale: float = 256.0, scale_trace: Callable[[Trace, float], Trace] | None = None,
+                  planning_table: ProfileTable | None = None) -> CapacityResult:
     """Bisect the largest arrival-rate scale at which ``policy`` keeps SLO attainment >= ``target``.
 
     Each probe scales ``trace`` (default :func:`oserve.workload.transforms.scale_rate` with
@@ -286,6 +289,7 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
         seed: seed of the rate scaling and the engine.
         start_scale / rel_tol / min_scale / max_scale: see :func:`bisect_scale`.
         scale_trace: ``(trace, scale) -> trace``; replaces the seeded ``scale_rate``.
+        planning_table: the table the planners see (default ``table``), see :func:`simulate_policy`.
 
     Raises:
         ConfigError: bad search parameters, unknown policy, variant or planner.
@@ -297,7 +301,8 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
     t0 = time.perf_counter()
 
     def attainment(s: float) -> float:
-        summary, v = simulate_policy(pol, scaler(trace, s), table, cluster, scheme, cfg, seed=seed)
+        summary, v = simulate_policy(pol, scaler(trace, s), table, cluster, scheme, cfg, seed=seed,
+                                     planning_table=planning_table)
         variant[0] = v
         probes.append(Probe(s, float(summary["slo_attainment"]), summary))
         return float(summary["slo_attainment"])
@@ -331,7 +336,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
                    target: float = DEFAULT_TARGET, seed: int = 0, rel_tol: float = 0.02,
                    oracle_capacities: str = "simulated", oracle_window_s: float = 60.0,
                    oracle_duration_s: float = 300.0, clip_to_context: bool = True,
-                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   log: Callable[[str], None] | None = None, planner_capacities: str = "table") -> dict[str, Any]:
     """Capacity of every policy on one trace, ratios, the oracle bound, and latencies at a common load.
 
     The trace's token lengths are clipped to the table's longest ``max_model_len`` first (input cut
@@ -350,6 +355,9 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         oracle_duration_s: length of each per-class calibration run, seconds.
         clip_to_context: clip token lengths to the context first.
         log: called with one line per finished policy.
+        planner_capacities: ``"table"`` (the planners see the table's capacities) or ``"calibrated"``
+            (capacities measured with the simulator on the trace's lengths per variant and class,
+            :mod:`oserve.compose.calibrate`; the same calibrated table for ``static-mix`` and ``oserve``).
 
     Returns:
         ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
@@ -363,6 +371,9 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     from oserve.compose.oracle import oracle_bound, simulated_class_capacities
     from oserve.workload.transforms import clip_tokens
 
+    if planner_capacities not in ("table", "calibrated"):
+        raise ConfigError(f"unknown planner_capacities {planner_capacities!r}", field="planner_capacities",
+                          allowed="table, calibrated")
     if oracle_capacities not in ("simulated", "table"):
         raise ConfigError(f"unknown oracle_capacities {oracle_capacities!r}", field="oracle_capacities",
                           allowed="simulated, table")
@@ -385,6 +396,17 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         bound = table_bound
     oracle_wall = time.perf_counter() - t0
     say(f"oracle ({bound.source} capacities): scale {bound.scale:.3g} ({oracle_wall:.0f} s)")
+    planning_table: ProfileTable | None = None
+    calibration: dict[str, Any] | None = None
+    if planner_capacities == "calibrated":
+        from oserve.compose.calibrate import calibrated_capacities, calibrated_table
+
+        t0 = time.perf_counter()
+        cal = calibrated_capacities(table, trace, scheme, table_bound.variants, target=target, slo=slo,
+                                    duration_s=oracle_duration_s, seed=seed)
+        planning_table = calibrated_table(table, cal)
+        calibration = {"capacities": cal, "wall_s": time.perf_counter() - t0}
+        say(f"planner capacities calibrated ({calibration['wall_s']:.0f} s)")
     results: dict[str, CapacityResult] = {}
     last = 1.0
     for label in labels:
@@ -392,7 +414,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         hint = bound.static_scales.get(pol.variant or "", 0.0) if pol.kind == "static" else 0.0
         start = hint if 1.0 / 64 <= hint <= 256.0 and math.isfinite(hint) else min(max(last, 1.0 / 64), 256.0)
         r = find_capacity(pol, trace, table, cluster, scheme, cfg, target=target, seed=seed, start_scale=start,
-                          rel_tol=rel_tol)
+                          rel_tol=rel_tol, planning_table=planning_table)
         results[label] = r
         if r.capacity_scale > 0:
             last = r.capacity_scale
@@ -410,7 +432,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         p = r.probe_at(common)
         if p is None:
             summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(seed)(trace, common), table,
-                                         cluster, scheme, cfg, seed=seed)
+                                         cluster, scheme, cfg, seed=seed, planning_table=planning_table)
         else:
             summary = p.summary
         rows.append({
@@ -446,6 +468,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
                    "table_units": {"scale": table_bound.scale, "static_scales": table_bound.static_scales,
                                    "capacities_rps": table_bound.capacities}},
         "summary": summary, "wall_s": time.perf_counter() - t_start,
+        "planner_capacities": planner_capacities, "calibration": calibration,
     }
 
 

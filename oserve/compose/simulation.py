@@ -118,7 +118,8 @@ def _static_capacity(table: ProfileTable, cluster: ClusterSpec, variant: str, mi
 
 
 def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme: ClassScheme,
-               cfg: SimConfig, *, seed: int = 0, progress: bool = False, best_static_top: int = 0) -> PolicyRun:
+               cfg: SimConfig, *, seed: int = 0, progress: bool = False, best_static_top: int = 0,
+               planning_table: ProfileTable | None = None) -> PolicyRun:
     """Simulate one policy on ``trace``.
 
     Args:
@@ -128,6 +129,8 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
         progress: tqdm progress bar.
         best_static_top: for ``best-static``, simulate only the ``k`` variants with the highest
             table-predicted static capacity for the trace's class mix (0: every variant).
+        planning_table: the table oserve's planner sees (e.g. :func:`oserve.compose.calibrate.calibrated_table`;
+            default ``table``); the simulated replicas always run ``table``'s iteration models.
 
     Raises:
         ConfigError: unknown variant, no variant fits, or a policy the table cannot support.
@@ -166,7 +169,7 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
     if spec.kind == "oserve":
         from oserve.sim.capacity_check import derate_table
 
-        planning_table = derate_table(table, cfg.planner_capacity_factor)
+        planning_table = derate_table(planning_table or table, cfg.planner_capacity_factor)
         ctrl = build_controller(cfg, cluster, planning_table, scheme)
         plan: Plan | None = cfg.initial_plan()
         if plan is None:

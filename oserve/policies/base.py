@@ -30,7 +30,8 @@ from oserve.policies.problem import ObjectiveWeights, Problem, build_problem
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
-__all__ = ["Allocation", "Planner", "register_planner", "make_planner", "available_planners", "build_plan"]
+__all__ = ["Allocation", "Planner", "register_planner", "make_planner", "available_planners", "build_plan",
+           "single_variant_floor"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class Planner(ABC):
     """
 
     name: ClassVar[str] = "planner"
+    #: Whether :meth:`plan` replaces an allocation that carries less goodput than the best single-variant,
+    #: cluster-filling deployment by that deployment (see :func:`single_variant_floor`). The built-in MILP,
+    #: greedy and flow planners opt in; off by default so a custom planner's own allocation is what it plans
+    #: (and what ``oserve.testing.check_planner`` checks).
+    use_single_variant_floor: ClassVar[bool] = False
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         self.weights = as_weights(weights)
@@ -94,7 +100,10 @@ class Planner(ABC):
         """
         problem = build_problem(cluster, table, demand, current, self.weights)
         alloc = self._allocate(problem)
-        return build_plan(problem, alloc, cluster, table, demand, current, self.name)
+        plan = build_plan(problem, alloc, cluster, table, demand, current, self.name)
+        if self.use_single_variant_floor:
+            plan = single_variant_floor(problem, plan, cluster, table, demand, current, self.name)
+        return plan
 
     @abstractmethod
     def _allocate(self, problem: Problem) -> Allocation:
@@ -203,13 +212,53 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     plan = Plan(replicas=replicas, routing=routing, admit_rps=admit, planner=planner)
     score = evaluate(plan, cluster, table, demand, current, problem.weights)
     notes = [alloc.reason] if alloc.reason else []
+    optimal = alloc.optimal
+    claimed = float(np.sum(alloc.served)) if alloc.served is not None else None
+    if claimed is not None and score.goodput_rps < claimed * (1 - 1e-6) - 1e-9:
+        # The allocation counted serving only part of an overloaded class; the rest is routed too (admission
+        # is not enforced) and overloads its variant, so the allocation's optimality claim does not carry over.
+        optimal = False if optimal else optimal
+        notes.append(f"the allocation counted {claimed:.4g} req/s served, but the whole demand is routed "
+                     f"(admit_rps is not enforced): {score.goodput_rps:.4g} req/s within SLO")
     notes.append(_diagnose(problem, score.goodput_rps, score.devices_used, counts, score.served_rps))
     if problem.unfit:
         notes.append("unplaceable variants: " + "; ".join(f"{v} ({why})" for v, why in sorted(problem.unfit.items())))
     return plan.model_copy(update={
         "predicted_goodput_rps": score.goodput_rps, "slo_attainment": score.slo_attainment,
         "memory_used_bytes": score.memory_used_bytes, "objective": score.objective,
-        "devices_used": score.devices_used, "reason": ". ".join(notes), "optimal": alloc.optimal})
+        "devices_used": score.devices_used, "reason": ". ".join(notes), "optimal": optimal})
+
+
+def single_variant_floor(problem: Problem, plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Demand,
+                         current: Plan | None, planner: str) -> Plan:
+    """``plan``, or the best single-variant deployment if that carries more goodput (req/s within SLO).
+
+    Every planner's allocation is scored with :func:`oserve.policies.evaluate.evaluate`, where the
+    whole demand is routed (admission is not credited). A planner's own model may credit serving
+    only part of a class (the MILP's ``x <= demand``); the rest of the class is still routed and
+    overloads the replicas it lands on, so the plan can carry less than filling the cluster with
+    the one best variant. This floor compares ``plan`` with each variant's cluster-filling
+    deployment (round-robin, as the static baseline) and keeps the one with the higher goodput
+    (ties: ``plan``), so every plan carries at least what the best single-variant plan carries.
+    """
+    best = plan
+    good = plan.predicted_goodput_rps or 0.0
+    maxr = problem.max_replicas()
+    for vi, v in enumerate(problem.variants):
+        if not problem.fits[vi].any() or not (problem.cap[vi] > 0).any():
+            continue
+        counts = np.zeros_like(maxr)
+        counts[vi] = maxr[vi]
+        cand = build_plan(problem, Allocation(counts, reason=f"single-variant floor: {v} fills the cluster",
+                                              equal_routing=True), cluster, table, demand, current, planner)
+        cgood = cand.predicted_goodput_rps or 0.0
+        if cgood > good * (1 + 1e-6) + 1e-9:
+            best, good = cand, cgood
+    if best is plan:
+        return plan
+    return best.model_copy(update={"reason": f"{best.reason}. It carries {good:.4g} req/s within SLO, more than "
+                                             f"the planner's allocation ({plan.predicted_goodput_rps or 0.0:.4g} req/s: "
+                                             f"{plan.reason})", "optimal": False})
 
 
 # ---------------------------------------------------------------- registry

@@ -7,8 +7,10 @@ Goodput model (time sharing): a replica of variant ``v`` serving class ``c`` alo
 ``sum_c load_c / cap[v, c] <= replicas_v``. Routed load beyond that is served within SLO in
 proportion ``replicas_v / sum_c load_c / cap[v, c]`` (every class on that variant equally), and load
 routed to a variant with no capacity for the class earns nothing. Goodput is the sum over classes
-of the load served within SLO, req/s. Traffic a plan does not admit (``Plan.admit_rps``) is
-rejected at admission and earns nothing.
+of the load served within SLO, req/s. The load is the whole demand times the routing shares:
+``Plan.admit_rps`` is advisory (what the plan serves within SLO where demand exceeds it) and no
+router, simulator or orchestrator enforces it, so it is not credited: traffic beyond a variant's
+capacity is still routed there and degrades every class on it (the proportion above).
 
 Spare capacity (``fill_idle_devices``, the default): every replica adds its capacity for the current
 demand mix (:func:`oserve.policies.problem.mix_capacity`, req/s) to the plan's planned capacity,
@@ -100,7 +102,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
     util: dict[str, float] = dict.fromkeys(replicas, 0.0)
     load: dict[str, dict[str, float]] = {}
     for ci, c in enumerate(classes):
-        admitted = min(dem[ci], plan.admit_rps.get(c, np.inf))
+        admitted = dem[ci]  # admit_rps is not enforced anywhere, so the whole demand is routed (module docstring)
         for v, share in plan.routing.get(c, {}).items():
             if share > 0 and admitted > 0:
                 load.setdefault(v, {})[c] = admitted * share

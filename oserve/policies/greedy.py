@@ -169,6 +169,7 @@ class GreedyPlanner(Planner):
     """
 
     name = "greedy"
+    use_single_variant_floor = True  # never plan less goodput than the best single-variant deployment
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, local_search_rounds: int = 3) -> None:
         super().__init__(weights)

@@ -374,6 +374,7 @@ class MILPPlanner(Planner):
     """
 
     name = "milp"
+    use_single_variant_floor = True  # never plan less goodput than the best single-variant deployment
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, time_limit_s: float = 5.0,
                  mip_rel_gap: float = 1e-4, backend: Literal["cvxpy", "highspy"] = "cvxpy", threads: int = 1) -> None:
