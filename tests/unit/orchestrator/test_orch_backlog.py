@@ -51,7 +51,7 @@ def test_monitor_snapshot_reports_waiting_requests_and_their_age() -> None:
     assert snap.oldest_wait_s.tolist() == [4.0, 0.0, 0.0, 0.0]
 
 
-def _burst_decision(backlog: bool):
+def _burst_decision(backlog: bool, min_replicas: int = 1):
     """40 requests at t=0 on one replica serving 2 req/s (SLO TTFT 2 s); 6 served; tick at t=15 s."""
     clock = SimClock(0.0)
     mon = WorkloadMonitor(DEFAULT_SCHEME, clock, window_s=10, history_s=120)
@@ -68,14 +68,16 @@ def _burst_decision(backlog: bool):
     table = make_table(capacities={"fast": dict.fromkeys(NAMES, 2.0)})
     planner = make_planner("greedy", weights={"fill_idle_devices": False})  # energy saving
     ctrl = Controller(FakeForecaster(), planner, make_cluster(devices=4), table, DEFAULT_SCHEME,
-                      min_history=1000, backlog=backlog)
+                      min_history=1000, backlog=backlog, min_replicas=min_replicas)
     ts, rates = mon.rate_history()
     return ctrl.tick(15.0, snap, ts, rates, plan_of(("fast", "node0", (0,))))
 
 
 def test_burst_backlog_keeps_and_starts_capacity_in_energy_saving_mode() -> None:
-    before = _burst_decision(backlog=False)
-    assert before.plan.replica_counts() == {}  # the reported bug: 0 replicas with 34 queued
+    # the reported bug: 0 replicas with 34 queued (without the one-replica floor, which hides it)
+    before = _burst_decision(backlog=False, min_replicas=0)
+    assert before.plan.replica_counts() == {}
+    assert _burst_decision(backlog=False).plan.replica_counts() == {"fast": 1}  # the floor alone keeps one
     d = _burst_decision(backlog=True)
     assert d.backlog_rps[NAMES[0]] == pytest.approx(3.4)  # 34 queued, past the SLO, over 10 s
     assert d.demand.rates_rps[NAMES[0]] == pytest.approx(3.4)
