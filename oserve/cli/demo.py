@@ -3,8 +3,8 @@
 1. Picks the CPU profile table valid for this machine (``oserve.cli.demo_table``; re-measures the
    demo's two variants, fp32 and int8 W8A8 one core each, when no shipped table matches the CPU).
 2. Builds a replay slice from the Azure LLM inference 2023 traces: code + conversation merged on one
-   clock, the 4-minute window [480 s, 720 s) in which a burst of code requests arrives after 160 s of
-   light conversation traffic, time-compressed 2x (2 minutes), token lengths scaled to SmolLM2's small
+   clock, the 4-minute window [480 s, 720 s) in which a burst of code requests arrives after 160 s (80 s
+   of the replay) of light conversation traffic, time-compressed 2x (2 minutes), token lengths scaled to SmolLM2's small
    context (inputs / 20 clipped to [4, 600]; conversation outputs / 4; outputs clipped to [2, 96]),
    and thinned (seeded) to a rate chosen from the profile: the busiest 30 s are ``--peak-over-plain``
    (default 1.5) times what the plain fp32 deployment serves within the SLO.
