@@ -48,6 +48,7 @@ class PooledReplica(Replica):
         self.spec = spec
         self._state: ReplicaState = "ready"
         self._in_flight: set[str] = set()
+        self._started: set[str] = set()
         self._aborted: dict[str, str] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -77,6 +78,8 @@ class PooledReplica(Replica):
             async for chunk in self._engine.generate(request_id, prompt, params):
                 if chunk.finish_reason == "abort" and request_id in self._aborted:
                     break
+                if chunk.completion_tokens > 0:
+                    self._started.add(request_id)
                 if chunk.finished:
                     self._pool.count_output(self.spec.variant, chunk.completion_tokens)
                 yield chunk
@@ -85,6 +88,7 @@ class PooledReplica(Replica):
                                           replica_id=self.replica_id, code="aborted")
         finally:
             self._in_flight.discard(request_id)
+            self._started.discard(request_id)
             self._aborted.pop(request_id, None)
             if not self._in_flight:
                 self._idle.set()
@@ -112,8 +116,20 @@ class PooledReplica(Replica):
         return len(left)
 
     async def drain(self, timeout_s: float) -> int:
+        """Stop taking requests; with the pool's ``requeue_unstarted``, at once end the requests that
+        have no output token yet with :class:`RequestAbortedError` (the endpoint retries a request
+        that fails before its first token on another replica, so they move to the new replicas
+        instead of waiting in this engine's queue; they are not counted as aborted); then wait up to
+        ``timeout_s`` for the started ones and abort those still running. Returns the requests aborted
+        after they had started."""
         if self._state == "ready":
             self._state = "draining"
+        if self._pool.requeue_unstarted:
+            waiting = [rid for rid in self._in_flight if rid not in self._started]
+            for rid in waiting:
+                self._aborted[rid] = f"replica {self.replica_id} is draining; not started yet, retry elsewhere"
+                await self._engine.abort(rid)
+            self._pool.requeued += len(waiting)
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
             return 0
@@ -137,16 +153,21 @@ class WarmPoolBackend(Backend):
     Args:
         inner: the backend that starts engines (e.g. ``VLLMBackend(allow_core_sharing=True)``, so
             that engines of two precisions can be pinned to the same core).
+        requeue_unstarted: a draining replica hands its not-yet-started requests back at once (see
+            :meth:`PooledReplica.drain`) instead of serving its whole queue before the switch ends.
 
     Attributes:
         warm_starts: replicas handed out from the pool.
         cold_starts: replicas the wrapped backend had to start.
         handouts: ``(monotonic time s, replica id, spec variant, warm)`` per start, in order.
         output_tokens: output tokens of finished requests per variant (what each variant served).
+        requeued: requests draining replicas handed back before their first token.
     """
 
-    def __init__(self, inner: Backend) -> None:
+    def __init__(self, inner: Backend, *, requeue_unstarted: bool = True) -> None:
         self.inner = inner
+        self.requeue_unstarted = requeue_unstarted
+        self.requeued = 0
         self.name = f"pool({inner.name})"
         self.needs_checkpoint = inner.needs_checkpoint  # type: ignore[misc]
         self._idle: dict[str, list[Replica]] = {}
@@ -206,7 +227,7 @@ class WarmPoolBackend(Backend):
 
     def reset_counters(self) -> None:
         """Zero the start and output-token counters (e.g. between demo runs)."""
-        self.warm_starts = self.cold_starts = 0
+        self.warm_starts = self.cold_starts = self.requeued = 0
         self.handouts = []
         self.output_tokens = {}
 

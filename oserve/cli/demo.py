@@ -193,7 +193,7 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
         sampler.stop()
         status = lt.call(_status(stack))
         retried = stack.app.state.metrics.registry.get_sample_value("oserve_requests_retried_total") or 0.0
-        tokens = dict(pool.output_tokens)
+        tokens, requeued = dict(pool.output_tokens), pool.requeued
         lt.call(stack.stop)
     result.write(out_dir / f"records-{name}.jsonl")
     s, recs = result.summary, result.records
@@ -211,6 +211,7 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
         "aborted": sum(1 for r in recs if not r.ok and r.status is not None),
         "lost": sum(1 for r in recs if not r.ok and r.status is None),
         "requests": s["requests"], "completed": s["completed"], "output_tokens_by_variant": tokens,
+        "requeued_on_drain": requeued,
         "timeline": sampler.samples,
         "records": [{"t": r.send_s, "cls": r.request_class, "ttft": r.ttft_s, "ok": r.ok} for r in recs],
         "decisions": [{k: d.get(k) for k in ("time_s", "observed_rps", "forecast_rps", "reason", "changed")}
@@ -305,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     slo = config.orchestrator.slo
     plot_timeline(results, trace, slo.ttft_s, out_dir / "timeline.png", full_precision)
     summary: dict[str, Any] = {name: {k: res.get(k) for k in (*KEYS, "deployment", "requests", "completed",
-                                                                 "output_tokens_by_variant", "same_run_as")}
+                                                                 "output_tokens_by_variant", "requeued_on_drain",
+                                                                 "same_run_as")}
                                for name in ("oserve", "plain", "int8", "best_static") if (res := results.get(name))}
     summary["meta"] = {"trace": trace.name, **trace.meta, "requests": len(trace), "duration_s": trace.duration_s,
                        "rate": rate_note, "best_static": mix_name(mix), "best_static_scores": mix_scores,

@@ -71,3 +71,43 @@ async def test_drain_waits_then_aborts_only_this_handles_requests() -> None:
     fresh = await pool.start_replica(spec(), "r2")
     assert (await run(fresh, "after"))[-1].finished  # the engine itself was not drained
     await pool.shutdown()
+
+
+async def test_drain_hands_back_unstarted_requests_at_once() -> None:
+    # one sequence at a time: the second request waits in the engine's queue without a token
+    opts = FakeReplicaOptions(token_delay_s=0.05)
+    pool = WarmPoolBackend(FakeBackend(opts))
+    await pool.prestart([spec()])
+    rep = await pool.start_replica(spec(), "r")
+    first_tokens: list[str] = []
+
+    async def consume(rid: str, n: int) -> str:
+        async for c in rep.generate(rid, "a b c", SamplingParams(max_tokens=n)):
+            if c.completion_tokens == 1:
+                first_tokens.append(rid)
+        return rid
+
+    running = asyncio.create_task(consume("running", 10))
+    await asyncio.sleep(0.12)  # "running" has its first tokens
+    assert first_tokens == ["running"]
+    rep._in_flight.add("queued")  # a request the engine holds but has not started (no token yet)
+    engine_aborts: list[str] = []
+    real_abort = rep.engine.abort
+
+    async def record_abort(rid: str) -> None:
+        engine_aborts.append(rid)
+        rep._in_flight.discard(rid)  # the queued request's stream ends on its abort
+        await real_abort(rid)
+
+    rep.engine.abort = record_abort  # type: ignore[method-assign]
+    aborted = await rep.drain(5.0)
+    assert engine_aborts == ["queued"] and pool.requeued == 1  # handed back at once, not after 5 s
+    assert aborted == 0 and await running == "running"  # the started request finished normally
+    off = WarmPoolBackend(FakeBackend(opts), requeue_unstarted=False)
+    await off.prestart([spec()])
+    rep2 = await off.start_replica(spec(), "r2")
+    rep2._in_flight.add("queued")
+    rep2._idle.clear()
+    assert await rep2.drain(0.05) == 1 and off.requeued == 0  # without it: aborted at the timeout
+    await pool.shutdown()
+    await off.shutdown()
