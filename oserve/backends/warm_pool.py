@@ -1,0 +1,243 @@
+"""A pool of running engines that replicas are handed out from (warm starts) and returned to.
+
+:class:`WarmPoolBackend` wraps another backend. :meth:`WarmPoolBackend.prestart` starts engines
+ahead of time (e.g. an fp32 and an int8 engine on each CPU core); afterwards
+:meth:`~WarmPoolBackend.start_replica` of a spec equal to a pooled engine's spec hands that engine out
+at once, wrapped in a :class:`PooledReplica` with the requested replica id, and ``stop()`` on the
+replica returns the engine to the pool instead of shutting it down. A spec with no idle engine in the
+pool is started cold on the wrapped backend (and joins the pool when stopped).
+
+Uses: the demo (``oserve.cli.demo``) runs four deployments on the same engines, so that no static
+run is charged engine starts, and oserve's precision switches activate an already-loaded engine of
+the other precision on the same core (the idle engine holds memory, not CPU: a vLLM engine core with
+no requests blocks on its input queue). :meth:`~WarmPoolBackend.shutdown` stops every engine.
+
+The pool is bound to the event loop its engines were started on: use it from that loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaState, ReplicaStats, SamplingParams, TokenChunk
+from oserve.errors import ReplicaError, RequestAbortedError
+
+__all__ = ["WarmPoolBackend", "PooledReplica"]
+
+log = logging.getLogger(__name__)
+
+
+def _key(spec: ReplicaSpec) -> str:
+    return spec.model_dump_json()
+
+
+class PooledReplica(Replica):
+    """A replica handle on a pooled engine; ``stop()`` gives the engine back to the pool.
+
+    It keeps its own state and in-flight set, so a drained or stopped handle never affects the next
+    handle of the same engine.
+    """
+
+    def __init__(self, pool: WarmPoolBackend, engine: Replica, replica_id: str, spec: ReplicaSpec) -> None:
+        self._pool = pool
+        self._engine = engine
+        self.replica_id = replica_id
+        self.spec = spec
+        self._state: ReplicaState = "ready"
+        self._in_flight: set[str] = set()
+        self._started: set[str] = set()
+        self._aborted: dict[str, str] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.max_model_len = getattr(engine, "max_model_len", spec.max_model_len)
+
+    @property
+    def engine(self) -> Replica:
+        """The pooled engine's own replica handle."""
+        return self._engine
+
+    @property
+    def state(self) -> ReplicaState:
+        if self._state in ("ready", "draining") and self._engine.state == "failed":
+            return "failed"
+        return self._state
+
+    def validate(self, params: SamplingParams) -> None:
+        self._engine.validate(params)
+
+    async def generate(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[TokenChunk]:
+        if self._state != "ready":
+            raise ReplicaError(f"replica {self.replica_id} is {self._state}, not taking requests",
+                               replica_id=self.replica_id, code="replica_not_ready")
+        self._in_flight.add(request_id)
+        self._idle.clear()
+        try:
+            async for chunk in self._engine.generate(request_id, prompt, params):
+                if chunk.finish_reason == "abort" and request_id in self._aborted:
+                    break
+                if chunk.completion_tokens > 0:
+                    self._started.add(request_id)
+                if chunk.finished:
+                    self._pool.count_output(self.spec.variant, chunk.completion_tokens)
+                yield chunk
+            if request_id in self._aborted:
+                raise RequestAbortedError(f"request {request_id} aborted: {self._aborted[request_id]}",
+                                          replica_id=self.replica_id, code="aborted")
+        finally:
+            self._in_flight.discard(request_id)
+            self._started.discard(request_id)
+            self._aborted.pop(request_id, None)
+            if not self._in_flight:
+                self._idle.set()
+
+    async def abort(self, request_id: str) -> None:
+        if request_id in self._in_flight:
+            await self._engine.abort(request_id)
+
+    async def stats(self) -> ReplicaStats:
+        return await self._engine.stats()
+
+    async def health(self) -> bool:
+        return self._state not in ("stopped", "failed") and await self._engine.health()
+
+    async def _abort_all(self, why: str) -> int:
+        left = list(self._in_flight)
+        for rid in left:
+            self._aborted[rid] = why
+            await self._engine.abort(rid)
+        if left:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=5.0)
+            except TimeoutError:
+                log.warning("replica %s: %d aborted requests did not finish", self.replica_id, len(self._in_flight))
+        return len(left)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop taking requests; with the pool's ``requeue_unstarted``, at once end the requests that
+        have no output token yet with :class:`RequestAbortedError` (the endpoint retries a request
+        that fails before its first token on another replica, so they move to the new replicas
+        instead of waiting in this engine's queue; they are not counted as aborted); then wait up to
+        ``timeout_s`` for the started ones and abort those still running. Returns the requests aborted
+        after they had started."""
+        if self._state == "ready":
+            self._state = "draining"
+        if self._pool.requeue_unstarted:
+            waiting = [rid for rid in self._in_flight if rid not in self._started]
+            for rid in waiting:
+                self._aborted[rid] = f"replica {self.replica_id} is draining; not started yet, retry elsewhere"
+                await self._engine.abort(rid)
+            self._pool.requeued += len(waiting)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
+            return 0
+        except TimeoutError:
+            return await self._abort_all(f"replica {self.replica_id} drain timeout ({timeout_s:.1f} s)")
+
+    async def stop(self) -> None:
+        if self._state == "stopped":
+            return
+        self._state = "stopped"
+        await self._abort_all(f"replica {self.replica_id} stopped")
+        self._pool.give_back(self._engine)
+
+    def count_tokens(self, prompt: str | list[int]) -> int:
+        return self._engine.count_tokens(prompt)
+
+
+class WarmPoolBackend(Backend):
+    """Hands out running engines of a wrapped backend (see the module docstring).
+
+    Args:
+        inner: the backend that starts engines (e.g. ``VLLMBackend(allow_core_sharing=True)``, so
+            that engines of two precisions can be pinned to the same core).
+        requeue_unstarted: a draining replica hands its not-yet-started requests back at once (see
+            :meth:`PooledReplica.drain`) instead of serving its whole queue before the switch ends.
+
+    Attributes:
+        warm_starts: replicas handed out from the pool.
+        cold_starts: replicas the wrapped backend had to start.
+        handouts: ``(monotonic time s, replica id, spec variant, warm)`` per start, in order.
+        output_tokens: output tokens of finished requests per variant (what each variant served).
+        requeued: requests draining replicas handed back before their first token.
+    """
+
+    def __init__(self, inner: Backend, *, requeue_unstarted: bool = True) -> None:
+        self.inner = inner
+        self.requeue_unstarted = requeue_unstarted
+        self.requeued = 0
+        self.name = f"pool({inner.name})"
+        self.needs_checkpoint = inner.needs_checkpoint  # type: ignore[misc]
+        self._idle: dict[str, list[Replica]] = {}
+        self._all: list[Replica] = []
+        self.warm_starts = 0
+        self.cold_starts = 0
+        self.handouts: list[tuple[float, str, str, bool]] = []
+        self.output_tokens: dict[str, int] = {}
+
+    async def prestart(self, specs: list[ReplicaSpec], *, concurrency: int = 2) -> list[float]:
+        """Start one engine per spec into the pool (``concurrency`` at a time).
+
+        Returns:
+            Each engine's start time, seconds, in the order of ``specs``.
+
+        Raises:
+            EngineStartError: an engine failed to start (the ones started stay in the pool).
+        """
+        sem = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(i: int, spec: ReplicaSpec) -> float:
+            async with sem:
+                t0 = time.monotonic()
+                engine = await self.inner.start_replica(spec, f"pool-{i}-{spec.variant}")
+                self._all.append(engine)
+                self._idle.setdefault(_key(spec), []).append(engine)
+                return time.monotonic() - t0
+
+        return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(specs))))
+
+    def idle_count(self) -> int:
+        """Engines in the pool not handed out."""
+        return sum(len(v) for v in self._idle.values())
+
+    async def start_replica(self, spec: ReplicaSpec, replica_id: str) -> Replica:
+        """An idle pooled engine of exactly ``spec`` (warm, no wait), else a cold start."""
+        idle = self._idle.get(_key(spec))
+        alive = [e for e in (idle or []) if e.state == "ready"]
+        if idle is not None:
+            idle[:] = alive
+        if alive:
+            engine = idle.pop(0)  # type: ignore[union-attr]
+            self.warm_starts += 1
+            warm = True
+        else:
+            engine = await self.inner.start_replica(spec, replica_id)
+            self._all.append(engine)
+            self.cold_starts += 1
+            warm = False
+        self.handouts.append((time.monotonic(), replica_id, spec.variant, warm))
+        log.info("%s start of %s (%s)", "warm" if warm else "cold", replica_id, spec.variant)
+        return PooledReplica(self, engine, replica_id, spec)
+
+    def count_output(self, variant: str, tokens: int) -> None:
+        """Add ``tokens`` output tokens served by ``variant`` (called by the replicas)."""
+        self.output_tokens[variant] = self.output_tokens.get(variant, 0) + int(tokens)
+
+    def reset_counters(self) -> None:
+        """Zero the start and output-token counters (e.g. between demo runs)."""
+        self.warm_starts = self.cold_starts = self.requeued = 0
+        self.handouts = []
+        self.output_tokens = {}
+
+    def give_back(self, engine: Replica) -> None:
+        """Return an engine to the pool (a failed engine is dropped)."""
+        if engine.state == "ready":
+            self._idle.setdefault(_key(engine.spec), []).append(engine)
+
+    async def shutdown(self) -> None:
+        """Stop every engine the pool started."""
+        await asyncio.gather(*(e.stop() for e in self._all), return_exceptions=True)
+        self._all.clear()
+        self._idle.clear()

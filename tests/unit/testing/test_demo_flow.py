@@ -1,0 +1,44 @@
+"""The demo's whole flow (``oserve.cli.demo.main``) on the fake backend, time-compressed: four
+deployments on pooled engines, results.json keys, timeline PNG, oserve switching precision live."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oserve.cli import demo, demo_table
+from oserve.profiles.table import ProfileTable
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_demo_runs_four_deployments_on_pooled_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = ROOT / "examples" / "profiles" / "cpu-smollm2-precision.json"
+    # run as on the CPU the shipped table was measured on (no re-measuring with real engines here)
+    monkeypatch.setattr(demo_table, "current_cpu", lambda: ProfileTable.load(table).measured_on)
+    cfg = yaml.safe_load((ROOT / "examples" / "demo-cpu-precision.yaml").read_text())
+    cfg["backend"] = {"kind": "fake", "params": {"options": {"token_delay_s": 0.004}}}
+    cfg["orchestrator"]["table"] = str(ROOT / "examples" / "profiles" / "cpu-smollm2-precision.json")
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert demo.main(["--config", str(path), "--out", str(out), "--time-compression", "40"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {"oserve", "plain", "int8", "best_static", "meta"} <= set(res)
+    for name in ("oserve", "plain", "int8", "best_static"):
+        row = res[name]
+        for key in ("goodput_rps", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s",
+                    "full_precision_share", "core_seconds", "switches", "switch_s", "retried", "aborted", "lost"):
+            assert key in row, (name, key)
+        assert row["lost"] == 0 and row["completed"] == row["requests"] == res["meta"]["requests"]
+    assert res["plain"]["full_precision_share"] == 1.0 and res["int8"]["full_precision_share"] == 0.0
+    assert res["plain"]["switches"] == 0 and res["plain"]["core_seconds"] > 0
+    # the burst exceeds 2 x fp32 by the profile: oserve moves some core to int8, without a cold start
+    assert res["oserve"]["switches"] >= 1 and 0.0 < res["oserve"]["full_precision_share"] < 1.0
+    assert all(s < 5.0 for s in res["oserve"]["switch_s"])
+    assert res["meta"]["rate"]["peak_rps"] > res["meta"]["rate"]["plain_capacity_at_peak_mix_rps"]
+    assert "measured on this CPU" in res["meta"]["profile_table"]
+    assert (out / "timeline.png").stat().st_size > 10_000
