@@ -17,7 +17,7 @@
    * ``best_static``: the static mix with the most predicted goodput over the whole trace
      (hindsight, from the profile; ``oserve.cli.demo_static``);
    * ``oserve``: starts as fp32 on both cores; the orchestrator (forecaster + MILP planner,
-     re-planning every 5 s from the profile) switches each core's precision live. Its config keeps
+     re-planning every ``control_interval_s`` from the profile) switches each core's precision live. Its config keeps
      both variants started on each core (``orchestrator.parking``): the variant not routed to is
      parked, and a precision switch is a wake of the parked engine plus a routing shift.
 
