@@ -8,9 +8,11 @@ replica returns the engine to the pool instead of shutting it down. A spec with 
 pool is started cold on the wrapped backend (and joins the pool when stopped).
 
 Uses: the demo (``oserve.cli.demo``) runs four deployments on the same engines, so that no static
-run is charged engine starts, and oserve's precision switches activate an already-loaded engine of
-the other precision on the same core (the idle engine holds memory, not CPU: a vLLM engine core with
-no requests blocks on its input queue). :meth:`~WarmPoolBackend.shutdown` stops every engine.
+run is charged engine starts; in its oserve run the replicas of the variant not routed to are
+parked (``orchestrator.parking``; :meth:`PooledReplica.park` / :meth:`PooledReplica.wake` delegate
+to the pooled engine), so a precision switch wakes the other precision's engine on the same core
+(an idle vLLM-CPU engine holds memory, not CPU: its engine core blocks on its input queue).
+:meth:`~WarmPoolBackend.shutdown` stops every engine.
 
 The pool is bound to the event loop its engines were started on: use it from that loop only.
 """
