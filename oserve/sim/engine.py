@@ -17,6 +17,7 @@ from typing import Any
 
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
+from oserve.sim.contention import NO_CONTENTION, ContentionModel
 from oserve.sim.loop import SimRun
 from oserve.sim.replica import ReplicaParams
 from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Plan
@@ -42,6 +43,8 @@ class SimOptions:
         sample_interval_s: period of the timeline samples (replicas, memory), seconds.
         progress: show a tqdm progress bar.
         record_controller_inputs: keep every tick's inputs in :attr:`SimResult.controller_inputs`.
+        contention: slowdown of iterations on shared CPU nodes (:mod:`oserve.sim.contention`;
+            default: none, the table's iteration times as measured).
     """
 
     control_interval_s: float = 30.0
@@ -56,6 +59,7 @@ class SimOptions:
     sample_interval_s: float = 10.0
     progress: bool = False
     record_controller_inputs: bool = False
+    contention: ContentionModel = NO_CONTENTION
 
     def __post_init__(self) -> None:
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):
