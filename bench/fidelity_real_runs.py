@@ -29,12 +29,23 @@ def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _wait_quiet(max_load: float, max_wait_s: float) -> float:
+    """Sleep until the 1-min load average is below ``max_load`` or ``max_wait_s`` passed; returns the wait, s."""
+    t0 = time.monotonic()
+    while os.getloadavg()[0] >= max_load and time.monotonic() - t0 < max_wait_s:
+        time.sleep(5)
+    return round(time.monotonic() - t0, 1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "examples/cpu-smollm2.yaml"))
     ap.add_argument("--rate-factors", default="0.03,0.06,0.10", help="thinning factors of the Azure slice")
     ap.add_argument("--replicas", type=int, default=2, help="replicas of the static deployment (1 or 2)")
     ap.add_argument("--out", default="out/fidelity")
+    ap.add_argument("--max-load", type=float, default=4.0,
+                    help="wait before each load until the 1-min load average (the stack idle) is below this")
+    ap.add_argument("--max-wait-s", type=float, default=300.0, help="give up waiting after this long, s")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("vllm", "httpx", "uvicorn.access"):
@@ -61,6 +72,7 @@ def main() -> int:
         logging.info("stack up in %.1f s", time.monotonic() - t_start)
         for rf in (float(x) for x in args.rate_factors.split(",")):
             trace = build_demo_trace(rate_factor=rf)
+            waited = _wait_quiet(args.max_load, args.max_wait_s)
             before = _loadavg()
             t0 = time.monotonic()
             result = asyncio.run(replay(trace, st.url, cfg.model.served_name, tokenizer=model_path, slo=SLO,
@@ -70,7 +82,7 @@ def main() -> int:
             s = result.summary
             runs.append({"rate_factor": rf, "records": path.name, "requests": len(trace),
                          "offered_rps": len(trace) / max(trace.duration_s, 1e-9),
-                         "wall_s": time.monotonic() - t0, "loadavg_before": before, "loadavg_after": _loadavg(),
+                         "wall_s": time.monotonic() - t0, "waited_for_quiet_s": waited, "loadavg_before": before, "loadavg_after": _loadavg(),
                          "throughput_rps": s["request_throughput"], "slo_attainment": s["slo_attainment"],
                          "trace": trace.name, "trace_meta": trace.meta})
             logging.info("rf %.3f: %s", rf, runs[-1])
