@@ -14,7 +14,8 @@ iteration when it starts:
                  * (1 + colocated_slowdown * other_busy_replicas)
 
 ``busy_devices`` counts the devices of replicas with an iteration in progress on the node, this one
-included; ``colocated_slowdown`` is the extra iteration time per other busy replica (shared memory
+included, and of replicas starting there (an engine loading weights and warming up keeps its cores
+busy); ``colocated_slowdown`` is the extra iteration time per other busy replica (shared memory
 bandwidth and caches). Both coefficients are fitted to real replays (``bench/sim_fidelity.py``);
 zero (the default) disables the model and leaves the table's iteration times as they are.
 """

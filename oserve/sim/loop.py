@@ -297,7 +297,8 @@ class SimRun:
         others = 0
         rate = 0.0
         for o in self.backend.replicas.values():
-            if o is r or o.node != r.node or not o.busy:
+            # a starting engine (weight load, warm-up, graph capture) keeps its cores busy too
+            if o is r or o.node != r.node or not (o.busy or o.state == "starting"):
                 continue
             others += 1
             busy_dev += len(o.device_ids)

@@ -99,3 +99,25 @@ def test_config_builds_the_model_and_refuses_negative_values() -> None:
     assert ContentionConfig(host_cpu_s_per_token=0.002).model() == ContentionModel(0.002, 0.0)
     with pytest.raises(ValueError):
         ContentionConfig(colocated_slowdown=-0.5)
+
+
+def test_a_starting_replica_on_the_node_counts_as_busy_cores() -> None:
+    from oserve.sim.loop import SimRun
+
+    names = DEFAULT_SCHEME.names
+    table = synthetic_table({"v": {n: 5.0 for n in names}}, {"v": 1}, memory_per_device_bytes=40 * GIB,
+                            class_names=names)
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 80 * GIB)
+    tr = Trace(np.array([0.0]), np.array([10]), np.array([2]), name="t")
+    sim = Simulation(tr, table, cluster, static_plan(cluster, table, "v"),
+                     options=SimOptions(contention=ContentionModel(host_cpu_s_per_token=0.01)))
+    run = SimRun(sim)
+    p = sim.params["v"]
+    a, b = SimReplica("a", p, "node0", (0,)), SimReplica("b", p, "node0", (1,))
+    run.backend.replicas.clear()
+    run.backend.replicas.update({"a": a, "b": b})
+    a.last_token_rate = 100.0  # 1 core of host work
+    b.state = "ready"
+    assert run._slowdown(a, sim.options.contention) == pytest.approx(1.0)  # (1 + 1) / 2
+    b.state = "starting"
+    assert run._slowdown(a, sim.options.contention) == pytest.approx(1.5)  # (2 + 1) / 2
