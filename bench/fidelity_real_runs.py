@@ -41,6 +41,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "examples/cpu-smollm2.yaml"))
     ap.add_argument("--rate-factors", default="0.03,0.06,0.10", help="thinning factors of the Azure slice")
+    ap.add_argument("--end-s", type=float, default=720.0,
+                    help="end of the Azure window [480, END) s (time-compressed 2x: 720 -> 120 s per load)")
     ap.add_argument("--replicas", type=int, default=2, help="replicas of the static deployment (1 or 2)")
     ap.add_argument("--out", default="out/fidelity")
     ap.add_argument("--max-load", type=float, default=4.0,
@@ -71,7 +73,7 @@ def main() -> int:
     with StackThread(cfg) as st:
         logging.info("stack up in %.1f s", time.monotonic() - t_start)
         for rf in (float(x) for x in args.rate_factors.split(",")):
-            trace = build_demo_trace(rate_factor=rf)
+            trace = build_demo_trace(rate_factor=rf, end_s=args.end_s)
             waited = _wait_quiet(args.max_load, args.max_wait_s)
             before = _loadavg()
             t0 = time.monotonic()
