@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +28,26 @@ SLO = {"ttft": 2.0, "tpot": 0.2}
 
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+class _LoadSampler:
+    """Samples the 1-min load average every 5 s while a load runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(5.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict[str, float | None]:
+        self._stop.set()
+        self._t.join(timeout=6)
+        s = self.samples
+        return {"mean": round(sum(s) / len(s), 2) if s else None, "max": round(max(s), 2) if s else None}
 
 
 def _wait_quiet(max_load: float, max_wait_s: float) -> float:
@@ -77,14 +98,17 @@ def main() -> int:
             waited = _wait_quiet(args.max_load, args.max_wait_s)
             before = _loadavg()
             t0 = time.monotonic()
+            sampler = _LoadSampler()
             result = asyncio.run(replay(trace, st.url, cfg.model.served_name, tokenizer=model_path, slo=SLO,
                                         scheme=cfg.classes.to_scheme(), timeout_s=300))
+            during = sampler.stop()
             path = out_dir / f"records-rf{rf:g}.jsonl"
             result.write(path)
             s = result.summary
             runs.append({"rate_factor": rf, "records": path.name, "requests": len(trace),
                          "offered_rps": len(trace) / max(trace.duration_s, 1e-9),
                          "wall_s": time.monotonic() - t0, "waited_for_quiet_s": waited, "loadavg_before": before, "loadavg_after": _loadavg(),
+                         "loadavg1_during": during,
                          "throughput_rps": s["request_throughput"], "slo_attainment": s["slo_attainment"],
                          "trace": trace.name, "trace_meta": trace.meta})
             logging.info("rf %.3f: %s", rf, runs[-1])
