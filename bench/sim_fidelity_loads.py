@@ -43,6 +43,10 @@ def _simulate(records: list[dict[str, Any]], cfg: Any, table: Any, policy: str, 
     return load_metrics(run.result.requests, slo_ttft_s=slo["ttft"], slo_tpot_s=slo["tpot"])
 
 
+def _pc(err: float | None) -> str:
+    return "n/a" if err is None else f"{err:.0%}"
+
+
 def _score(cmp: dict[str, dict[str, float | None]]) -> float:
     errs = [v["relative_error"] for v in cmp.values() if v["relative_error"] is not None]
     return sum(errs) / len(errs) if errs else float("inf")
@@ -53,8 +57,10 @@ def main() -> int:
     ap.add_argument("--runs", default="out/fidelity/runs.json", help="runs.json of bench/fidelity_real_runs.py")
     ap.add_argument("--config", default=str(ROOT / "examples/sim-cpu-smollm2.yaml"))
     ap.add_argument("--policy", default="static:smollm2-135m-fp32-1c-s32")
-    ap.add_argument("--fit-on", default="at", choices=LABELS,
+    ap.add_argument("--labels", default=",".join(LABELS), help="names of the loads, lowest offered rate first")
+    ap.add_argument("--fit-on", default="at",
                     help="the load the contention coefficients are fitted on (fewer than 3 loads: the middle one)")
+    ap.add_argument("--note", default="", help="what to know about the machine while the real runs ran")
     ap.add_argument("--target", type=float, default=0.15, help="relative error target")
     ap.add_argument("--out", default=str(ROOT / "bench/results/sim_fidelity.json"))
     args = ap.parse_args()
@@ -71,7 +77,9 @@ def main() -> int:
     runs = sorted(meta["runs"], key=lambda r: r["offered_rps"])
     if not runs:
         raise SystemExit("--runs holds no load")
-    labels = LABELS if len(runs) == 3 else tuple(f"load{i + 1}" for i in range(len(runs)))
+    labels = tuple(args.labels.split(","))
+    if len(labels) != len(runs):
+        labels = tuple(f"load{i + 1}" for i in range(len(runs)))
     fit_on = args.fit_on if args.fit_on in labels else labels[len(labels) // 2]
     loads: dict[str, Any] = {}
     for label, run in zip(labels, runs, strict=True):
@@ -101,8 +109,8 @@ def main() -> int:
         print(f"{label:6s} offered {run['offered_rps']:.2f} req/s  load avg {run['loadavg_before']}")
         for k in per["table"]["metrics"]:
             t, c = per["table"]["metrics"][k], per["contention"]["metrics"][k]
-            print(f"   {k:15s} real {t['real']!s:.6}  table {t['simulated']!s:.6} ({t['relative_error'] or 0:.0%})"
-                  f"  contention {c['simulated']!s:.6} ({c['relative_error'] or 0:.0%})")
+            print(f"   {k:15s} real {t['real']!s:.6}  table {t['simulated']!s:.6} ({_pc(t['relative_error'])})"
+                  f"  contention {c['simulated']!s:.6} ({_pc(c['relative_error'])})")
 
     out_path = Path(args.out)
     previous = None
@@ -116,6 +124,7 @@ def main() -> int:
         "machine": meta.get("machine"), "deployment": meta.get("deployment"), "slo": slo,
         "config": str(args.config), "policy": args.policy, "table": cfg.table, "table_source": table.source,
         "loadavg_now": [round(x, 2) for x in os.getloadavg()],
+        "note": args.note,
         "fit": {"on": fit_on, "host_cpu_s_per_token": fitted.host_cpu_s_per_token,
                 "colocated_slowdown": fitted.colocated_slowdown, "fit_mean_relative_error": best[0],
                 "grid": {"host_cpu_s_per_token": HOST_GRID, "colocated_slowdown": COLOC_GRID}},
