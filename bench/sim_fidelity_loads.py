@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--policy", default="static:smollm2-135m-fp32-1c-s32")
     ap.add_argument("--labels", default=",".join(LABELS), help="names of the loads, lowest offered rate first")
     ap.add_argument("--fit-on", default="at",
-                    help="the load the contention coefficients are fitted on (fewer than 3 loads: the middle one)")
+                    help="the load the contention coefficients are fitted on (not among the labels: the middle load)")
     ap.add_argument("--note", default="", help="what to know about the machine while the real runs ran")
     ap.add_argument("--target", type=float, default=0.15, help="relative error target")
     ap.add_argument("--out", default=str(ROOT / "bench/results/sim_fidelity.json"))
