@@ -4,7 +4,8 @@ Takes a real replay result (``oserve replay ... --out FILE``: per-request record
 ``.json``) and a simulator config describing the same set-up (cluster, measured profile table,
 classes, controller), rebuilds the requests the replay sent (same times, prompt lengths, and the
 output lengths the real engines produced), simulates them under ``--policy`` and writes
-``bench/results/sim_fidelity.json``: per metric ``real``, ``simulated``, ``relative_error``.
+``bench/results/sim_fidelity_run.json`` (``sim_fidelity.json`` holds the three-load check of
+``bench/sim_fidelity_loads.py``): per metric ``real``, ``simulated``, ``relative_error``.
 Target: every relative error under 15%.
 
     .venv/bin/python bench/sim_fidelity.py --real out/demo/replay_oserve.jsonl \\
@@ -28,7 +29,7 @@ def main() -> int:
     ap.add_argument("--config", default=str(ROOT / "examples/sim-cpu-smollm2.yaml"))
     ap.add_argument("--policy", default="oserve", help="oserve | static:VARIANT | plain-vllm")
     ap.add_argument("--target", type=float, default=0.15, help="relative error target")
-    ap.add_argument("--out", default=str(ROOT / "bench/results/sim_fidelity.json"))
+    ap.add_argument("--out", default=str(ROOT / "bench/results/sim_fidelity_run.json"))
     args = ap.parse_args()
 
     from oserve.compose.simulation import load_table, run_policy

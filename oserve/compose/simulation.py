@@ -65,7 +65,8 @@ def sim_options(cfg: SimConfig, *, progress: bool = False) -> SimOptions:
     return SimOptions(control_interval_s=c.interval_s, monitor_window_s=c.monitor_window_s,
                       history_bin_s=c.history_bin_s, history_s=max(c.history_s, c.monitor_window_s),
                       drain_timeout_s=s.drain_timeout_s, stop_time_s=s.stop_time_s, warmup_s=s.warmup_s,
-                      block_size=cfg.block_size, sample_interval_s=cfg.sample_interval_s, progress=progress)
+                      block_size=cfg.block_size, sample_interval_s=cfg.sample_interval_s, progress=progress,
+                      contention=cfg.contention.model())
 
 
 def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand:

@@ -21,6 +21,7 @@ Example (``examples/sim-4x8-a100.yaml``)::
     plain_vllm: {min_kv_fraction: 0.25}
     initial_window_s: 300
     deployment: null               # or the serve config's initial replicas: [{variant, node, device_ids}]
+    contention: {host_cpu_s_per_token: 0, colocated_slowdown: 0}   # CPU-node sharing (0 = none)
     planner_capacity_factor: 1.0   # capacities the planner sees x this (1 = table as is)
     trace: {paths: [], scale: 1.0, seed: 0, duration_s: null}
 """
@@ -40,6 +41,7 @@ from oserve.config import (
     NodeGroupConfig,
     ParkingConfig,
 )
+from oserve.sim.contention import ContentionModel
 from oserve.types import SLO, Plan, ReplicaPlacement
 
 __all__ = ["SimConfig", "load_config", "PAPER_CLUSTER"]
@@ -87,6 +89,21 @@ class PlainVllmConfig(_Model):
     min_kv_fraction: float = Field(0.25, ge=0, lt=1, description="share of replica memory the KV cache must get")
 
 
+class ContentionConfig(_Model):
+    """Slowdown of iterations on shared CPU nodes (:mod:`oserve.sim.contention`); zeros = none."""
+
+    host_cpu_s_per_token: float = Field(
+        0.0, ge=0, description="CPU seconds the serving path (server, router, engine front-ends, client) spends "
+        "per streamed output token, s/token; taken from the engines once every core is busy")
+    colocated_slowdown: float = Field(
+        0.0, ge=0, description="extra iteration-time fraction per other busy replica on the same node")
+    source: str = Field("", description="where the coefficients come from (bench result, fit range)")
+
+    def model(self) -> ContentionModel:
+        """The simulator's contention model."""
+        return ContentionModel(self.host_cpu_s_per_token, self.colocated_slowdown)
+
+
 class TraceConfig(_Model):
     """The trace to replay (``oserve simulate --trace`` overrides ``paths``)."""
 
@@ -122,6 +139,8 @@ class SimConfig(_Model):
     planner_capacity_factor: float = Field(
         1.0, gt=0, le=1, description="multiplies every capacity_rps the oserve planner sees (a safety margin; "
         "1 = the table as is); the simulated replicas always use the table's iteration models")
+    contention: ContentionConfig = Field(default_factory=ContentionConfig,
+                                         description="CPU-node contention model (default: none)")
     block_size: int = Field(16, ge=1, description="KV-cache block size, tokens")
     sample_interval_s: float = Field(10.0, gt=0, description="timeline sample period, s")
     trace: TraceConfig = Field(default_factory=TraceConfig, description="the trace to replay")

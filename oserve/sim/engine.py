@@ -17,6 +17,7 @@ from typing import Any
 
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
+from oserve.sim.contention import NO_CONTENTION, ContentionModel
 from oserve.sim.loop import SimRun
 from oserve.sim.replica import ReplicaParams
 from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Plan
@@ -45,6 +46,8 @@ class SimOptions:
         router_queue: with ``routing="plan"``, model the live router's queue: a replica takes at most
             ``max_num_seqs`` requests at once and the rest wait in the router (FIFO) until a slot
             frees or a replica becomes ready (:func:`oserve.policies.routing.open_candidates`).
+        contention: slowdown of iterations on shared CPU nodes (:mod:`oserve.sim.contention`;
+            default: none, the table's iteration times as measured).
     """
 
     control_interval_s: float = 30.0
@@ -60,6 +63,7 @@ class SimOptions:
     progress: bool = False
     record_controller_inputs: bool = False
     router_queue: bool = True
+    contention: ContentionModel = NO_CONTENTION
 
     def __post_init__(self) -> None:
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):

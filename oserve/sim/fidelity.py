@@ -20,7 +20,7 @@ import numpy as np
 from oserve.errors import TraceError
 from oserve.workload.trace import Trace
 
-__all__ = ["load_replay", "trace_from_replay", "replay_to_records"]
+__all__ = ["load_replay", "trace_from_replay", "replay_to_records", "load_metrics", "compare_load", "LOAD_METRICS"]
 
 
 def load_replay(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -102,3 +102,58 @@ def trace_from_replay(records: list[dict[str, Any]], *, name: str = "replay") ->
     t = t[order]
     t -= t[0]
     return Trace(t, inp[order], out[order], name=name)
+
+
+LOAD_METRICS = ("throughput_rps", "goodput_rps", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_mean_s",
+                "tpot_p99_s")
+"""The metrics :func:`compare_load` compares, in its output order."""
+
+
+def load_metrics(records: list[dict[str, Any]], *, slo_ttft_s: float, slo_tpot_s: float) -> dict[str, float | None]:
+    """Metrics of one run's per-request records (real via :func:`replay_to_records`, or simulated).
+
+    Throughput and goodput (req/s) are completed and SLO-meeting requests over the span from the
+    first arrival to the last finish; SLO attainment is SLO-meeting requests / all requests (a
+    request meets the SLO when it completed with TTFT <= ``slo_ttft_s`` and TPOT <= ``slo_tpot_s``,
+    seconds; one-token outputs have no TPOT). TTFT percentiles and TPOT mean/p99 (seconds) are over
+    completed requests, TPOT over those with more than one output token.
+
+    Raises:
+        TraceError: no record.
+    """
+    if not records:
+        raise TraceError("no per-request records to measure", column="records")
+    arr = np.array([_num(r.get("arrival_s")) for r in records])
+    first = np.array([_num(r.get("first_token_s")) for r in records])
+    fin = np.array([_num(r.get("finish_s")) for r in records])
+    gen = np.array([float(r.get("generated_tokens", r.get("output_tokens", 0)) or 0) for r in records])
+    done = np.isfinite(fin) & np.isfinite(first)
+    ttft = np.where(done, first - arr, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(done & (gen > 1), (fin - first) / (gen - 1), np.nan)
+    good = done & (ttft <= slo_ttft_s) & (np.isnan(tpot) | (tpot <= slo_tpot_s))
+    span = float(np.nanmax(fin) - np.nanmin(arr)) if done.any() else 0.0
+
+    def pct(a: np.ndarray, q: float) -> float | None:
+        a = a[np.isfinite(a)]
+        return float(np.percentile(a, q)) if a.size else None
+
+    t = tpot[np.isfinite(tpot)]
+    return {
+        "throughput_rps": float(done.sum() / span) if span > 0 else None,
+        "goodput_rps": float(good.sum() / span) if span > 0 else None,
+        "slo_attainment": float(good.sum() / len(records)),
+        "ttft_p50_s": pct(ttft, 50), "ttft_p99_s": pct(ttft, 99),
+        "tpot_mean_s": float(t.mean()) if t.size else None, "tpot_p99_s": pct(tpot, 99),
+    }
+
+
+def compare_load(real: dict[str, float | None], sim: dict[str, float | None]) -> dict[str, dict[str, float | None]]:
+    """Per metric of :data:`LOAD_METRICS`: ``real``, ``simulated`` and ``relative_error`` =
+    ``|simulated - real| / real`` (None when either is missing or real is 0)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for k in LOAD_METRICS:
+        r, s_ = real.get(k), sim.get(k)
+        err = abs(s_ - r) / abs(r) if r is not None and s_ is not None and r != 0 else None
+        out[k] = {"real": r, "simulated": s_, "relative_error": err}
+    return out

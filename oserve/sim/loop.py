@@ -44,6 +44,7 @@ from oserve.control.targets import TargetTracker
 from oserve.policies.routing import Candidate, choose_replica, open_candidates
 from oserve.sim.backend import SimBackend, SimRouterPort
 from oserve.sim.clock import EventClock
+from oserve.sim.contention import ContentionModel
 from oserve.sim.events import EventKind, EventQueue, Priority
 from oserve.sim.replica import SimReplica
 from oserve.sim.request import SimRequest
@@ -125,6 +126,7 @@ class SimRun:
         self.n_events = 0
         self.iterations = 0
         self._serving: list[SimReplica] | None = None
+        self._node_devices = {n.name: n.devices for n in sim.cluster.nodes}
         self._awake = False
         self._dispatch = {
             EventKind.ITER: self._on_iter,
@@ -295,10 +297,31 @@ class SimRun:
         return len(left)
 
     def _start(self, r: SimReplica, now: float) -> None:
+        cm = self.opt.contention
+        if cm.enabled:
+            r.slowdown = self._slowdown(r, cm)
         end = r.start_iteration(now)
         if end is not None:
             self.iterations += 1
             self.events.push(end, Priority.ITER, EventKind.ITER, (r, r.version))
+
+    def _slowdown(self, r: SimReplica, cm: ContentionModel) -> float:
+        """Iteration-time multiplier for ``r``'s next iteration from its node's busy replicas and the
+        output-token rate they stream (:mod:`oserve.sim.contention`)."""
+        busy_dev = len(r.device_ids)
+        others = 0
+        rate = 0.0
+        for o in self.backend.replicas.values():
+            # a starting engine (weight load, warm-up, graph capture) keeps its cores busy too
+            if o is r or o.node != r.node or not (o.busy or o.state == "starting"):
+                continue
+            others += 1
+            busy_dev += len(o.device_ids)
+            rate += o.token_rate
+        # this replica's own stream: the rate of its previous iteration (it is idle now)
+        rate += r.last_token_rate
+        return cm.factor(busy_devices=busy_dev, node_devices=self._node_devices.get(r.node, busy_dev),
+                         token_rate=rate, other_busy=others)
 
     def _route(self, q: SimRequest, now: float) -> bool:
         """Route one request; False if no ready replica fits it (the caller holds or refuses it)."""

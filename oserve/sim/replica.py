@@ -20,7 +20,9 @@ sequence*: a chunk of ``t`` tokens after ``p`` cached ones costs ``c * ((p + t)*
 prompt prefilled alone costs exactly ``mixed_step_s(0, 0, t)`` and its chunks sum to the same
 quadratic cost, while several prompts in one iteration do not pay ``c * (sum of tokens)**2``
 (``mixed_step_s``'s form, which over-charges batched prefills: attention is per sequence). At its
-end every request whose KV cache caught up with its tokens samples one output token.
+end every request whose KV cache caught up with its tokens samples one output token. The whole
+duration is multiplied by :attr:`SimReplica.slowdown` (1 unless the run models node contention,
+:mod:`oserve.sim.contention`); a fast-forwarded run keeps the factor it started with.
 
 Fast-forward: when an iteration holds only decodes, nothing waits that could be admitted and the
 KV cache suffices for ``k`` more steps, the ``k`` identical-shape decode steps are simulated as one
@@ -177,6 +179,13 @@ class SimReplica:
         self._ff: tuple[float, float, float] | None = None
         self._ff_steps = 0
         self._end_s = 0.0
+        self.slowdown = 1.0
+        """Iteration-time multiplier (>= 1) the loop sets before :meth:`start_iteration` (node contention,
+        :mod:`oserve.sim.contention`); applies to the iteration (or fast-forwarded run) it starts."""
+        self.token_rate = 0.0
+        """Output tokens per second of the iteration in progress (0 when idle), tokens/s."""
+        self.last_token_rate = 0.0
+        """Output tokens per second of the last finished iteration, tokens/s."""
 
     # ------------------------------------------------------------------ queries
     @property
@@ -212,6 +221,7 @@ class SimReplica:
         self._sched = []
         self._ff = None
         self.busy = False
+        self.token_rate = 0.0
         self.version += 1
         return out
 
@@ -278,6 +288,7 @@ class SimReplica:
         if not sched:
             self.busy = False
             self._sched = []
+            self.token_rate = 0.0
             return None
         batch = 0
         kv = 0
@@ -298,18 +309,21 @@ class SimReplica:
         self.busy = True
         self.iterations += 1
         it = self._it
+        slow = self.slowdown
         if all_decode and self.fast_forward and not preempted and len(sched) == len(running):
             k = self._fast_forward_steps()
             if k >= 2:
                 # step j (1-based) lasts base + f * (kv + batch * (j - 1)); closed-form sums
                 base = it.d + it.e * batch
-                self._ff = (now_s, base + it.f * kv, it.f * batch)
+                self._ff = (now_s, slow * (base + it.f * kv), slow * it.f * batch)
                 self._ff_steps = k
                 self._end_s = self._ff_end(k)
+                self.token_rate = k * batch / max(self._end_s - now_s, 1e-12)
                 return self._end_s
         base = it.decode_step_s(batch, kv) if batch > 0 else it.a + it.d
-        dt = base + it.b * prefill + it.c * quad
+        dt = slow * (base + it.b * prefill + it.c * quad)
         self._end_s = now_s + dt
+        self.token_rate = len(sched) / max(dt, 1e-12)
         return self._end_s
 
     def _fast_forward_steps(self) -> int:
@@ -423,4 +437,6 @@ class SimReplica:
         self._ff = None
         self._ff_steps = 1
         self.busy = False
+        self.last_token_rate = self.token_rate
+        self.token_rate = 0.0
         return IterationOutcome(first, done, steps)

