@@ -370,10 +370,13 @@ class Orchestrator:
         Side effects: clears the start back-off (see ``OrchestratorOptions.start_backoff_s``).
 
         Raises:
-            ConfigError: the plan places a replica on an unknown node/device or variant.
+            ConfigError: the plan places a replica (active or parked) on an unknown node/device or
+                variant; ``field`` names ``plan.replicas...`` or ``plan.parked...``.
         """
         for p in plan.replicas:
             self.resources.check(p)
+        for p in plan.parked:
+            self.resources.check(p, field="plan.parked")
         self._start_failed_until_s.clear()  # an admin's explicit plan is tried at once
         self.controller.pin(plan)
         return await self.step()

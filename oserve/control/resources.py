@@ -66,18 +66,22 @@ class ResourceModel:
         """True when ``node``'s memory is one pool and its cores may be shared briefly."""
         return node in self._pooled
 
-    def check(self, p: ReplicaPlacement) -> None:
-        """Validate a placement against the cluster and table. Raises ConfigError naming the field."""
+    def check(self, p: ReplicaPlacement, *, field: str = "plan.replicas") -> None:
+        """Validate a placement against the cluster and table. Raises ConfigError naming the field.
+
+        ``field``: the path of the placement's list in error messages (``plan.replicas`` or
+        ``plan.parked``).
+        """
         node = self._nodes.get(p.node)
         if node is None:
-            raise ConfigError(f"placement on unknown node {p.node!r}", field="plan.replicas.node",
+            raise ConfigError(f"placement on unknown node {p.node!r}", field=f"{field}.node",
                               allowed=", ".join(sorted(self._nodes)))
         if p.variant not in self.table.variants:
-            raise ConfigError(f"placement of unknown variant {p.variant!r}", field="plan.replicas.variant",
+            raise ConfigError(f"placement of unknown variant {p.variant!r}", field=f"{field}.variant",
                               allowed=", ".join(sorted(self.table.variants)))
         bad = [d for d in p.device_ids if not 0 <= d < node.devices]
         if bad:
-            raise ConfigError(f"device ids {bad} out of range on node {p.node!r}", field="plan.replicas.device_ids",
+            raise ConfigError(f"device ids {bad} out of range on node {p.node!r}", field=f"{field}.device_ids",
                               allowed=f"0..{node.devices - 1}")
 
     def need(self, p: ReplicaPlacement) -> dict[_MemKey, int]:

@@ -217,8 +217,10 @@ class Switcher(ParkingSteps):
         Raises:
             ConfigError: the target places a replica on an unknown node/device or variant.
         """
-        for p in (*target.replicas, *target.parked):
+        for p in target.replicas:
             self.resources.check(p)
+        for p in target.parked:
+            self.resources.check(p, field="plan.parked")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[SwitchResult] = loop.create_future()
         had_pending = self._pending is not None

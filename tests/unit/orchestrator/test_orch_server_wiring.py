@@ -67,3 +67,29 @@ async def test_streams_through_the_endpoint_survive_a_pinned_switch():
         assert admitted == 9  # the endpoint fed the monitor the orchestrator reads
     finally:
         await orch.stop()
+
+
+@pytest.mark.parametrize(("parked", "param"), [
+    ({"variant": "bogus", "node": "node0", "device_ids": [1]}, "plan.parked.variant"),
+    ({"variant": "big", "node": "node0", "device_ids": [7]}, "plan.parked.device_ids"),
+    ({"variant": "big", "node": "nowhere", "device_ids": [1]}, "plan.parked.node"),
+])
+async def test_pinning_a_plan_with_an_invalid_parked_replica_is_a_400_and_pins_nothing(parked, param):
+    orch = Orchestrator.build(FakeBackend(), FakeForecaster(), FakePlanner(), make_cluster(), make_table(),
+                              router=Router(), spec_factory=spec_factory,
+                              monitor=WorkloadMonitor(DEFAULT_SCHEME, WallClock(), window_s=5, history_s=60),
+                              options=OrchestratorOptions(control_interval_s=3600, health_interval_s=3600),
+                              initial_plan=plan_of(("fast", "node0", (0,))))
+    app = create_app(Router(), served_model_names=["fake"])
+    app.include_router(make_admin_router(orch))
+    await orch.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=30) as c:
+            pin = plan_of(("fast", "node0", (0,))).model_dump(mode="json")
+            pin["parked"] = [parked]
+            r = await c.post("/admin/plan", json={"plan": pin})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["param"] == param
+            assert orch.controller.pinned is None
+    finally:
+        await orch.stop()
