@@ -77,13 +77,13 @@ class HysteresisConfig(_Strict):
     enabled: bool = Field(True, description="wrap the configured planner in the hysteresis switch rule "
                                             "(ignored for the 'hysteresis' and 'static' planners)")
     min_gain_fraction: float = Field(
-        0.05, ge=0, description="a switch that starts replicas must gain more than this fraction of the current "
+        0.05, ge=0, allow_inf_nan=False, description="a switch that starts replicas must gain more than this fraction of the current "
                                 "plan's goodput (req/s), over the horizon")
     switch_cost_weight: float = Field(
-        1e-3, ge=0, description="one-time cost of a switch, requests per second of start time of the replicas "
+        1e-3, ge=0, allow_inf_nan=False, description="one-time cost of a switch, requests per second of start time of the replicas "
                                 "it starts (profile table start_time_s)")
     scale_down_window_s: float = Field(
-        60.0, ge=0, description="the planner is handed, per class, the largest demand of the last this many "
+        60.0, ge=0, allow_inf_nan=False, description="the planner is handed, per class, the largest demand of the last this many "
                                 "seconds: more demand is served at once, less only once it lasted this long "
                                 "(damps stop/restart on noise; bounds the time to scale down at zero demand), s")
 
@@ -248,7 +248,7 @@ class ParkingConfig(_Strict):
     keep_warm: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="variant -> replicas kept started over the cluster (active + parked); "
                                           "the ones the plan does not route to are parked")
-    wake_time_s: dict[str, Annotated[float, Field(ge=0)]] = Field(
+    wake_time_s: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="variant -> decision-to-serving time of a parked replica, s (the "
                                           "planner's switch cost of activating it); default: the profile "
                                           "table's wake_time_s, else 1 s")

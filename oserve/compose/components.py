@@ -113,7 +113,8 @@ def build_planner(spec: ComponentConfig | str) -> Planner:
 
 
 def build_control_planner(spec: ComponentConfig | str, hysteresis: HysteresisConfig | None,
-                          horizon_s: float, parking: ParkingConfig | None = None) -> Any:
+                          horizon_s: float, parking: ParkingConfig | None = None, *,
+                          parking_field: str = "orchestrator.parking") -> Any:
     """The control loop's planner: :func:`build_planner` wrapped in the hysteresis switch rule, then
     (with ``parking``) in :class:`oserve.policies.parking.ParkingPlanner`, which hands the inner rule a
     table where warm variants cost their wake time, so hysteresis weighs a wake, not a cold start.
@@ -124,6 +125,8 @@ def build_control_planner(spec: ComponentConfig | str, hysteresis: HysteresisCon
             ``hysteresis`` and ``static`` planners are never wrapped.
         horizon_s: the control loop's forecast horizon, seconds (the gain of a switch is counted over it).
         parking: parked (warm) replicas to keep (None: none).
+        parking_field: where ``parking`` sits in the config, for error messages
+            (``control.parking`` in a simulate config).
 
     Raises:
         ConfigError: as :func:`build_planner`, or a threshold out of range.
@@ -137,7 +140,7 @@ def build_control_planner(spec: ComponentConfig | str, hysteresis: HysteresisCon
     if parking is not None:
         from oserve.policies.parking import ParkingPlanner
 
-        planner = ParkingPlanner(planner, parking.keep_warm, parking.wake_time_s)
+        planner = ParkingPlanner(planner, parking.keep_warm, parking.wake_time_s, field=parking_field)
     return planner
 
 

@@ -84,7 +84,8 @@ def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, 
     from oserve.control.controller import Controller
 
     h = cfg.control.hysteresis
-    planner = build_control_planner(cfg.planner, h, cfg.control.horizon_s, cfg.control.parking)
+    planner = build_control_planner(cfg.planner, h, cfg.control.horizon_s, cfg.control.parking,
+                                    parking_field="control.parking")
     return Controller(build_forecaster(cfg.forecaster), planner, cluster, table, scheme,
                       horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history,
                       scale_down_window_s=h.scale_down_window_s if h.enabled else 0.0)
@@ -179,7 +180,7 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
         elif cfg.control.parking is not None:
             from oserve.policies.parking import park_plan
 
-            plan = park_plan(plan, cfg.control.parking.keep_warm, cluster, planning_table)
+            plan = park_plan(plan, cfg.control.parking.keep_warm, cluster, planning_table, field="control.parking")
         res = Simulation(trace, table, cluster, plan, controller=ctrl, routing="plan", scheme=scheme,
                          options=sim_options(cfg, progress=progress), policy="oserve").run()
         return PolicyRun("oserve", None, res, summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s))

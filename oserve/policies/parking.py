@@ -21,6 +21,7 @@ Configured by ``orchestrator.parking`` (:class:`oserve.config.ParkingConfig`).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,15 +39,19 @@ __all__ = ["DEFAULT_WAKE_S", "wake_time_of", "wake_table", "park_plan", "Parking
 DEFAULT_WAKE_S = 1.0
 
 
-def _check(keep_warm: Mapping[str, int], wake_time_s: Mapping[str, float], table: ProfileTable) -> None:
+def _check(keep_warm: Mapping[str, int], wake_time_s: Mapping[str, float], table: ProfileTable,
+           field: str = "orchestrator.parking") -> None:
+    """Raise ConfigError naming ``<field>.<key>.<variant>`` for an unknown variant or a value that is
+    negative or not finite (``field``: where the parking config sits, ``orchestrator.parking`` in a
+    serve config, ``control.parking`` in a simulate config)."""
     for name, src in (("keep_warm", keep_warm), ("wake_time_s", wake_time_s)):
         for v, x in src.items():
             if v not in table.variants:
-                raise ConfigError(f"orchestrator.parking.{name} names unknown variant {v!r}",
-                                  field=f"orchestrator.parking.{name}.{v}", allowed=", ".join(sorted(table.variants)))
-            if not x >= 0:
-                raise ConfigError(f"orchestrator.parking.{name}.{v} must be >= 0, got {x}",
-                                  field=f"orchestrator.parking.{name}.{v}", allowed=">= 0")
+                raise ConfigError(f"{field}.{name} names unknown variant {v!r}",
+                                  field=f"{field}.{name}.{v}", allowed=", ".join(sorted(table.variants)))
+            if not (x >= 0 and math.isfinite(x)):
+                raise ConfigError(f"{field}.{name}.{v} must be a finite number >= 0, got {x}",
+                                  field=f"{field}.{name}.{v}", allowed="a finite number >= 0")
 
 
 def wake_time_of(variant: str, table: ProfileTable, wake_time_s: Mapping[str, float] | None = None) -> float:
@@ -123,7 +128,7 @@ def _groups(cluster: ClusterSpec, table: ProfileTable, variant: str) -> list[Rep
 
 
 def park_plan(plan: Plan, keep_warm: Mapping[str, int], cluster: ClusterSpec, table: ProfileTable,
-              previous: Plan | None = None) -> Plan:
+              previous: Plan | None = None, *, field: str = "orchestrator.parking") -> Plan:
     """``plan`` with parked replicas added so that each variant of ``keep_warm`` has that many started.
 
     Args:
@@ -133,6 +138,8 @@ def park_plan(plan: Plan, keep_warm: Mapping[str, int], cluster: ClusterSpec, ta
             they hold memory, on GPU no device memory), else fewer are parked.
         previous: the plan in force now; its parked and active replicas of a variant are where that
             variant parks first.
+        field: where the parking config sits, for error messages (``control.parking`` in a
+            simulate config).
 
     Returns:
         The plan with ``parked`` set (and a note in ``reason``).
@@ -140,7 +147,7 @@ def park_plan(plan: Plan, keep_warm: Mapping[str, int], cluster: ClusterSpec, ta
     Raises:
         ConfigError: ``keep_warm`` names an unknown variant or a negative count.
     """
-    _check(keep_warm, {}, table)
+    _check(keep_warm, {}, table, field)
     mem = _Memory(cluster, table)
     for p in plan.replicas:
         if p.node in mem.nodes and p.variant in table.variants:
@@ -180,21 +187,24 @@ class ParkingPlanner:
         keep_warm: per variant, replicas to keep started (active + parked), >= 0.
         wake_time_s: per variant, decision-to-serving time of a parked replica, s (>= 0); variants not
             named use the profile's ``wake_time_s`` or :data:`DEFAULT_WAKE_S`.
+        field: where the parking config sits, for error messages (``orchestrator.parking`` in a serve
+            config, ``control.parking`` in a simulate config).
 
     Raises (from :meth:`plan`):
         ConfigError: a variant the table lacks, or a negative count or time.
     """
 
-    def __init__(self, inner: Any, keep_warm: Mapping[str, int], wake_time_s: Mapping[str, float] | None = None
-                 ) -> None:
+    def __init__(self, inner: Any, keep_warm: Mapping[str, int], wake_time_s: Mapping[str, float] | None = None,
+                 *, field: str = "orchestrator.parking") -> None:
         self.inner = inner
+        self.field = field
         self.keep_warm = {str(k): int(v) for k, v in keep_warm.items()}
         self.wake_time_s = {str(k): float(v) for k, v in (wake_time_s or {}).items()}
         self.name = f"{getattr(inner, 'name', 'planner')}+parking"
 
     def plan(self, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None) -> Plan:
         """The inner planner's plan on :func:`wake_table`, with parked replicas (:func:`park_plan`)."""
-        _check(self.keep_warm, self.wake_time_s, table)
+        _check(self.keep_warm, self.wake_time_s, table, self.field)
         cheap = wake_table(table, current, self.wake_time_s, (v for v, n in self.keep_warm.items() if n > 0))
         inner = self.inner.plan(cluster, cheap, demand, current)
-        return park_plan(inner, self.keep_warm, cluster, table, current)
+        return park_plan(inner, self.keep_warm, cluster, table, current, field=self.field)

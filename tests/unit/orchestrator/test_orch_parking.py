@@ -209,3 +209,41 @@ def test_a_real_planner_moves_traffic_to_the_parked_variant_at_a_burst(kind):
                         LiveReplica("f0", rp("fast", 0), "parked"), LiveReplica("f1", rp("fast", 1), "parked")],
                        out, res(), make_table())
     assert sorted(steps.wakes) == ["f0", "f1"] and sorted(steps.parks) == ["b0", "b1"] and not steps.starts
+
+
+@pytest.mark.parametrize(("wake", "keep", "field"), [
+    ({"big": float("inf")}, {"big": 1}, "control.parking.wake_time_s.big"),
+    ({"big": float("nan")}, {"big": 1}, "control.parking.wake_time_s.big"),
+    ({}, {"nope": 1}, "control.parking.keep_warm.nope"),
+])
+def test_parking_planner_refuses_non_finite_wake_times_naming_the_configs_own_field(wake, keep, field):
+    from orch_fakes import FakePlanner
+
+    from oserve.errors import ConfigError
+    from oserve.policies.parking import ParkingPlanner
+
+    planner = ParkingPlanner(FakePlanner(), keep, wake, field="control.parking")
+    with pytest.raises(ConfigError) as e:
+        planner.plan(make_cluster(), make_table(), None, None)  # type: ignore[arg-type]
+    assert e.value.field == field and str(e.value).startswith("control.parking.")
+
+
+@pytest.mark.parametrize("key", ["min_gain_fraction", "switch_cost_weight", "scale_down_window_s"])
+def test_hysteresis_and_parking_configs_refuse_infinity(key):
+    from pydantic import ValidationError
+
+    from oserve.config import HysteresisConfig, ParkingConfig
+
+    with pytest.raises(ValidationError, match=key):
+        HysteresisConfig.model_validate({key: float("inf")})
+    with pytest.raises(ValidationError, match="wake_time_s"):
+        ParkingConfig.model_validate({"wake_time_s": {"big": float("inf")}})
+
+
+def test_park_plan_names_the_simulate_configs_field():
+    from oserve.errors import ConfigError
+    from oserve.policies.parking import park_plan
+
+    with pytest.raises(ConfigError) as e:
+        park_plan(plan([rp("big", 0)]), {"nope": 1}, make_cluster(), make_table(), field="control.parking")
+    assert e.value.field == "control.parking.keep_warm.nope"
