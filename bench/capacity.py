@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import sys
@@ -49,6 +50,22 @@ def _summary(rows: list[dict], planners: list[str]) -> dict:
                       "oracle_fraction_min": ">= 0.97"}}
 
 
+def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse bad arguments before any simulation runs: ``ap.error`` (exit 2) naming the flag and
+    the allowed range, never a traceback."""
+    for flag, value in (("--duration", args.duration), ("--oracle-duration", args.oracle_duration),
+                        ("--rel-tol", args.rel_tol)):
+        if not (math.isfinite(value) and value > 0):
+            ap.error(f"{flag} must be a finite number > 0, got {value}")
+    if not (math.isfinite(args.target) and 0 < args.target <= 1):
+        ap.error(f"--target must be in (0, 1], got {args.target}")
+    bad = [t for t in args.traces.split(",") if t not in TRACE_FILES]
+    if bad:
+        ap.error(f"--traces names unknown trace(s) {bad}; allowed: {', '.join(TRACE_FILES)}")
+    if not args.planners or not all(args.planners.split(",")):
+        ap.error(f"--planners must be a comma-separated list of planner names, got {args.planners!r}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default=str(ROOT / "examples/profiles/a100-80gb-mixed.json"))
@@ -71,7 +88,18 @@ def main() -> int:
     ap.add_argument("--append", action="store_true",
                     help="keep the studies already in --out (other models/traces, e.g. run with another --duration)")
     args = ap.parse_args()
+    _check_args(ap, args)
+    from oserve.cli.errors import format_cli_error
+    from oserve.errors import ConfigError
 
+    try:
+        return _run(args)
+    except ConfigError as exc:  # an unknown planner or model: the message names the field and allowed values
+        ap.error(format_cli_error(exc).removeprefix("oserve: error: "))
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from oserve.compose.capacity import capacity_study, finite_json, format_capacity_table
     from oserve.compose.simulation import load_traces
     from oserve.profiles.table import ProfileTable

@@ -1,0 +1,33 @@
+"""bench/capacity.py refuses bad arguments with a one-line usage error naming the flag and the allowed
+range (exit 2), before any simulation runs: never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--duration", "-5"], "--duration must be a finite number > 0"),
+    (["--duration", "nan"], "--duration must be a finite number > 0"),
+    (["--target", "2"], "--target must be in (0, 1]"),
+    (["--rel-tol", "0"], "--rel-tol must be a finite number > 0"),
+    (["--oracle-duration", "-3"], "--oracle-duration must be a finite number > 0"),
+    (["--traces", "bogus"], "allowed: code, conv, merged"),
+    (["--planners", "mlip"], "unknown planner 'mlip' (field planner.kind); did you mean 'milp'?"),
+    (["--models", "bogus", "--duration", "1"], "no variant left for model 'bogus'"),
+])
+def test_bad_arguments_are_usage_errors_without_a_traceback(tmp_path, args, expected):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "capacity.py"), *args, "--out",
+                           str(tmp_path / "cap.json")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert expected in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "cap.json").exists()
