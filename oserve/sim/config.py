@@ -92,11 +92,16 @@ class PlainVllmConfig(_Model):
 class ContentionConfig(_Model):
     """Slowdown of iterations on shared CPU nodes (:mod:`oserve.sim.contention`); zeros = none."""
 
+    # Upper bounds: 20x / 10x the largest values of bench/sim_fidelity.py's fit grid (0.05 s/token, 1.0;
+    # fitted: 0.004 s/token, 0.2, bench/results/sim_fidelity.json). Far larger values stretch simulated
+    # time so much that a run does not finish (colocated_slowdown 1e9 ran > 120 s on a 300-s trace).
     host_cpu_s_per_token: float = Field(
-        0.0, ge=0, description="CPU seconds the serving path (server, router, engine front-ends, client) spends "
-        "per streamed output token, s/token; taken from the engines once every core is busy")
+        0.0, ge=0, le=1.0, allow_inf_nan=False,
+        description="CPU seconds the serving path (server, router, engine front-ends, client) spends "
+        "per streamed output token, s/token, at most 1; taken from the engines once every core is busy")
     colocated_slowdown: float = Field(
-        0.0, ge=0, description="extra iteration-time fraction per other busy replica on the same node")
+        0.0, ge=0, le=10.0, allow_inf_nan=False,
+        description="extra iteration-time fraction per other busy replica on the same node, at most 10")
     source: str = Field("", description="where the coefficients come from (bench result, fit range)")
 
     def model(self) -> ContentionModel:

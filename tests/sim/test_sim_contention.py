@@ -121,3 +121,18 @@ def test_a_starting_replica_on_the_node_counts_as_busy_cores() -> None:
     assert run._slowdown(a, sim.options.contention) == pytest.approx(1.0)  # (1 + 1) / 2
     b.state = "starting"
     assert run._slowdown(a, sim.options.contention) == pytest.approx(1.5)  # (2 + 1) / 2
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("host_cpu_s_per_token", float("inf"), "finite"),
+    ("colocated_slowdown", float("inf"), "finite"),
+    ("colocated_slowdown", 1e9, "less than or equal to 10"),
+    ("host_cpu_s_per_token", 5.0, "less than or equal to 1"),
+])
+def test_contention_config_refuses_non_finite_and_runaway_values(key, value, match):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=match) as e:
+        ContentionConfig.model_validate({key: value})
+    assert e.value.errors()[0]["loc"] == (key,)
+    ContentionConfig.model_validate({key: 1.0})  # the bound itself is allowed
