@@ -312,9 +312,11 @@ class ServeConfig(_Strict):
                 raise ValueError(f"deployment[{i}].device_ids {list(rep.device_ids)} must be ids in "
                                  f"[0, {node.devices})")
         parking = self.orchestrator.parking if self.orchestrator is not None else None
-        for name in ((parking.keep_warm.keys() | parking.wake_time_s.keys()) if parking else ()):
-            if name not in self.variants:
-                raise ValueError(f"orchestrator.parking names variant {name!r}, not one of {sorted(self.variants)}")
+        for key, names in ((("keep_warm", parking.keep_warm), ("wake_time_s", parking.wake_time_s)) if parking else ()):
+            for name in names:
+                if name not in self.variants:
+                    raise ValueError(f"orchestrator.parking.{key} names variant {name!r}, not one of "
+                                     f"{sorted(self.variants)}")
         return self
 
     @property

@@ -49,5 +49,5 @@ def test_parked_replicas_start_with_the_deployment_and_are_woken_by_a_pinned_pla
 
 
 def test_parking_naming_an_unknown_variant_is_refused():
-    with pytest.raises(ConfigError, match="orchestrator.parking names variant 'nope'"):
+    with pytest.raises(ConfigError, match="orchestrator.parking.keep_warm names variant 'nope'"):
         config({"nope": 1})
