@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from typing import Any
 
@@ -21,8 +22,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=os.environ.get("OSERVE_API_KEY"),
                    help="API key (default: $OSERVE_API_KEY)")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="HTTP timeout, seconds")
+    p.add_argument("--timeout-s", type=_timeout_s, default=10.0, help="HTTP timeout, seconds (> 0)")
     p.set_defaults(func=_run)
+
+
+def _timeout_s(text: str) -> float:
+    """``--timeout-s``: a finite number of seconds > 0 (argparse turns the error into a usage error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
 
 
 def fetch_status(url: str, api_key: str | None = None, timeout_s: float = 10.0, transport: Any = None) -> dict:
@@ -55,6 +67,10 @@ def _plan_lines(plan: dict | None) -> list[str]:
     for r in plan.get("replicas", []):
         counts[(r["variant"], r["node"])] = counts.get((r["variant"], r["node"]), 0) + 1
     lines = [f"  {n} x {v} on {node}" for (v, node), n in sorted(counts.items())] or ["  no replicas"]
+    parked: dict[tuple[str, str], int] = {}
+    for r in plan.get("parked", []):
+        parked[(r["variant"], r["node"])] = parked.get((r["variant"], r["node"]), 0) + 1
+    lines += [f"  {n} x {v} on {node} (parked)" for (v, node), n in sorted(parked.items())]
     for cls, ws in sorted(plan.get("routing", {}).items()):
         share = ", ".join(f"{v} {w:.0%}" for v, w in sorted(ws.items(), key=lambda kv: -kv[1]))
         lines.append(f"  route {cls}: {share}")
