@@ -139,7 +139,7 @@ def test_no_ready_replica_gives_503_with_retry_after(cpu_stack) -> None:
         for i in ids:
             router.set_state(i, state)
 
-    cpu_stack.call(lambda: set_all("starting"))
+    cpu_stack.call(lambda: set_all("draining"))  # none ready and none starting: nothing to wait for
     try:
         r = httpx.post(cpu_stack.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4})
         assert r.status_code == 503 and "retry-after" in r.headers
@@ -150,6 +150,30 @@ def test_no_ready_replica_gives_503_with_retry_after(cpu_stack) -> None:
     r = httpx.post(cpu_stack.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4},
                    timeout=60)
     assert r.status_code == 200
+
+
+def test_request_waits_in_the_router_while_replicas_start(cpu_stack) -> None:
+    """With every replica starting, a request waits in the router-side queue and is served once one is ready."""
+
+    router = cpu_stack.stack.router
+    ids = [r.replica_id for r in router.replicas()]
+
+    async def set_all(state: str) -> None:
+        for i in ids:
+            router.set_state(i, state)
+
+    cpu_stack.call(lambda: set_all("starting"))
+    ready = threading.Timer(2.0, lambda: cpu_stack.call(lambda: set_all("ready")))
+    ready.start()
+    try:
+        t0 = time.monotonic()
+        r = httpx.post(cpu_stack.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4},
+                       timeout=60)
+        assert r.status_code == 200
+        assert time.monotonic() - t0 >= 1.5  # it waited for the replica, it was not refused
+    finally:
+        ready.join()
+        cpu_stack.call(lambda: set_all("ready"))
 
 
 def test_metrics_exposed(cpu_stack) -> None:
