@@ -40,7 +40,8 @@ from oserve.errors import OserveError, PlanningError
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
 
-__all__ = ["Controller", "Decision", "ControllerInputError", "plans_equal", "placement_counts", "bin_history"]
+__all__ = ["Controller", "Decision", "ControllerInputError", "plans_equal", "placement_counts", "same_replicas",
+           "bin_history"]
 
 log = logging.getLogger(__name__)
 
@@ -552,3 +553,8 @@ class Controller:
             return {c: float(max(v, 0.0)) for c, v in zip(names, a, strict=True)}
 
         return {c: float(v) for c, v in zip(names, point, strict=True)}, to_d(lo), to_d(hi), ""
+
+
+def same_replicas(a: Plan | None, b: Plan | None) -> bool:
+    """True when two plans deploy the same replica counts per (variant, node) (routing may differ)."""
+    return placement_counts(a) == placement_counts(b)

@@ -7,13 +7,18 @@ frozen values, the same live and in the simulator.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from oserve.control.rules import SwitchStatus
 from oserve.types import Plan, ReplicaPlacement
 
-__all__ = ["StepKind", "StepRecord", "SwitchResult"]
+__all__ = ["StepKind", "StepRecord", "SwitchResult", "notify_observers"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 StepKind = Literal["start", "warm", "route", "drain", "stop", "cancel", "skip", "wake", "park"]
 
@@ -102,3 +107,12 @@ class SwitchResult:
             "actual": self.actual.model_dump(mode="json"),
             "steps": [asdict(s) for s in self.steps],
         }
+
+
+def notify_observers(callbacks: list[Callable[[T], None]], value: T) -> None:
+    """Call each observer with ``value``; one that raises is logged (it must not stop the switcher)."""
+    for cb in callbacks:
+        try:
+            cb(value)
+        except Exception:  # noqa: BLE001 - an observer must not stop the switcher
+            log.exception("switcher observer %r raised", cb)

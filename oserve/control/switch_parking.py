@@ -52,6 +52,10 @@ class ParkingSteps:
 
         def _refresh_routing(self, record: bool = False) -> bool: ...
 
+        async def _drain_in_flight(self, m: ManagedReplica, timeout_s: float, t0: float) -> None: ...
+
+        async def _stop_managed(self, m: ManagedReplica, rid: str) -> None: ...
+
         async def _discard(self, replica: Replica | None) -> None: ...
 
     async def _run_wakes(self, replica_ids: tuple[str, ...]) -> None:
@@ -100,28 +104,13 @@ class ParkingSteps:
         m.state = "draining"
         self._router_call("set_state", rid, "draining")
         self._refresh_routing()
-        try:
-            aborted = await self.clock.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
-            self._aborted += int(aborted)
-            self._record("drain", m, True, f"{aborted} requests aborted", t0)
-        except Exception as exc:  # noqa: BLE001 - a failing drain is reported; the park still runs
-            self._record("drain", m, False, repr(exc), t0)
+        await self._drain_in_flight(m, timeout_s, t0)
         t1 = self.clock.now()
         try:
             await self.clock.wait_for(m.replica.park(), self.stop_timeout_s)
         except Exception as exc:  # noqa: BLE001 - a replica that cannot park is stopped instead
             self._record("park", m, False, f"{type(exc).__name__}: {exc}; stopped instead", t1)
-            t2 = self.clock.now()
-            try:
-                await self.clock.wait_for(m.replica.stop(), self.stop_timeout_s)
-            except Exception as exc2:  # noqa: BLE001 - reported; the replica stays as failed
-                m.state = "failed"
-                self._router_call("remove", rid)
-                self._record("stop", m, False, repr(exc2), t2)
-                return
-            self._replicas.pop(rid, None)
-            self._router_call("remove", rid)
-            self._record("stop", m, True, "", t2)
+            await self._stop_managed(m, rid)
             return
         m.state = "parked"
         self._router_call("remove", rid)

@@ -32,12 +32,12 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
 
 from oserve.backends.base import Backend, Replica, ReplicaState, SamplingParams
 from oserve.clock import Clock, WallClock
-from oserve.control.controller import placement_counts
-from oserve.control.records import StepKind, StepRecord, SwitchResult
+from oserve.control.controller import same_replicas
+from oserve.control.ports import RouterPort
+from oserve.control.records import StepKind, StepRecord, SwitchResult, notify_observers
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import (
     LiveReplica,
@@ -56,19 +56,6 @@ from oserve.types import Plan, ReplicaPlacement
 __all__ = ["RouterPort", "ManagedReplica", "Switcher", "same_replicas"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-class RouterPort(Protocol):
-    """What the switcher needs from the router (``oserve.server.router.Router`` provides it)."""
-
-    def add(self, replica: Replica) -> None: ...
-
-    def remove(self, replica_id: str) -> None: ...
-
-    def set_state(self, replica_id: str, state: ReplicaState) -> None: ...
-
-    def set_routing(self, routing: dict[str, dict[str, float]]) -> None: ...
 
 
 @dataclass
@@ -313,7 +300,7 @@ class Switcher(ParkingSteps):
                                       now, now, self.actual_plan())
             self._running = None
             self.results.append(result)
-            _notify(self.on_result, result)
+            notify_observers(self.on_result, result)
             self._resolve(req, result)
 
     @staticmethod
@@ -556,12 +543,22 @@ class Switcher(ParkingSteps):
             self._router_call("remove", rid)
             return
         if was_serving:
-            try:
-                aborted = await self.clock.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
-                self._aborted += int(aborted)
-                self._record("drain", m, True, f"{aborted} requests aborted", t0)
-            except Exception as exc:  # noqa: BLE001 - a failing drain is reported; the stop still runs
-                self._record("drain", m, False, repr(exc), t0)
+            await self._drain_in_flight(m, timeout_s, t0)
+        await self._stop_managed(m, rid)
+
+    async def _drain_in_flight(self, m: ManagedReplica, timeout_s: float, t0: float) -> None:
+        """Drain ``m``'s in-flight requests (aborted after ``timeout_s``); a failure is recorded, not raised."""
+        assert m.replica is not None
+        try:
+            aborted = await self.clock.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
+            self._aborted += int(aborted)
+            self._record("drain", m, True, f"{aborted} requests aborted", t0)
+        except Exception as exc:  # noqa: BLE001 - a failing drain is reported; the next step still runs
+            self._record("drain", m, False, repr(exc), t0)
+
+    async def _stop_managed(self, m: ManagedReplica, rid: str) -> None:
+        """Stop ``m`` and forget it; a replica whose stop fails stays as failed (recorded)."""
+        assert m.replica is not None
         t1 = self.clock.now()
         try:
             await self.clock.wait_for(m.replica.stop(), self.stop_timeout_s)
@@ -597,18 +594,4 @@ class Switcher(ParkingSteps):
     def _record(self, kind: StepKind, m: ManagedReplica, ok: bool, detail: str, t0: float) -> None:
         rec = StepRecord(kind, m.replica_id, m.placement.variant, m.placement.node, ok, detail, t0, self.clock.now())
         self._steps.append(rec)
-        _notify(self.on_step, rec)
-
-
-def _notify(callbacks: list[Callable[[T], None]], value: T) -> None:
-    """Call each observer with ``value``; one that raises is logged (it must not stop the switcher)."""
-    for cb in callbacks:
-        try:
-            cb(value)
-        except Exception:  # noqa: BLE001 - an observer must not stop the switcher
-            log.exception("switcher observer %r raised", cb)
-
-
-def same_replicas(a: Plan | None, b: Plan | None) -> bool:
-    """True when two plans deploy the same replica counts per (variant, node) (routing may differ)."""
-    return placement_counts(a) == placement_counts(b)
+        notify_observers(self.on_step, rec)
