@@ -254,6 +254,21 @@ class ParkingConfig(_Strict):
                                           "table's wake_time_s, else 1 s")
 
 
+class SurgeConfig(_Strict):
+    """Surge checks between control ticks: re-plan at once when the last ``window_s`` seconds of arrivals
+    load the current plan above ``capacity_factor`` of its table capacity (see docs/orchestrator.md,
+    "Surge checks"; :mod:`oserve.control.surge`)."""
+
+    check_interval_s: float = Field(1.0, gt=0, allow_inf_nan=False, description="time between surge checks, s")
+    window_s: int = Field(5, ge=1, description="short window of per-second arrivals a check reads, s")
+    capacity_factor: float = Field(
+        1.0, gt=0, allow_inf_nan=False,
+        description="a surge is routed load above this fraction of the current plan's table capacity within SLO")
+    min_arrivals: int = Field(8, ge=1, description="requests the short window must hold for a surge")
+    min_gap_s: float = Field(2.0, ge=0, allow_inf_nan=False,
+                             description="shortest time from the previous decision to a surge decision, s")
+
+
 class OrchestratorConfig(_Strict):
     """The control loop of ``oserve serve``: forecast, plan, switch every ``control_interval_s``."""
 
@@ -276,6 +291,11 @@ class OrchestratorConfig(_Strict):
         5.0, gt=0, description="how often a backend that discovers its nodes (e.g. ray) is asked for them; a node "
                                "that joined or left makes the orchestrator re-plan at once, s")
     parking: ParkingConfig | None = Field(None, description="parked (warm) replicas; None: none are kept")
+    surge: SurgeConfig | None = Field(None, description="surge checks between control ticks; None: off")
+    migrate_on_drain: bool = Field(
+        False, description="a replica a switch drains hands its in-flight requests over at once: each resumes on "
+                           "another replica from its last token (prompt + output so far prefilled again) instead "
+                           "of finishing in place for up to drain_timeout_s")
 
 
 class ServeConfig(_Strict):

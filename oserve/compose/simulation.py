@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from oserve.compose.components import build_control_planner, build_forecaster
+from oserve.control.surge import SurgeRule
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig, load_config
@@ -66,7 +67,9 @@ def sim_options(cfg: SimConfig, *, progress: bool = False) -> SimOptions:
                       history_bin_s=c.history_bin_s, history_s=max(c.history_s, c.monitor_window_s),
                       drain_timeout_s=s.drain_timeout_s, stop_time_s=s.stop_time_s, warmup_s=s.warmup_s,
                       block_size=cfg.block_size, sample_interval_s=cfg.sample_interval_s, progress=progress,
-                      contention=cfg.contention.model())
+                      contention=cfg.contention.model(),
+                      surge=SurgeRule(**c.surge.model_dump()) if c.surge is not None else None,
+                      migrate_on_drain=c.migrate_on_drain)
 
 
 def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand:

@@ -194,6 +194,7 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
             await backend.start()  # e.g. join the Ray cluster before any replica is placed on it
         if config.orchestrator is not None:
             from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
+            from oserve.control.surge import SurgeRule
             from oserve.profiles.table import ProfileTable
 
             oc = config.orchestrator
@@ -223,7 +224,9 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                                             drain_timeout_s=oc.drain_timeout_s, min_history=oc.min_history,
                                             history_bin_s=oc.history_bin_s,
                                             scale_down_window_s=(oc.hysteresis.scale_down_window_s
-                                                                 if oc.hysteresis.enabled else 0.0)),
+                                                                 if oc.hysteresis.enabled else 0.0),
+                                            surge=SurgeRule(**oc.surge.model_dump()) if oc.surge is not None else None,
+                                            migrate_on_drain=oc.migrate_on_drain),
                 initial_plan=initial, scheme=scheme, registry=registry,
             )
             await stack.orchestrator.start()

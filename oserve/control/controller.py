@@ -355,6 +355,8 @@ class Controller:
         history_ts: np.ndarray,
         history_rates: np.ndarray,
         current: Plan | None,
+        *,
+        note: str = "",
     ) -> Decision:
         """Make one control decision.
 
@@ -366,6 +368,7 @@ class Controller:
             history_rates: per-class arrival rates, req/s, shape ``(n, k)``, k = classes of
                 ``scheme``, in its order.
             current: the plan deployed now (None before anything runs).
+            note: why this decision is made now (e.g. a surge check); prefixed to the reason.
 
         Returns:
             The decision (also appended to :attr:`history`).
@@ -421,6 +424,8 @@ class Controller:
                 plan, reason = floored, floored.reason
         if f_note:
             reason = f"{reason}; {f_note}"
+        if note:
+            reason = f"{note}. {reason}"
         decision = Decision(
             time_s=float(now_s),
             observed_rps=observed,

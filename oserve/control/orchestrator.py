@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,12 +28,14 @@ from prometheus_client import CollectorRegistry
 from oserve.backends.base import Backend, ReplicaStats
 from oserve.clock import Clock, WallClock
 from oserve.control.controller import Controller, Decision, bin_history
-from oserve.control.health import HealthPolicy, ProgressTracker
+from oserve.control.health import ProgressTracker
 from oserve.control.metrics import OrchestratorMetrics
+from oserve.control.options import OrchestratorOptions
 from oserve.control.records import StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import backed_off_starts, planning_base, relocate_plan
 from oserve.control.specs import SpecFactory
+from oserve.control.surge import FlooredSnapshot, check_surge, window_rates
 from oserve.control.switcher import RouterPort, Switcher
 from oserve.control.targets import TargetTracker
 from oserve.control.tracked_backend import TrackedBackend
@@ -59,68 +60,6 @@ class MonitorPort(Protocol):
     def update_replica_stats(self, replica_id: str, stats: ReplicaStats | None) -> None: ...
 
     def forget_replica(self, replica_id: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class OrchestratorOptions:
-    """Knobs of the control wing, seconds unless named otherwise.
-
-    The loop's own knobs (read by :class:`Orchestrator`):
-
-    Attributes:
-        control_interval_s: seconds between decisions (> 0).
-        history_bin_s: the monitor's per-second rate history is averaged into bins this wide before
-            it reaches the forecaster (:func:`oserve.control.controller.bin_history`, as the
-            simulator does); 1 keeps per-second observations (> 0).
-        health_interval_s: seconds between health checks of ready replicas (> 0).
-        health_timeout_s: a replica whose ``health()`` takes longer is hung (treated as dead) (> 0).
-        drain_timeout_s: how long in-flight requests may finish on a draining replica (>= 0).
-        start_backoff_s: after a replica of a variant failed to start (or warm up) on a node, plans
-            that would start that variant on that node again are not submitted for this long; the
-            current deployment stays (>= 0; 0 retries at once). :meth:`Orchestrator.pin` clears it.
-
-    The parts' knobs (read by :meth:`Orchestrator.build` when it builds them):
-
-    Attributes:
-        horizon_s: forecast horizon (> 0; :class:`~oserve.control.controller.Controller`).
-        min_history: history bins before the forecaster is fitted (``Controller``).
-        history_len: decisions kept in :attr:`Orchestrator.history` (``Controller``).
-        scale_down_window_s: less demand is planned for only once it lasted this long (``Controller``).
-        warmup_requests: real requests sent to each new replica before it gets traffic (``Switcher``).
-        health_policy: bounds of the progress judgement (:mod:`oserve.control.health`): a replica
-            whose requests make no progress, or that fails several requests in a row, is taken out.
-        start_timeout_s: how long an engine may take to start (``Switcher``).
-        share_cpu_cores: let old and new replicas share CPU cores during a switch
-            (:class:`~oserve.control.resources.ResourceModel`).
-
-    Raises:
-        ConfigError: an interval or timeout out of range (naming the field).
-    """
-
-    control_interval_s: float = 10.0
-    history_bin_s: float = 1.0
-    health_interval_s: float = 2.0
-    health_timeout_s: float = 15.0
-    drain_timeout_s: float = 30.0
-    start_backoff_s: float = 300.0
-    horizon_s: float = 60.0
-    min_history: int = 6
-    history_len: int = 256
-    scale_down_window_s: float = 0.0
-    warmup_requests: int = 2
-    health_policy: HealthPolicy | None = None
-    start_timeout_s: float = 600.0
-    share_cpu_cores: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("control_interval_s", "health_interval_s", "health_timeout_s", "history_bin_s"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name,
-                                  allowed="> 0 seconds")
-        for name in ("drain_timeout_s", "start_backoff_s"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name,
-                                  allowed=">= 0 seconds")
 
 
 class Orchestrator:
@@ -167,6 +106,7 @@ class Orchestrator:
         self._last_target: Plan | None = None
         self._start_failed_until_s: dict[tuple[str, str], float] = {}  # (variant, node) -> back-off end
         self._started = False
+        self._last_decision_s = -float("inf")
 
     @classmethod
     def build(cls, backend: Backend, forecaster: Any, planner: Any, cluster: ClusterSpec, table: ProfileTable, *,
@@ -206,7 +146,7 @@ class Orchestrator:
         tracked = TrackedBackend(backend, progress, clock)
         switcher = Switcher(tracked, router, spec_factory, resources, clock=clock,
                             drain_timeout_s=opt.drain_timeout_s, start_timeout_s=opt.start_timeout_s,
-                            warmup_requests=opt.warmup_requests)
+                            warmup_requests=opt.warmup_requests, migrate_on_drain=opt.migrate_on_drain)
         orch = cls(controller, switcher, monitor, options=opt, initial_plan=initial_plan,
                    metrics=OrchestratorMetrics(registry), progress=progress)
         tracked.on_verdict = orch._check_one
@@ -296,6 +236,9 @@ class Orchestrator:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._control_loop(), name="oserve-control"),
                        loop.create_task(self._health_loop(), name="oserve-health")]
+        if self.options.surge is not None:
+            self._tasks.append(loop.create_task(self._surge_loop(self.options.surge.check_interval_s),
+                                                name="oserve-surge"))
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         """Stop the loops, then drain and stop every replica (in-flight requests finish up to the
@@ -321,14 +264,22 @@ class Orchestrator:
         real replicas match it, else the real deployment (after a failure)."""
         return planning_base(self.switcher.target, self._last_target, self.switcher.actual_plan())
 
-    def _decide(self) -> Decision:
+    def _decide(self, floor_rps: dict[str, float] | None = None, note: str = "") -> Decision:
         snap = self.monitor.snapshot()
+        if floor_rps:
+            snap = FlooredSnapshot(snap, floor_rps)
         ts, rates = bin_history(*self.monitor.rate_history(), self.history_bin_s)
         current = self._planning_base() if (self._started or self.switcher.replicas) else None
-        return self.controller.tick(self.clock.now(), snap, ts, rates, current)
+        self._last_decision_s = self.clock.now()
+        return self.controller.tick(self._last_decision_s, snap, ts, rates, current, note=note)
 
-    async def step(self) -> Decision:
+    async def step(self, floor_rps: dict[str, float] | None = None, note: str = "") -> Decision:
         """One control step: decide, then hand a changed plan to the switcher (without waiting).
+
+        Args:
+            floor_rps: per-class req/s the observed arrival rates are raised to (a surge check's
+                short window, :meth:`check_surge`); None: the monitor's window as it is.
+            note: prefixed to the decision's reason.
 
         A changed plan that would start a variant on a node where its start failed less than
         ``options.start_backoff_s`` ago is not submitted (outcome ``backed off: ...``); the current
@@ -337,7 +288,7 @@ class Orchestrator:
         Returns:
             The decision; its ``outcome`` is filled in :attr:`history` when the switch ends.
         """
-        decision = self._decide()
+        decision = self._decide(floor_rps, note)
         self.metrics.observe_decision(decision)
         self._call_hook(self.on_decision, decision)
         if decision.changed:
@@ -385,6 +336,39 @@ class Orchestrator:
         """Give control back to the planner and decide now."""
         self.controller.unpin()
         return await self.step()
+
+    async def check_surge(self) -> Decision | None:
+        """One surge check (:mod:`oserve.control.surge`): decide now when the last seconds' arrivals
+        overload the current plan; skipped while pinned, without a rule, or within ``min_gap_s`` of the
+        previous decision.
+
+        Returns:
+            The decision made, or None when no surge fired.
+        """
+        rule = self.options.surge
+        if rule is None or not self._started or self.controller.pinned is not None:
+            return None
+        if self.clock.now() - self._last_decision_s < rule.min_gap_s:
+            return None
+        names = list(self.monitor.scheme.names)
+        rates, recent, arrivals = window_rates(*self.monitor.rate_history(), rule.window_s)
+        check = check_surge(rule, self._planning_base(), self.controller.cluster, self.controller.table,
+                            dict(zip(names, rates.tolist(), strict=True)), arrivals,
+                            dict(zip(names, recent.tolist(), strict=True)))
+        if not check.surge:
+            return None
+        log.info("%s: deciding now", check.reason)
+        return await self.step(check.rates_rps, check.reason)
+
+    async def _surge_loop(self, interval_s: float) -> None:
+        while True:
+            await self.clock.sleep(interval_s)
+            try:
+                await self.check_surge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one failed check must not end the surge checks
+                log.exception("surge check failed")
 
     async def _control_loop(self) -> None:
         while True:

@@ -7,7 +7,8 @@ A parked replica is started and warm but gets no traffic (:attr:`oserve.types.Pl
   routing shift follows with the phase's other starts. No cold start, no warm-up requests: the
   engine served before it was parked.
 * Deactivation (:meth:`ParkingSteps._drain_park`): the router stops sending it requests, the
-  in-flight ones finish (up to the drain timeout; the rest are aborted with an explicit error),
+  in-flight ones finish (up to the drain timeout; the rest are aborted with an explicit error; with
+  ``migrate_on_drain`` all are aborted at once and the endpoint resumes them on other replicas),
   then ``Replica.park`` and the router forgets it. A replica whose backend cannot park
   (``ReplicaError`` code ``park_unsupported``) or whose park fails is stopped instead.
 
@@ -40,6 +41,7 @@ class ParkingSteps:
     router: RouterPort
     clock: Clock
     drain_timeout_s: float
+    migrate_on_drain: bool
     start_timeout_s: float
     stop_timeout_s: float
     _aborted: int
@@ -51,8 +53,6 @@ class ParkingSteps:
         def _router_call(self, name: str, *args: object) -> None: ...
 
         def _refresh_routing(self, record: bool = False) -> bool: ...
-
-        async def _drain_in_flight(self, m: ManagedReplica, timeout_s: float, t0: float) -> None: ...
 
         async def _stop_managed(self, m: ManagedReplica, rid: str) -> None: ...
 
@@ -90,6 +90,19 @@ class ParkingSteps:
         self.router.add(m.replica)
         self._router_call("set_state", rid, "ready")
         self._record("wake", m, True, "", t0)
+
+    async def _drain_in_flight(self, m: ManagedReplica, timeout_s: float, t0: float) -> None:
+        """Drain ``m``'s in-flight requests (aborted after ``timeout_s``); a failure is recorded, not raised."""
+        assert m.replica is not None
+        try:
+            aborted = await self.clock.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
+            if timeout_s == 0.0 and self.migrate_on_drain:  # the endpoint resumes them elsewhere
+                self._record("drain", m, True, f"{aborted} requests migrated", t0)
+                return
+            self._aborted += int(aborted)
+            self._record("drain", m, True, f"{aborted} requests aborted", t0)
+        except Exception as exc:  # noqa: BLE001 - a failing drain is reported; the next step still runs
+            self._record("drain", m, False, repr(exc), t0)
 
     async def _drain_park(self, rid: str, timeout_s: float) -> None:
         """Deactivate one active replica: routing removal, drain in-flight requests, then park.

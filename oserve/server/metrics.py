@@ -12,6 +12,8 @@ One name per quantity. oserve's own series (prefix ``oserve_``):
   replica failure, drain timeout, unexpected error).
 - ``oserve_requests_retried_total``: requests retried on another replica after their replica failed
   before the first token.
+- ``oserve_requests_resumed_total``: requests resumed on another replica after their replica aborted
+  them after the first token (a drain; :mod:`oserve.server.resume`).
 - ``oserve_generation_requests_in_flight``: generation requests in flight (the monitor's
   ``oserve_requests_in_flight`` has them per class).
 - ``oserve_prompt_tokens_total{request_class}`` / ``oserve_generation_tokens_total{request_class}``:
@@ -136,6 +138,8 @@ class ServerMetrics:
                                 "refused = engine refusal, error = server fault)",
                                 ["endpoint", "request_class", "finish_reason"], registry=reg)
         self.retried = Counter("oserve_requests_retried", "Requests retried on another replica", registry=reg)
+        self.resumed = Counter("oserve_requests_resumed", "Requests resumed on another replica after their replica "
+                               "aborted them mid-stream (drain)", registry=reg)
         self.in_flight = Gauge("oserve_generation_requests_in_flight", "Generation requests in flight", registry=reg)
         self.prompt_tokens = Counter("oserve_prompt_tokens", "Prompt tokens of admitted requests",
                                      ["request_class"], registry=reg)

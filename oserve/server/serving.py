@@ -17,9 +17,11 @@ One request goes through:
    naming the parameter before any response (stream or not) starts;
 5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it
    died or was drained) before the first token, the request is retried on another replica (up to
-   ``max_retries`` times); after the first token the error reaches the client (a 503 envelope, or
-   an SSE ``error`` event followed by ``data: [DONE]`` when streaming). Either way the error is
-   reported at once to the ``on_replica_error`` hook (the orchestrator health-checks the replica);
+   ``max_retries`` times). After the first token, a request its replica aborted
+   (:class:`~oserve.errors.RequestAbortedError`: a drain) resumes on another replica from its last
+   token (:mod:`oserve.server.resume`); any other error reaches the client (a 503 envelope, or an
+   SSE ``error`` event and ``data: [DONE]`` when streaming). Every replica error is reported at once
+   to the ``on_replica_error`` hook (the orchestrator health-checks the replica);
 6. a client that disconnects (streaming or not) gets its engine request aborted, freeing the slot.
 
 A stream that fails after its headers, whatever the exception, ends with one SSE error event and
@@ -38,7 +40,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -46,7 +47,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from oserve.backends.base import Replica, SamplingParams, TokenChunk
+from oserve.backends.base import SamplingParams, TokenChunk
 from oserve.clock import Clock
 from oserve.errors import (
     ClientError,
@@ -54,8 +55,11 @@ from oserve.errors import (
     ModelNotFoundError,
     NoReplicaReadyError,
     ReplicaError,
+    RequestAbortedError,
     ServerError,
 )
+from oserve.server.job import Job as _Job
+from oserve.server.resume import MAX_RESUMES, continuation, shift_chunk
 from oserve.server.router import Router
 from oserve.types import ClassScheme, RequestClass
 
@@ -105,29 +109,6 @@ class AdmissionMonitor(Protocol):
     def record_first_token(self, request_id: str) -> None: ...
 
     def record_completion(self, request_id: str, output_tokens: int, ok: bool) -> None: ...
-
-
-@dataclass
-class _Job:
-    """State of one generation request from admission to its end."""
-
-    request_id: str
-    endpoint: str
-    prompt: str | list[int]
-    prompt_param: str
-    prompt_tokens: int
-    request_class: str
-    params: SamplingParams
-    needed_tokens: int
-    admitted_s: float
-    replica: Replica | None = None
-    tried: list[str] = field(default_factory=list)
-    first_token_s: float | None = None
-    output_tokens: int = 0
-    finish_reason: str | None = None
-    outcome: str | None = None
-    engine_done: bool = False
-    closed: bool = False
 
 
 class _ClosingStreamingResponse(StreamingResponse):
@@ -286,23 +267,28 @@ class OpenAIServing:
 
     # -- generation -------------------------------------------------------------------------
     async def _chunks(self, job: _Job) -> AsyncIterator[TokenChunk]:
-        """The engine's chunks, retrying on another replica if one fails before the first token.
+        """The engine's chunks, retrying on another replica if one fails before the first token, and
+        resuming on another one (:mod:`oserve.server.resume`) if a replica aborts it after.
 
         Side effects: sets ``job.outcome`` to ``"refused"`` (the engine refused the request, a
         :class:`~oserve.errors.ClientError`) or ``"error"`` (a server fault) before re-raising.
         """
+        prompt, params, before = job.prompt, job.params, 0  # before: output tokens of earlier replicas
         while True:
             replica = job.replica
             assert replica is not None
             try:
-                async with aclosing(replica.generate(job.request_id, job.prompt, job.params)) as stream:
+                async with aclosing(replica.generate(job.request_id, prompt, params)) as stream:
                     async for chunk in stream:
+                        chunk = shift_chunk(chunk, before, job.prompt_tokens)
                         if job.first_token_s is None and chunk.completion_tokens > 0:
                             job.first_token_s = self.clock.now()
                             if self.monitor is not None:
                                 self.monitor.record_first_token(job.request_id)
                         job.output_tokens = chunk.completion_tokens
-                        if chunk.prompt_tokens > 0:
+                        job.output_ids.extend(chunk.token_ids)
+                        job.output_text += chunk.text
+                        if chunk.prompt_tokens > 0 and not before:
                             job.prompt_tokens = chunk.prompt_tokens  # the engine's own count wins in usage
                         if chunk.finished:
                             job.engine_done = True
@@ -317,30 +303,53 @@ class OpenAIServing:
             except ReplicaError as e:
                 job.engine_done = True
                 self._report(replica.replica_id, e)
-                if job.first_token_s is not None or len(job.tried) >= self.max_retries:
-                    job.outcome = "error"
-                    raise
-                log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
-                            replica.replica_id, job.request_id, e.message)
-                job.tried.append(replica.replica_id)
-                self.router.release(replica.replica_id)
-                job.replica = None
+                nxt = None
+                if job.first_token_s is None:
+                    if len(job.tried) >= self.max_retries:
+                        job.outcome = "error"
+                        raise
+                    log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
+                                replica.replica_id, job.request_id, e.message)
+                else:
+                    nxt = continuation(job.prompt, job.output_text, job.output_ids, job.params) \
+                        if isinstance(e, RequestAbortedError) and job.resumes < MAX_RESUMES else None
+                    if nxt is None:
+                        job.outcome = "error"
+                        raise
+                    log.info("replica %s aborted %s after %d output tokens (%s); resuming elsewhere",
+                             replica.replica_id, job.request_id, len(job.output_ids), e.message)
                 try:
-                    job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
-                                                      prompt_tokens=job.prompt_tokens,
-                                                      prompt_param=job.prompt_param)
-                    job.replica.validate(job.params)
-                except ClientError:
-                    job.outcome = "refused"
-                    raise
+                    self._reacquire(job, replica.replica_id)
                 except ServerError:
-                    job.outcome = "error"
+                    if nxt is not None:
+                        raise e from None  # nowhere to resume: the abort itself is the error
                     raise
-                job.engine_done = False
-                self.metrics.retried.inc()
+                if nxt is None:
+                    self.metrics.retried.inc()
+                else:
+                    (prompt, params), before = nxt, len(job.output_ids)
+                    job.resumes += 1
+                    self.metrics.resumed.inc()
             except Exception:  # a fault of ours or the engine's (a client disconnect is no Exception)
                 job.outcome = "error"
                 raise
+
+    def _reacquire(self, job: _Job, failed_id: str) -> None:
+        """Move ``job`` from replica ``failed_id`` to another one (sets ``job.outcome`` on failure)."""
+        job.tried.append(failed_id)
+        self.router.release(failed_id)
+        job.replica = None
+        try:
+            job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
+                                              prompt_tokens=job.prompt_tokens, prompt_param=job.prompt_param)
+            job.replica.validate(job.params)
+        except ClientError:
+            job.outcome = "refused"
+            raise
+        except ServerError:
+            job.outcome = "error"
+            raise
+        job.engine_done = False
 
     def _report(self, replica_id: str, error: ReplicaError) -> None:
         """Tell the composition's ``on_replica_error`` hook; a failing hook is logged, never raised."""

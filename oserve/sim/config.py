@@ -40,6 +40,7 @@ from oserve.config import (
     HysteresisConfig,
     NodeGroupConfig,
     ParkingConfig,
+    SurgeConfig,
 )
 from oserve.sim.contention import ContentionModel
 from oserve.types import SLO, Plan, ReplicaPlacement
@@ -66,6 +67,10 @@ class ControlConfig(_Model):
                                                             "oserve serve; None: none are kept")
     hysteresis: HysteresisConfig = Field(default_factory=lambda: HysteresisConfig(),
                                          description="switch rule: a switch must pay for itself over horizon_s")
+    surge: SurgeConfig | None = Field(None, description="surge checks between control ticks, as orchestrator.surge "
+                                                        "of oserve serve; None: off")
+    migrate_on_drain: bool = Field(False, description="a switch's drains hand in-flight requests to other replicas "
+                                                      "at once, as orchestrator.migrate_on_drain of oserve serve")
 
 
 class SwitchingConfig(_Model):

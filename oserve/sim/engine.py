@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from oserve.control.surge import SurgeRule
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.contention import NO_CONTENTION, ContentionModel
@@ -48,6 +49,11 @@ class SimOptions:
             frees or a replica becomes ready (:func:`oserve.policies.routing.open_candidates`).
         contention: slowdown of iterations on shared CPU nodes (:mod:`oserve.sim.contention`;
             default: none, the table's iteration times as measured).
+        surge: surge checks between control ticks, as the live orchestrator's
+            (:mod:`oserve.control.surge`); None: off.
+        migrate_on_drain: a switch's drains hand in-flight requests to other replicas at once; each
+            is routed again and prefills its prompt plus output so far there (the endpoint's resume,
+            :mod:`oserve.server.resume`).
     """
 
     control_interval_s: float = 30.0
@@ -64,6 +70,8 @@ class SimOptions:
     record_controller_inputs: bool = False
     router_queue: bool = True
     contention: ContentionModel = NO_CONTENTION
+    surge: SurgeRule | None = None
+    migrate_on_drain: bool = False
 
     def __post_init__(self) -> None:
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):

@@ -39,6 +39,7 @@ from oserve.control.controller import bin_history
 from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
+from oserve.control.surge import FlooredSnapshot, SurgeRule, check_surge, window_rates
 from oserve.control.switcher import Switcher
 from oserve.control.targets import TargetTracker
 from oserve.policies.routing import Candidate, choose_replica, open_candidates
@@ -108,7 +109,9 @@ class SimRun:
         self.port = SimRouterPort(self._release_held, self._changed)
         self.switcher = Switcher(self.backend, self.port, self.backend.spec_for,
                                  ResourceModel(sim.cluster, sim.table), clock=self.clock,
-                                 drain_timeout_s=opt.drain_timeout_s, warmup_requests=0)
+                                 drain_timeout_s=opt.drain_timeout_s, warmup_requests=0,
+                                 migrate_on_drain=opt.migrate_on_drain)
+        self.last_decision_s = -math.inf
         self.targets = TargetTracker()  # switch decisions followed to their end (reconfig_s)
         self.switcher.on_step.append(lambda st: self.targets.observe(st.finished_s, self.switcher.actual_plan()))
         self.switcher.on_result.append(lambda res: self.targets.transition_ended(res.finished_s, res.target,
@@ -163,6 +166,11 @@ class SimRun:
             while t <= self.duration + 1e-9:
                 self.events.push(t, Priority.TICK, EventKind.TICK)
                 t += opt.control_interval_s
+            if opt.surge is not None:  # surge checks between the ticks, as the live orchestrator's
+                t = opt.surge.check_interval_s
+                while t <= self.duration + 1e-9:
+                    self.events.push(t, Priority.TICK, EventKind.TICK, opt.surge)
+                    t += opt.surge.check_interval_s
         pbar = None
         if opt.progress:
             from tqdm import tqdm
@@ -259,16 +267,31 @@ class SimRun:
         elif r.state == "draining":
             self.backend.handles[r.replica_id].idle()
 
-    def _on_tick(self, _payload: None, t: float) -> None:
+    def _on_tick(self, surge: SurgeRule | None, t: float) -> None:
+        """A control tick, or (``surge`` given) a surge check that decides only when it fires."""
         opt = self.opt
-        snap = self.monitor.snapshot()
-        hts, hrates = bin_history(*self.monitor.rate_history(), opt.history_bin_s)
+        snap: Any = self.monitor.snapshot()
         current = planning_base(self.switcher.target, self.last_target, self.switcher.actual_plan())
+        note = ""
+        if surge is not None:
+            controller = self.sim.controller
+            if t - self.last_decision_s < surge.min_gap_s or getattr(controller, "pinned", None) is not None:
+                return
+            rates, recent, arrivals = window_rates(*self.monitor.rate_history(), surge.window_s)
+            check = check_surge(surge, current, self.sim.cluster, self.sim.table,
+                                dict(zip(self.names, rates.tolist(), strict=True)), arrivals,
+                                dict(zip(self.names, recent.tolist(), strict=True)))
+            if not check.surge:
+                return
+            snap, note = FlooredSnapshot(snap, check.rates_rps), check.reason
+        self.last_decision_s = t
+        hts, hrates = bin_history(*self.monitor.rate_history(), opt.history_bin_s)
         if opt.record_controller_inputs:
             self.ctl_inputs.append({"now_s": t, "snapshot": snap, "history_ts": hts.copy(),
                                     "history_rates": hrates.copy(), "current": current})
         controller = self.sim.controller
-        d = controller.tick(t, snap, hts, hrates, current)
+        d = controller.tick(t, snap, hts, hrates, current, note=note) if note else \
+            controller.tick(t, snap, hts, hrates, current)
         if d.changed:
             if d.replicas_changed:
                 self.targets.decided(t, d.plan, self.switcher.actual_plan())
@@ -290,6 +313,12 @@ class SimRun:
 
     def _on_abort(self, r: SimReplica, now: float) -> int:
         left = r.remove_all()
+        if self.opt.migrate_on_drain:  # the endpoint resumes them elsewhere: route again (prefill prompt + output)
+            for q in left:
+                q.touched = True
+                if not self._route(q, now):
+                    self.held.append(q)
+            return len(left)
         for q in left:
             q.aborted = True
             q.touched = True

@@ -1,0 +1,144 @@
+"""Surge checks: a burst between control ticks makes the orchestrator decide at once (FakeBackend, no engines)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from orch_fakes import FakeSnapshot, make_cluster, make_table, plan_of, spec_factory
+
+from oserve.clock import SimClock
+from oserve.config import SurgeConfig
+from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
+from oserve.control.surge import FlooredSnapshot, SurgeRule, check_surge, window_rates
+from oserve.errors import ConfigError
+from oserve.forecast import make as make_forecaster
+from oserve.policies import make_planner
+from oserve.server.router import Router
+from oserve.testing.fake_backend import FakeBackend
+from oserve.types import DEFAULT_SCHEME
+from oserve.workload.monitor import WorkloadMonitor
+
+pytestmark = pytest.mark.timeout(60)
+NAMES = DEFAULT_SCHEME.names
+SS = "short-in/short-out"
+TABLE = make_table(capacities={"fast": dict.fromkeys(NAMES, 3.0)})  # 3 req/s per replica within SLO
+CLUSTER = make_cluster(devices=4)
+ONE = plan_of(("fast", "node0", (0,)))
+
+
+def rates(ss: float) -> dict[str, float]:
+    return {c: (ss if c == SS else 0.0) for c in NAMES}
+
+
+def test_window_rates_averages_the_last_bins():
+    ts = np.arange(8, dtype=float)
+    r = np.zeros((8, len(NAMES)))
+    r[:, 0] = [1, 1, 1, 1, 1, 6, 6, 6]
+    mean, recent, n = window_rates(ts, r, 3)
+    assert mean[0] == pytest.approx(6.0) and recent[0] == pytest.approx(6.0) and n == 18
+    mean, recent, n = window_rates(ts, r, 5)
+    assert mean[0] == pytest.approx(4.0) and recent[0] == pytest.approx(6.0) and n == 20  # last 2 of 5 s
+    mean, recent, n = window_rates(np.zeros(0), np.zeros((0, len(NAMES))), 5)
+    assert mean.shape == recent.shape == (len(NAMES),) and n == 0
+
+
+def test_check_surge_fires_above_table_capacity_only():
+    rule = SurgeRule(window_s=5, capacity_factor=1.0, min_arrivals=8)
+    calm = check_surge(rule, ONE, CLUSTER, TABLE, rates(2.0), 10)  # 2 of 3 req/s
+    assert not calm.surge and calm.utilization == pytest.approx(2 / 3)
+    burst = check_surge(rule, ONE, CLUSTER, TABLE, rates(4.5), 22)
+    assert burst.surge and burst.utilization == pytest.approx(1.5)
+    assert burst.reason.startswith("surge:") and "1.50" in burst.reason
+    # the same rates over two replicas are within capacity
+    two = plan_of(("fast", "node0", (0,)), ("fast", "node0", (1,)))
+    assert not check_surge(rule, two, CLUSTER, TABLE, rates(4.5), 22).surge
+    # a handful of requests is noise, however high their rate reads
+    assert not check_surge(rule, ONE, CLUSTER, TABLE, rates(4.5), 7).surge
+    assert not check_surge(rule, None, CLUSTER, TABLE, rates(4.5), 22).surge
+    # a rising burst: the surge plans for the window's last half when it is higher than the mean
+    rising = check_surge(rule, ONE, CLUSTER, TABLE, rates(4.5), 22, recent_rps=rates(7.0))
+    assert rising.surge and rising.utilization == pytest.approx(1.5) and rising.rates_rps[SS] == 7.0
+    assert check_surge(rule, ONE, CLUSTER, TABLE, rates(2.0), 10, recent_rps=rates(7.0)).rates_rps[SS] == 2.0
+
+
+def test_surge_rule_and_config_name_the_bad_field():
+    with pytest.raises(ConfigError) as e:
+        SurgeRule(window_s=0)
+    assert e.value.field == "surge.window_s"
+    with pytest.raises(ConfigError) as e:
+        SurgeRule(capacity_factor=float("nan"))
+    assert e.value.field == "surge.capacity_factor"
+    with pytest.raises(ConfigError) as e:
+        SurgeRule(min_gap_s=-1)
+    assert e.value.field == "surge.min_gap_s"
+    assert SurgeRule(**SurgeConfig(window_s=3, min_arrivals=4).model_dump()) == SurgeRule(window_s=3, min_arrivals=4)
+    with pytest.raises(ValueError, match="window_s"):
+        SurgeConfig(window_s=0)
+
+
+def test_floored_snapshot_raises_rates_and_keeps_the_rest():
+    snap = FakeSnapshot(time_s=3.0, class_names=tuple(NAMES), arrival_rates_rps=np.array([1.0, 2.0, 0.0, 0.0]))
+    f = FlooredSnapshot(snap, {NAMES[0]: 4.0, NAMES[1]: 1.0})
+    assert f.arrival_rates_rps.tolist() == [4.0, 2.0, 0.0, 0.0]
+    assert f.time_s == 3.0 and f.class_names == tuple(NAMES)
+    assert snap.arrival_rates_rps.tolist() == [1.0, 2.0, 0.0, 0.0]  # the monitor's snapshot is not changed
+
+
+def feed(monitor: WorkloadMonitor, clock: SimClock, per_s: int, seconds: int) -> None:
+    cls = DEFAULT_SCHEME.by_name(SS)
+    for _ in range(seconds):
+        for i in range(per_s):
+            rid = f"r{clock.now()}-{i}"
+            monitor.record_admission(rid, cls, 10, 100)
+            monitor.record_first_token(rid)
+            monitor.record_completion(rid, 100, True)
+        clock.advance_to(clock.now() + 1.0)
+
+
+async def test_a_burst_between_ticks_is_decided_at_once_and_calm_traffic_is_not():
+    mclock = SimClock(0.0)
+    monitor = WorkloadMonitor(DEFAULT_SCHEME, mclock, window_s=10, history_s=120)
+    orch = Orchestrator.build(
+        FakeBackend(), make_forecaster("ewma"), make_planner("milp"), CLUSTER, TABLE, router=Router(),
+        monitor=monitor, spec_factory=spec_factory, initial_plan=ONE,
+        options=OrchestratorOptions(control_interval_s=3600, health_interval_s=3600, min_history=3,
+                                    surge=SurgeRule(window_s=3, min_arrivals=8, min_gap_s=0.0)))
+    feed(monitor, mclock, 2, 20)  # 2 req/s on one 3-req/s replica
+    await orch.start()
+    try:
+        assert await orch.check_surge() is None
+        assert orch.history == []
+        feed(monitor, mclock, 9, 3)  # 9 req/s for 3 s: the 10-s window reads 4.1, the 3-s window 9
+        assert monitor.snapshot().arrival_rates_rps[0] == pytest.approx(4.1)
+        d = await orch.check_surge()
+        assert d is not None and d.reason.startswith("surge:")
+        assert d.observed_rps[SS] == pytest.approx(9.0)  # planned on the short window, not the 10-s one
+        assert d.replicas_changed and d.plan.replica_counts()["fast"] >= 3  # 9 req/s needs >= 3 replicas
+        await orch.switcher.idle()
+        assert orch.current_plan.replica_counts()["fast"] >= 3
+        assert await orch.check_surge() is None  # the new plan carries the burst
+    finally:
+        await orch.stop()
+
+
+async def test_surge_checks_respect_the_gap_and_a_pinned_plan():
+    mclock = SimClock(0.0)
+    monitor = WorkloadMonitor(DEFAULT_SCHEME, mclock, window_s=10, history_s=120)
+    orch = Orchestrator.build(
+        FakeBackend(), make_forecaster("ewma"), make_planner("milp"), CLUSTER, TABLE, router=Router(),
+        monitor=monitor, spec_factory=spec_factory, initial_plan=ONE,
+        options=OrchestratorOptions(control_interval_s=3600, health_interval_s=3600, min_history=3,
+                                    surge=SurgeRule(window_s=3, min_arrivals=8, min_gap_s=3600.0)))
+    feed(monitor, mclock, 9, 20)
+    await orch.start()
+    try:
+        await orch.step()  # a decision just now: the next surge decision waits min_gap_s
+        assert await orch.check_surge() is None
+        orch.options = OrchestratorOptions(control_interval_s=3600, health_interval_s=3600, min_history=3,
+                                           surge=SurgeRule(window_s=3, min_arrivals=8, min_gap_s=0.0))
+        await orch.pin(ONE)
+        n = len(orch.history)
+        assert await orch.check_surge() is None  # an admin's pin is not overridden
+        assert len(orch.history) == n
+    finally:
+        await orch.stop()

@@ -1,0 +1,83 @@
+"""A request its replica aborts mid-stream (a drain) resumes on another replica (FakeBackend replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+from oserve_server_support import MODEL  # type: ignore[import-not-found]
+
+from oserve.backends.base import SamplingParams, TokenChunk
+from oserve.server.resume import continuation, shift_chunk
+from oserve.testing.fake_backend import FakeReplicaOptions
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_continuation_appends_the_output_and_shortens_max_tokens():
+    p = SamplingParams(max_tokens=10, temperature=0.5, stop=("END",))
+    prompt, params = continuation([1, 2, 3], " a b", [7, 8], p)
+    assert prompt == [1, 2, 3, 7, 8] and params.max_tokens == 8
+    assert params.temperature == 0.5 and params.stop == ("END",)
+    prompt, params = continuation("Hello", " a b", [7, 8], p)
+    assert prompt == "Hello a b" and params.max_tokens == 8
+    assert continuation("Hello", "x" * 10, list(range(10)), p) is None  # max_tokens reached: nothing left
+
+
+def test_shift_chunk_counts_from_the_request_start():
+    c = TokenChunk(text=" z", token_ids=(5,), finished=False, finish_reason=None, prompt_tokens=9,
+                   completion_tokens=2)
+    s = shift_chunk(c, 4, 3)
+    assert s.completion_tokens == 6 and s.prompt_tokens == 3 and s.text == " z"
+    assert shift_chunk(c, 0, 3) is c
+
+
+async def _serving(srv) -> object:
+    for _ in range(300):
+        busy = [r for r in srv.replicas if (await r.stats()).running]
+        if busy and busy[0].tokens_emitted >= 5:
+            return busy[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("no replica emitted tokens")
+
+
+async def test_stream_resumes_on_another_replica_when_its_replica_drains_at_once(serve) -> None:
+    opts = FakeReplicaOptions(token_delay_s=0.01, effective_max_model_len=1024)
+    async with serve(n_replicas=2, options=opts) as srv, httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+        async def call() -> httpx.Response:
+            return await http.post("/v1/completions", json={
+                "model": MODEL, "prompt": "a b c", "max_tokens": 40, "stream": True,
+                "stream_options": {"include_usage": True}})
+
+        task = asyncio.create_task(call())
+        victim = await _serving(srv)
+        assert await victim.drain(timeout_s=0.0) == 1  # a migrating drain: abort at once
+        r = await task
+        events = [json.loads(e.removeprefix("data: ")) for e in r.text.split("\n\n") if e and "[DONE]" not in e]
+        assert not any("error" in e for e in events)
+        texts = [c["text"] for e in events for c in e["choices"]]
+        assert len("".join(texts).split()) == 40  # every token, none lost or repeated at the seam
+        assert [c["finish_reason"] for e in events for c in e["choices"]][-1] == "length"
+        usage = events[-1]["usage"]
+        assert usage["completion_tokens"] == 40 and usage["prompt_tokens"] == 3
+        other = next(x for x in srv.replicas if x is not victim)
+        assert 0 < victim.tokens_emitted < 40 and other.tokens_emitted == 40 - victim.tokens_emitted
+        assert srv.app.state.metrics.resumed._value.get() == 1
+        assert srv.app.state.metrics.retried._value.get() == 0
+        assert srv.router.outstanding() == 0
+
+
+async def test_non_streaming_request_resumes_too(serve) -> None:
+    opts = FakeReplicaOptions(token_delay_s=0.01, effective_max_model_len=1024)
+    async with serve(n_replicas=2, options=opts) as srv:
+        c = openai.AsyncOpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0)
+        task = asyncio.create_task(c.completions.create(model=MODEL, prompt="a b c", max_tokens=30))
+        victim = await _serving(srv)
+        await victim.drain(timeout_s=0.0)
+        r = await task
+        assert r.usage.completion_tokens == 30 and r.choices[0].finish_reason == "length"
+        assert len(r.choices[0].text.split()) == 30
+        assert srv.app.state.metrics.resumed._value.get() == 1
