@@ -202,6 +202,7 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
         sampler.stop()
         status = lt.call(_status(stack))
         retried = stack.app.state.metrics.registry.get_sample_value("oserve_requests_retried_total") or 0.0
+        resumed = stack.app.state.metrics.registry.get_sample_value("oserve_requests_resumed_total") or 0.0
         tokens = dict(pool.output_tokens)
         queued = stack.router.queued_total
         lt.call(stack.stop)
@@ -218,7 +219,7 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
         "full_precision_share": full_precision_share(tokens, full_precision),
         "core_seconds": core_seconds(sampler.samples),
         "switches": len(sw_total), "switch_s": sw_total, "serving_s": sw_serving,
-        "retried": int(retried),
+        "retried": int(retried), "resumed": int(resumed),
         "aborted": sum(1 for r in recs if not r.ok and r.status is not None),
         "lost": sum(1 for r in recs if not r.ok and r.status is None),
         "requests": s["requests"], "completed": s["completed"], "output_tokens_by_variant": tokens,

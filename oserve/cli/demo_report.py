@@ -13,8 +13,10 @@ Row keys (``out/demo/results.json``, one object per deployment: ``oserve``, ``pl
 * ``switches``: switches that changed replicas; ``switch_s``: per switch, seconds from the switch's
   start (the planner's decision is submitted) until the target deployment was reached;
   ``serving_s``: until the first new replica was ready and routed to.
-* ``retried`` (requests the endpoint retried on another replica), ``aborted`` (ended with an error
-  status), ``lost`` (no response at all).
+* ``retried`` (requests the endpoint retried on another replica before their first token),
+  ``resumed`` (requests moved mid-stream by a migrating drain and resumed on another replica from
+  their last token, :mod:`oserve.server.resume`), ``aborted`` (ended with an error status), ``lost``
+  (no response at all).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ __all__ = ["KEYS", "pct", "switch_times", "switch_windows", "touched_share", "fu
 KEYS: tuple[str, ...] = (
     "goodput_rps", "slo_attainment", "throughput_rps", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s",
     "tpot_p50_s", "tpot_p99_s", "full_precision_share", "core_seconds", "switches", "switch_s", "serving_s",
-    "retried", "aborted", "lost", "touched_by_switch_share",
+    "retried", "resumed", "aborted", "lost", "touched_by_switch_share",
 )
 
 

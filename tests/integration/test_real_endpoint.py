@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -238,3 +239,35 @@ def test_vllm_metrics_exported_per_replica(cpu_stack) -> None:
     ttft_count = sum(s.value for s in families["vllm:time_to_first_token_seconds"].samples
                      if s.name.endswith("_count"))
     assert ttft_count >= 1  # the request above (plus the warm-ups) went through the engines' own logger
+
+
+def test_stream_resumes_on_the_other_replica_when_its_replica_drains_at_once(cpu_stack) -> None:
+    """A migrating drain (timeout 0, ``orchestrator.migrate_on_drain``) aborts the stream's engine request;
+    the endpoint resumes it on the other vLLM engine from its last token and the client sees one whole stream."""
+    router = cpu_stack.stack.router
+    body = {"model": MODEL, "prompt": "Write a long story about the sea.", "max_tokens": 96, "stream": True,
+            "ignore_eos": True, "temperature": 0, "stream_options": {"include_usage": True}}
+    resumed = cpu_stack.stack.app.state.metrics.resumed._value.get()
+    victim = None
+    lines: list[str] = []
+    try:
+        with httpx.Client(base_url=cpu_stack.url, timeout=120) as h, \
+                h.stream("POST", "/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    lines.append(line.removeprefix("data: "))
+                if victim is None and len(lines) >= 10:
+                    victim = next(rep for rep in router.replicas() if router.outstanding(rep.replica_id))
+                    assert cpu_stack.call(lambda v=victim: v.drain(0.0)) == 1
+    finally:
+        if victim is not None:  # back to ready for the module's other tests
+            cpu_stack.call(victim.park)
+            cpu_stack.call(victim.wake)
+    events = [json.loads(x) for x in lines if x != "[DONE]"]
+    assert lines[-1] == "[DONE]" and not any("error" in e for e in events)
+    assert events[-1]["usage"]["completion_tokens"] == 96  # every token, across the seam
+    assert [c["finish_reason"] for e in events for c in e["choices"]][-1] == "length"
+    assert "".join(c["text"] for e in events for c in e["choices"]).strip()
+    assert cpu_stack.stack.app.state.metrics.resumed._value.get() == resumed + 1
+    assert router.outstanding() == 0

@@ -31,7 +31,8 @@ def test_demo_runs_four_deployments_on_pooled_engines(tmp_path: Path, monkeypatc
     for name in ("oserve", "plain", "int8", "best_static"):
         row = res[name]
         for key in ("goodput_rps", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s",
-                    "full_precision_share", "core_seconds", "switches", "switch_s", "retried", "aborted", "lost"):
+                    "full_precision_share", "core_seconds", "switches", "switch_s", "retried", "resumed", "aborted",
+                    "lost"):
             assert key in row, (name, key)
         assert row["lost"] == 0 and row["completed"] == row["requests"] == res["meta"]["requests"]
     assert res["plain"]["full_precision_share"] == 1.0 and res["int8"]["full_precision_share"] == 0.0
