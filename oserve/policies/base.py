@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from oserve.errors import ConfigError
-from oserve.policies._assign import balanced_assignment, optimal_assignment
+from oserve.policies._assign import balanced_assignment, optimal_assignment, pooled_assignment
 from oserve.policies._placement import place
 from oserve.policies.evaluate import evaluate
 from oserve.policies.problem import ObjectiveWeights, Problem, build_problem
@@ -196,7 +196,9 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
 
     Routing: ``routing[c][v] = served[c, v] / sum_v served[c, v]``; with ``fill_idle_devices`` the served
     rates are first re-balanced over the variants (same per-class totals, least maximum utilization,
-    :func:`oserve.policies._assign.balanced_assignment`) so spare replicas share the load; a class with capacity but no
+    :func:`oserve.policies._assign.balanced_assignment`) so spare replicas share the load, and then pooled
+    over every replica that can serve each class in proportion to capacity where that keeps the maximum
+    utilization (:func:`oserve.policies._assign.pooled_assignment`); a class with capacity but no
     served rate (zero demand) is spread over the variants that can serve it in proportion to their
     capacity, so every class with capacity has shares summing to 1.
     """
@@ -206,7 +208,7 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     if served is None and not alloc.equal_routing:
         served = optimal_assignment(problem, counts_v)
     if served is not None and problem.weights.fill_idle_devices:
-        served = balanced_assignment(problem, counts_v, served)
+        served = pooled_assignment(problem, counts_v, balanced_assignment(problem, counts_v, served))
     replicas = place(problem, counts, current)
     routing, admit = _routing(problem, counts_v, served, alloc.equal_routing)
     plan = Plan(replicas=replicas, routing=routing, admit_rps=admit, planner=planner)
