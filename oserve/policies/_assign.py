@@ -141,7 +141,7 @@ def _utilization(problem: Problem, replicas: np.ndarray, served: np.ndarray) -> 
 
 
 def pooled_assignment(problem: Problem, replicas: np.ndarray, served: np.ndarray,
-                      max_extra_utilization: float = 0.1) -> np.ndarray:
+) -> np.ndarray:
     """Spread every class of ``served`` (C, V), req/s, over every replica that can serve it, in proportion
     to capacity, when that costs nothing the planner counts; else ``served`` unchanged.
 
@@ -151,11 +151,11 @@ def pooled_assignment(problem: Problem, replicas: np.ndarray, served: np.ndarray
     of one variant while others idle below the maximum. Arrivals are bursty and a burst queues on the
     replicas its class is routed to, so a class pooled over more replicas waits less at the same mean load
     (measured on the Azure code trace, 70B table: the short-prompt class on 2 of 5 replicas met the SLO for
-    76 % of its requests at arrival-rate scale 1.2; diagnosis in docs/capacity.md). The pooled split is used
-    only if no variant's planned utilization exceeds 1 (every class stays served within SLO in the
-    planner's model, so goodput is unchanged), its largest utilization is at most ``1 + max_extra_utilization``
-    times that of ``served`` (pooling gives up the min-max split's comparative advantage only where that is
-    cheap: 3 % on that plan), and the load served below reference quality does not grow.
+    76 % of its requests at arrival-rate scale 1.2; diagnosis in docs/capacity.md and
+    :mod:`oserve.policies.pooling`). The pooled split is used unless it overloads a variant that ``served``
+    does not (a planned utilization above 1, and above that of ``served``: every class stays served within
+    SLO in the planner's model, so goodput is unchanged), and only if the load served below reference
+    quality does not grow.
     """
     totals = served.sum(axis=1)
     reps = np.asarray(replicas, dtype=float)
@@ -170,7 +170,7 @@ def pooled_assignment(problem: Problem, replicas: np.ndarray, served: np.ndarray
         pooled[c] = totals[c] * weight[c] / tot_w
     u_pooled = _utilization(problem, reps, pooled).max(initial=0.0)
     u_served = _utilization(problem, reps, served).max(initial=0.0)
-    if u_pooled > 1.0 + 1e-9 or u_pooled > u_served * (1.0 + max_extra_utilization) + 1e-12:
+    if u_pooled > max(1.0, u_served) + 1e-9:
         return served
     if problem.quality is not None:
         short = 1.0 - np.asarray(problem.quality, dtype=float)

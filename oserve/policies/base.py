@@ -77,6 +77,10 @@ class Planner(ABC):
     #: greedy and flow planners opt in; off by default so a custom planner's own allocation is what it plans
     #: (and what ``oserve.testing.check_planner`` checks).
     use_single_variant_floor: ClassVar[bool] = False
+    #: Whether :meth:`plan` improves the allocation's replica counts for pooled routing
+    #: (:func:`oserve.policies.pooling.pooling_search`, with ``fill_idle_devices``). Built-in MILP, greedy and
+    #: flow planners opt in; off by default for the same reason as the floor.
+    use_pooling_search: ClassVar[bool] = False
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         self.weights = as_weights(weights)
@@ -100,10 +104,22 @@ class Planner(ABC):
         """
         problem = build_problem(cluster, table, demand, current, self.weights)
         alloc = self._allocate(problem)
+        if self.use_pooling_search:
+            from oserve.policies.pooling import pooling_search
+
+            pooled = pooling_search(problem, np.asarray(alloc.counts, dtype=np.int64), self._pooling_starts(problem))
+            if not np.array_equal(pooled, alloc.counts):
+                alloc = Allocation(pooled, None, f"{alloc.reason}; replicas changed for pooled routing (more "
+                                                 "headroom with every class on every replica that serves it)",
+                                   optimal=False)
         plan = build_plan(problem, alloc, cluster, table, demand, current, self.name)
         if self.use_single_variant_floor:
             plan = single_variant_floor(problem, plan, cluster, table, demand, current, self.name)
         return plan
+
+    def _pooling_starts(self, problem: Problem) -> list[np.ndarray]:
+        """Extra replica counts (V, G) the pooling search starts from besides the allocation's (default none)."""
+        return []
 
     @abstractmethod
     def _allocate(self, problem: Problem) -> Allocation:

@@ -13,11 +13,13 @@ router, simulator or orchestrator enforces it, so it is not credited: traffic be
 capacity is still routed there and degrades every class on it (the proportion above).
 
 Spare capacity (``fill_idle_devices``, the default): the plan's planned capacity is its headroom, the
-largest rate of the current demand mix its replicas carry together (req/s,
-:func:`oserve.policies.problem.planned_capacity`: a replica that cannot serve the class limiting the mix
-adds nothing for it), worth ``spare_capacity_value`` (default 0.005) req/s of objective per req/s. Demand
-is fixed within one planning problem, so rewarding planned capacity rewards spare capacity (planned
-capacity beyond the demand), and the reward does not depend on routing. Idle devices therefore host
+largest rate of the current demand mix its replicas carry with every class routed to every replica that
+serves it in proportion to capacity (req/s, :func:`oserve.policies.problem.pooled_headroom`; the routing
+:func:`oserve.policies.base.build_plan` gives when it overloads nothing, and a replica that cannot serve the
+class limiting the mix adds nothing for it), worth ``spare_capacity_value`` (default 0.005) req/s of
+objective per req/s. Demand is fixed within one planning problem, so rewarding planned capacity rewards
+spare capacity (planned capacity beyond the demand), and the reward does not depend on routing. Idle
+devices therefore host
 replicas (lower queueing, better tail latency) and no device cost is charged; goodput dominates (a plan gives up
 1 req/s of goodput only for 200 req/s more planned capacity). ``spare_capacity_rps`` reports, per
 variant, the replica time left after its routed load times its mix capacity. With ``fill_idle_devices=False``
@@ -62,10 +64,11 @@ def switch_start_s(plan: Plan, current: Plan | None, table: ProfileTable) -> flo
 
 def _planned_capacity(table: ProfileTable, cluster: ClusterSpec, dem: np.ndarray, min_q: dict[str, float],
                       replicas: Counter[str], target_utilization: float) -> float:
-    """The plan's headroom for the demand mix, req/s (:func:`oserve.policies.problem.planned_capacity`), over
+    """The plan's headroom for the demand mix with pooled routing, req/s
+    (:func:`oserve.policies.problem.pooled_headroom`), over
     the classes some variant of the table that fits a node of ``cluster`` can serve (as the planners'
     ``Problem.usable``), capacities at ``target_utilization``."""
-    from oserve.policies.problem import _fits, planned_capacity
+    from oserve.policies.problem import _fits, pooled_headroom
 
     names = sorted(table.variants)
     cap = np.zeros((len(names), len(table.class_names)))
@@ -77,7 +80,7 @@ def _planned_capacity(table: ProfileTable, cluster: ClusterSpec, dem: np.ndarray
         for j, c in enumerate(table.class_names):
             if c in p.classes and p.quality_score + 1e-12 >= min_q[c]:
                 cap[i, j] = p.classes[c].capacity_rps * target_utilization
-    return planned_capacity(cap, dem, np.array([replicas.get(v, 0) for v in names], dtype=float))
+    return pooled_headroom(cap, dem, np.array([replicas.get(v, 0) for v in names], dtype=float))
 
 
 def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None,

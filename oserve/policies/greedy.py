@@ -179,6 +179,7 @@ class GreedyPlanner(Planner):
     """
 
     name = "greedy"
+    use_pooling_search = True  # plan replicas for pooled routing (oserve.policies.pooling)
     use_single_variant_floor = True  # never plan less goodput than the best single-variant deployment
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, local_search_rounds: int = 3) -> None:

@@ -20,7 +20,7 @@ from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity", "headroom_shares",
-           "planned_capacity", "validate_min_quality"]
+           "planned_capacity", "pooled_headroom", "validate_min_quality"]
 
 
 class ObjectiveWeights(BaseModel):
@@ -81,13 +81,17 @@ def mix_capacity(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
     return np.where(time > 0, covered / np.maximum(time, 1e-300) * covered / d.sum(), 0.0)
 
 
+_MIN_SHARE = 1e-6
+
+
 def headroom_shares(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
     """The demand mix whose headroom :func:`planned_capacity` measures, as shares summing to 1 (C,).
 
     ``demand`` (C,) req/s restricted to the classes some variant of ``cap`` (V, C) can serve (a class no
     variant serves would make every plan's headroom 0); zero demand counts those classes equally.
     All zeros when no class can be served, or when all demand is for classes no variant serves (then
-    no replica adds capacity for the demand, as :func:`mix_capacity`).
+    no replica adds capacity for the demand, as :func:`mix_capacity`). Classes under 1 ppm of the mix are
+    left out.
     """
     d = np.asarray(demand, dtype=float)
     servable = (np.asarray(cap) > 0).any(axis=0)
@@ -95,7 +99,12 @@ def headroom_shares(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
         d = servable.astype(float)
     d = np.where(servable, d, 0.0)
     total = d.sum()
-    return d / total if total > 0 else d
+    if total <= 0:
+        return d
+    # a class below 1 ppm of the mix does not limit the headroom: its constraint would be under the
+    # solver's feasibility tolerance (1e-7), so the MILP and the scoring would disagree about it
+    d = np.where(d / total >= _MIN_SHARE, d, 0.0)
+    return d / d.sum()
 
 
 def planned_capacity(cap: np.ndarray, demand: np.ndarray, replicas: np.ndarray) -> float:
@@ -134,6 +143,31 @@ def planned_capacity(cap: np.ndarray, demand: np.ndarray, replicas: np.ndarray) 
     if res.status != 0 or res.x is None:
         return 0.0
     return max(0.0, float(res.x[P]))
+
+
+def pooled_headroom(cap: np.ndarray, demand: np.ndarray, replicas: np.ndarray) -> float:
+    """Largest rate of the demand mix that ``replicas`` (V,) carry with pooled routing, req/s.
+
+    Pooled routing sends every class to every replica that serves it in proportion to its capacity
+    (:mod:`oserve.policies.pooling`); each variant's utilization is then ``R * sum_{c it serves} share[c] / K[c]``
+    with ``K[c] = sum_v replicas[v] * cap[v, c]``, so ``R = 1 / max_v sum_{c it serves} share[c] / K[c]``. At
+    most :func:`planned_capacity` (the best routing), equal to it when every variant serves every class in
+    the same proportions.
+
+    ``cap`` (V, C) one replica's planning capacity, req/s; ``demand`` (C,) req/s (only its mix,
+    :func:`oserve.policies.problem.headroom_shares`). 0 when a class of the mix has no replica.
+    """
+    cap = np.asarray(cap, dtype=float)
+    reps = np.asarray(replicas, dtype=float)
+    share = headroom_shares(cap, demand)
+    pooled = (cap * reps[:, None]).sum(axis=0)  # K[c], req/s
+    need = share > 0
+    if not need.any() or np.any(pooled[need] <= 0):
+        return 0.0
+    per_rate = np.where(need, share / np.where(pooled > 0, pooled, 1.0), 0.0)  # utilization per req/s of the mix
+    load = ((cap > 0) & (reps[:, None] > 0)) @ per_rate  # (V,)
+    top = float(load.max(initial=0.0))
+    return 1.0 / top if top > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -217,9 +251,10 @@ class Problem:
         return mix_capacity(self.cap, self.demand)
 
     def planned_capacity(self, replicas: np.ndarray) -> float:
-        """Headroom of ``replicas`` (V,) for this demand's mix over the usable classes, req/s; see
-        :func:`planned_capacity`."""
-        return planned_capacity(np.where(self.usable(), self.cap, 0.0), self.demand, replicas)
+        """Planned capacity of ``replicas`` (V,) for this demand's mix over the usable classes, req/s: the
+        headroom with pooled routing (:func:`pooled_headroom`), as :func:`oserve.policies.evaluate.evaluate`
+        scores it."""
+        return pooled_headroom(np.where(self.usable(), self.cap, 0.0), self.demand, replicas)
 
     def served_value(self) -> np.ndarray:
         """Objective value of one req/s of class ``c`` served by variant ``v``, req/s (C, V):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oserve.policies import ClusterSpec, Demand, evaluate, make_planner
+from oserve.policies import Allocation, ClusterSpec, Demand, evaluate, make_planner
 from oserve.policies._assign import pooled_assignment
 from oserve.policies.problem import ObjectiveWeights, build_problem, planned_capacity
 from oserve.testing.tables import GIB, synthetic_table
@@ -84,28 +84,56 @@ def test_code_trace_plan_carries_at_least_the_best_single_variant_headroom(name)
 
 
 def test_code_trace_routing_pools_every_class_over_every_variant_of_the_plan():
-    # Before: the short-prompt classes went to one variant only while the other idled below the maximum
-    # utilization; the code trace's bursts then queued on those few replicas.
+    # 2 x int8 TP4 + 3 x int8 TP8 for the code trace. Before: the min-max split kept both short-prompt
+    # classes on the 2 TP4 replicas while the TP8 ones idled below the maximum utilization; the code
+    # trace's bursts then queued on those 2 replicas (76 % of short requests within SLO at scale 1.2).
+    from oserve.policies.base import build_plan
+
     table, cluster, demand = _code_trace_problem()
-    plan = make_planner("milp").plan(cluster, table, demand)
-    variants = set(plan.replica_counts())
-    assert len(variants) >= 2
+    problem = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    counts = np.zeros((len(problem.variants), 1), dtype=np.int64)
+    counts[problem.variants.index("llama-2-70b-int8-tp4")] = 2
+    counts[problem.variants.index("llama-2-70b-int8-tp8")] = 3
+    plan = build_plan(problem, Allocation(counts), cluster, table, demand, None, "test")
+    cap = {v: table.variants[v].classes for v in ("llama-2-70b-int8-tp4", "llama-2-70b-int8-tp8")}
     for c, shares in plan.routing.items():
-        assert set(shares) == variants, (c, shares)
+        assert set(shares) == set(cap), (c, shares)
+        tp4 = 2 * cap["llama-2-70b-int8-tp4"][c].capacity_rps
+        assert shares["llama-2-70b-int8-tp4"] == pytest.approx(tp4 / (tp4 + 3 * cap["llama-2-70b-int8-tp8"][c].capacity_rps))
+    assert plan.slo_attainment == pytest.approx(1.0)
 
 
-def test_pooling_never_overloads_a_variant_or_costs_much_utilization(skip_table):
+def test_plans_replicas_for_pooled_routing_when_that_carries_more(skip_table):
+    # 1 x both + 2 x skip keeps every long request on one replica: pooled headroom 1 / (0.5 / 0.7 + ...)
+    # is below that of 2 x both, so the pooling search replaces the skip replicas whatever the planner chose.
+    from oserve.policies.pooling import pooled_headroom, pooling_search
+
+    node = ClusterSpec.homogeneous(1, 4, "a100-80gb", 80 * GIB)
+    problem = build_problem(node, skip_table, Demand(rates_rps={SHORT: 1.0, LONG: 0.3}), None, ObjectiveWeights())
+    iv = {v: i for i, v in enumerate(problem.variants)}
+    start = np.zeros((2, 1), dtype=np.int64)
+    start[iv["skip"]], start[iv["both"]] = 2, 1
+    best = pooling_search(problem, start)
+    assert best[iv["both"], 0] == 2 and best[iv["skip"], 0] == 0
+    assert pooled_headroom(problem.cap, problem.demand, best[:, 0]) > pooled_headroom(problem.cap, problem.demand,
+                                                                                      start[:, 0])
+    energy = build_problem(node, skip_table, Demand(rates_rps={SHORT: 1.0, LONG: 0.3}), None,
+                           ObjectiveWeights(fill_idle_devices=False))
+    assert np.array_equal(pooling_search(energy, start), start)  # energy-saving mode: counts untouched
+
+
+def test_pooling_never_overloads_a_variant(skip_table):
     node = ClusterSpec.homogeneous(1, 4, "a100-80gb", 80 * GIB)
     problem = build_problem(node, skip_table, Demand(rates_rps={SHORT: 10.0, LONG: 0.5}), None,
                             ObjectiveWeights(target_utilization=1.0))
     reps = np.array([1.0 if v == "both" else 2.0 for v in problem.variants])
-    served = np.zeros((2, 2))
     iv = {v: i for i, v in enumerate(problem.variants)}
-    served[0, iv["skip"]], served[1, iv["both"]] = 10.0, 0.5  # skip: 50 % busy, both: 50 % busy
-    # pooling the short class would put 1/3 of it on `both`: 0.33 + 0.5 = 83 % > 1.1 x 50 %
+    served = np.zeros((2, 2))
+    served[0, iv["skip"]], served[1, iv["both"]] = 15.0, 0.8  # skip: 75 % busy, both: 80 % busy
+    # pooling the short class would put 1/3 of it on `both`: 0.5 + 0.8 = 130 % > 100 %
     assert np.array_equal(pooled_assignment(problem, reps, served), served)
-    served_light = served.copy()
-    served_light[0, iv["skip"]] = 1.0  # skip 5 % busy, both 50 %: pooling the short class costs 3 % on `both`
-    pooled = pooled_assignment(problem, reps, served_light)
-    assert pooled[0, iv["both"]] == pytest.approx(1.0 / 3)
-    assert pooled.sum(axis=1) == pytest.approx(served_light.sum(axis=1))
+    served[0, iv["skip"]] = 9.0  # pooled: both 30 % + 50 % = 80 %, skip 30 %: no variant overloaded
+    served[1, iv["both"]] = 0.5
+    pooled = pooled_assignment(problem, reps, served)
+    assert pooled[0, iv["both"]] == pytest.approx(3.0)
+    assert pooled.sum(axis=1) == pytest.approx(served.sum(axis=1))
