@@ -103,19 +103,26 @@ class Planner(ABC):
             ConfigError: invalid demand (unknown class, negative rate) or cluster.
         """
         problem = build_problem(cluster, table, demand, current, self.weights)
-        alloc = self._allocate(problem)
-        if self.use_pooling_search:
-            from oserve.policies.pooling import pooling_search
-
-            pooled = pooling_search(problem, np.asarray(alloc.counts, dtype=np.int64), self._pooling_starts(problem))
-            if not np.array_equal(pooled, alloc.counts):
-                alloc = Allocation(pooled, None, f"{alloc.reason}; replicas changed for pooled routing (more "
-                                                 "headroom with every class on every replica that serves it)",
-                                   optimal=False)
+        alloc = self.allocate(problem)
         plan = build_plan(problem, alloc, cluster, table, demand, current, self.name)
         if self.use_single_variant_floor:
             plan = single_variant_floor(problem, plan, cluster, table, demand, current, self.name)
         return plan
+
+    def allocate(self, problem: Problem) -> Allocation:
+        """:meth:`_allocate`, then (with ``use_pooling_search``) its replica counts improved for pooled routing
+        (:func:`oserve.policies.pooling.pooling_search`). What :meth:`plan` places; wrappers such as the
+        hysteresis planner call this for their inner planner's candidate."""
+        alloc = self._allocate(problem)
+        if not self.use_pooling_search:
+            return alloc
+        from oserve.policies.pooling import pooling_search
+
+        pooled = pooling_search(problem, np.asarray(alloc.counts, dtype=np.int64), self._pooling_starts(problem))
+        if np.array_equal(pooled, alloc.counts):
+            return alloc
+        return Allocation(pooled, None, f"{alloc.reason}; replicas changed for pooled routing (more headroom with "
+                                        "every class on every replica that serves it)", optimal=False)
 
     def _pooling_starts(self, problem: Problem) -> list[np.ndarray]:
         """Extra replica counts (V, G) the pooling search starts from besides the allocation's (default none)."""
