@@ -159,7 +159,8 @@ class PlanScore(BaseModel):
         switch_start_s: summed start time of replicas started or stopped relative to ``current``, s.
         switch_cost_rps: ``switch_cost_rps_per_s * switch_start_s``.
         device_cost_rps: ``device_cost_rps * devices_used`` (0 with ``fill_idle_devices``).
-        planned_capacity_rps: summed capacity of the plan's replicas for the demand mix, req/s.
+        planned_capacity_rps: the plan's headroom, the largest rate of the demand mix its replicas carry
+            together, req/s (:func:`oserve.policies.problem.planned_capacity`).
         spare_capacity_rps: the replicas' replica time left after their routed load, times their capacity
             for the demand mix, req/s (see the module docstring).
         capacity_value_rps: ``spare_capacity_value * planned_capacity_rps`` (0 without ``fill_idle_devices``).

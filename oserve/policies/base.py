@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from oserve.errors import ConfigError
-from oserve.policies._assign import balanced_assignment, optimal_assignment
+from oserve.policies._assign import balanced_assignment, optimal_assignment, pooled_assignment
 from oserve.policies._placement import place
 from oserve.policies.evaluate import evaluate
 from oserve.policies.problem import ObjectiveWeights, Problem, build_problem
@@ -77,6 +77,10 @@ class Planner(ABC):
     #: greedy and flow planners opt in; off by default so a custom planner's own allocation is what it plans
     #: (and what ``oserve.testing.check_planner`` checks).
     use_single_variant_floor: ClassVar[bool] = False
+    #: Whether :meth:`plan` improves the allocation's replica counts for pooled routing
+    #: (:func:`oserve.policies.pooling.pooling_search`, with ``fill_idle_devices``). Built-in MILP, greedy and
+    #: flow planners opt in; off by default for the same reason as the floor.
+    use_pooling_search: ClassVar[bool] = False
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         self.weights = as_weights(weights)
@@ -99,11 +103,30 @@ class Planner(ABC):
             ConfigError: invalid demand (unknown class, negative rate) or cluster.
         """
         problem = build_problem(cluster, table, demand, current, self.weights)
-        alloc = self._allocate(problem)
+        alloc = self.allocate(problem)
         plan = build_plan(problem, alloc, cluster, table, demand, current, self.name)
         if self.use_single_variant_floor:
             plan = single_variant_floor(problem, plan, cluster, table, demand, current, self.name)
         return plan
+
+    def allocate(self, problem: Problem) -> Allocation:
+        """:meth:`_allocate`, then (with ``use_pooling_search``) its replica counts improved for pooled routing
+        (:func:`oserve.policies.pooling.pooling_search`). What :meth:`plan` places; wrappers such as the
+        hysteresis planner call this for their inner planner's candidate."""
+        alloc = self._allocate(problem)
+        if not self.use_pooling_search:
+            return alloc
+        from oserve.policies.pooling import pooling_search
+
+        pooled = pooling_search(problem, np.asarray(alloc.counts, dtype=np.int64), self._pooling_starts(problem))
+        if np.array_equal(pooled, alloc.counts):
+            return alloc
+        return Allocation(pooled, None, f"{alloc.reason}; replicas changed for pooled routing (more headroom with "
+                                        "every class on every replica that serves it)", optimal=False)
+
+    def _pooling_starts(self, problem: Problem) -> list[np.ndarray]:
+        """Extra replica counts (V, G) the pooling search starts from besides the allocation's (default none)."""
+        return []
 
     @abstractmethod
     def _allocate(self, problem: Problem) -> Allocation:
@@ -196,7 +219,9 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
 
     Routing: ``routing[c][v] = served[c, v] / sum_v served[c, v]``; with ``fill_idle_devices`` the served
     rates are first re-balanced over the variants (same per-class totals, least maximum utilization,
-    :func:`oserve.policies._assign.balanced_assignment`) so spare replicas share the load; a class with capacity but no
+    :func:`oserve.policies._assign.balanced_assignment`) so spare replicas share the load, and then pooled
+    over every replica that can serve each class in proportion to capacity where that keeps the maximum
+    utilization (:func:`oserve.policies._assign.pooled_assignment`); a class with capacity but no
     served rate (zero demand) is spread over the variants that can serve it in proportion to their
     capacity, so every class with capacity has shares summing to 1.
     """
@@ -206,7 +231,7 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     if served is None and not alloc.equal_routing:
         served = optimal_assignment(problem, counts_v)
     if served is not None and problem.weights.fill_idle_devices:
-        served = balanced_assignment(problem, counts_v, served)
+        served = pooled_assignment(problem, counts_v, balanced_assignment(problem, counts_v, served))
     replicas = place(problem, counts, current)
     routing, admit = _routing(problem, counts_v, served, alloc.equal_routing)
     plan = Plan(replicas=replicas, routing=routing, admit_rps=admit, planner=planner)

@@ -12,12 +12,15 @@ of the load served within SLO, req/s. The load is the whole demand times the rou
 router, simulator or orchestrator enforces it, so it is not credited: traffic beyond a variant's
 capacity is still routed there and degrades every class on it (the proportion above).
 
-Spare capacity (``fill_idle_devices``, the default): every replica adds its capacity for the current
-demand mix (:func:`oserve.policies.problem.mix_capacity`, req/s) to the plan's planned capacity,
-worth ``spare_capacity_value`` (default 0.005) req/s of objective per req/s. Demand is fixed within
-one planning problem, so rewarding planned capacity rewards spare capacity (planned capacity beyond
-the demand), and the reward does not depend on routing. Idle devices therefore host replicas (lower
-queueing, better tail latency) and no device cost is charged; goodput dominates (a plan gives up
+Spare capacity (``fill_idle_devices``, the default): the plan's planned capacity is its headroom, the
+largest rate of the current demand mix its replicas carry with every class routed to every replica that
+serves it in proportion to capacity (req/s, :func:`oserve.policies.problem.pooled_headroom`; the routing
+:func:`oserve.policies.base.build_plan` gives when it overloads nothing, and a replica that cannot serve the
+class limiting the mix adds nothing for it), worth ``spare_capacity_value`` (default 0.005) req/s of
+objective per req/s. Demand is fixed within one planning problem, so rewarding planned capacity rewards
+spare capacity (planned capacity beyond the demand), and the reward does not depend on routing. Idle
+devices therefore host
+replicas (lower queueing, better tail latency) and no device cost is charged; goodput dominates (a plan gives up
 1 req/s of goodput only for 200 req/s more planned capacity). ``spare_capacity_rps`` reports, per
 variant, the replica time left after its routed load times its mix capacity. With ``fill_idle_devices=False``
 the planned capacity earns nothing and every device used costs ``device_cost_rps``.
@@ -57,6 +60,27 @@ def switch_start_s(plan: Plan, current: Plan | None, table: ProfileTable) -> flo
         v = table.variants.get(key[0])
         total += n * (v.start_time_s if v is not None else 0.0)
     return total
+
+
+def _planned_capacity(table: ProfileTable, cluster: ClusterSpec, dem: np.ndarray, min_q: dict[str, float],
+                      replicas: Counter[str], target_utilization: float) -> float:
+    """The plan's headroom for the demand mix with pooled routing, req/s
+    (:func:`oserve.policies.problem.pooled_headroom`), over
+    the classes some variant of the table that fits a node of ``cluster`` can serve (as the planners'
+    ``Problem.usable``), capacities at ``target_utilization``."""
+    from oserve.policies.problem import _fits, pooled_headroom
+
+    names = sorted(table.variants)
+    cap = np.zeros((len(names), len(table.class_names)))
+    for i, v in enumerate(names):
+        p = table.variants[v]
+        if not any(_fits(p.device_type, p.memory_per_device_bytes, p.devices_per_replica, n.device_type,
+                         n.device_memory_bytes, n.devices) for n in cluster.nodes):
+            continue
+        for j, c in enumerate(table.class_names):
+            if c in p.classes and p.quality_score + 1e-12 >= min_q[c]:
+                cap[i, j] = p.classes[c].capacity_rps * target_utilization
+    return pooled_headroom(cap, dem, np.array([replicas.get(v, 0) for v in names], dtype=float))
 
 
 def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Demand, current: Plan | None = None,
@@ -129,7 +153,7 @@ def evaluate(plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Dema
     cap = np.array([[table.variants[v].classes[c].capacity_rps if c in table.variants[v].classes else 0.0
                      for c in classes] for v in names], dtype=float).reshape(len(names), len(classes))
     per_replica = mix_capacity(cap * w.target_utilization, dem)
-    planned = float(sum(per_replica[i] * replicas[v] for i, v in enumerate(names)))
+    planned = _planned_capacity(table, cluster, dem, min_q, replicas, w.target_utilization)
     spare = float(sum(per_replica[i] * replicas[v] * max(0.0, 1.0 - util[v]) for i, v in enumerate(names)))
     cap_value = w.spare_capacity_value * planned if w.fill_idle_devices else 0.0
     return PlanScore(goodput_rps=goodput, served_rps=served, slo_attainment=goodput / total if total > 0 else 1.0,

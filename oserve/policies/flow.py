@@ -135,6 +135,7 @@ class FlowPlanner(Planner):
     """
 
     name = "flow"
+    use_pooling_search = True  # plan replicas for pooled routing (oserve.policies.pooling)
     use_single_variant_floor = True  # never plan less goodput than the best single-variant deployment
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, max_iterations: int = 60) -> None:

@@ -46,11 +46,12 @@ def fast_objective(problem: Problem, counts: np.ndarray, served: np.ndarray) -> 
 
 def capacity_term(problem: Problem, counts: np.ndarray) -> float:
     """The objective's replica term for counts (V, G), req/s: ``spare_capacity_value`` x planned capacity
-    for the demand mix with ``fill_idle_devices``, else minus ``device_cost_rps`` x devices used."""
+    for the demand mix (the replicas' headroom, :meth:`Problem.planned_capacity`) with ``fill_idle_devices``,
+    else minus ``device_cost_rps`` x devices used."""
     w = problem.weights
     reps = counts.sum(axis=1)
     if w.fill_idle_devices:
-        return w.spare_capacity_value * float((reps * problem.mix_capacity()).sum())
+        return w.spare_capacity_value * problem.planned_capacity(reps)
     return -w.device_cost_rps * float((reps * problem.dev).sum())
 
 
@@ -62,10 +63,13 @@ def _device_cost(problem: Problem) -> float:
 def fill_idle(problem: Problem, counts: np.ndarray) -> np.ndarray:
     """Fill the devices ``counts`` (V, G) leaves free with replicas, if ``fill_idle_devices`` is set.
 
-    Repeatedly adds the replica with the highest value per device: ``spare_capacity_value`` x its
-    capacity for the demand mix (req/s), plus the switching cost it saves when it keeps a replica of
-    ``current`` in place or minus the cost of starting it, while that value is positive and a device
-    is free. Deterministic (ties: lower variant index, then group). Returns a new array.
+    Repeatedly adds the batch of replicas (one variant, one group, as many as fit) with the highest value
+    per device: ``spare_capacity_value`` x the headroom it adds for the demand mix
+    (:meth:`Problem.planned_capacity`, req/s), plus the switching cost it saves when it keeps replicas of
+    ``current`` in place or minus the cost of starting them, while that value is positive and a device is
+    free. Where no batch adds headroom (every fitting variant misses a class of the mix), the variant with
+    the most capacity per device for the mix (:func:`oserve.policies.problem.mix_capacity`) is taken.
+    Deterministic (ties: lower variant index, then group). Returns a new array.
     """
     counts = np.asarray(counts, dtype=np.int64).copy()
     w = problem.weights
@@ -76,7 +80,8 @@ def fill_idle(problem: Problem, counts: np.ndarray) -> np.ndarray:
     maxr = problem.max_replicas()
     free = problem.group_devices - (counts * problem.dev[:, None]).sum(axis=0)
     while True:
-        best: tuple[float, int, int, bool] | None = None
+        base = problem.planned_capacity(counts.sum(axis=1))
+        best: tuple[tuple[float, float], int, int, int] | None = None
         for v in range(V):
             d = int(problem.dev[v])
             if mixcap[v] <= 0:
@@ -84,18 +89,23 @@ def fill_idle(problem: Problem, counts: np.ndarray) -> np.ndarray:
             for g in range(G):
                 if not problem.fits[v, g] or free[g] < d or counts[v, g] >= maxr[v, g]:
                     continue
+                k = _batch_limit(problem, counts, free, maxr, v, g)
+                if k <= 0:
+                    continue
                 keep = counts[v, g] < problem.current[v, g]
-                switch = problem.switch_cost * problem.start_s[v]
-                score = (w.spare_capacity_value * mixcap[v] + (switch if keep else -switch)) / d
-                if score > 0 and (best is None or score > best[0] + 1e-12):
-                    best = (score, v, g, keep)
+                switch = problem.switch_cost * problem.start_s[v] * k
+                reps = counts.sum(axis=1)
+                reps[v] += k
+                gain = problem.planned_capacity(reps) - base
+                score = ((w.spare_capacity_value * gain + (switch if keep else -switch)) / (d * k),
+                         (w.spare_capacity_value * mixcap[v] * k + (switch if keep else -switch)) / (d * k))
+                if max(score) > 0 and (best is None or score > best[0]):
+                    best = (score, v, g, k)
         if best is None:
             return counts
-        _, v, g, keep = best
-        d = int(problem.dev[v])
-        k = _batch_limit(problem, counts, free, maxr, v, g)
+        _, v, g, k = best
         counts[v, g] += k
-        free[g] -= k * d
+        free[g] -= k * int(problem.dev[v])
 
 
 def _batch_limit(problem: Problem, counts: np.ndarray, free: np.ndarray, maxr: np.ndarray, v: int, g: int) -> int:
@@ -169,6 +179,7 @@ class GreedyPlanner(Planner):
     """
 
     name = "greedy"
+    use_pooling_search = True  # plan replicas for pooled routing (oserve.policies.pooling)
     use_single_variant_floor = True  # never plan less goodput than the best single-variant deployment
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, local_search_rounds: int = 3) -> None:

@@ -89,7 +89,7 @@ class HysteresisPlanner(Planner):
         free = problem  # the inner planner decides without the switch cost: it is weighed here, once
         if problem.weights.switch_cost_rps_per_s:
             free = dc_replace(problem, weights=problem.weights.model_copy(update={"switch_cost_rps_per_s": 0.0}))
-        candidate_alloc = self.inner._allocate(free)
+        candidate_alloc = self.inner.allocate(free)
         if current is None:
             return candidate_alloc
         cluster, table, demand = problem.cluster, problem.table, problem.demand_spec

@@ -15,10 +15,14 @@ Constraints: devices per group ``sum_v n[v, g] * devices_per_replica[v] <= devic
 ``sum_c x[c, v] / cap[v, c] <= sum_g n[v, g]``; demand ``sum_v x[c, v] <= demand[c]``.
 Objective: maximise ``sum value[c, v] x[c, v] - switch_cost_rps_per_s * sum start_time_s[v] * s[v, g] + R`` (the
 objective of ``evaluate``; ``value = 1 - quality_cost_rps * (1 - quality[v])``, so among plans with the
-same goodput the higher-quality variants serve), with the replica term ``R = spare_capacity_value * sum mix_cap[v] * n[v, g]``
-(planned capacity; demand is fixed, so this rewards spare capacity) when ``fill_idle_devices``
-(``mix_cap``: one replica's capacity for the demand mix, req/s, a parameter like demand; so idle
-devices host the replicas adding the most capacity for the mix) and
+same goodput the higher-quality variants serve), with the replica term ``R = spare_capacity_value * H``
+when ``fill_idle_devices``: ``H`` req/s is the plan's headroom, the largest rate of the demand mix its
+replicas carry together (:func:`oserve.policies.problem.planned_capacity`; auxiliary variables
+``z[c, v] >= 0`` with ``sum_c z[c, v] / cap[v, c] <= sum_g n[v, g]`` and ``sum_v z[c, v] >= H * share[c]``,
+``share`` the demand mix of the usable classes, a parameter like demand). Demand is fixed, so this
+rewards spare capacity where the mix needs it: a replica that cannot serve the class limiting the mix
+adds no headroom (the per-replica sum used before credited such replicas in full and planned, on the
+Azure code trace, 12 int8 TP2 replicas that skip long prompts and one TP8 replica for all of them). And
 ``R = -device_cost_rps * sum devices_per_replica[v] * n[v, g]`` otherwise (idle devices freed).
 Capacities are the table's times ``target_utilization``.
 
@@ -68,7 +72,7 @@ import numpy as np
 from oserve.errors import ConfigError
 from oserve.policies.base import Allocation, Planner
 from oserve.policies.greedy import GreedyPlanner, fast_objective
-from oserve.policies.problem import ObjectiveWeights, Problem, mix_capacity
+from oserve.policies.problem import ObjectiveWeights, Problem, headroom_shares
 
 __all__ = ["MILPPlanner", "SolveOutcome", "milp_solver_available"]
 
@@ -208,12 +212,15 @@ def _matrices(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[
     }
 
 
-def _variant_value(problem: Problem, demand: np.ndarray) -> np.ndarray:
-    """Objective value of one spare replica of each variant with ``fill_idle_devices``, req/s (V,)."""
-    w = problem.weights
-    if not w.fill_idle_devices:
-        return np.zeros(len(problem.variants))
-    return w.spare_capacity_value * mix_capacity(problem.cap, demand)
+def _headroom_share(problem: Problem, demand: np.ndarray) -> np.ndarray:
+    """The demand mix of the headroom term, shares of the usable classes summing to 1 (C,)."""
+    return headroom_shares(np.where(problem.usable(), problem.cap, 0.0), demand)
+
+
+def _headroom_bound(problem: Problem) -> float:
+    """An upper bound on the planned capacity ``R`` (req/s, problem units): every replica on its best class."""
+    best = np.where(problem.usable(), problem.cap, 0.0).max(axis=1)
+    return float((best * problem.max_replicas().sum(axis=1)).sum()) + 1.0
 
 
 def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[int, int]]) -> _Model:
@@ -228,13 +235,17 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
     s = cp.Variable(Q, nonneg=True)
     dem = cp.Parameter(C, nonneg=True)
     cur = cp.Parameter(Q, nonneg=True)
-    mixcap = cp.Parameter(V, nonneg=True)  # spare_capacity_value * mix capacity of each variant, req/s
+    share = cp.Parameter(C, nonneg=True)  # the demand mix of the headroom term (shares of usable classes)
     swc = cp.Parameter(nonneg=True)  # switch cost per start-second (0 without a current plan)
     cons = [n >= 0, n <= m["ub"], m["Gd"] @ n <= m["cap_g"], m["T"] @ x <= m["S"] @ n, m["D"] @ x <= dem,
             s >= n - cur, s >= cur - n]
     obj = (m["capx"] * m["xval"]) @ x - swc * (m["start"] @ s)
     if w.fill_idle_devices:
-        obj = obj + mixcap @ (m["S"] @ n)
+        # headroom: R req/s of the demand mix fit in the replicas' time (z: its replica-time shares)
+        z = cp.Variable(P, nonneg=True)
+        r = cp.Variable(nonneg=True)
+        cons += [m["T"] @ z <= m["S"] @ n, m["D"] @ z >= cp.multiply(share, r), r <= _headroom_bound(problem)]
+        obj = obj + w.spare_capacity_value * r
     else:
         obj = obj - w.device_cost_rps * (m["devq"] @ n)
     prob = cp.Problem(cp.Maximize(obj), cons)
@@ -243,7 +254,7 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
               threads: int) -> _Point:
         dem.value = demand
         cur.value = current
-        mixcap.value = _variant_value(problem, demand)
+        share.value = _headroom_share(problem, demand)
         swc.value = switch_cost
         try:
             with warnings.catch_warnings():  # "solution may be inaccurate": the point is verified below
@@ -263,22 +274,38 @@ def _build_cvxpy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tup
 
 def _build_highspy(problem: Problem, pairs: list[tuple[int, int]], slots: list[tuple[int, int]]) -> _Model:
     import highspy as hp
-    from scipy.sparse import bmat, identity
+    from scipy.sparse import bmat, csr_matrix, identity
 
     m = _matrices(problem, pairs, slots)
     P, Q = len(pairs), len(slots)
     V = m["T"].shape[0]
     w = problem.weights
     I_q = identity(Q, format="csr")
-    # columns: n (Q), x (P), s (Q). Rows: devices (groups), time (V), demand (C), switch (2Q).
-    A = bmat([[m["Gd"], None, None], [-m["S"], m["T"], None], [None, m["D"], None],
-              [I_q, None, -I_q], [-I_q, None, -I_q]], format="csc")
-    cost = np.concatenate([(0.0 if w.fill_idle_devices else w.device_cost_rps) * m["devq"], -(m["capx"] * m["xval"]),
+    C = m["D"].shape[0]
+    fill = w.fill_idle_devices
+    # columns: n (Q), x (P), s (Q) [, z (P), R (1) with fill_idle_devices: the headroom term].
+    # Rows: devices (groups), time (V), demand (C), switch (2Q) [, headroom time (V), headroom mix (C)].
+    blocks = [[m["Gd"], None, None], [-m["S"], m["T"], None], [None, m["D"], None],
+              [I_q, None, -I_q], [-I_q, None, -I_q]]
+    cost = np.concatenate([(0.0 if fill else w.device_cost_rps) * m["devq"], -(m["capx"] * m["xval"]),
                            w.switch_cost_rps_per_s * m["start"]])
     inf = hp.kHighsInf
     col_lo = np.zeros(2 * Q + P)
     col_hi = np.concatenate([m["ub"], np.full(P, inf), np.full(Q, inf)])
     integrality = [hp.HighsVarType.kInteger] * Q + [hp.HighsVarType.kContinuous] * (P + Q)
+    if fill:
+        cost = np.concatenate([cost, np.zeros(P), [-w.spare_capacity_value]])
+        col_lo = np.zeros(2 * Q + 2 * P + 1)
+        col_hi = np.concatenate([col_hi, np.full(P, inf), [_headroom_bound(problem)]])
+        integrality += [hp.HighsVarType.kContinuous] * (P + 1)
+
+    def matrix(share: np.ndarray) -> Any:
+        if not fill:
+            return bmat(blocks, format="csc")
+        rows = [[*b, None, None] for b in blocks]
+        rows += [[-m["S"], None, None, m["T"], None],
+                 [None, None, None, -m["D"], csr_matrix(share.reshape(C, 1))]]
+        return bmat(rows, format="csc")
 
     def solve(demand: np.ndarray, current: np.ndarray, switch_cost: float, time_limit_s: float, gap: float,
               threads: int) -> _Point:
@@ -287,11 +314,10 @@ def _build_highspy(problem: Problem, pairs: list[tuple[int, int]], slots: list[t
         h.setOptionValue("threads", int(threads))
         h.setOptionValue("time_limit", float(time_limit_s))
         h.setOptionValue("mip_rel_gap", float(gap))
-        if w.fill_idle_devices:
-            val = _variant_value(problem, demand)
-            cost[:Q] = -val[[v for v, _ in slots]]
-        cost[Q + P:] = switch_cost * m["start"]
-        row_hi = np.concatenate([m["cap_g"], np.zeros(V), demand, current, -current])
+        A = matrix(_headroom_share(problem, demand))
+        cost[Q + P:2 * Q + P] = switch_cost * m["start"]
+        row_hi = np.concatenate([m["cap_g"], np.zeros(V), demand, current, -current]
+                                + ([np.zeros(V), np.zeros(C)] if fill else []))
         lp = hp.HighsLp()
         lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
         lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lo, col_hi
@@ -374,6 +400,7 @@ class MILPPlanner(Planner):
     """
 
     name = "milp"
+    use_pooling_search = True  # plan replicas for pooled routing (oserve.policies.pooling)
     use_single_variant_floor = True  # never plan less goodput than the best single-variant deployment
 
     def __init__(self, weights: ObjectiveWeights | Mapping[str, Any] | None = None, time_limit_s: float = 5.0,
@@ -420,6 +447,14 @@ class MILPPlanner(Planner):
     def _allocate(self, problem: Problem) -> Allocation:
         outcome, alloc = self.solve_outcome(problem)
         return alloc
+
+    def _pooling_starts(self, problem: Problem) -> list[np.ndarray]:
+        """The greedy heuristic's counts: it fills idle devices for pooled headroom directly, which the MILP's
+        linear headroom term only bounds, so the pooling search also starts there (the MILP plan is then never
+        worse than greedy's under :func:`oserve.policies.evaluate.evaluate`)."""
+        if not problem.weights.fill_idle_devices:
+            return []
+        return [np.asarray(self._fallback._allocate(problem).counts, dtype=np.int64)]
 
     def solve_outcome(self, problem: Problem) -> tuple[SolveOutcome, Allocation]:
         """Solve ``problem`` and say how the solve ended; never raises for a solver failure.

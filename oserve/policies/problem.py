@@ -19,7 +19,8 @@ from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
-__all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity", "validate_min_quality"]
+__all__ = ["ObjectiveWeights", "NodeGroup", "Problem", "build_problem", "mix_capacity", "headroom_shares",
+           "planned_capacity", "pooled_headroom", "validate_min_quality"]
 
 
 class ObjectiveWeights(BaseModel):
@@ -78,6 +79,95 @@ def mix_capacity(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
         time = np.where(can, d[None, :] / np.where(can, cap, 1.0), 0.0).sum(axis=1)
     covered = np.where(can, d[None, :], 0.0).sum(axis=1)
     return np.where(time > 0, covered / np.maximum(time, 1e-300) * covered / d.sum(), 0.0)
+
+
+_MIN_SHARE = 1e-6
+
+
+def headroom_shares(cap: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """The demand mix whose headroom :func:`planned_capacity` measures, as shares summing to 1 (C,).
+
+    ``demand`` (C,) req/s restricted to the classes some variant of ``cap`` (V, C) can serve (a class no
+    variant serves would make every plan's headroom 0); zero demand counts those classes equally.
+    All zeros when no class can be served, or when all demand is for classes no variant serves (then
+    no replica adds capacity for the demand, as :func:`mix_capacity`). Classes under 1 ppm of the mix are
+    left out.
+    """
+    d = np.asarray(demand, dtype=float)
+    servable = (np.asarray(cap) > 0).any(axis=0)
+    if d.sum() <= 0:
+        d = servable.astype(float)
+    d = np.where(servable, d, 0.0)
+    total = d.sum()
+    if total <= 0:
+        return d
+    # a class below 1 ppm of the mix does not limit the headroom: its constraint would be under the
+    # solver's feasibility tolerance (1e-7), so the MILP and the scoring would disagree about it
+    d = np.where(d / total >= _MIN_SHARE, d, 0.0)
+    return d / d.sum()
+
+
+def planned_capacity(cap: np.ndarray, demand: np.ndarray, replicas: np.ndarray) -> float:
+    """Largest rate of the demand mix that ``replicas`` can carry together, req/s (the plan's headroom).
+
+    ``cap`` (V, C) one replica's planning capacity, req/s; ``demand`` (C,) req/s (only its mix matters,
+    :func:`headroom_shares`); ``replicas`` (V,). Solves the LP ``max R`` s.t. every class ``c`` gets
+    ``R * share[c]`` req/s from the variants that can serve it and no variant spends more than its
+    replicas' time (``sum_c x[c, v] / cap[v, c] <= replicas[v]``). Unlike summing each replica's
+    :func:`mix_capacity`, this counts a class's bottleneck once: replicas that cannot serve the class that
+    limits the mix add no headroom for it (a plan of replicas that skip the long-prompt class and one
+    replica that serves it carries little more of the mix than that one replica does).
+    """
+    from scipy.optimize import linprog
+
+    cap = np.asarray(cap, dtype=float)
+    reps = np.asarray(replicas, dtype=float)
+    share = headroom_shares(cap, demand)
+    V, C = cap.shape
+    pairs = [(c, v) for v in range(V) if reps[v] > 0 for c in range(C) if cap[v, c] > 0 and share[c] > 0]
+    if not pairs:
+        return 0.0
+    if any(not any(cc == c for cc, _ in pairs) for c in range(C) if share[c] > 0):
+        return 0.0  # a class of the mix that none of these replicas serves: the mix cannot be carried at all
+    P = len(pairs)
+    # Variables y[k] = x / cap (replica time) and R; maximise R.
+    A = np.zeros((V + C, P + 1))
+    for k, (c, v) in enumerate(pairs):
+        A[v, k] = 1.0
+        A[V + c, k] = -cap[v, c]
+    A[V:, P] = share
+    b = np.concatenate([reps, np.zeros(C)])
+    cost = np.zeros(P + 1)
+    cost[P] = -1.0
+    res = linprog(cost, A_ub=A, b_ub=b, bounds=(0, None), method="highs")
+    if res.status != 0 or res.x is None:
+        return 0.0
+    return max(0.0, float(res.x[P]))
+
+
+def pooled_headroom(cap: np.ndarray, demand: np.ndarray, replicas: np.ndarray) -> float:
+    """Largest rate of the demand mix that ``replicas`` (V,) carry with pooled routing, req/s.
+
+    Pooled routing sends every class to every replica that serves it in proportion to its capacity
+    (:mod:`oserve.policies.pooling`); each variant's utilization is then ``R * sum_{c it serves} share[c] / K[c]``
+    with ``K[c] = sum_v replicas[v] * cap[v, c]``, so ``R = 1 / max_v sum_{c it serves} share[c] / K[c]``. At
+    most :func:`planned_capacity` (the best routing), equal to it when every variant serves every class in
+    the same proportions.
+
+    ``cap`` (V, C) one replica's planning capacity, req/s; ``demand`` (C,) req/s (only its mix,
+    :func:`oserve.policies.problem.headroom_shares`). 0 when a class of the mix has no replica.
+    """
+    cap = np.asarray(cap, dtype=float)
+    reps = np.asarray(replicas, dtype=float)
+    share = headroom_shares(cap, demand)
+    pooled = (cap * reps[:, None]).sum(axis=0)  # K[c], req/s
+    need = share > 0
+    if not need.any() or np.any(pooled[need] <= 0):
+        return 0.0
+    per_rate = np.where(need, share / np.where(pooled > 0, pooled, 1.0), 0.0)  # utilization per req/s of the mix
+    load = ((cap > 0) & (reps[:, None] > 0)) @ per_rate  # (V,)
+    top = float(load.max(initial=0.0))
+    return 1.0 / top if top > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +249,12 @@ class Problem:
     def mix_capacity(self) -> np.ndarray:
         """Capacity of one replica of each variant for this demand's mix, req/s (V,); see :func:`mix_capacity`."""
         return mix_capacity(self.cap, self.demand)
+
+    def planned_capacity(self, replicas: np.ndarray) -> float:
+        """Planned capacity of ``replicas`` (V,) for this demand's mix over the usable classes, req/s: the
+        headroom with pooled routing (:func:`pooled_headroom`), as :func:`oserve.policies.evaluate.evaluate`
+        scores it."""
+        return pooled_headroom(np.where(self.usable(), self.cap, 0.0), self.demand, replicas)
 
     def served_value(self) -> np.ndarray:
         """Objective value of one req/s of class ``c`` served by variant ``v``, req/s (C, V):

@@ -65,7 +65,9 @@ def test_milp_objective_dominates_greedy_and_static(fill, inst):
         # Overload: the MILP credits serving part of a class, but the whole demand is routed (admission is not
         # enforced, so evaluate does not credit it); the MILP is exact only for demand the plan carries.
         return
-    assert milp.optimal
+    # optimal for the MILP's own model (headroom with the best routing); the pooling search may then move
+    # replicas for more headroom with pooled routing, which evaluate scores (no optimality claim for that)
+    assert milp.optimal or "pooled routing" in milp.reason
     assert milp.objective >= greedy.objective - tol
     assert milp.objective >= static.objective - tol
     assert milp.objective >= make_planner("flow", weights=w).plan(cluster, table, demand).objective - tol
