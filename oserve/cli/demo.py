@@ -93,7 +93,7 @@ def demand_series(trace: Trace, scheme: Any, window_s: float = BIN_S) -> list[An
 
 
 def choose_rate(config: ServeConfig, table: Any, fp32: str, int8: str, peak_over_plain: float,
-                time_compression: float = 2.0) -> tuple[float, dict]:
+                time_compression: float = 2.0, end_s: float = 720.0) -> tuple[float, dict]:
     """The thinning factor whose trace's peak (busiest 30 s) is ``peak_over_plain`` x the plain
     deployment's capacity within SLO for the peak's class mix (by the profile); capped at 0.9 x the
     int8 deployment's.
@@ -104,7 +104,7 @@ def choose_rate(config: ServeConfig, table: Any, fp32: str, int8: str, peak_over
     from oserve.cli.demo_static import mix_plan, peak_scale
     from oserve.types import Demand
 
-    base = build_demo_trace(rate_factor=BASE_RATE, time_compression=time_compression)
+    base = build_demo_trace(rate_factor=BASE_RATE, time_compression=time_compression, end_s=end_s)
     demands = demand_series(base, config.classes.to_scheme())
     k = max(1, min(PEAK_BINS, len(demands)))
     windows = [Demand(rates_rps={c: float(np.mean([d.rates_rps[c] for d in demands[i:i + k]]))
@@ -268,11 +268,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated, run in this order: plain, int8, best_static, oserve")
     p.add_argument("--peak-over-plain", type=float, default=1.5,
                    help="the trace's peak (busiest 30 s) rate over the plain fp32 deployment's capacity within SLO (> 0)")
+    p.add_argument("--end-s", type=float, default=720.0,
+                   help="end of the Azure slice, trace seconds, in (480, 3600] (720: the replay ends in the burst; "
+                        "840 adds the calm after it, 60 s more per run)")
     p.add_argument("--time-compression", type=float, default=2.0,
                    help="replay the 4-minute slice this many times faster (> 0; 2: a 2-minute run per deployment)")
     args = p.parse_args(argv)
     if not args.peak_over_plain > 0:
         p.error(f"--peak-over-plain must be > 0, got {args.peak_over_plain}")
+    if not 480.0 < args.end_s <= 3600.0:  # the Azure traces span one hour
+        p.error(f"--end-s must be in (480, 3600] trace seconds (the slice starts at 480 s), got {args.end_s}")
     if not args.time_compression > 0:
         p.error(f"--time-compression must be > 0, got {args.time_compression}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -295,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     int8 = next(n for n, pr in prec.items() if pr == "int8")
     full_precision = {fp32}
 
-    factor, rate_note = choose_rate(config, table, fp32, int8, args.peak_over_plain, args.time_compression)
-    trace = build_demo_trace(rate_factor=factor, time_compression=args.time_compression)
+    factor, rate_note = choose_rate(config, table, fp32, int8, args.peak_over_plain, args.time_compression,
+                                    args.end_s)
+    trace = build_demo_trace(rate_factor=factor, time_compression=args.time_compression, end_s=args.end_s)
     log.info("demo trace: %d requests over %.0f s (%s, rate factor %.4f): %s", len(trace), trace.duration_s,
              trace.name, factor, rate_note)
     cl = config.cluster_spec
