@@ -22,7 +22,10 @@ replicas carry together (:func:`oserve.policies.problem.planned_capacity`; auxil
 ``share`` the demand mix of the usable classes, a parameter like demand). Demand is fixed, so this
 rewards spare capacity where the mix needs it: a replica that cannot serve the class limiting the mix
 adds no headroom (the per-replica sum used before credited such replicas in full and planned, on the
-Azure code trace, 12 int8 TP2 replicas that skip long prompts and one TP8 replica for all of them). And
+Azure code trace, 12 int8 TP2 replicas that skip long prompts and one TP8 replica for all of them).
+``H`` assumes the best routing; :func:`~oserve.policies.evaluate.evaluate` scores the headroom with pooled
+routing (:func:`oserve.policies.problem.pooled_headroom`, at most ``H``), and :meth:`Planner.allocate`
+then moves replicas for it (:mod:`oserve.policies.pooling`, starting also from greedy's counts). And
 ``R = -device_cost_rps * sum devices_per_replica[v] * n[v, g]`` otherwise (idle devices freed).
 Capacities are the table's times ``target_utilization``.
 
