@@ -259,7 +259,8 @@ class SurgeConfig(_Strict):
     load the current plan above ``capacity_factor`` of its table capacity (see docs/orchestrator.md,
     "Surge checks"; :mod:`oserve.control.surge`)."""
 
-    check_interval_s: float = Field(1.0, gt=0, allow_inf_nan=False, description="time between surge checks, s")
+    check_interval_s: float = Field(1.0, ge=0.1, allow_inf_nan=False,
+                                    description="time between surge checks, s (>= 0.1: the arrival history is per second)")
     window_s: int = Field(5, ge=1, description="short window of per-second arrivals a check reads, s")
     capacity_factor: float = Field(
         1.0, gt=0, allow_inf_nan=False,

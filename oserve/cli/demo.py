@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -269,17 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-over-plain", type=float, default=1.5,
                    help="the trace's peak (busiest 30 s) rate over the plain fp32 deployment's capacity within SLO (> 0)")
     p.add_argument("--end-s", type=float, default=720.0,
-                   help="end of the Azure slice, trace seconds, in (480, 3600] (720: the replay ends in the burst; "
+                   help="end of the Azure slice, trace seconds, in [540, 3600] (720: the replay ends in the burst; "
                         "840 adds the calm after it, 60 s more per run)")
     p.add_argument("--time-compression", type=float, default=2.0,
                    help="replay the 4-minute slice this many times faster (> 0; 2: a 2-minute run per deployment)")
     args = p.parse_args(argv)
     if not args.peak_over_plain > 0:
         p.error(f"--peak-over-plain must be > 0, got {args.peak_over_plain}")
-    if not 480.0 < args.end_s <= 3600.0:  # the Azure traces span one hour
-        p.error(f"--end-s must be in (480, 3600] trace seconds (the slice starts at 480 s), got {args.end_s}")
-    if not args.time_compression > 0:
-        p.error(f"--time-compression must be > 0, got {args.time_compression}")
+    if not 540.0 <= args.end_s <= 3600.0:  # at least a minute of the slice; the Azure traces span one hour
+        p.error(f"--end-s must be in [540, 3600] trace seconds (the slice starts at 480 s), got {args.end_s}")
+    if not (math.isfinite(args.time_compression) and args.time_compression > 0):
+        p.error(f"--time-compression must be a finite number > 0, got {args.time_compression}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("vllm", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -35,7 +35,7 @@ from oserve.control.records import StepRecord, SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import backed_off_starts, planning_base, relocate_plan
 from oserve.control.specs import SpecFactory
-from oserve.control.surge import FlooredSnapshot, check_surge, window_rates
+from oserve.control.surge import FlooredSnapshot, QuietAfter, check_surge, window_rates
 from oserve.control.switcher import RouterPort, Switcher
 from oserve.control.targets import TargetTracker
 from oserve.control.tracked_backend import TrackedBackend
@@ -107,6 +107,7 @@ class Orchestrator:
         self._start_failed_until_s: dict[tuple[str, str], float] = {}  # (variant, node) -> back-off end
         self._started = False
         self._last_decision_s = -float("inf")
+        self._surge_quiet: QuietAfter | None = None  # after a surge decision that changed no replica
         self._deciding = asyncio.Lock()
 
     @classmethod
@@ -360,10 +361,13 @@ class Orchestrator:
         check = check_surge(rule, self._planning_base(), self.controller.cluster, self.controller.table,
                             dict(zip(names, rates.tolist(), strict=True)), arrivals,
                             dict(zip(names, recent.tolist(), strict=True)))
-        if not check.surge:
+        if not check.surge or (self._surge_quiet is not None and self._surge_quiet.skips(check, self.clock.now())):
             return None
         log.info("%s: deciding now", check.reason)
-        return await self.step(check.rates_rps, check.reason)
+        decision = await self.step(check.rates_rps, check.reason)
+        self._surge_quiet = None if decision.replicas_changed else \
+            QuietAfter(decision.time_s + self.control_interval_s, check.utilization)
+        return decision
 
     async def _surge_loop(self, interval_s: float) -> None:
         while True:

@@ -44,7 +44,17 @@ from oserve.policies.problem import ObjectiveWeights
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
-__all__ = ["SurgeRule", "SurgeCheck", "FlooredSnapshot", "window_rates", "check_surge"]
+#: the shortest check interval, seconds: the per-second history a check reads changes once a second, and
+#: a simulator run with 1 ms checks did not finish (one planner-free check per event is still a cost)
+MIN_CHECK_INTERVAL_S = 0.1
+
+__all__ = ["MIN_CHECK_INTERVAL_S", "SurgeRule", "SurgeCheck", "FlooredSnapshot", "window_rates", "check_surge",
+           "QuietAfter", "REPEAT_GROWTH"]
+
+#: a surge like one whose decision changed no replica is skipped until its load grows by this factor (or
+#: the quiet period ends): under an overload the plan cannot outgrow, every check would otherwise run
+#: the planner again for nothing (25 such decisions in 60 s of a simulated overload)
+REPEAT_GROWTH = 1.2
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class SurgeRule:
     """When a surge check fires (see the module docstring).
 
     Attributes:
-        check_interval_s: seconds between checks (> 0).
+        check_interval_s: seconds between checks (>= 0.1).
         window_s: the short window, whole seconds of per-second admissions (>= 1).
         capacity_factor: a surge is routed load above this fraction of the current plan's table
             capacity within the SLO (> 0; 1.0: the table's capacity, no headroom).
@@ -63,16 +73,16 @@ class SurgeRule:
         ConfigError: a field out of range (naming it).
     """
 
-    check_interval_s: float = 1.0
+    check_interval_s: float = 1.0  # >= 0.1: the monitor's history changes once a second
     window_s: int = 5
     capacity_factor: float = 1.0
     min_arrivals: int = 8
     min_gap_s: float = 2.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.check_interval_s) and self.check_interval_s > 0):
-            raise ConfigError(f"surge check_interval_s must be > 0, got {self.check_interval_s}",
-                              field="surge.check_interval_s", allowed="> 0 seconds")
+        if not (math.isfinite(self.check_interval_s) and self.check_interval_s >= MIN_CHECK_INTERVAL_S):
+            raise ConfigError(f"surge check_interval_s must be >= {MIN_CHECK_INTERVAL_S} s, got {self.check_interval_s}",
+                              field="surge.check_interval_s", allowed=f">= {MIN_CHECK_INTERVAL_S} seconds")
         if not (isinstance(self.window_s, int) and self.window_s >= 1):
             raise ConfigError(f"surge window_s must be a whole number of seconds >= 1, got {self.window_s}",
                               field="surge.window_s", allowed="integer >= 1 (seconds)")
@@ -152,6 +162,10 @@ def check_surge(rule: SurgeRule, plan: Plan | None, cluster: ClusterSpec, table:
     if arrivals < rule.min_arrivals:
         return SurgeCheck(False, rates, arrivals, 0.0,
                           f"{arrivals} arrivals in {rule.window_s} s < min_arrivals {rule.min_arrivals}")
+    if not plan.routing:  # a deployment from the config, before any decision: the router spreads by replicas
+        counts = plan.replica_counts()
+        n = sum(counts.values())
+        plan = plan.model_copy(update={"routing": {c: {v: k / n for v, k in counts.items()} for c in rates}})
     score = evaluate(plan, cluster, table, Demand(rates_rps=rates), weights=ObjectiveWeights(target_utilization=1.0))
     total = sum(rates.values())
     util = max(score.utilization.values(), default=0.0)
@@ -186,3 +200,21 @@ class FlooredSnapshot:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._snapshot, name)
+
+
+@dataclass(frozen=True)
+class QuietAfter:
+    """A surge decision that changed no replica: until ``until_s``, surges whose utilization is not above
+    ``utilization * REPEAT_GROWTH`` are skipped (the next control tick still decides as usual).
+
+    Attributes:
+        until_s: end of the quiet period, seconds (the caller's clock).
+        utilization: the surge's utilization when it decided.
+    """
+
+    until_s: float
+    utilization: float
+
+    def skips(self, check: SurgeCheck, now_s: float) -> bool:
+        """True when ``check`` repeats the quiet surge (see the class docstring)."""
+        return now_s < self.until_s and check.utilization <= self.utilization * REPEAT_GROWTH

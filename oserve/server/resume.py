@@ -13,7 +13,9 @@ Known differences from an uninterrupted request (documented in docs/serving.md):
 continued as text (prompt + output text, tokenized again by the new replica, which may split the seam
 differently than the original tokens); sampling with a ``seed`` draws a different random stream after
 the seam; presence/frequency penalties see the earlier output as prompt, not output; a stop string
-spanning the seam is not matched.
+spanning the seam is not matched; with stop strings set, vLLM holds back the last characters of the
+text it streams (they might begin a stop string), and a text prompt resumed at that moment continues
+without them (the resumed prompt is built from the text streamed, ``max_tokens`` from the tokens).
 """
 
 from __future__ import annotations

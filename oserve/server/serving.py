@@ -311,8 +311,14 @@ class OpenAIServing:
                     log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
                                 replica.replica_id, job.request_id, e.message)
                 else:
+                    aborted = isinstance(e, RequestAbortedError)
+                    if aborted and len(job.output_ids) >= job.params.max_tokens:  # nothing left: it is done
+                        job.finish_reason = "length"
+                        yield TokenChunk(text="", token_ids=(), finished=True, finish_reason="length",
+                                         prompt_tokens=job.prompt_tokens, completion_tokens=job.output_tokens)
+                        return
                     nxt = continuation(job.prompt, job.output_text, job.output_ids, job.params) \
-                        if isinstance(e, RequestAbortedError) and job.resumes < MAX_RESUMES else None
+                        if aborted and job.resumes < MAX_RESUMES else None
                     if nxt is None:
                         job.outcome = "error"
                         raise

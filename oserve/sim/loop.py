@@ -39,7 +39,7 @@ from oserve.control.controller import bin_history
 from oserve.control.records import SwitchResult
 from oserve.control.resources import ResourceModel
 from oserve.control.rules import planning_base
-from oserve.control.surge import FlooredSnapshot, SurgeRule, check_surge, window_rates
+from oserve.control.surge import FlooredSnapshot, QuietAfter, SurgeRule, check_surge, window_rates
 from oserve.control.switcher import Switcher
 from oserve.control.targets import TargetTracker
 from oserve.policies.routing import Candidate, choose_replica, open_candidates
@@ -112,6 +112,7 @@ class SimRun:
                                  drain_timeout_s=opt.drain_timeout_s, warmup_requests=0,
                                  migrate_on_drain=opt.migrate_on_drain)
         self.last_decision_s = -math.inf
+        self.surge_quiet: QuietAfter | None = None  # after a surge decision that changed no replica
         self.targets = TargetTracker()  # switch decisions followed to their end (reconfig_s)
         self.switcher.on_step.append(lambda st: self.targets.observe(st.finished_s, self.switcher.actual_plan()))
         self.switcher.on_result.append(lambda res: self.targets.transition_ended(res.finished_s, res.target,
@@ -281,9 +282,9 @@ class SimRun:
             check = check_surge(surge, current, self.sim.cluster, self.sim.table,
                                 dict(zip(self.names, rates.tolist(), strict=True)), arrivals,
                                 dict(zip(self.names, recent.tolist(), strict=True)))
-            if not check.surge:
+            if not check.surge or (self.surge_quiet is not None and self.surge_quiet.skips(check, t)):
                 return
-            snap, note = FlooredSnapshot(snap, check.rates_rps), check.reason
+            snap, note, surge_util = FlooredSnapshot(snap, check.rates_rps), check.reason, check.utilization
         self.last_decision_s = t
         hts, hrates = bin_history(*self.monitor.rate_history(), opt.history_bin_s)
         if opt.record_controller_inputs:
@@ -292,6 +293,8 @@ class SimRun:
         controller = self.sim.controller
         d = controller.tick(t, snap, hts, hrates, current, note=note) if note else \
             controller.tick(t, snap, hts, hrates, current)
+        if note:
+            self.surge_quiet = None if d.replicas_changed else QuietAfter(t + opt.control_interval_s, surge_util)
         if d.changed:
             if d.replicas_changed:
                 self.targets.decided(t, d.plan, self.switcher.actual_plan())

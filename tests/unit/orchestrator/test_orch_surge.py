@@ -9,7 +9,7 @@ from orch_fakes import FakeSnapshot, make_cluster, make_table, plan_of, spec_fac
 from oserve.clock import SimClock
 from oserve.config import SurgeConfig
 from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
-from oserve.control.surge import FlooredSnapshot, SurgeRule, check_surge, window_rates
+from oserve.control.surge import FlooredSnapshot, QuietAfter, SurgeRule, check_surge, window_rates
 from oserve.errors import ConfigError
 from oserve.forecast import make as make_forecaster
 from oserve.policies import make_planner
@@ -140,5 +140,50 @@ async def test_surge_checks_respect_the_gap_and_a_pinned_plan():
         n = len(orch.history)
         assert await orch.check_surge() is None  # an admin's pin is not overridden
         assert len(orch.history) == n
+    finally:
+        await orch.stop()
+
+
+def test_a_deployment_without_routing_is_scored_as_the_router_spreads_it():
+    """The config's initial deployment has no routing until the first decision: the check must score it
+    spread over its replicas (as the router does), not as capacity nowhere (a false surge)."""
+    bare = ONE.model_copy(update={"routing": {}})
+    calm = check_surge(SurgeRule(min_arrivals=1), bare, CLUSTER, TABLE, rates(0.1), 10)
+    assert not calm.surge and calm.utilization == pytest.approx(0.1 / 3.0)
+    assert check_surge(SurgeRule(min_arrivals=1), bare, CLUSTER, TABLE, rates(4.5), 22).surge
+
+
+def test_check_interval_has_a_floor():
+    with pytest.raises(ConfigError) as e:
+        SurgeRule(check_interval_s=0.001)
+    assert e.value.field == "surge.check_interval_s" and "0.1" in e.value.allowed
+    with pytest.raises(ValueError, match="check_interval_s"):
+        SurgeConfig(check_interval_s=1e-9)
+
+
+def test_quiet_after_skips_repeats_until_the_load_grows_or_the_period_ends():
+    q = QuietAfter(until_s=10.0, utilization=1.5)
+    same = check_surge(SurgeRule(), ONE, CLUSTER, TABLE, rates(4.5), 22)  # utilization 1.5
+    grown = check_surge(SurgeRule(), ONE, CLUSTER, TABLE, rates(6.0), 30)  # 2.0 > 1.5 x 1.2
+    assert q.skips(same, 5.0) and not q.skips(grown, 5.0) and not q.skips(same, 10.0)
+
+
+async def test_a_surge_that_changes_nothing_is_not_decided_again_every_check():
+    mclock = SimClock(0.0)
+    monitor = WorkloadMonitor(DEFAULT_SCHEME, mclock, window_s=10, history_s=120)
+    one_device = make_cluster(devices=1)
+    orch = Orchestrator.build(
+        FakeBackend(), make_forecaster("ewma"), make_planner("milp"), one_device, TABLE, router=Router(),
+        monitor=monitor, spec_factory=spec_factory, initial_plan=ONE,
+        options=OrchestratorOptions(control_interval_s=3600, health_interval_s=3600, min_history=3,
+                                    surge=SurgeRule(window_s=3, min_arrivals=8, min_gap_s=0.0)))
+    feed(monitor, mclock, 9, 20)  # 9 req/s on the only device's 3-req/s replica: nothing more fits
+    await orch.start()
+    try:
+        d = await orch.check_surge()
+        assert d is not None and not d.replicas_changed
+        assert await orch.check_surge() is None  # the same overload: quiet until the next tick
+        feed(monitor, mclock, 14, 3)  # the load grows by more than REPEAT_GROWTH: decide again
+        assert await orch.check_surge() is not None
     finally:
         await orch.stop()

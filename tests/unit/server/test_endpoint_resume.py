@@ -11,8 +11,9 @@ import pytest
 from oserve_server_support import MODEL  # type: ignore[import-not-found]
 
 from oserve.backends.base import SamplingParams, TokenChunk
+from oserve.errors import RequestAbortedError
 from oserve.server.resume import continuation, shift_chunk
-from oserve.testing.fake_backend import FakeReplicaOptions
+from oserve.testing.fake_backend import FakeReplica, FakeReplicaOptions
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,3 +82,26 @@ async def test_non_streaming_request_resumes_too(serve) -> None:
         assert r.usage.completion_tokens == 30 and r.choices[0].finish_reason == "length"
         assert len(r.choices[0].text.split()) == 30
         assert srv.app.state.metrics.resumed._value.get() == 1
+
+
+class _AbortAfterLastToken(FakeReplica):
+    """Streams every token of ``max_tokens`` without marking the last one finished, then is aborted
+    (a drain that lands between the engine's last token and its finished output)."""
+
+    async def _generate(self, request_id, prompt, params):
+        for i in range(params.max_tokens):
+            yield TokenChunk(text=f" t{i}", token_ids=(i,), finished=False, finish_reason=None, prompt_tokens=3,
+                             completion_tokens=i + 1)
+        raise RequestAbortedError("aborted: drain", replica_id=self.replica_id, code="drain_timeout")
+
+
+async def test_an_abort_after_the_last_token_ends_the_request_normally(serve) -> None:
+    async with serve(n_replicas=1, replica_class=_AbortAfterLastToken) as srv, \
+            httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+        r = await http.post("/v1/completions", json={"model": MODEL, "prompt": "a b c", "max_tokens": 10,
+                                                     "stream": True, "stream_options": {"include_usage": True}})
+        events = [json.loads(e.removeprefix("data: ")) for e in r.text.split("\n\n") if e and "[DONE]" not in e]
+        assert not any("error" in e for e in events)
+        assert [c["finish_reason"] for e in events for c in e["choices"]][-1] == "length"
+        assert events[-1]["usage"]["completion_tokens"] == 10
+        assert srv.app.state.metrics.resumed._value.get() == 0 and srv.router.outstanding() == 0
