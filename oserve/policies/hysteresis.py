@@ -20,6 +20,15 @@ term. Units: objectives and goodput are req/s, so both sides are requests over t
   ``device_cost_rps`` with ``fill_idle_devices: false``). The control loop damps it by planning for
   the largest demand of its last ``scale_down_window_s``
   (:class:`oserve.control.controller.Controller`) and keeps ``min_replicas``.
+* A *quality restore* (the candidate predicts no less goodput than keeping, at a lower quality cost:
+  more of the traffic on higher-quality variants) pays no relative threshold either, only the start
+  cost. The planner ranks SLO goodput first, then quality (issue 13), so once a peak that moved
+  traffic to int8 has passed, the return to full precision must not need a goodput gain that a mix
+  already meeting the demand cannot show. Measured on the demo's CPU table before this rule: after a
+  burst, 2 x int8 stayed at 0.5-1.0 req/s of calm traffic (gain 0.38-1.01 <= threshold 0.60-1.10
+  requests over 20 s). The controller still damps the return by planning for the largest demand of
+  its last ``scale_down_window_s``; the move to int8 needs a goodput gain, so the two rules do not
+  flip-flop at one demand.
 * A candidate that keeps the same replicas (routing-only change) is taken at once.
 """
 
@@ -35,7 +44,7 @@ from oserve.errors import ConfigError, PlanningError
 from oserve.policies.base import Allocation, Planner, as_weights, build_plan, make_planner
 from oserve.policies.evaluate import evaluate
 from oserve.policies.problem import ObjectiveWeights, Problem
-from oserve.types import Plan
+from oserve.types import Plan, PlanScore
 
 __all__ = ["HysteresisPlanner"]
 
@@ -101,9 +110,9 @@ class HysteresisPlanner(Planner):
             keep = build_plan(free, keep_alloc, cluster, table, demand, current, self.name)
         except PlanningError:  # current no longer packs onto this cluster: nothing to keep
             return candidate_alloc
-        cand_obj = evaluate(candidate, cluster, table, demand, None, free.weights).objective
+        cand_score = evaluate(candidate, cluster, table, demand, None, free.weights)
         keep_score = evaluate(keep, cluster, table, demand, None, free.weights)
-        gain = cand_obj - keep_score.objective
+        gain = cand_score.objective - keep_score.objective
         new, old = _counts(candidate), _counts(current)
         if new == old:
             return replace(candidate_alloc, reason=f"hysteresis: candidate equals current replicas"
@@ -111,11 +120,13 @@ class HysteresisPlanner(Planner):
         scale_down = not (new - old)
         started_s = sum(n * table.variants[v].start_time_s for (v, _), n in (new - old).items()
                         if v in table.variants)
-        relative = 0.0 if scale_down else self.min_gain_fraction * keep_score.goodput_rps
+        restore = _restores_quality(cand_score, keep_score)
+        relative = 0.0 if scale_down or restore else self.min_gain_fraction * keep_score.goodput_rps
         threshold = relative * self.horizon_s + self.switch_cost_weight * started_s
         won = gain * self.horizon_s
         if won > threshold:
-            return replace(candidate_alloc, reason=f"hysteresis: switching (gain {won:.4f} > cost {threshold:.4f} "
+            kind = "restoring quality, " if restore else ""
+            return replace(candidate_alloc, reason=f"hysteresis: {kind}switching (gain {won:.4f} > cost {threshold:.4f} "
                                                    f"requests over {self.horizon_s:g} s){_sep(candidate_alloc.reason)}")
         return replace(keep_alloc, reason=f"hysteresis: keeping current replicas (gain {won:.4f} <= cost "
                                           f"{threshold:.4f} requests over {self.horizon_s:g} s)")
@@ -123,6 +134,13 @@ class HysteresisPlanner(Planner):
     def __repr__(self) -> str:
         return (f"HysteresisPlanner(inner={self.inner.name!r}, min_gain_fraction={self.min_gain_fraction}, "
                 f"switch_cost_weight={self.switch_cost_weight}, horizon_s={self.horizon_s})")
+
+
+def _restores_quality(candidate: PlanScore, keep: PlanScore) -> bool:
+    """Whether ``candidate`` serves no less goodput than
+    ``keep`` at a lower quality cost (relative tolerance 1e-6 on goodput, absolute 1e-9 req/s on both)."""
+    no_less = candidate.goodput_rps >= keep.goodput_rps * (1.0 - 1e-6) - 1e-9
+    return bool(no_less and candidate.quality_cost_rps < keep.quality_cost_rps - 1e-9)
 
 
 def _counts(plan: Plan) -> Counter[tuple[str, str]]:

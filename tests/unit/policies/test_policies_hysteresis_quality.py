@@ -1,0 +1,68 @@
+"""The hysteresis rule's quality restore: after a peak, int8 replicas go back to full precision
+without the relative gain threshold, and the move to int8 still needs a goodput gain."""
+
+from __future__ import annotations
+
+import pytest
+
+from oserve.policies import ClusterSpec, Demand, HysteresisPlanner
+from oserve.profiles.quality import VariantQuality
+from oserve.testing.tables import GIB, synthetic_table
+
+CHAT = "chat"
+
+
+@pytest.fixture
+def cpu_table():
+    """Two one-core CPU variants: fp32 (4 req/s, reference quality) and int8 (8 req/s, quality 0.9),
+    both starting in 1 s (a parked replica's wake)."""
+    t = synthetic_table({"fp32-1c": {CHAT: 4.0}, "int8-1c": {CHAT: 8.0}}, {"fp32-1c": 1, "int8-1c": 1},
+                        memory_per_device_bytes=GIB, start_time_s=1.0, device_type="cpu", class_names=[CHAT])
+    variants = dict(t.variants)
+    quality = VariantQuality(reference="fp32", tokens=500, mean_abs_logprob_diff=0.1, perplexity_ratio=1.01,
+                             top1_agreement=0.9)
+    variants["int8-1c"] = variants["int8-1c"].model_copy(update={"quality": quality})
+    return t.model_copy(update={"variants": variants})
+
+
+@pytest.fixture
+def two_cores():
+    return ClusterSpec.homogeneous(1, 2, "cpu", 4 * GIB)
+
+
+def _counts(plan):
+    return dict(plan.replica_counts())
+
+
+# min_gain_fraction 0.2: the quality gain of 2 req/s moved to fp32 (0.5 x 0.1 x 2 = 0.1 req/s) is far
+# below 20 % of the goodput (0.4 req/s), so without the restore rule the int8 mix would stay
+@pytest.mark.parametrize("low_rps", [1.0, 2.0])
+def test_int8_goes_back_to_fp32_once_fp32_meets_the_demand(cpu_table, two_cores, low_rps):
+    planner = HysteresisPlanner("milp", min_gain_fraction=0.2, horizon_s=20.0)
+    peak = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 10.0}))
+    assert _counts(peak) == {"int8-1c": 2}
+    back = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: low_rps}), current=peak)
+    assert _counts(back).get("int8-1c", 0) == 0, back.reason
+    assert back.slo_attainment == pytest.approx(1.0)
+    assert "restoring quality" in back.reason
+
+
+def test_restore_goes_only_as_far_as_goodput_allows(cpu_table, two_cores):
+    # planned capacities (0.7 x table): 2 x fp32 5.6, fp32 + int8 8.4, 2 x int8 11.2 req/s
+    planner = HysteresisPlanner("milp", min_gain_fraction=0.2, horizon_s=20.0)
+    peak = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 10.0}))
+    half = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 7.0}), current=peak)
+    assert _counts(half) == {"fp32-1c": 1, "int8-1c": 1}
+    assert "restoring quality" in half.reason
+    stay = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 9.0}), current=peak)
+    assert _counts(stay) == {"int8-1c": 2}
+    assert "restoring quality" not in stay.reason
+
+
+def test_the_move_to_int8_still_needs_a_goodput_gain(cpu_table, two_cores):
+    # from fp32 at a load fp32 meets, nothing moves to int8 (no flip-flop with the restore)
+    planner = HysteresisPlanner("milp", min_gain_fraction=0.05, horizon_s=20.0)
+    fp32 = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 2.0}))
+    assert _counts(fp32).get("int8-1c", 0) == 0
+    again = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 2.0}), current=fp32)
+    assert _counts(again) == _counts(fp32)
