@@ -29,6 +29,10 @@ term. Units: objectives and goodput are req/s, so both sides are requests over t
   requests over 20 s). The controller still damps the return by planning for the largest demand of
   its last ``scale_down_window_s``; the move to int8 needs a goodput gain, so the two rules do not
   flip-flop at one demand.
+* Conversely a candidate that lowers quality is only taken for more goodput: spare capacity and
+  device savings are tie-breakers ranked after quality. Before this rule, at light load (below about
+  0.2 req/s per core on the demo's CPU table) the spare-capacity value of int8's larger capacity
+  outweighed its quality cost and could pass the relative threshold, which is small at low goodput.
 * A candidate that keeps the same replicas (routing-only change) is taken at once.
 """
 
@@ -120,6 +124,9 @@ class HysteresisPlanner(Planner):
         scale_down = not (new - old)
         started_s = sum(n * table.variants[v].start_time_s for (v, _), n in (new - old).items()
                         if v in table.variants)
+        if _lowers_quality_for_nothing(cand_score, keep_score):
+            return replace(keep_alloc, reason="hysteresis: keeping current replicas (the candidate lowers quality "
+                                              "without serving more goodput)")
         restore = _restores_quality(cand_score, keep_score)
         relative = 0.0 if scale_down or restore else self.min_gain_fraction * keep_score.goodput_rps
         threshold = relative * self.horizon_s + self.switch_cost_weight * started_s
@@ -141,6 +148,13 @@ def _restores_quality(candidate: PlanScore, keep: PlanScore) -> bool:
     ``keep`` at a lower quality cost (relative tolerance 1e-6 on goodput, absolute 1e-9 req/s on both)."""
     no_less = candidate.goodput_rps >= keep.goodput_rps * (1.0 - 1e-6) - 1e-9
     return bool(no_less and candidate.quality_cost_rps < keep.quality_cost_rps - 1e-9)
+
+
+def _lowers_quality_for_nothing(candidate: PlanScore, keep: PlanScore) -> bool:
+    """Whether ``candidate`` has a higher quality cost than ``keep`` and serves no more goodput: what it
+    gains is a tie-breaker (spare capacity, fewer devices), which ranks after quality."""
+    no_more = candidate.goodput_rps <= keep.goodput_rps * (1.0 + 1e-6) + 1e-9
+    return bool(no_more and candidate.quality_cost_rps > keep.quality_cost_rps + 1e-9)
 
 
 def _counts(plan: Plan) -> Counter[tuple[str, str]]:
