@@ -180,6 +180,7 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
     from oserve.cli.demo_report import (
         core_seconds,
         full_precision_share,
+        interrupted_share,
         pct,
         switch_times,
         switch_windows,
@@ -213,6 +214,7 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
     sw_total, sw_serving = switch_times(switches)
     ttft = [r.ttft_s for r in recs if r.ok and r.ttft_s is not None]
     tpot = [r.tpot_s for r in recs if r.ok and r.tpot_s is not None]
+    aborted = sum(1 for r in recs if not r.ok and r.status is not None)
     return {
         "goodput_rps": s["request_goodput"], "slo_attainment": s["slo_attainment"],
         "throughput_rps": s["request_throughput"], "output_tokens_per_s": s["output_throughput"],
@@ -221,12 +223,13 @@ def run_deployment(name: str, cfg: ServeConfig, lt: LoopThread, pool: Any, trace
         "core_seconds": core_seconds(sampler.samples),
         "switches": len(sw_total), "switch_s": sw_total, "serving_s": sw_serving,
         "retried": int(retried), "resumed": int(resumed),
-        "aborted": sum(1 for r in recs if not r.ok and r.status is not None),
+        "aborted": aborted,
         "lost": sum(1 for r in recs if not r.ok and r.status is None),
         "requests": s["requests"], "completed": s["completed"], "output_tokens_by_variant": tokens,
         "queued_in_router": queued,
         "wakes": sum(1 for sw in switches for st in sw.get("steps", []) if st["kind"] == "wake" and st["ok"]),
         "touched_by_switch_share": touched_share(recs, switch_windows(switches), replay_t0),
+        "interrupted_share": interrupted_share(int(retried), int(resumed), aborted, s["requests"]),
         "timeline": sampler.samples,
         "records": [{"t": r.send_s, "cls": r.request_class, "ttft": r.ttft_s, "ok": r.ok} for r in recs],
         "decisions": [{k: d.get(k) for k in ("time_s", "observed_rps", "forecast_rps", "reason", "changed")}

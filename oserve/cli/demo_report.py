@@ -17,6 +17,10 @@ Row keys (``out/demo/results.json``, one object per deployment: ``oserve``, ``pl
   ``resumed`` (requests moved mid-stream by a migrating drain and resumed on another replica from
   their last token, :mod:`oserve.server.resume`), ``aborted`` (ended with an error status), ``lost``
   (no response at all).
+* ``touched_by_switch_share``: share of requests in flight while a switch ran (an upper bound: it
+  counts requests on replicas the switch left alone, and requests that finished untouched within a
+  migration grace); ``interrupted_share``: ``(retried + resumed + aborted) / requests``, the requests
+  whose stream a switch (or a failure) cut (a request cut twice counts twice).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KEYS", "pct", "switch_times", "switch_windows", "touched_share", "full_precision_share", "core_seconds", "print_table", "plot_timeline"]
+__all__ = ["KEYS", "pct", "switch_times", "switch_windows", "touched_share", "interrupted_share",
+           "full_precision_share", "core_seconds", "print_table", "plot_timeline"]
 
 KEYS: tuple[str, ...] = (
     "goodput_rps", "slo_attainment", "throughput_rps", "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s",
     "tpot_p50_s", "tpot_p99_s", "full_precision_share", "core_seconds", "switches", "switch_s", "serving_s",
-    "retried", "resumed", "aborted", "lost", "touched_by_switch_share",
+    "retried", "resumed", "aborted", "lost", "touched_by_switch_share", "interrupted_share",
 )
 
 
@@ -82,6 +87,12 @@ def touched_share(records: list[Any], windows: list[tuple[float, float]], t0: fl
         if any(start <= b and end >= a for a, b in spans):
             n += 1
     return round(n / len(records), 3)
+
+
+def interrupted_share(retried: int, resumed: int, aborted: int, requests: int) -> float | None:
+    """``(retried + resumed + aborted) / requests`` (None for no requests): the share of requests whose
+    stream was cut, by a switch's drain or a replica failure; a request cut twice counts twice."""
+    return None if requests <= 0 else round((retried + resumed + aborted) / requests, 3)
 
 
 def full_precision_share(tokens_by_variant: dict[str, int], full_precision: set[str]) -> float | None:

@@ -226,7 +226,8 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
                                             scale_down_window_s=(oc.hysteresis.scale_down_window_s
                                                                  if oc.hysteresis.enabled else 0.0),
                                             surge=SurgeRule(**oc.surge.model_dump()) if oc.surge is not None else None,
-                                            migrate_on_drain=oc.migrate_on_drain),
+                                            migrate_on_drain=oc.migrate_on_drain,
+                                            migration_grace_s=oc.migration_grace_s),
                 initial_plan=initial, scheme=scheme, registry=registry,
             )
             await stack.orchestrator.start()

@@ -45,6 +45,8 @@ class OrchestratorOptions:
         surge: surge checks between control ticks (:mod:`oserve.control.surge`); None: off.
         migrate_on_drain: a switch's drains abort in-flight requests at once and the endpoint resumes
             them on other replicas (``Switcher``; :mod:`oserve.server.resume`).
+        migration_grace_s: with ``migrate_on_drain``, how long a drain lets in-flight requests finish in
+            place before the rest are handed over (>= 0 s; 0: all at once).
 
     Raises:
         ConfigError: an interval or timeout out of range (naming the field).
@@ -66,13 +68,14 @@ class OrchestratorOptions:
     share_cpu_cores: bool = True
     surge: SurgeRule | None = None
     migrate_on_drain: bool = False
+    migration_grace_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("control_interval_s", "health_interval_s", "health_timeout_s", "history_bin_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name,
                                   allowed="> 0 seconds")
-        for name in ("drain_timeout_s", "start_backoff_s"):
+        for name in ("drain_timeout_s", "start_backoff_s", "migration_grace_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name,
                                   allowed=">= 0 seconds")

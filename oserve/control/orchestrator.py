@@ -148,7 +148,8 @@ class Orchestrator:
         tracked = TrackedBackend(backend, progress, clock)
         switcher = Switcher(tracked, router, spec_factory, resources, clock=clock,
                             drain_timeout_s=opt.drain_timeout_s, start_timeout_s=opt.start_timeout_s,
-                            warmup_requests=opt.warmup_requests, migrate_on_drain=opt.migrate_on_drain)
+                            warmup_requests=opt.warmup_requests, migrate_on_drain=opt.migrate_on_drain,
+                            migration_grace_s=opt.migration_grace_s)
         orch = cls(controller, switcher, monitor, options=opt, initial_plan=initial_plan,
                    metrics=OrchestratorMetrics(registry), progress=progress)
         tracked.on_verdict = orch._check_one

@@ -63,6 +63,7 @@ class SwitchResult:
         capacity_gap_classes: classes that had no capacity for a moment (rolling without choice).
         unplaceable: target placements that could not fit.
         aborted_requests: requests aborted by drain timeouts.
+        migrated_requests: requests a migrating drain handed over (the endpoint resumes them elsewhere).
     """
 
     target: Plan
@@ -75,6 +76,7 @@ class SwitchResult:
     capacity_gap_classes: tuple[str, ...] = ()
     unplaceable: tuple[ReplicaPlacement, ...] = ()
     aborted_requests: int = 0
+    migrated_requests: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -103,6 +105,7 @@ class SwitchResult:
             "capacity_gap_classes": list(self.capacity_gap_classes),
             "unplaceable": [p.model_dump(mode="json") for p in self.unplaceable],
             "aborted_requests": self.aborted_requests,
+            "migrated_requests": self.migrated_requests,
             "target": self.target.model_dump(mode="json"),
             "actual": self.actual.model_dump(mode="json"),
             "steps": [asdict(s) for s in self.steps],

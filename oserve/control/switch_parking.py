@@ -8,7 +8,8 @@ A parked replica is started and warm but gets no traffic (:attr:`oserve.types.Pl
   engine served before it was parked.
 * Deactivation (:meth:`ParkingSteps._drain_park`): the router stops sending it requests, the
   in-flight ones finish (up to the drain timeout; the rest are aborted with an explicit error; with
-  ``migrate_on_drain`` all are aborted at once and the endpoint resumes them on other replicas),
+  ``migrate_on_drain`` those still running after ``migration_grace_s`` (default 0: all at once) are
+  aborted and the endpoint resumes them on other replicas),
   then ``Replica.park`` and the router forgets it. A replica whose backend cannot park
   (``ReplicaError`` code ``park_unsupported``) or whose park fails is stopped instead.
 
@@ -41,10 +42,10 @@ class ParkingSteps:
     router: RouterPort
     clock: Clock
     drain_timeout_s: float
-    migrate_on_drain: bool
     start_timeout_s: float
     stop_timeout_s: float
     _aborted: int
+    _migrated: int
     _steps: list[StepRecord]
 
     if TYPE_CHECKING:  # provided by the Switcher
@@ -91,12 +92,14 @@ class ParkingSteps:
         self._router_call("set_state", rid, "ready")
         self._record("wake", m, True, "", t0)
 
-    async def _drain_in_flight(self, m: ManagedReplica, timeout_s: float, t0: float) -> None:
-        """Drain ``m``'s in-flight requests (aborted after ``timeout_s``); a failure is recorded, not raised."""
+    async def _drain_in_flight(self, m: ManagedReplica, timeout_s: float, t0: float, migrate: bool = False) -> None:
+        """Drain ``m``'s in-flight requests (aborted after ``timeout_s``; with ``migrate`` the endpoint
+        resumes the aborted ones elsewhere, so they are recorded as migrated); a failure is recorded, not raised."""
         assert m.replica is not None
         try:
             aborted = await self.clock.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
-            if timeout_s == 0.0 and self.migrate_on_drain:  # the endpoint resumes them elsewhere
+            if migrate:  # the endpoint resumes them elsewhere
+                self._migrated += int(aborted)
                 self._record("drain", m, True, f"{aborted} requests migrated", t0)
                 return
             self._aborted += int(aborted)
@@ -104,7 +107,7 @@ class ParkingSteps:
         except Exception as exc:  # noqa: BLE001 - a failing drain is reported; the next step still runs
             self._record("drain", m, False, repr(exc), t0)
 
-    async def _drain_park(self, rid: str, timeout_s: float) -> None:
+    async def _drain_park(self, rid: str, timeout_s: float, migrate: bool = False) -> None:
         """Deactivate one active replica: routing removal, drain in-flight requests, then park.
 
         Side effects: router ``set_state(draining)`` then ``remove``; ``drain`` and ``park`` steps
@@ -117,7 +120,7 @@ class ParkingSteps:
         m.state = "draining"
         self._router_call("set_state", rid, "draining")
         self._refresh_routing()
-        await self._drain_in_flight(m, timeout_s, t0)
+        await self._drain_in_flight(m, timeout_s, t0, migrate)
         t1 = self.clock.now()
         try:
             await self.clock.wait_for(m.replica.park(), self.stop_timeout_s)

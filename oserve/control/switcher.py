@@ -106,6 +106,8 @@ class Switcher(ParkingSteps):
         migrate_on_drain: a replica a switch drains aborts its in-flight requests at once instead of
             letting them finish for up to ``drain_timeout_s``; the endpoint resumes each on another
             replica from its last token (:mod:`oserve.server.resume`). Shutdown drains are unchanged.
+        migration_grace_s: with ``migrate_on_drain``, the drain first lets in-flight requests finish
+            for up to this long (s); only the rest are handed over (0: all at once).
 
     Raises:
         ConfigError: a negative timeout or warm-up count.
@@ -126,8 +128,10 @@ class Switcher(ParkingSteps):
         warmup_prompt: str = "Hello, how are you?",
         stop_timeout_s: float = 60.0,
         migrate_on_drain: bool = False,
+        migration_grace_s: float = 0.0,
     ) -> None:
         for name, val in (("drain_timeout_s", drain_timeout_s), ("start_timeout_s", start_timeout_s),
+                          ("migration_grace_s", migration_grace_s),
                           ("stop_timeout_s", stop_timeout_s), ("warmup_requests", warmup_requests)):
             if val < 0:
                 raise ConfigError(f"{name} must be >= 0, got {val}", field=name, allowed=">= 0")
@@ -142,6 +146,7 @@ class Switcher(ParkingSteps):
         self.clock = clock or WallClock()
         self.drain_timeout_s = float(drain_timeout_s)
         self.migrate_on_drain = bool(migrate_on_drain)
+        self.migration_grace_s = float(migration_grace_s)
         self.start_timeout_s = float(start_timeout_s)
         self.stop_timeout_s = float(stop_timeout_s)
         self.warmup_requests = int(warmup_requests)
@@ -157,6 +162,7 @@ class Switcher(ParkingSteps):
         self._interrupt = asyncio.Event()
         self._steps: list[StepRecord] = []
         self._aborted = 0
+        self._migrated = 0
         self.results: list[SwitchResult] = []
         self.on_result: list[Callable[[SwitchResult], None]] = []
         self.on_step: list[Callable[[StepRecord], None]] = []
@@ -322,6 +328,7 @@ class Switcher(ParkingSteps):
         t0 = self.clock.now()
         self._steps = []
         self._aborted = 0
+        self._migrated = 0
         self._target_routing = {c: dict(w) for c, w in target.routing.items()}
         steps = plan_steps(self.live(), target, self.resources, self.table)
         for rid in steps.cleanup:
@@ -351,9 +358,10 @@ class Switcher(ParkingSteps):
                 else:
                     (parks if rid in phase.parks else drains).append(rid)
             drained += [self._replicas[rid].placement for rid in drains if rid in self._replicas]
-            timeout = 0.0 if self.migrate_on_drain else self.drain_timeout_s
-            await asyncio.gather(*(self._drain_stop(rid, timeout) for rid in drains),
-                                 *(self._drain_park(rid, timeout) for rid in parks))
+            timeout = self.migration_grace_s if self.migrate_on_drain else self.drain_timeout_s
+            migrate = self.migrate_on_drain
+            await asyncio.gather(*(self._drain_stop(rid, timeout, migrate) for rid in drains),
+                                 *(self._drain_park(rid, timeout, migrate) for rid in parks))
         routed |= self._refresh_routing(record=True)
         t1 = self.clock.now()
         actual = self.actual_plan()
@@ -362,7 +370,7 @@ class Switcher(ParkingSteps):
         status = switch_status(interrupted=interrupted, steps=len(self._steps),
                                failed=sum(not s.ok for s in self._steps), routed=routed, actual=actual, target=target)
         return SwitchResult(target, status, tuple(self._steps), t0, t1, actual, steps.make_before_break,
-                            steps.capacity_gap_classes, steps.unplaceable, self._aborted)
+                            steps.capacity_gap_classes, steps.unplaceable, self._aborted, self._migrated)
 
     def _failed_starts(self) -> int:
         """Start, warm-up and wake steps of this transition that failed."""
@@ -533,7 +541,7 @@ class Switcher(ParkingSteps):
         await asyncio.gather(*(one(i) for i in range(self.warmup_requests)))
 
     # ----------------------------------------------------------------- drains
-    async def _drain_stop(self, rid: str, timeout_s: float) -> None:
+    async def _drain_stop(self, rid: str, timeout_s: float, migrate: bool = False) -> None:
         m = self._replicas.get(rid)
         if m is None:
             return
@@ -549,7 +557,7 @@ class Switcher(ParkingSteps):
             self._router_call("remove", rid)
             return
         if was_serving:
-            await self._drain_in_flight(m, timeout_s, t0)
+            await self._drain_in_flight(m, timeout_s, t0, migrate)
         await self._stop_managed(m, rid)
 
     async def _stop_managed(self, m: ManagedReplica, rid: str) -> None:

@@ -54,6 +54,8 @@ class SimOptions:
         migrate_on_drain: a switch's drains hand in-flight requests to other replicas at once; each
             is routed again and prefills its prompt plus output so far there (the endpoint's resume,
             :mod:`oserve.server.resume`).
+        migration_grace_s: with ``migrate_on_drain``, how long a drain lets in-flight requests finish
+            before the rest move, seconds (0: all at once).
     """
 
     control_interval_s: float = 30.0
@@ -72,12 +74,13 @@ class SimOptions:
     contention: ContentionModel = NO_CONTENTION
     surge: SurgeRule | None = None
     migrate_on_drain: bool = False
+    migration_grace_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name, allowed="> 0 s")
-        for name in ("drain_timeout_s", "stop_time_s", "warmup_s"):
+        for name in ("drain_timeout_s", "stop_time_s", "warmup_s", "migration_grace_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name, allowed=">= 0 s")
         if self.history_s < self.monitor_window_s:

@@ -64,7 +64,7 @@ def transition_record(result: SwitchResult, submitted_s: float) -> dict[str, Any
     Keys: ``submitted_s`` (when the decision asked for it), ``started_s`` / ``finished_s`` (the
     transition), ``status``, ``make_before_break``, ``started`` (replica starts begun, cancelled
     ones included), ``drained``, ``cancelled``, ``skipped`` (drains skipped: they would have left a
-    class without capacity), ``aborted_requests`` and ``duration_s`` (decision to new configuration
+    class without capacity), ``aborted_requests``, ``migrated_requests`` and ``duration_s`` (decision to new configuration
     in place, seconds).
     """
     kinds = [s.kind for s in result.steps]
@@ -74,7 +74,8 @@ def transition_record(result: SwitchResult, submitted_s: float) -> dict[str, Any
         "started": kinds.count("start") + kinds.count("cancel"), "drained": kinds.count("drain"),
         "cancelled": kinds.count("cancel"),
         "skipped": sum(s.kind == "skip" and s.detail.startswith("drain skipped") for s in result.steps),
-        "aborted_requests": result.aborted_requests, "duration_s": result.finished_s - submitted_s,
+        "aborted_requests": result.aborted_requests, "migrated_requests": result.migrated_requests,
+        "duration_s": result.finished_s - submitted_s,
     }
 
 
@@ -110,7 +111,8 @@ class SimRun:
         self.switcher = Switcher(self.backend, self.port, self.backend.spec_for,
                                  ResourceModel(sim.cluster, sim.table), clock=self.clock,
                                  drain_timeout_s=opt.drain_timeout_s, warmup_requests=0,
-                                 migrate_on_drain=opt.migrate_on_drain)
+                                 migrate_on_drain=opt.migrate_on_drain,
+                                 migration_grace_s=opt.migration_grace_s)
         self.last_decision_s = -math.inf
         self.surge_quiet: QuietAfter | None = None  # after a surge decision that changed no replica
         self.targets = TargetTracker()  # switch decisions followed to their end (reconfig_s)

@@ -46,6 +46,8 @@ def test_demo_runs_four_deployments_on_pooled_engines(tmp_path: Path, monkeypatc
     assert details["warm_starts"] == 4 and details["cold_starts"] == 0
     assert details["wakes"] >= 1 and all(s < 1.0 for s in res["oserve"]["serving_s"])
     assert 0.0 < res["oserve"]["touched_by_switch_share"] <= 1.0
+    row = res["oserve"]
+    assert row["interrupted_share"] == round((row["retried"] + row["resumed"] + row["aborted"]) / row["requests"], 3)
     assert res["meta"]["rate"]["peak_rps"] > res["meta"]["rate"]["plain_capacity_at_peak_mix_rps"]
     assert "measured on this CPU" in res["meta"]["profile_table"]
     assert (out / "timeline.png").stat().st_size > 10_000

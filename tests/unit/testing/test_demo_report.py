@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from oserve.cli.demo_report import switch_times, switch_windows, touched_share
+from oserve.cli.demo_report import interrupted_share, switch_times, switch_windows, touched_share
 
 
 def _sw(started: float, finished: float, steps: list[tuple[str, float]], planner: str = "milp") -> dict:
@@ -26,3 +26,9 @@ def test_touched_share_counts_requests_in_flight_during_a_switch() -> None:
     # replay started at orchestrator time 50: the switch ran from replay time 10 to 13
     assert touched_share(rec, [(60.0, 63.0)], 50.0) == 0.5
     assert touched_share(rec, [], 50.0) == 0.0 and touched_share([], [(60.0, 63.0)], 50.0) is None
+
+
+def test_interrupted_share_counts_cut_streams_per_request() -> None:
+    assert interrupted_share(retried=3, resumed=5, aborted=0, requests=400) == 0.02
+    assert interrupted_share(retried=0, resumed=0, aborted=0, requests=10) == 0.0
+    assert interrupted_share(retried=1, resumed=0, aborted=0, requests=0) is None
