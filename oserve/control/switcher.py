@@ -106,8 +106,8 @@ class Switcher(ParkingSteps):
         migrate_on_drain: a replica a switch drains aborts its in-flight requests at once instead of
             letting them finish for up to ``drain_timeout_s``; the endpoint resumes each on another
             replica from its last token (:mod:`oserve.server.resume`). Shutdown drains are unchanged.
-        migration_grace_s: with ``migrate_on_drain``, the drain first lets in-flight requests finish
-            for up to this long (s); only the rest are handed over (0: all at once).
+        migration_grace_s: with ``migrate_on_drain``, in-flight requests may first finish for up to
+            this long, s (0: all are handed over at once).
 
     Raises:
         ConfigError: a negative timeout or warm-up count.
@@ -131,8 +131,8 @@ class Switcher(ParkingSteps):
         migration_grace_s: float = 0.0,
     ) -> None:
         for name, val in (("drain_timeout_s", drain_timeout_s), ("start_timeout_s", start_timeout_s),
-                          ("migration_grace_s", migration_grace_s),
-                          ("stop_timeout_s", stop_timeout_s), ("warmup_requests", warmup_requests)):
+                          ("migration_grace_s", migration_grace_s), ("stop_timeout_s", stop_timeout_s),
+                          ("warmup_requests", warmup_requests)):
             if val < 0:
                 raise ConfigError(f"{name} must be >= 0, got {val}", field=name, allowed=">= 0")
         if warmup_max_tokens < 1:
@@ -161,8 +161,7 @@ class Switcher(ParkingSteps):
         self._worker: asyncio.Task[None] | None = None
         self._interrupt = asyncio.Event()
         self._steps: list[StepRecord] = []
-        self._aborted = 0
-        self._migrated = 0
+        self._aborted = self._migrated = 0
         self.results: list[SwitchResult] = []
         self.on_result: list[Callable[[SwitchResult], None]] = []
         self.on_step: list[Callable[[StepRecord], None]] = []
@@ -327,8 +326,7 @@ class Switcher(ParkingSteps):
     async def _transition(self, target: Plan) -> SwitchResult:
         t0 = self.clock.now()
         self._steps = []
-        self._aborted = 0
-        self._migrated = 0
+        self._aborted = self._migrated = 0
         self._target_routing = {c: dict(w) for c, w in target.routing.items()}
         steps = plan_steps(self.live(), target, self.resources, self.table)
         for rid in steps.cleanup:
@@ -359,9 +357,9 @@ class Switcher(ParkingSteps):
                     (parks if rid in phase.parks else drains).append(rid)
             drained += [self._replicas[rid].placement for rid in drains if rid in self._replicas]
             timeout = self.migration_grace_s if self.migrate_on_drain else self.drain_timeout_s
-            migrate = self.migrate_on_drain
-            await asyncio.gather(*(self._drain_stop(rid, timeout, migrate) for rid in drains),
-                                 *(self._drain_park(rid, timeout, migrate) for rid in parks))
+            mig = self.migrate_on_drain
+            await asyncio.gather(*(self._drain_stop(rid, timeout, mig) for rid in drains),
+                                 *(self._drain_park(rid, timeout, mig) for rid in parks))
         routed |= self._refresh_routing(record=True)
         t1 = self.clock.now()
         actual = self.actual_plan()
