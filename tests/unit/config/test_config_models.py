@@ -52,6 +52,22 @@ def test_serve_and_sim_examples_name_the_same_components_and_cluster_model() -> 
     assert type(build_forecaster(sim.forecaster)).__name__ == "DefaultForecaster"
 
 
+def test_the_demo_and_its_simulator_twin_share_components_and_control_settings() -> None:
+    serve = serve_cfg.load_config(ROOT / "examples" / "demo-cpu-precision.yaml")
+    sim = sim_cfg.load_config(ROOT / "examples" / "sim-cpu-demo.yaml")
+    oc = serve.orchestrator
+    assert oc is not None and sim.slo == oc.slo
+    assert sim.forecaster == oc.forecaster and sim.planner == oc.planner
+    assert sim.classes.to_scheme() == serve.classes.to_scheme() and sim.variants == list(serve.variants)
+    assert (sim.control.interval_s, sim.control.horizon_s) == (oc.control_interval_s, oc.horizon_s)
+    assert sim.control.surge == oc.surge and sim.control.parking == oc.parking
+    assert sim.control.migrate_on_drain == oc.migrate_on_drain
+    assert sim.control.hysteresis.scale_down_window_s == oc.hysteresis.scale_down_window_s
+    assert [(p.variant, p.device_ids) for p in sim.deployment or []] == [(p.variant, p.device_ids)
+                                                                         for p in serve.deployment]
+    assert Path(sim.resolve(sim.table)).name == Path(oc.table).name
+
+
 def test_old_dialects_are_refused_with_the_field_named(tmp_path: Path) -> None:
     p = tmp_path / "sim.yaml"
     p.write_text("table: t.json\nforecaster: {name: ewma}\n")
