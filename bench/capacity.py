@@ -81,6 +81,9 @@ def main() -> int:
     ap.add_argument("--planner-capacities", default="table", choices=("table", "calibrated"),
                     help="capacities the planners see: the table's, or calibrated with the simulator on the trace's "
                          "lengths (oserve/compose/calibrate.py)")
+    ap.add_argument("--sim-scored", default="on", choices=("on", "off"),
+                    help="oserve's and static-mix's planner keeps its plan unless a single-variant plan carries more of "
+                         "the demand mix in a short simulation (SimConfig.sim_scored_plans, oserve/sim/scored_planner.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -115,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         "table": str(tp.relative_to(ROOT)) if ROOT in tp.parents else args.table,
         "table_source": full.source, "cluster": "4 nodes x 8 A100-80GB", "slo": full.slo.model_dump(),
         "target": args.target, "duration_s": args.duration, "seed": args.seed, "rel_tol": args.rel_tol,
-        "planners": planners, "forecaster": "ewma", "control": CONTROL,
+        "planners": planners, "forecaster": "ewma", "control": CONTROL, "sim_scored_plans": args.sim_scored == "on",
         "definitions": {
             "capacity_scale": "largest scale of the trace's arrival rate (oserve.workload.transforms.scale_rate, "
                               "seeded) with SLO attainment >= target, bisected to rel_tol",
@@ -156,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     t_all = time.perf_counter()
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
-        cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"})
+        cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
+                        sim_scored_plans=args.sim_scored == "on")
         for tname in args.traces.split(","):
             trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)

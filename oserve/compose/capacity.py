@@ -220,6 +220,9 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
         planning = derate_table(planning_table or table, cfg.planner_capacity_factor)
         planner = make_planner(policy.planner or cfg.planner.kind, **(cfg.planner.params if not policy.planner else {}))
+        from oserve.compose.simulation import sim_scored
+
+        planner = sim_scored(planner, cfg, scheme, trace)
         plan = planner.plan(cluster, planning, mean_demand(trace, scheme), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
