@@ -128,7 +128,9 @@ def _run(args: argparse.Namespace) -> int:
             "oracle": "per 60-s window, the LP relaxation of the best plan for the true demand, no switching cost, "
                       "per-class capacities measured with the simulator on the trace's requests of each class "
                       "(studies.*.oracle.source 'simulated') or the table's ('table'); the request-weighted "
-                      "quantile at the target (oserve/compose/oracle.py)",
+                      "quantile at the target (oserve/compose/oracle.py); made sound by oracle.sound_oracle: table "
+                      "capacities scaled per variant so each static deployment's bound equals its simulated capacity "
+                      "(source 'table-calibrated'), and never below a simulated fixed plan (floored_by)",
             "common load": "plain vLLM's capacity scale; p99 TTFT, TPOT, E2E there",
         },
         "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
