@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -174,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
             print(format_capacity_table(study), flush=True)
             key = f"{model}/{tname}"
             out["studies"][key] = {"duration_limit_s": args.duration, "command": out["command"],
+                                   "load_average_1_5_15": list(os.getloadavg()),
                                    **{k: v for k, v in study.items() if k != "rows"}}
             out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
             out["rows"] += [{"model": model, "trace": tname, **r} for r in study["rows"]]
