@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -81,6 +82,9 @@ def main() -> int:
     ap.add_argument("--planner-capacities", default="table", choices=("table", "calibrated"),
                     help="capacities the planners see: the table's, or calibrated with the simulator on the trace's "
                          "lengths (oserve/compose/calibrate.py)")
+    ap.add_argument("--sim-scored", default="on", choices=("on", "off"),
+                    help="oserve's and static-mix's planner keeps its plan unless a single-variant plan carries more of "
+                         "the demand mix in a short simulation (SimConfig.sim_scored_plans, oserve/sim/scored_planner.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -115,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         "table": str(tp.relative_to(ROOT)) if ROOT in tp.parents else args.table,
         "table_source": full.source, "cluster": "4 nodes x 8 A100-80GB", "slo": full.slo.model_dump(),
         "target": args.target, "duration_s": args.duration, "seed": args.seed, "rel_tol": args.rel_tol,
-        "planners": planners, "forecaster": "ewma", "control": CONTROL,
+        "planners": planners, "forecaster": "ewma", "control": CONTROL, "sim_scored_plans": args.sim_scored == "on",
         "definitions": {
             "capacity_scale": "largest scale of the trace's arrival rate (oserve.workload.transforms.scale_rate, "
                               "seeded) with SLO attainment >= target, bisected to rel_tol",
@@ -125,7 +129,9 @@ def _run(args: argparse.Namespace) -> int:
             "oracle": "per 60-s window, the LP relaxation of the best plan for the true demand, no switching cost, "
                       "per-class capacities measured with the simulator on the trace's requests of each class "
                       "(studies.*.oracle.source 'simulated') or the table's ('table'); the request-weighted "
-                      "quantile at the target (oserve/compose/oracle.py)",
+                      "quantile at the target (oserve/compose/oracle.py); made sound by oracle.sound_oracle: table "
+                      "capacities scaled per variant so each static deployment's bound equals its simulated capacity "
+                      "(source 'table-calibrated'), and never below a simulated fixed plan (floored_by)",
             "common load": "plain vLLM's capacity scale; p99 TTFT, TPOT, E2E there",
         },
         "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
@@ -156,7 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     t_all = time.perf_counter()
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
-        cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"})
+        cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
+                        sim_scored_plans=args.sim_scored == "on")
         for tname in args.traces.split(","):
             trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)
@@ -168,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
             print(format_capacity_table(study), flush=True)
             key = f"{model}/{tname}"
             out["studies"][key] = {"duration_limit_s": args.duration, "command": out["command"],
+                                   "load_average_1_5_15": list(os.getloadavg()),
                                    **{k: v for k, v in study.items() if k != "rows"}}
             out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
             out["rows"] += [{"model": model, "trace": tname, **r} for r in study["rows"]]

@@ -16,7 +16,8 @@ Policies (``--capacity`` labels):
 * ``oserve`` / ``oserve:PLANNER``: the live loop (forecaster + planner + switcher) with the
   config's planner or the named one.
 
-The oracle bound (:mod:`oserve.compose.oracle`) is computed without simulating switches.
+The oracle bound (:mod:`oserve.compose.oracle`) is computed without simulating switches, then put in the
+simulator's units and floored at every simulated fixed plan (:func:`oserve.compose.oracle.sound_oracle`).
 
 The simulations go through the simulator's public entry point (:func:`oserve.compose.simulation.run_policy`)
 and, for the fixed mix, :class:`oserve.sim.engine.Simulation`. Decisions here are pure functions of
@@ -220,6 +221,9 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
         planning = derate_table(planning_table or table, cfg.planner_capacity_factor)
         planner = make_planner(policy.planner or cfg.planner.kind, **(cfg.planner.params if not policy.planner else {}))
+        from oserve.compose.simulation import sim_scored
+
+        planner = sim_scored(planner, cfg, scheme, trace)
         plan = planner.plan(cluster, planning, mean_demand(trace, scheme), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
@@ -419,6 +423,13 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         if r.capacity_scale > 0:
             last = r.capacity_scale
         say(f"{label}: capacity scale {r.capacity_scale:.3g} ({len(r.probes)} runs, {r.wall_s:.0f} s)")
+    from oserve.compose.oracle import sound_oracle
+
+    fixed = {k: r.capacity_scale for k, r in results.items() if k.startswith("static:") or k == "static-mix"}
+    bound = sound_oracle(bound, trace, table, cluster, scheme, fixed, target=target)
+    if bound.floored_by or bound.source != table_bound.source:
+        say(f"oracle ({bound.source}): scale {bound.scale:.3g} (window bound {bound.lp_scale:.3g}, floored by "
+            f"{bound.floored_by or '-'})")
     plain = results["plain-vllm"]
     common = plain.capacity_scale if plain.capacity_scale > 0 else 1.0
     statics = {k: r for k, r in results.items() if k.startswith("static:") or k == "static-mix"}
@@ -463,6 +474,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         "requests": len(trace), "duration_s": trace.duration_s, "mean_rate_rps": rate, "target": target,
         "slo": slo.model_dump(), "seed": seed, "rel_tol": rel_tol, "common_scale": common, "rows": rows,
         "oracle": {"source": bound.source, "scale": bound.scale, "window_s": bound.window_s,
+                   "window_bound_scale": bound.lp_scale, "floored_by": bound.floored_by,
+                   "variant_factors": bound.variant_factors,
                    "static_scales": bound.static_scales, "variants": bound.variants, "classes": bound.classes,
                    "capacities_rps": bound.capacities, "best_class_variant": bound.best_class_variant,
                    "table_units": {"scale": table_bound.scale, "static_scales": table_bound.static_scales,

@@ -26,7 +26,7 @@ from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
 from oserve.workload.trace import Trace
 
 __all__ = ["simulate", "SimulationRuns", "load_table", "load_traces", "sim_options", "run_policy",
-           "build_controller", "initial_demand"]
+           "build_controller", "initial_demand", "class_lengths", "sim_scored"]
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,34 @@ def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand
     return Demand(rates_rps={c: float(counts[i] / span) for i, c in enumerate(scheme.names)})
 
 
-def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme) -> Any:
-    """A fresh :class:`oserve.control.controller.Controller` with the config's forecaster and planner."""
+def class_lengths(trace: Trace, scheme: ClassScheme) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{class: (input_tokens, output_tokens)}`` of ``trace``'s requests of each class present (tokens)."""
+    inp, out = np.asarray(trace.input_tokens), np.asarray(trace.output_tokens)
+    cls = scheme.classify_many(inp, out)
+    return {c: (inp[cls == j], out[cls == j]) for j, c in enumerate(scheme.names) if (cls == j).any()}
+
+
+def sim_scored(planner: Any, cfg: SimConfig, scheme: ClassScheme, trace: Trace | None) -> Any:
+    """``planner`` wrapped in :class:`oserve.sim.scored_planner.SimScoredPlanner` when ``cfg.sim_scored_plans``
+    (lengths drawn from ``trace``'s requests per class), else ``planner`` itself."""
+    if not cfg.sim_scored_plans:
+        return planner
+    from oserve.sim.scored_planner import SimScoredPlanner
+
+    return SimScoredPlanner(planner, lengths=class_lengths(trace, scheme) if trace is not None else None,
+                            scheme=scheme, slo=cfg.slo)
+
+
+def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme,
+                     trace: Trace | None = None) -> Any:
+    """A fresh :class:`oserve.control.controller.Controller` with the config's forecaster and planner
+    (wrapped by :func:`sim_scored`, whose request lengths come from ``trace``)."""
     from oserve.control.controller import Controller
 
     h = cfg.control.hysteresis
     planner = build_control_planner(cfg.planner, h, cfg.control.horizon_s, cfg.control.parking,
                                     parking_field="control.parking")
+    planner = sim_scored(planner, cfg, scheme, trace)
     return Controller(build_forecaster(cfg.forecaster), planner, cluster, table, scheme,
                       horizon_s=cfg.control.horizon_s, min_history=cfg.control.min_history,
                       scale_down_window_s=h.scale_down_window_s if h.enabled else 0.0)
@@ -175,7 +196,7 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
         from oserve.sim.capacity_check import derate_table
 
         planning_table = derate_table(planning_table or table, cfg.planner_capacity_factor)
-        ctrl = build_controller(cfg, cluster, planning_table, scheme)
+        ctrl = build_controller(cfg, cluster, planning_table, scheme, trace)
         plan: Plan | None = cfg.initial_plan()
         if plan is None:
             demand = initial_demand(trace, scheme, cfg.initial_window_s)

@@ -11,7 +11,8 @@ data), :mod:`~oserve.sim.backend` and :mod:`~oserve.sim.clock` (the simulated ba
 the real switcher runs on),
 :mod:`~oserve.sim.policies` (oserve / static / best-static / plain-vllm), :mod:`~oserve.sim.metrics`,
 :mod:`~oserve.sim.report` (files and plots),
-:mod:`~oserve.sim.fidelity` and :mod:`~oserve.sim.capacity_check`. Composition from a config: :func:`oserve.compose.simulate`. See docs/simulator.md.
+:mod:`~oserve.sim.fidelity`, :mod:`~oserve.sim.capacity_check` and :mod:`~oserve.sim.scored_planner` (a planner that
+scores candidate plans in simulation). Composition from a config: :func:`oserve.compose.simulate`. See docs/simulator.md.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ Example (``examples/sim-4x8-a100.yaml``)::
     deployment: null               # or the serve config's initial replicas: [{variant, node, device_ids}]
     contention: {host_cpu_s_per_token: 0, colocated_slowdown: 0}   # CPU-node sharing (0 = none)
     planner_capacity_factor: 1.0   # capacities the planner sees x this (1 = table as is)
+    sim_scored_plans: false        # keep the planner's plan unless a single-variant plan carries more in simulation
     trace: {paths: [], scale: 1.0, seed: 0, duration_s: null}
 """
 
@@ -152,6 +153,10 @@ class SimConfig(_Model):
     planner_capacity_factor: float = Field(
         1.0, gt=0, le=1, description="multiplies every capacity_rps the oserve planner sees (a safety margin; "
         "1 = the table as is); the simulated replicas always use the table's iteration models")
+    sim_scored_plans: bool = Field(
+        False, description="wrap the oserve (and static-mix) planner in oserve.sim.scored_planner.SimScoredPlanner: "
+        "its plan is kept unless a single-variant, cluster-filling plan carries > 5% more req/s of the demand's "
+        "class mix within the SLO in a short simulation (request lengths: the replayed trace's, per class)")
     contention: ContentionConfig = Field(default_factory=ContentionConfig,
                                          description="CPU-node contention model (default: none)")
     block_size: int = Field(16, ge=1, description="KV-cache block size, tokens")

@@ -15,7 +15,13 @@ from oserve.compose.capacity import (
     format_capacity_table,
     parse_capacity_policy,
 )
-from oserve.compose.oracle import oracle_bound, oracle_window_scales, quantile_scale, static_window_scales
+from oserve.compose.oracle import (
+    oracle_bound,
+    oracle_window_scales,
+    quantile_scale,
+    sound_oracle,
+    static_window_scales,
+)
 from oserve.errors import ConfigError
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.sim.capacity_check import check_capacity
@@ -181,6 +187,32 @@ def test_oracle_bound_on_a_table_covers_its_static_deployments() -> None:
     assert b.static_scales["small"] == pytest.approx(12.0 / 4.0, rel=0.3)
 
 
+def test_sound_oracle_is_in_simulated_units_and_never_below_a_simulated_fixed_plan() -> None:
+    # A table-units bound is not in the simulator's units: here the simulator carries 0.5x what the table
+    # says for "big" and 0.8x for "small". Before: the oracle kept the table's numbers (on the shipped
+    # tables 1.30x the best static for Llama-3-8B, and below the simulated int8 TP2 on Llama-2-70B merged).
+    table = two_variant_table()
+    cluster = ClusterSpec.homogeneous(1, 4, "a100-80gb", 60 * GIB)
+    trace = poisson_trace(4.0, 600.0, seed=5)
+    raw = oracle_bound(trace, table, cluster, DEFAULT_SCHEME, window_s=60.0)
+    sim = {"static:small": 0.8 * raw.static_scales["small"], "static:big": 0.5 * raw.static_scales["big"]}
+    b = sound_oracle(raw, trace, table, cluster, DEFAULT_SCHEME, sim, target=0.9)
+    assert b.source == "table-calibrated" and b.floored_by is None
+    assert b.variant_factors == pytest.approx({"small": 0.8, "big": 0.5})
+    for v in ("small", "big"):  # every static deployment's window bound is its simulated capacity
+        assert b.static_scales[v] == pytest.approx(sim[f"static:{v}"], rel=1e-9)
+    assert max(sim.values()) * (1 - 1e-9) <= b.scale < raw.scale
+    assert raw.source == "table" and raw.floored_by is None  # the input is not modified
+    # a fixed plan the simulator shows carrying more than the window bound sets the oracle
+    mix = {**sim, "static-mix": b.scale * 1.3}
+    f = sound_oracle(raw, trace, table, cluster, DEFAULT_SCHEME, mix, target=0.9)
+    assert f.scale == pytest.approx(b.scale * 1.3) and f.floored_by == "static-mix"
+    assert f.lp_scale == pytest.approx(b.scale)
+    with pytest.raises(ConfigError) as e:
+        sound_oracle(raw, trace, table, cluster, DEFAULT_SCHEME, sim, target=0.0)
+    assert e.value.field == "target"
+
+
 # ------------------------------------------------------------------ the study end to end
 
 
@@ -200,6 +232,9 @@ def test_capacity_study_rows_ratios_and_table() -> None:
     assert rows["oserve:greedy"]["vs_best_static"] == pytest.approx(rows["oserve:greedy"]["capacity_scale"] / best)
     assert rows["static:small"]["at_common_load"]["ttft_p99_s"] is not None
     assert "| oserve:greedy |" in format_capacity_table(study)
+    fixed = [rows[k]["capacity_scale"] for k in ("static:small", "static:big", "static-mix")]
+    assert rows["oracle"]["capacity_scale"] >= max(fixed)  # the oracle bound is never below a simulated fixed plan
+    assert study["oracle"]["source"] == "table-calibrated"
 
 
 # ------------------------------------------------------------------ capacity check and metrics fixes

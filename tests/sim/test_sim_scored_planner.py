@@ -1,0 +1,103 @@
+"""SimScoredPlanner: the plan carries at least the best single-variant plan *as the simulator scores it*."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oserve.errors import ConfigError
+from oserve.policies import make_planner
+from oserve.sim.scored_planner import SimScoredPlanner, simulated_plan_capacity
+from oserve.types import Demand
+
+TRACE = "data/traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv"
+
+
+def _code_setup():
+    from oserve.compose.simulation import class_lengths, load_traces
+    from oserve.profiles.table import ProfileTable
+    from oserve.sim.config import SimConfig
+    from oserve.sim.policies import restrict_table
+    from oserve.workload.transforms import clip_tokens
+
+    table = restrict_table(ProfileTable.load("examples/profiles/a100-80gb-mixed.json"), model="llama-2-70b")
+    cfg = SimConfig(table="examples/profiles/a100-80gb-mixed.json")
+    scheme = cfg.classes.to_scheme()
+    trace = clip_tokens(load_traces([TRACE], duration_s=300), max_total=4096)
+    # mean per-class rate of the code trace's first 300 s, req/s
+    demand = Demand(rates_rps={"short-in/short-out": 1.5169, "short-in/long-out": 0.01334,
+                               "long-in/short-out": 1.0568, "long-in/long-out": 0.01667})
+    return table, cfg.cluster.spec(), scheme, class_lengths(trace, scheme), demand
+
+
+def test_code_trace_plan_is_the_single_variant_plan_the_simulator_rates_best():
+    # The MILP alone plans 4 x int8 TP8 (the table rates TP8 best per GPU for long prompts); in the
+    # simulator 8 x int8 TP4 carries ~25% more of the code mix within the SLO (and 1.27 vs 1.11 of the
+    # real trace's rate, bench/results/capacity_integrated.json).
+    table, cluster, scheme, lengths, demand = _code_setup()
+    plain = make_planner("milp").plan(cluster, table, demand)
+    assert plain.replica_counts() == {"llama-2-70b-int8-tp8": 4}, plain.reason
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600)
+    plan = p.plan(cluster, table, demand)
+    assert plan.replica_counts() == {"llama-2-70b-int8-tp4": 8}, (plan.reason, p.last_scores)
+    assert plan.reason.startswith("sim-scored: static:llama-2-70b-int8-tp4")
+    # the property: what the plan carries in simulation >= every single-variant plan's, within the margin
+    chosen = p.last_scores["static:llama-2-70b-int8-tp4"]
+    assert all(chosen >= s for s in p.last_scores.values())
+    assert chosen > p.last_scores["inner"] * 1.05
+
+
+def test_same_mix_is_measured_once(monkeypatch):
+    import oserve.sim.scored_planner as mod
+
+    table, cluster, scheme, lengths, demand = _code_setup()
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=300)
+    first = p.plan(cluster, table, demand)
+    calls = []
+    real = mod.plan_meets_slo
+    monkeypatch.setattr(mod, "plan_meets_slo", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = p.plan(cluster, table, demand)
+    assert calls == [] and again.replica_counts() == first.replica_counts()
+
+
+def test_energy_saving_plan_that_carries_the_demand_is_not_replaced():
+    # without fill_idle_devices the inner plan uses few devices on purpose; a cluster-filling single-variant
+    # plan carries more, but the guard acts only when the inner plan misses the demand in simulation
+    table, cluster, scheme, lengths, demand = _code_setup()
+    weights = {"fill_idle_devices": False}
+    inner = make_planner("milp", weights=weights).plan(cluster, table, demand)
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=300, weights=weights)
+    plan = p.plan(cluster, table, demand)
+    assert p.last_scores["inner"] >= sum(demand.rates_rps.values())
+    assert max(p.last_scores.values()) > p.last_scores["inner"] * 1.05, p.last_scores
+    assert plan.replica_counts() == inner.replica_counts()
+    assert sum(plan.replica_counts().values()) < 8
+
+
+def test_capacity_search_brackets_and_bisects():
+    # a plan that carries exactly 3.3 req/s: the search returns a rate observed to meet it, within 5%
+    got = simulated_plan_capacity(lambda r: r <= 3.3, start_rps=1.0, rel_tol=0.05)
+    assert 3.3 / 1.05 <= got <= 3.3
+    assert simulated_plan_capacity(lambda r: r <= 0.01, start_rps=1.0) == 0.0  # below start / 8: carries 0
+    assert simulated_plan_capacity(lambda r: r <= 0.3, start_rps=1.0, rel_tol=0.05) == pytest.approx(0.3, rel=0.05)
+
+
+@pytest.mark.parametrize(("kw", "field"), [({"target": 0.0}, "planner.target"), ({"target": 1.5}, "planner.target"),
+                                           ({"n_requests": 10}, "planner.n_requests"),
+                                           ({"min_gain_fraction": -0.1}, "planner.min_gain_fraction"),
+                                           ({"rel_tol": float("nan")}, "planner.rel_tol"),
+                                           ({"lengths": {"c": ([], [])}}, "planner.lengths")])
+def test_bad_parameters_name_the_field(kw, field):
+    with pytest.raises(ConfigError) as e:
+        SimScoredPlanner("greedy", **kw)
+    assert e.value.field == field
+
+
+def test_zero_demand_keeps_the_inner_plan_without_simulating():
+    table, cluster, scheme, lengths, _ = _code_setup()
+    p = SimScoredPlanner("greedy", lengths=lengths, scheme=scheme)
+    zero = Demand(rates_rps={c: 0.0 for c in table.class_names})
+    assert p.plan(cluster, table, zero).replica_counts() == make_planner("greedy").plan(
+        cluster, table, zero).replica_counts()
+    assert p.last_scores == {}
+    assert np.isfinite(p.min_gain_fraction)
