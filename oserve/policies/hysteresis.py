@@ -48,8 +48,14 @@ from dataclasses import replace as dc_replace
 from typing import Any
 
 from oserve.errors import ConfigError, PlanningError
-from oserve.policies.base import (Allocation, Planner, as_weights, build_plan, make_planner,
-                                  single_variant_floor_allocation)
+from oserve.policies.base import (
+    Allocation,
+    Planner,
+    as_weights,
+    build_plan,
+    make_planner,
+    single_variant_floor_allocation,
+)
 from oserve.policies.evaluate import evaluate
 from oserve.policies.problem import ObjectiveWeights, Problem
 from oserve.types import Plan, PlanScore
