@@ -298,7 +298,7 @@ class OrchestratorConfig(_Strict):
                            "another replica from its last token (prompt + output so far prefilled again) instead "
                            "of finishing in place for up to drain_timeout_s")
     migration_grace_s: float = Field(
-        0.0, ge=0, description="with migrate_on_drain: how long a drained replica lets its in-flight requests "
+        0.0, ge=0, allow_inf_nan=False, description="with migrate_on_drain: how long a drained replica lets its in-flight requests "
                                "finish in place before the rest are handed over, s (0: all at once). Requests "
                                "that finish within it are not interrupted; the old and new engines share the "
                                "core meanwhile")

@@ -274,15 +274,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deployments", default="plain,int8,best_static,oserve",
                    help="comma-separated, run in this order: plain, int8, best_static, oserve")
     p.add_argument("--peak-over-plain", type=float, default=PEAK_OVER_PLAIN,
-                   help="the trace's peak (busiest 30 s) rate over the plain fp32 deployment's capacity within SLO (> 0)")
+                   help="the trace's peak (busiest 30 s) rate over the plain fp32 deployment's capacity within SLO "
+                        "(> 0, default 2.0)")
     p.add_argument("--end-s", type=float, default=END_S,
                    help="end of the Azure slice, trace seconds, in [540, 3600] (840: the burst and the 2 minutes "
                         "after it, 3 minutes per run at 2x; 720: the replay ends in the burst)")
     p.add_argument("--time-compression", type=float, default=2.0,
                    help="replay the slice this many times faster (> 0; 2: a 3-minute run per deployment)")
     args = p.parse_args(argv)
-    if not args.peak_over_plain > 0:
-        p.error(f"--peak-over-plain must be > 0, got {args.peak_over_plain}")
+    if not (math.isfinite(args.peak_over_plain) and args.peak_over_plain > 0):
+        p.error(f"--peak-over-plain must be a finite number > 0, got {args.peak_over_plain}")
+    names = [d for d in args.deployments.split(",") if d]
+    allowed = ("plain", "int8", "best_static", "oserve")
+    unknown = [d for d in names if d not in allowed]
+    if unknown or not names:  # checked before the profile table is chosen (which may re-measure on engines)
+        p.error(f"--deployments: {'unknown ' + str(unknown) if unknown else 'none given'}; allowed: {', '.join(allowed)}")
     if not 540.0 <= args.end_s <= 3600.0:  # at least a minute of the slice; the Azure traces span one hour
         p.error(f"--end-s must be in [540, 3600] trace seconds (the slice starts at 480 s), got {args.end_s}")
     if not (math.isfinite(args.time_compression) and args.time_compression > 0):
@@ -321,10 +327,6 @@ def main(argv: list[str] | None = None) -> int:
         "best_static": mix_plan(cl, table, list(mix)).replicas,
         "oserve": list(config.deployment),
     }
-    names = [d for d in args.deployments.split(",") if d]
-    unknown = [d for d in names if d not in deployments]
-    if unknown:
-        p.error(f"--deployments: unknown {unknown}; allowed: {', '.join(deployments)}")
     log.info("best static mix with hindsight: %s (predicted goodput sums %s)", mix_name(mix), mix_scores)
     results, engines = _run_all(config, names, deployments, trace, out_dir, full_precision)
     for name in results:

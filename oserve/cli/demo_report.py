@@ -20,7 +20,12 @@ Row keys (``out/demo/results.json``, one object per deployment: ``oserve``, ``pl
 * ``touched_by_switch_share``: share of requests in flight while a switch ran (an upper bound: it
   counts requests on replicas the switch left alone, and requests that finished untouched within a
   migration grace); ``interrupted_share``: ``(retried + resumed + aborted) / requests``, the requests
-  whose stream a switch (or a failure) cut (a request cut twice counts twice).
+  whose stream a switch (or a failure) cut (a request cut twice counts twice, so it can exceed 1).
+
+Beside these (:data:`KEYS`), each row of ``results.json`` has ``deployment`` (what ran, in words),
+``requests`` and ``completed`` (counts), ``output_tokens_by_variant``, ``queued_in_router`` and
+``same_run_as`` (``best_static`` only, when it equals ``plain`` or ``int8`` and that run is reported
+again; else None); ``meta`` describes the trace, the rate choice and the machine.
 """
 
 from __future__ import annotations

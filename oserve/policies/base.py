@@ -31,7 +31,7 @@ from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
 __all__ = ["Allocation", "Planner", "register_planner", "make_planner", "available_planners", "build_plan",
-           "single_variant_floor"]
+           "single_variant_floor", "single_variant_floor_allocation"]
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,17 @@ def single_variant_floor(problem: Problem, plan: Plan, cluster: ClusterSpec, tab
     deployment (round-robin, as the static baseline) and keeps the one with the higher goodput
     (ties: ``plan``), so every plan carries at least what the best single-variant plan carries.
     """
-    best = plan
+    floor = single_variant_floor_allocation(problem, plan, cluster, table, demand, current, planner)
+    return plan if floor is None else floor[0]
+
+
+def single_variant_floor_allocation(problem: Problem, plan: Plan, cluster: ClusterSpec, table: ProfileTable,
+                                    demand: Demand, current: Plan | None, planner: str
+                                    ) -> tuple[Plan, Allocation] | None:
+    """The best single-variant deployment and its allocation when it carries more goodput than ``plan``
+    (:func:`single_variant_floor`), else None. Wrappers that decide on an inner planner's allocation
+    (the hysteresis planner) use it so the floor applies to their candidate too."""
+    best: tuple[Plan, Allocation] | None = None
     good = plan.predicted_goodput_rps or 0.0
     maxr = problem.max_replicas()
     for vi, v in enumerate(problem.variants):
@@ -274,16 +284,20 @@ def single_variant_floor(problem: Problem, plan: Plan, cluster: ClusterSpec, tab
             continue
         counts = np.zeros_like(maxr)
         counts[vi] = maxr[vi]
-        cand = build_plan(problem, Allocation(counts, reason=f"single-variant floor: {v} fills the cluster",
-                                              equal_routing=True), cluster, table, demand, current, planner)
+        alloc = Allocation(counts, reason=f"single-variant floor: {v} fills the cluster", equal_routing=True)
+        cand = build_plan(problem, alloc, cluster, table, demand, current, planner)
         cgood = cand.predicted_goodput_rps or 0.0
         if cgood > good * (1 + 1e-6) + 1e-9:
-            best, good = cand, cgood
-    if best is plan:
-        return plan
-    return best.model_copy(update={"reason": f"{best.reason}. It carries {good:.4g} req/s within SLO, more than "
-                                             f"the planner's allocation ({plan.predicted_goodput_rps or 0.0:.4g} req/s: "
-                                             f"{plan.reason})", "optimal": False})
+            best, good = (cand, alloc), cgood
+    if best is None:
+        return None
+    cand, alloc = best
+    reason = (f"{cand.reason}. It carries {good:.4g} req/s within SLO, more than the planner's allocation "
+              f"({plan.predicted_goodput_rps or 0.0:.4g} req/s: {plan.reason})")
+    alloc = Allocation(alloc.counts, reason=f"{alloc.reason} (it carries {good:.4g} req/s within SLO, more than the "
+                                            f"planner's allocation, {plan.predicted_goodput_rps or 0.0:.4g} req/s)",
+                       optimal=False, equal_routing=True)
+    return cand.model_copy(update={"reason": reason, "optimal": False}), alloc
 
 
 # ---------------------------------------------------------------- registry

@@ -34,6 +34,9 @@ term. Units: objectives and goodput are req/s, so both sides are requests over t
   0.2 req/s per core on the demo's CPU table) the spare-capacity value of int8's larger capacity
   outweighed its quality cost and could pass the relative threshold, which is small at low goodput.
 * A candidate that keeps the same replicas (routing-only change) is taken at once.
+* The candidate is what the inner planner's ``plan`` would return: with its
+  ``use_single_variant_floor`` (MILP, greedy, flow), a single-variant deployment that carries more
+  goodput than its allocation replaces it (:func:`oserve.policies.base.single_variant_floor`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,14 @@ from dataclasses import replace as dc_replace
 from typing import Any
 
 from oserve.errors import ConfigError, PlanningError
-from oserve.policies.base import Allocation, Planner, as_weights, build_plan, make_planner
+from oserve.policies.base import (
+    Allocation,
+    Planner,
+    as_weights,
+    build_plan,
+    make_planner,
+    single_variant_floor_allocation,
+)
 from oserve.policies.evaluate import evaluate
 from oserve.policies.problem import ObjectiveWeights, Problem
 from oserve.types import Plan, PlanScore
@@ -103,12 +113,21 @@ class HysteresisPlanner(Planner):
         if problem.weights.switch_cost_rps_per_s:
             free = dc_replace(problem, weights=problem.weights.model_copy(update={"switch_cost_rps_per_s": 0.0}))
         candidate_alloc = self.inner.allocate(free)
-        if current is None:
-            return candidate_alloc
         cluster, table, demand = problem.cluster, problem.table, problem.demand_spec
+        floor = getattr(self.inner, "use_single_variant_floor", False)
+        if current is None and not floor:
+            return candidate_alloc
         if cluster is None or table is None or demand is None:
+            if current is None:
+                return candidate_alloc
             raise ValueError("HysteresisPlanner needs a Problem built by build_problem (cluster, table, demand)")
         candidate = build_plan(free, candidate_alloc, cluster, table, demand, current, self.name)
+        if floor:  # the inner planner's plan() would replace its allocation by a single-variant one carrying more
+            floored = single_variant_floor_allocation(free, candidate, cluster, table, demand, current, self.name)
+            if floored is not None:
+                candidate, candidate_alloc = floored
+        if current is None:
+            return candidate_alloc
         keep_alloc = Allocation(counts=problem.current)
         try:
             keep = build_plan(free, keep_alloc, cluster, table, demand, current, self.name)

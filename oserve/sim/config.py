@@ -72,7 +72,7 @@ class ControlConfig(_Model):
                                                         "of oserve serve; None: off")
     migrate_on_drain: bool = Field(False, description="a switch's drains hand in-flight requests to other replicas "
                                                       "at once, as orchestrator.migrate_on_drain of oserve serve")
-    migration_grace_s: float = Field(0.0, ge=0, description="with migrate_on_drain: how long a drain lets in-flight "
+    migration_grace_s: float = Field(0.0, ge=0, allow_inf_nan=False, description="with migrate_on_drain: how long a drain lets in-flight "
                                                             "requests finish before the rest move, s, as "
                                                             "orchestrator.migration_grace_s of oserve serve")
 

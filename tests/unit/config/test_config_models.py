@@ -109,3 +109,20 @@ def test_classes_config_carries_min_quality_to_the_scheme_and_the_planner_demand
     with pytest.raises(ConfigError) as info:
         ClassesConfig(min_quality={"nope": 0.5}).to_scheme()
     assert info.value.field is not None and "min_quality" in info.value.field
+
+
+@pytest.mark.parametrize("value", [".inf", "1e400", ".nan", "-1", "abc"])
+def test_a_migration_grace_that_is_not_a_finite_number_of_seconds_is_refused_naming_the_field(
+        tmp_path: Path, value: str) -> None:
+    # an infinite grace would let a migrating drain wait forever (drain_timeout_s does not apply with it)
+    serve = (ROOT / "examples" / "demo-cpu-precision.yaml").read_text()
+    sim = (ROOT / "examples" / "sim-cpu-demo.yaml").read_text()
+    assert "  migrate_on_drain: true\n" in serve and "  migrate_on_drain: true\n" in sim
+    grace = f"  migrate_on_drain: true\n  migration_grace_s: {value}\n"
+    for text, loader, field in ((serve, serve_cfg.load_config, "orchestrator.migration_grace_s"),
+                                (sim, sim_cfg.load_config, "control.migration_grace_s")):
+        p = tmp_path / "c.yaml"
+        p.write_text(text.replace("  migrate_on_drain: true\n", grace))
+        with pytest.raises(ConfigError) as info:
+            loader(p)
+        assert info.value.field == field, str(info.value)

@@ -79,3 +79,29 @@ def test_light_load_does_not_trade_quality_for_spare_capacity(cpu_table, two_cor
     kept = planner.plan(two_cores, cpu_table, light, current=fp32)
     assert _counts(kept) == {"fp32-1c": 2}, kept.reason
     assert "lowers quality" in kept.reason
+
+
+def test_the_candidate_keeps_the_inner_planners_single_variant_floor(two_cores):
+    # two classes, class a allowed on fp32 only; overloaded, the MILP's own allocation (2 x fp32) carries
+    # 3.5 req/s within SLO and its plan() replaces it by 2 x int8 (4.2 req/s, class b alone): wrapped in
+    # hysteresis the candidate must be that plan, cold and from 2 x fp32 (a 20 % goodput gain)
+    from oserve.testing.tables import synthetic_table as table_of
+
+    t = table_of({"fp32-1c": {"a": 4.0, "b": 1.0}, "int8-1c": {"a": 8.0, "b": 3.0}}, {"fp32-1c": 1, "int8-1c": 1},
+                 memory_per_device_bytes=GIB, start_time_s=1.0, device_type="cpu", class_names=["a", "b"])
+    variants = dict(t.variants)
+    variants["int8-1c"] = variants["int8-1c"].model_copy(update={"quality": VariantQuality(
+        reference="fp32", tokens=500, mean_abs_logprob_diff=0.1, perplexity_ratio=1.01, top1_agreement=0.9)})
+    t = t.model_copy(update={"variants": variants})
+    overload = Demand(rates_rps={"a": 20.0, "b": 5.0}, min_quality={"a": 0.95})
+    planner = HysteresisPlanner("milp", min_gain_fraction=0.05, horizon_s=20.0)
+    alone = planner.inner.plan(two_cores, t, overload)
+    assert _counts(alone) == {"int8-1c": 2}
+    cold = planner.plan(two_cores, t, overload)
+    assert _counts(cold) == {"int8-1c": 2}
+    assert cold.predicted_goodput_rps == pytest.approx(alone.predicted_goodput_rps)
+    fp32 = planner.plan(two_cores, t, Demand(rates_rps={"a": 0.5, "b": 0.5}))
+    assert _counts(fp32) == {"fp32-1c": 2}
+    switched = planner.plan(two_cores, t, overload, current=fp32)
+    assert _counts(switched) == {"int8-1c": 2}, switched.reason
+    assert switched.predicted_goodput_rps == pytest.approx(alone.predicted_goodput_rps)

@@ -51,3 +51,17 @@ def test_demo_runs_four_deployments_on_pooled_engines(tmp_path: Path, monkeypatc
     assert res["meta"]["rate"]["peak_rps"] > res["meta"]["rate"]["plain_capacity_at_peak_mix_rps"]
     assert "measured on this CPU" in res["meta"]["profile_table"]
     assert (out / "timeline.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args", [["--peak-over-plain", "inf"], ["--peak-over-plain", "nan"], ["--peak-over-plain", "0"],
+                                  ["--deployments", "plain,fp16"], ["--deployments", ","], ["--end-s", "nan"],
+                                  ["--end-s", "539"], ["--time-compression", "inf"]])
+def test_demo_argument_errors_stop_before_any_table_or_engine(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    def no_table(*a, **k):  # choosing the table may re-measure on real engines: an argument error must come first
+        raise AssertionError("demo_table called")
+    monkeypatch.setattr(demo_table, "demo_table", no_table)
+    with pytest.raises(SystemExit) as info:
+        demo.main(args)
+    assert info.value.code == 2
+    assert args[0] in capsys.readouterr().err
