@@ -58,6 +58,7 @@ from oserve.policies.base import (
 )
 from oserve.policies.evaluate import evaluate
 from oserve.policies.problem import ObjectiveWeights, Problem
+from oserve.profiles.table import ProfileTable
 from oserve.types import Plan, PlanScore
 
 __all__ = ["HysteresisPlanner"]
@@ -143,10 +144,11 @@ class HysteresisPlanner(Planner):
         scale_down = not (new - old)
         started_s = sum(n * table.variants[v].start_time_s for (v, _), n in (new - old).items()
                         if v in table.variants)
-        if _lowers_quality_for_nothing(cand_score, keep_score):
+        quality = _compare_quality((cand_score, candidate), (keep_score, keep), table)
+        if quality < 0 and _no_more_goodput(cand_score, keep_score):
             return replace(keep_alloc, reason="hysteresis: keeping current replicas (the candidate lowers quality "
                                               "without serving more goodput)")
-        restore = _restores_quality(cand_score, keep_score)
+        restore = quality > 0 and _no_less_goodput(cand_score, keep_score)
         relative = 0.0 if scale_down or restore else self.min_gain_fraction * keep_score.goodput_rps
         threshold = relative * self.horizon_s + self.switch_cost_weight * started_s
         won = gain * self.horizon_s
@@ -162,18 +164,40 @@ class HysteresisPlanner(Planner):
                 f"switch_cost_weight={self.switch_cost_weight}, horizon_s={self.horizon_s})")
 
 
-def _restores_quality(candidate: PlanScore, keep: PlanScore) -> bool:
-    """Whether ``candidate`` serves no less goodput than
-    ``keep`` at a lower quality cost (relative tolerance 1e-6 on goodput, absolute 1e-9 req/s on both)."""
-    no_less = candidate.goodput_rps >= keep.goodput_rps * (1.0 - 1e-6) - 1e-9
-    return bool(no_less and candidate.quality_cost_rps < keep.quality_cost_rps - 1e-9)
+def _no_less_goodput(candidate: PlanScore, keep: PlanScore) -> bool:
+    """``candidate`` serves no less goodput than ``keep`` (relative tolerance 1e-6, absolute 1e-9 req/s)."""
+    return candidate.goodput_rps >= keep.goodput_rps * (1.0 - 1e-6) - 1e-9
 
 
-def _lowers_quality_for_nothing(candidate: PlanScore, keep: PlanScore) -> bool:
-    """Whether ``candidate`` has a higher quality cost than ``keep`` and serves no more goodput: what it
-    gains is a tie-breaker (spare capacity, fewer devices), which ranks after quality."""
-    no_more = candidate.goodput_rps <= keep.goodput_rps * (1.0 + 1e-6) + 1e-9
-    return bool(no_more and candidate.quality_cost_rps > keep.quality_cost_rps + 1e-9)
+def _no_more_goodput(candidate: PlanScore, keep: PlanScore) -> bool:
+    """``candidate`` serves no more goodput than ``keep``: what else it gains is a tie-breaker (spare
+    capacity, fewer devices), which ranks after quality."""
+    return candidate.goodput_rps <= keep.goodput_rps * (1.0 + 1e-6) + 1e-9
+
+
+def _compare_quality(a: tuple[PlanScore, Plan], b: tuple[PlanScore, Plan], table: ProfileTable) -> int:
+    """+1 when plan ``a`` has the higher quality, -1 when ``b`` has, 0 when equal (1e-9 tolerance).
+
+    First the quality cost of the traffic each serves; on a tie (no traffic, or the same variants
+    serving it) the device-weighted mean quality score of the replicas, which would serve the next
+    requests: at zero demand both quality costs are 0, and without this int8's spare capacity moved an
+    idle deployment to int8 (found by replaying the demo's planner at zero demand).
+    """
+    keys = [(-s.quality_cost_rps, _replica_quality(p, table)) for s, p in (a, b)]
+    for x, y in zip(keys[0], keys[1], strict=True):
+        if x > y + 1e-9:
+            return 1
+        if x < y - 1e-9:
+            return -1
+    return 0
+
+
+def _replica_quality(plan: Plan, table: ProfileTable) -> float:
+    """Device-weighted mean quality score (0-1) of ``plan``'s active replicas; 1.0 for none."""
+    weights = [(len(r.device_ids) or 1, table.variants[r.variant].quality_score if r.variant in table.variants
+                else 1.0) for r in plan.replicas]
+    total = sum(w for w, _ in weights)
+    return 1.0 if total == 0 else sum(w * q for w, q in weights) / total
 
 
 def _counts(plan: Plan) -> Counter[tuple[str, str]]:

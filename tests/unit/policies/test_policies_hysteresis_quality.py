@@ -105,3 +105,35 @@ def test_the_candidate_keeps_the_inner_planners_single_variant_floor(two_cores):
     switched = planner.plan(two_cores, t, overload, current=fp32)
     assert _counts(switched) == {"int8-1c": 2}, switched.reason
     assert switched.predicted_goodput_rps == pytest.approx(alone.predicted_goodput_rps)
+
+
+def test_an_idle_deployment_keeps_full_precision():
+    # zero demand: both quality costs are 0, so the replicas' own quality decides; the inner planner
+    # prefers 2 x int8 for its spare capacity (measured on the demo's planner stack before this rule)
+    from pathlib import Path
+
+    from oserve.cli.demo_static import mix_plan
+    from oserve.compose.components import build_control_planner
+    from oserve.config import load_config
+    from oserve.profiles.table import ProfileTable
+
+    root = Path(__file__).resolve().parents[3]
+    cfg = load_config(root / "examples" / "demo-cpu-precision.yaml")
+    oc = cfg.orchestrator
+    table = ProfileTable.load(cfg.resolve(oc.table))
+    planner = build_control_planner(oc.planner, oc.hysteresis, oc.horizon_s, oc.parking)
+    cluster, names = cfg.cluster_spec, list(cfg.classes.to_scheme().names)
+    idle = Demand(rates_rps={c: 0.0 for c in names})
+    fp32, int8 = sorted(cfg.variants)  # smollm2-135m-fp32-..., smollm2-135m-int8-...
+    light = Demand(rates_rps={c: (0.5 if i == 0 else 0.05) for i, c in enumerate(names)})
+    start = planner.plan(cluster, table, light,
+                         mix_plan(cluster, table, [fp32, fp32]))
+    assert _counts(start) == {fp32: 2}, start.reason
+    kept = planner.plan(cluster, table, idle, current=start)
+    assert _counts(kept) == {fp32: 2}, kept.reason
+    assert "lowers quality" in kept.reason
+    # light traffic after a peak still goes back (the served traffic's quality decides)
+    peak = planner.plan(cluster, table, Demand(rates_rps={c: 3.0 for c in names}), current=kept)
+    assert _counts(peak).get(int8, 0) >= 1
+    back = planner.plan(cluster, table, light, current=peak)
+    assert _counts(back) == {fp32: 2}, back.reason
