@@ -283,7 +283,8 @@ class OrchestratorConfig(_Strict):
     slo: SLO = Field(default_factory=SLO, description="TTFT/TPOT targets goodput counts against")
     control_interval_s: float = Field(10.0, gt=0, description="time between control ticks, s")
     horizon_s: float = Field(30.0, gt=0, description="forecast horizon, s")
-    drain_timeout_s: float = Field(30.0, ge=0, description="a draining replica's requests are aborted after, s")
+    drain_timeout_s: float = Field(30.0, ge=0, allow_inf_nan=False,
+                                   description="a draining replica's requests are aborted after, s")
     min_history: int = Field(6, ge=1, description="history bins before the forecaster is fitted")
     history_bin_s: float = Field(1.0, gt=0, description="rate-history bin handed to the forecaster, s")
     hysteresis: HysteresisConfig = Field(default_factory=lambda: HysteresisConfig(),
@@ -302,6 +303,24 @@ class OrchestratorConfig(_Strict):
                                "finish in place before the rest are handed over, s (0: all at once). Requests "
                                "that finish within it are not interrupted; the old and new engines share the "
                                "core meanwhile")
+
+    @model_validator(mode="after")
+    def _grace_needs_migration(self) -> OrchestratorConfig:
+        check_migration_grace(self.migrate_on_drain, self.migration_grace_s)
+        return self
+
+
+def check_migration_grace(migrate_on_drain: bool, migration_grace_s: float) -> None:
+    """A migration grace only applies to migrating drains; set without them it would be silently ignored.
+
+    Raises:
+        ValueError: ``migration_grace_s`` > 0 with ``migrate_on_drain`` false (reported as a ConfigError
+            naming the section).
+    """
+    if migration_grace_s > 0 and not migrate_on_drain:
+        raise ValueError(f"migration_grace_s is {migration_grace_s:g} s but migrate_on_drain is false: the grace "
+                         "applies only to migrating drains (set migrate_on_drain: true, or drop migration_grace_s; "
+                         "without migration drains wait up to drain_timeout_s)")
 
 
 class ServeConfig(_Strict):

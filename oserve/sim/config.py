@@ -32,7 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oserve.config import (
     ClassesConfig,
@@ -42,6 +42,7 @@ from oserve.config import (
     NodeGroupConfig,
     ParkingConfig,
     SurgeConfig,
+    check_migration_grace,
 )
 from oserve.sim.contention import ContentionModel
 from oserve.types import SLO, Plan, ReplicaPlacement
@@ -76,11 +77,16 @@ class ControlConfig(_Model):
                                                             "requests finish before the rest move, s, as "
                                                             "orchestrator.migration_grace_s of oserve serve")
 
+    @model_validator(mode="after")
+    def _grace_needs_migration(self) -> ControlConfig:
+        check_migration_grace(self.migrate_on_drain, self.migration_grace_s)
+        return self
+
 
 class SwitchingConfig(_Model):
     """How long simulated replicas take to drain, stop and warm up."""
 
-    drain_timeout_s: float = Field(30.0, ge=0, description="drain limit before aborting, s")
+    drain_timeout_s: float = Field(30.0, ge=0, allow_inf_nan=False, description="drain limit before aborting, s")
     stop_time_s: float = Field(5.0, ge=0, description="engine stop time before memory is free, s")
     warmup_s: float = Field(0.0, ge=0, description="warm-up added to each variant's start_time_s, s")
 

@@ -126,3 +126,25 @@ def test_a_migration_grace_that_is_not_a_finite_number_of_seconds_is_refused_nam
         with pytest.raises(ConfigError) as info:
             loader(p)
         assert info.value.field == field, str(info.value)
+
+
+def test_a_migration_grace_without_migrating_drains_and_an_infinite_drain_timeout_are_refused(tmp_path: Path) -> None:
+    serve = (ROOT / "examples" / "demo-cpu-precision.yaml").read_text()
+    sim = (ROOT / "examples" / "sim-cpu-demo.yaml").read_text()
+    for text, loader in ((serve, serve_cfg.load_config), (sim, sim_cfg.load_config)):
+        p = tmp_path / "c.yaml"
+        p.write_text(text.replace("  migrate_on_drain: true\n", "  migrate_on_drain: false\n  migration_grace_s: 2\n"))
+        with pytest.raises(ConfigError) as info:
+            loader(p)
+        assert "migration_grace_s" in str(info.value) and "migrate_on_drain" in str(info.value)
+        p.write_text(text.replace("  migrate_on_drain: true\n", "  migrate_on_drain: false\n"))
+        assert loader(p) is not None  # no grace: fine either way
+    p = tmp_path / "c.yaml"
+    p.write_text(serve.replace("  drain_timeout_s: 20\n", "  drain_timeout_s: .inf\n"))
+    with pytest.raises(ConfigError) as info:
+        serve_cfg.load_config(p)
+    assert info.value.field == "orchestrator.drain_timeout_s"
+    p.write_text(sim.replace("drain_timeout_s: 20,", "drain_timeout_s: .inf,"))
+    with pytest.raises(ConfigError) as info:
+        sim_cfg.load_config(p)
+    assert info.value.field == "switching.drain_timeout_s"
