@@ -22,7 +22,7 @@ term. Units: objectives and goodput are req/s, so both sides are requests over t
   (:class:`oserve.control.controller.Controller`) and keeps ``min_replicas``.
 * A *quality restore* (the candidate predicts no less goodput than keeping, at a lower quality cost:
   more of the traffic on higher-quality variants) pays no relative threshold either, only the start
-  cost. The planner ranks SLO goodput first, then quality (issue 13), so once a peak that moved
+  cost. The planner ranks SLO goodput first, then quality, so once a peak that moved
   traffic to int8 has passed, the return to full precision must not need a goodput gain that a mix
   already meeting the demand cannot show. Measured on the demo's CPU table before this rule: after a
   burst, 2 x int8 stayed at 0.5-1.0 req/s of calm traffic (gain 0.38-1.01 <= threshold 0.60-1.10

@@ -7,8 +7,8 @@ class pools over replicas. On the Azure code trace (Llama-2-70B, 4 x 8 A100) the
 4 x int8 TP8, which the table rates best for long prompts, while 8 x int8 TP4 carries 10% more load
 within the SLO in the simulator (bench/results/capacity_integrated.json).
 
-This wrapper is the guard of issue 12's property (the plan carries at least what the best
-single-variant plan carries, *as the simulator scores it*). On every call it takes the inner
+This wrapper guards the property that the plan carries at least what the best
+single-variant plan carries, *as the simulator scores it*. On every call it takes the inner
 planner's allocation and each single-variant, cluster-filling allocation (round-robin, as a static
 deployment), places each as a plan, and measures each plan's **simulated capacity for the demand's
 class mix**: the largest Poisson arrival rate (req/s) of a synthetic workload with the demand's
