@@ -281,6 +281,11 @@ class OrchestratorConfig(_Strict):
     planner: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="milp"),
                                      description="registered planner name (default milp)")
     slo: SLO = Field(default_factory=SLO, description="TTFT/TPOT targets goodput counts against")
+    recompute_capacities: bool = Field(
+        False, description="recompute each variant's per-class capacity from the table's iteration-time model at "
+                           "this config's class lengths (classes.expected_input_tokens / expected_output_tokens) "
+                           "and slo (oserve.profiles.rescore) instead of using the capacities stored in the table, "
+                           "which were made at the profiling config's lengths and SLO")
     control_interval_s: float = Field(10.0, gt=0, description="time between control ticks, s")
     horizon_s: float = Field(30.0, gt=0, description="forecast horizon, s")
     drain_timeout_s: float = Field(30.0, ge=0, allow_inf_nan=False,

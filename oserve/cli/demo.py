@@ -7,8 +7,9 @@
    of the replay) of light conversation traffic and eases over the last 2 minutes, time-compressed 2x
    (3 minutes), token lengths scaled to SmolLM2's small
    context (inputs / 20 clipped to [4, 600]; conversation outputs / 4; outputs clipped to [2, 96]),
-   and thinned (seeded) to a rate chosen from the profile: the busiest 30 s are ``--peak-over-plain``
-   (default 2.0) times what the plain fp32 deployment serves within the SLO.
+   and thinned (seeded) to a rate chosen from the profile: the busiest 10 s are ``--peak-over-plain``
+   (default 1.5) times what the plain fp32 deployment serves within the SLO at that mix (by the profile's
+   capacities at the slice's lengths, ``orchestrator.recompute_capacities``).
 3. Pre-starts four vLLM-CPU engines of SmolLM2-135M-Instruct: an fp32 and an int8 engine on each of
    the 2 cores (``oserve.backends.warm_pool``), then serves the same slice, behind oserve's endpoint,
    with each deployment in turn, all on these engines (no run is charged an engine start):
@@ -56,9 +57,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TRACES = ROOT / "data" / "traces" / "azure_llm_2023"
 BASE_RATE = 0.06  #: thinning of the raw Azure slice the rate choice starts from
 BIN_S = 10.0  #: demand bins for the rate choice and the hindsight mix, seconds
-PEAK_BINS = 3  #: the peak is the busiest PEAK_BINS consecutive bins (30 s): a burst, not one bin's noise
+PEAK_BINS = 1  #: the peak is the busiest PEAK_BINS consecutive bins (10 s: the burst's front, 60-80 requests)
 END_S = 840.0  #: end of the default slice, trace seconds: the burst and the 2 minutes after it
-PEAK_OVER_PLAIN = 2.0  #: default peak over the plain deployment's capacity (README: measured at 1.5, 1.8, 2.0)
+PEAK_OVER_PLAIN = 1.5  #: default peak over the plain deployment's capacity (README: how it was chosen)
 
 
 def build_demo_trace(*, start_s: float = 480.0, end_s: float = END_S, rate_factor: float = BASE_RATE,
@@ -98,7 +99,7 @@ def demand_series(trace: Trace, scheme: Any, window_s: float = BIN_S) -> list[An
 
 def choose_rate(config: ServeConfig, table: Any, fp32: str, int8: str, peak_over_plain: float,
                 time_compression: float = 2.0, end_s: float = END_S) -> tuple[float, dict]:
-    """The thinning factor whose trace's peak (busiest 30 s) is ``peak_over_plain`` x the plain
+    """The thinning factor whose trace's peak (busiest ``PEAK_BINS`` x 10 s) is ``peak_over_plain`` x the plain
     deployment's capacity within SLO for the peak's class mix (by the profile); capped at 0.9 x the
     int8 deployment's.
 
@@ -274,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deployments", default="plain,int8,best_static,oserve",
                    help="comma-separated, run in this order: plain, int8, best_static, oserve")
     p.add_argument("--peak-over-plain", type=float, default=PEAK_OVER_PLAIN,
-                   help="the trace's peak (busiest 30 s) rate over the plain fp32 deployment's capacity within SLO "
-                        "(> 0, default 2.0)")
+                   help="the trace's peak (busiest 10 s) rate over the plain fp32 deployment's capacity within SLO "
+                        "(> 0, default 1.5)")
     p.add_argument("--end-s", type=float, default=END_S,
                    help="end of the Azure slice, trace seconds, in [540, 3600] (840: the burst and the 2 minutes "
                         "after it, 3 minutes per run at 2x; 720: the replay ends in the burst)")
@@ -308,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     config = config.model_copy(update={"orchestrator": oc})
     table = ProfileTable.load(table_path)
     table = table.model_copy(update={"variants": {k: v for k, v in table.variants.items() if k in config.variants}})
+    if oc.recompute_capacities:  # the rate choice and the hindsight mix see the capacities the orchestrator plans with
+        from oserve.profiles.rescore import rescore_table
+
+        table = rescore_table(table, config.classes.to_scheme(), oc.slo)
     prec = {name: v.precision for name, v in config.variants.items()}
     fp32 = next(n for n, pr in prec.items() if pr == "fp32")
     int8 = next(n for n, pr in prec.items() if pr == "int8")

@@ -32,10 +32,15 @@ log = logging.getLogger(__name__)
 
 
 def load_table(cfg: SimConfig) -> ProfileTable:
-    """The profile table named by the config, restricted to its model / variants."""
+    """The profile table named by the config, restricted to its model / variants (capacities recomputed
+    at the config's class lengths and SLO when ``recompute_capacities`` is set)."""
     table = ProfileTable.load(cfg.resolve(cfg.table))
     if cfg.model or cfg.variants:
         table = restrict_table(table, cfg.variants, cfg.model)
+    if cfg.recompute_capacities:
+        from oserve.profiles.rescore import rescore_table
+
+        table = rescore_table(table, cfg.classes.to_scheme(), cfg.slo or table.slo)
     return table
 
 

@@ -202,6 +202,10 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
             table.check_against(list(config.variants), scheme.names)
             # plan only the variants the config can start (a table may hold more)
             table = table.model_copy(update={"variants": {v: table.variants[v] for v in config.variants}})
+            if oc.recompute_capacities:
+                from oserve.profiles.rescore import rescore_table
+
+                table = rescore_table(table, scheme, oc.slo)
             for i, rep in enumerate(config.deployment):
                 need = table.variants[rep.variant].devices_per_replica
                 if len(rep.device_ids) != need:

@@ -149,6 +149,9 @@ class HysteresisPlanner(Planner):
             return replace(keep_alloc, reason="hysteresis: keeping current replicas (the candidate lowers quality "
                                               "without serving more goodput)")
         restore = quality > 0 and _no_less_goodput(cand_score, keep_score)
+        if restore:  # its gain is goodput, then quality: the spare capacity it gives up ranks after both
+            gain = max(gain, (cand_score.goodput_rps - keep_score.goodput_rps)
+                       + (keep_score.quality_cost_rps - cand_score.quality_cost_rps))
         relative = 0.0 if scale_down or restore else self.min_gain_fraction * keep_score.goodput_rps
         threshold = relative * self.horizon_s + self.switch_cost_weight * started_s
         won = gain * self.horizon_s

@@ -37,6 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Protocol
 
 from oserve.errors import ProfileError
 from oserve.profiles.iteration import IterationTimeModel
@@ -44,9 +45,23 @@ from oserve.profiles.table import ClassProfile, ProfileTable, VariantProfile
 from oserve.profiles.variants import Variant
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, RequestClass
 
-__all__ = ["LoadPoint", "load_point", "class_capacity", "variant_profile", "build_table"]
+__all__ = ["LoadPoint", "ReplicaShape", "load_point", "class_capacity", "variant_profile", "build_table"]
 
 _P99_EXP = math.log(100.0)
+
+
+class ReplicaShape(Protocol):
+    """The engine limits the capacity model needs: a :class:`~oserve.profiles.variants.Variant`, or a
+    table row's numbers (:func:`oserve.profiles.rescore.rescore_table`)."""
+
+    @property
+    def max_model_len(self) -> int: ...  # tokens
+    @property
+    def kv_capacity_tokens(self) -> int: ...  # tokens the KV cache holds
+    @property
+    def max_num_seqs(self) -> int: ...
+    @property
+    def max_num_batched_tokens(self) -> int: ...  # tokens per iteration
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,7 @@ def load_point(
 
 def class_capacity(
     model: IterationTimeModel,
-    variant: Variant,
+    variant: ReplicaShape,
     cls: RequestClass,
     slo: SLO,
 ) -> ClassProfile:

@@ -144,6 +144,10 @@ class SimConfig(_Model):
     classes: ClassesConfig = Field(default_factory=ClassesConfig, description="request classes, as the serve "
                                                                               "config's (must match the table)")
     slo: SLO | None = Field(None, description="SLO override (default: the table's)")
+    recompute_capacities: bool = Field(
+        False, description="recompute each variant's per-class capacity from the table's iteration-time model at "
+                           "this config's class lengths and SLO (oserve.profiles.rescore; as the serve config's "
+                           "orchestrator.recompute_capacities)")
     control: ControlConfig = Field(default_factory=ControlConfig, description="the control loop")
     forecaster: ComponentConfig = Field(default_factory=lambda: ComponentConfig(kind="default"),
                                         description="registered forecaster (default: the live default)")

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from oserve.errors import ConfigError
+from oserve.errors import ConfigError, TraceError
 from oserve.types import DEFAULT_SCHEME, ClassScheme
 from oserve.workload.trace import Trace
 
-__all__ = ["trace_stats", "token_quantiles", "SUMMARY_KEYS"]
+__all__ = ["trace_stats", "token_quantiles", "bucket_mean_lengths", "SUMMARY_KEYS"]
 
 SUMMARY_KEYS = ("requests", "duration_s", "rate_rps", "rate_per_minute", "interarrival_cv",
                 "input_tokens", "output_tokens", "classes")
@@ -130,3 +130,28 @@ def trace_stats(trace: Trace, scheme: ClassScheme = DEFAULT_SCHEME, window_s: fl
         "output_tokens": token_quantiles(trace.output_tokens),
         "classes": classes,
     }
+
+
+def bucket_mean_lengths(trace: Trace, scheme: ClassScheme) -> tuple[list[int], list[int]]:
+    """Mean prompt tokens per input bucket and mean output tokens per output bucket of ``trace``
+    under ``scheme``'s edges, rounded: the representative lengths to put in a config's
+    ``classes.expected_input_tokens`` / ``expected_output_tokens`` (profile capacities are
+    computed at them, see :mod:`oserve.profiles.rescore`).
+
+    Returns:
+        ``(inputs, outputs)``, one entry per bucket, tokens; a bucket the trace never reaches keeps
+        the scheme's own expected length.
+
+    Raises:
+        TraceError: an empty trace.
+    """
+    if len(trace) == 0:
+        raise TraceError("bucket_mean_lengths needs a non-empty trace")
+    inp, out = np.asarray(trace.input_tokens), np.asarray(trace.output_tokens)
+
+    def means(x: np.ndarray, edges: tuple[int, ...], default: tuple[int, ...]) -> list[int]:
+        b = np.searchsorted(np.asarray(edges), x, side="right")
+        return [int(round(float(x[b == i].mean()))) if np.any(b == i) else int(default[i]) for i in range(len(default))]
+
+    return (means(inp, scheme.input_edges, scheme.expected_input_tokens),
+            means(out, scheme.output_edges, scheme.expected_output_tokens))

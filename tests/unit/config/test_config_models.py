@@ -62,6 +62,7 @@ def test_the_demo_and_its_simulator_twin_share_components_and_control_settings()
     assert (sim.control.interval_s, sim.control.horizon_s) == (oc.control_interval_s, oc.horizon_s)
     assert sim.control.surge == oc.surge and sim.control.parking == oc.parking
     assert sim.control.migrate_on_drain == oc.migrate_on_drain
+    assert sim.recompute_capacities == oc.recompute_capacities
     assert sim.control.hysteresis.scale_down_window_s == oc.hysteresis.scale_down_window_s
     assert [(p.variant, p.device_ids) for p in sim.deployment or []] == [(p.variant, p.device_ids)
                                                                          for p in serve.deployment]

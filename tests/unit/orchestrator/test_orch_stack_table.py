@@ -22,3 +22,27 @@ def test_the_orchestrator_plans_only_the_configs_variants():
     with StackThread(config) as st:
         table = st.stack.orchestrator.controller.table
     assert list(table.variants) == [VARIANT]
+
+
+def test_the_orchestrator_plans_with_capacities_at_the_configs_lengths_when_asked():
+    classes = {"input_edges": [128], "output_edges": [24], "expected_input_tokens": [48, 208],
+               "expected_output_tokens": [14, 70]}
+    tables = {}
+    for recompute in (False, True):
+        config = serve_config(
+            "fake", replicas=1,
+            variants={VARIANT: {"dtype": "float32", "max_num_seqs": 32, "max_model_len": 2048}},
+            deployment=[{"variant": VARIANT, "node": "local", "device_ids": [0]}], classes=classes,
+            orchestrator={"table": str(TABLE), "planner": {"kind": "greedy"}, "recompute_capacities": recompute,
+                          "slo": {"ttft_s": 1.5, "tpot_s": 0.15}})
+        with StackThread(config) as st:
+            tables[recompute] = st.stack.orchestrator.controller.table
+    stored, rescored = tables[False], tables[True]
+    assert stored.slo != rescored.slo and rescored.slo.ttft_s == 1.5
+    from oserve.profiles.rescore import rescore_table
+    from oserve.types import ClassScheme
+
+    scheme = ClassScheme(input_edges=(128,), output_edges=(24,), expected_input_tokens=(48, 208),
+                         expected_output_tokens=(14, 70))
+    assert rescored == rescore_table(stored, scheme, rescored.slo)
+    assert rescored.capacity(VARIANT, "long-in/short-out") != stored.capacity(VARIANT, "long-in/short-out")

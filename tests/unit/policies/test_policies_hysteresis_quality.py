@@ -69,13 +69,21 @@ def test_the_move_to_int8_still_needs_a_goodput_gain(cpu_table, two_cores):
 
 
 def test_light_load_does_not_trade_quality_for_spare_capacity(cpu_table, two_cores):
-    # at 0.2 req/s the inner planner prefers 2 x int8 for its spare capacity (0.005 req/s per req/s of
-    # capacity: 0.028 for int8's extra 5.6 req/s) over the quality cost of 0.2 req/s at quality 0.9
-    # (0.5 x 0.1 x 0.2 = 0.01); that gain (0.36 requests over 20 s) passes the 5 % threshold (0.2)
-    planner = HysteresisPlanner("milp", min_gain_fraction=0.05, horizon_s=20.0)
+    # at 0.2 req/s the MILP's own objective prefers 2 x int8 for its spare capacity (0.005 req/s per req/s
+    # of capacity: 0.028 for int8's extra 5.6 req/s) over the quality cost of 0.2 req/s at quality 0.9
+    # (0.5 x 0.1 x 0.2 = 0.01); that gain (0.36 requests over 20 s) passes the 5 % threshold (0.2).
+    # The pooling search ranks served quality above spare capacity (oserve.policies.pooling) and so
+    # returns 2 x fp32; without it the candidate is int8 and the hysteresis guard must keep it out.
+    from oserve.policies import make_planner
+
     light = Demand(rates_rps={CHAT: 0.2})
-    assert _counts(planner.inner.plan(two_cores, cpu_table, light)) == {"int8-1c": 2}
-    fp32 = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 2.0}))
+    assert _counts(make_planner("milp").plan(two_cores, cpu_table, light)) == {"fp32-1c": 2}
+    bare = make_planner("milp")
+    bare.use_pooling_search = False
+    assert _counts(bare.plan(two_cores, cpu_table, light)) == {"int8-1c": 2}
+    planner = HysteresisPlanner(bare, min_gain_fraction=0.05, horizon_s=20.0)
+    fp32 = make_planner("milp").plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 2.0}))
+    assert _counts(fp32) == {"fp32-1c": 2}
     kept = planner.plan(two_cores, cpu_table, light, current=fp32)
     assert _counts(kept) == {"fp32-1c": 2}, kept.reason
     assert "lowers quality" in kept.reason
