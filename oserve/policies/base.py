@@ -121,8 +121,8 @@ class Planner(ABC):
         pooled = pooling_search(problem, np.asarray(alloc.counts, dtype=np.int64), self._pooling_starts(problem))
         if np.array_equal(pooled, alloc.counts):
             return alloc
-        return Allocation(pooled, None, f"{alloc.reason}; replicas changed for pooled routing (more headroom with "
-                                        "every class on every replica that serves it)", optimal=False)
+        return Allocation(pooled, None, f"{alloc.reason}; replicas changed for pooled routing (every class on every "
+                                        "replica that serves it: more served value, replica quality or headroom)", optimal=False)
 
     def _pooling_starts(self, problem: Problem) -> list[np.ndarray]:
         """Extra replica counts (V, G) the pooling search starts from besides the allocation's (default none)."""

@@ -149,6 +149,9 @@ class HysteresisPlanner(Planner):
             return replace(keep_alloc, reason="hysteresis: keeping current replicas (the candidate lowers quality "
                                               "without serving more goodput)")
         restore = quality > 0 and _no_less_goodput(cand_score, keep_score)
+        if restore and keep_score.goodput_rps <= 1e-9:  # idle: nothing is served, nothing can be lost
+            return replace(candidate_alloc, reason=f"hysteresis: restoring quality at zero demand"
+                                                   f"{_sep(candidate_alloc.reason)}")
         if restore:  # its gain is goodput, then quality: the spare capacity it gives up ranks after both
             gain = max(gain, (cand_score.goodput_rps - keep_score.goodput_rps)
                        + (keep_score.quality_cost_rps - cand_score.quality_cost_rps))

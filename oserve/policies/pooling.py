@@ -15,9 +15,10 @@ variant's utilization is then ``R * sum_{c it serves} share[c] / K[c]``, so
 ``R = 1 / max_v sum_{c it serves} share[c] / K[c]``. :func:`pooling_search` improves a planner's
 replica counts for that measure by local search (replace replicas of one variant with another, or
 fill free devices), keeping the demand served within SLO under pooled routing, and scoring the
-rest of the objective as the planners do, in the order the planner ranks them (SLO goodput, then quality, then spare capacity):
+rest of the objective in the order the planner ranks it (goodput, then quality, then spare capacity):
 the value of the traffic served (goodput, less the quality cost of the variants serving it) first,
-then spare capacity less switching cost. The order matters once variants differ in quality and a lot
+then the replicas' own quality (which serves the next requests; decisive at zero demand), then spare
+capacity less switching cost. The order matters once variants differ in quality and a lot
 in capacity: on the demo's CPU table (an int8 core carries 2-4x an fp32 core's requests), at 0.65
 req/s of light traffic the spare-capacity term of 2 x int8 (0.065 req/s of objective) outweighed the
 quality cost of serving that traffic at int8 (0.041), and the search moved full-precision replicas
@@ -44,9 +45,14 @@ def pooled_served(cap: np.ndarray, demand: np.ndarray, replicas: np.ndarray) -> 
     return np.where(tot > 0, np.asarray(demand, dtype=float)[:, None] * weight / np.where(tot > 0, tot, 1.0), 0.0)
 
 
-def _score(problem: Problem, cap: np.ndarray, counts: np.ndarray) -> tuple[bool, float, float]:
-    """(demand carried within SLO with pooled routing, value of the traffic served (goodput less quality
-    cost), spare capacity value less switching cost) of the counts (V, G) with pooled routing, req/s."""
+Score = tuple[float, float, float]
+
+
+def _score(problem: Problem, cap: np.ndarray, counts: np.ndarray) -> tuple[bool, Score]:
+    """(demand carried within SLO with pooled routing, rank key) of the counts (V, G) with pooled routing.
+    The key, compared in order: value of the traffic served (goodput less quality cost, req/s); the
+    replicas' device-weighted quality score (0-1: who serves the next requests, decisive at zero
+    demand); spare capacity value less switching cost (req/s)."""
     reps = counts.sum(axis=1).astype(float)
     head = pooled_headroom(cap, problem.demand, reps)
     servable = (cap > 0).any(axis=0)
@@ -55,18 +61,24 @@ def _score(problem: Problem, cap: np.ndarray, counts: np.ndarray) -> tuple[bool,
     served = pooled_served(cap, problem.demand, reps)
     value = float((served * problem.served_value()).sum())
     switch = float((np.abs(counts - problem.current) * problem.start_s[:, None]).sum())
-    return ok, value, problem.weights.spare_capacity_value * head - problem.switch_cost * switch
+    devices = reps * problem.dev
+    quality = 1.0 if problem.quality is None or devices.sum() == 0 else \
+        float((devices * problem.quality).sum() / devices.sum())
+    return ok, (value, quality, problem.weights.spare_capacity_value * head - problem.switch_cost * switch)
 
 
-def _better(a: tuple[float, float], b: tuple[float, float] | None, rel: float) -> bool:
-    """``a`` ranks above ``b`` (None: nothing yet): more served value (beyond ``rel`` of it), or the same
-    value and more of the rest (beyond ``rel`` of the whole objective, as the single-score search did)."""
+def _better(a: Score, b: Score | None, rel: float) -> bool:
+    """``a`` ranks above ``b`` (None: nothing yet), key by key (module doc); a key decides when the two
+    differ by more than ``rel`` of it (the last one by more than ``rel`` of the whole objective, as the
+    single-score search did)."""
     if b is None:
         return True
     scale = max(1.0, abs(a[0]), abs(b[0]))
     if abs(a[0] - b[0]) > rel * scale:
         return a[0] > b[0]
-    return a[1] > b[1] + rel * max(1.0, abs(b[0] + b[1]))
+    if abs(a[1] - b[1]) > 1e-9:
+        return a[1] > b[1]
+    return a[2] > b[2] + rel * max(1.0, abs(b[0] + b[2]))
 
 
 def _single_variant_fills(problem: Problem) -> list[np.ndarray]:
@@ -127,21 +139,21 @@ def pooling_search(problem: Problem, counts: np.ndarray, starts: Sequence[np.nda
     counts = np.asarray(counts, dtype=np.int64)
     best, best_score = None, None
     for cand in [counts, *(np.asarray(c, dtype=np.int64) for c in starts), *_single_variant_fills(problem)]:
-        ok, value, rest = _score(problem, cap, cand)
-        if ok and _better((value, rest), best_score, 1e-12):
-            best, best_score = cand, (value, rest)
+        ok, key = _score(problem, cap, cand)
+        if ok and _better(key, best_score, 1e-12):
+            best, best_score = cand, key
     if best is None or best_score is None:
         return counts
     for _ in range(max_steps):
         step = None
         for cand in _moves(problem, best):
-            ok, value, rest = _score(problem, cap, cand)
-            if ok and _better((value, rest), best_score, 1e-9):
-                step, best_score = cand, (value, rest)
+            ok, key = _score(problem, cap, cand)
+            if ok and _better(key, best_score, 1e-9):
+                step, best_score = cand, key
         if step is None:
             break
         best = step
-    base_ok, base_value, base_rest = _score(problem, cap, counts)
-    if base_ok and not _better(best_score, (base_value, base_rest), 1e-12):
+    base_ok, base_key = _score(problem, cap, counts)
+    if base_ok and not _better(best_score, base_key, 1e-12):
         return counts
     return best

@@ -116,8 +116,8 @@ def test_the_candidate_keeps_the_inner_planners_single_variant_floor(two_cores):
 
 
 def test_an_idle_deployment_keeps_full_precision():
-    # zero demand: both quality costs are 0, so the replicas' own quality decides; the inner planner
-    # prefers 2 x int8 for its spare capacity (measured on the demo's planner stack before this rule)
+    # zero demand: both quality costs are 0, so the replicas' own quality decides (in the hysteresis
+    # rule and in the pooling search); the inner planner used to propose 2 x int8 for its spare capacity
     from pathlib import Path
 
     from oserve.cli.demo_static import mix_plan
@@ -139,9 +139,21 @@ def test_an_idle_deployment_keeps_full_precision():
     assert _counts(start) == {fp32: 2}, start.reason
     kept = planner.plan(cluster, table, idle, current=start)
     assert _counts(kept) == {fp32: 2}, kept.reason
-    assert "lowers quality" in kept.reason
     # light traffic after a peak still goes back (the served traffic's quality decides)
     peak = planner.plan(cluster, table, Demand(rates_rps={c: 3.0 for c in names}), current=kept)
     assert _counts(peak).get(int8, 0) >= 1
     back = planner.plan(cluster, table, light, current=peak)
     assert _counts(back) == {fp32: 2}, back.reason
+
+
+def test_an_int8_deployment_that_goes_idle_after_a_peak_returns_to_full_precision(cpu_table, two_cores):
+    # nothing is served at zero demand, so the restore costs no goodput; before, the inner planner
+    # proposed int8 for its spare capacity and the deployment stayed int8 until traffic returned
+    planner = HysteresisPlanner("milp", min_gain_fraction=0.05, horizon_s=20.0)
+    peak = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 10.0}))
+    assert _counts(peak) == {"int8-1c": 2}
+    idle = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 0.0}), current=peak)
+    assert _counts(idle) == {"fp32-1c": 2}, idle.reason
+    assert "restoring quality at zero demand" in idle.reason
+    again = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 0.0}), current=idle)
+    assert _counts(again) == {"fp32-1c": 2}, again.reason
