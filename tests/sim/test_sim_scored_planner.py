@@ -75,6 +75,24 @@ def test_margin_protects_only_the_running_plan():
     assert moved.replica_counts() == {"llama-2-70b-int8-tp2": 16}, moved.reason
 
 
+def test_running_mixed_plan_is_scored_and_kept_within_the_margin():
+    # a running plan that is neither the planner's nor a single-variant one is a candidate too: with a 100% margin
+    # it stays (12 x int8 TP2 + 2 x int8 TP4, long prompts on TP4)
+    from oserve.policies.base import Allocation, build_plan
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    counts = np.zeros(prob.fits.shape, np.int64)
+    counts[prob.variants.index("llama-2-70b-int8-tp2"), 0] = 12
+    counts[prob.variants.index("llama-2-70b-int8-tp4"), 0] = 2
+    running = build_plan(prob, Allocation(counts), cluster, table, demand, None, "test")
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600, min_gain_fraction=1.0)
+    plan = p.plan(cluster, table, demand, running)
+    assert plan.replica_counts() == {"llama-2-70b-int8-tp2": 12, "llama-2-70b-int8-tp4": 2}, plan.reason
+    assert "current" in p.last_overload_scores and "inner" in p.last_overload_scores
+
+
 def test_code_trace_plan_is_the_single_variant_plan_the_simulator_rates_best():
     # The MILP alone plans 4 x int8 TP8 (the table rates TP8 best per GPU for long prompts); in the
     # simulator 8 x int8 TP4 carries ~25% more of the code mix within the SLO (and 1.27 vs 1.11 of the
