@@ -9,7 +9,7 @@ the oracle bound (:mod:`oserve.compose.capacity`, :mod:`oserve.compose.oracle`).
 and ``summary`` (``oserve_vs_plain_mean``, ``oserve_vs_best_static_min``, ``oracle_fraction_min`` for
 the headline planner, and the same per planner). The file is rewritten after every (model, trace).
 
-    .venv/bin/python bench/capacity.py [--duration 1200] [--models llama-2-70b,llama-3-8b]
+    PYTHONPATH=$PWD .venv/bin/python bench/capacity.py [--duration 1200] [--models llama-2-70b,llama-3-8b]
 """
 
 from __future__ import annotations
@@ -103,6 +103,15 @@ def main() -> int:
     return 2
 
 
+def _oserve_source() -> str:
+    """Where the imported ``oserve`` package lives (a worktree's or the venv's editable install), relative to
+    this checkout when inside it: a run with the wrong ``PYTHONPATH`` measures other code."""
+    import oserve
+
+    src = Path(oserve.__file__).resolve().parent
+    return str(src.relative_to(ROOT)) if ROOT in src.parents else str(src)
+
+
 def _run(args: argparse.Namespace) -> int:
     from oserve.compose.capacity import capacity_study, finite_json, format_capacity_table
     from oserve.compose.simulation import load_traces
@@ -135,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
             "common load": "plain vLLM's capacity scale; p99 TTFT, TPOT, E2E there",
         },
         "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "oserve_source": _oserve_source(),
         "studies": {}, "rows": [], "summary": {},
     }
     if args.append and Path(args.out).exists():

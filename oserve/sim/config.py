@@ -23,7 +23,7 @@ Example (``examples/sim-4x8-a100.yaml``)::
     deployment: null               # or the serve config's initial replicas: [{variant, node, device_ids}]
     contention: {host_cpu_s_per_token: 0, colocated_slowdown: 0}   # CPU-node sharing (0 = none)
     planner_capacity_factor: 1.0   # capacities the planner sees x this (1 = table as is)
-    sim_scored_plans: false        # keep the planner's plan unless a single-variant plan carries more in simulation
+    sim_scored_plans: false        # the plan (planner's, running or single-variant) that keeps most within SLO under overload in simulation
     trace: {paths: [], scale: 1.0, seed: 0, duration_s: null}
 """
 
@@ -165,8 +165,9 @@ class SimConfig(_Model):
         "1 = the table as is); the simulated replicas always use the table's iteration models")
     sim_scored_plans: bool = Field(
         False, description="wrap the oserve (and static-mix) planner in oserve.sim.scored_planner.SimScoredPlanner: "
-        "its plan is kept unless a single-variant, cluster-filling plan carries > 5% more req/s of the demand's "
-        "class mix within the SLO in a short simulation (request lengths: the replayed trace's, per class)")
+        "the planner's plan, the running plan or a single-variant, cluster-filling plan, whichever keeps the most "
+        "requests within the SLO at 1, 1.25 and 1.5x the planner's plan's simulated capacity for the demand's class "
+        "mix (request lengths: the replayed trace's, per class); a running plan is replaced only for > 5% more")
     contention: ContentionConfig = Field(default_factory=ContentionConfig,
                                          description="CPU-node contention model (default: none)")
     block_size: int = Field(16, ge=1, description="KV-cache block size, tokens")
