@@ -305,11 +305,17 @@ class OpenAIServing:
                 self._report(replica.replica_id, e)
                 nxt = None
                 if job.first_token_s is None:
-                    if len(job.tried) >= self.max_retries:
+                    # a drain's abort is no fault of the replica: it does not spend the failure retries (two
+                    # switches 2 s apart drained two replicas under one waiting request, which then failed),
+                    # only the per-request cap on hand-overs
+                    drained = isinstance(e, RequestAbortedError) and job.resumes < MAX_RESUMES
+                    if not drained and len(job.tried) >= self.max_retries:
                         job.outcome = "error"
                         raise
-                    log.warning("replica %s failed before the first token of %s (%s); retrying elsewhere",
-                                replica.replica_id, job.request_id, e.message)
+                    if drained:
+                        job.resumes += 1
+                    log.warning("replica %s %s before the first token of %s (%s); retrying elsewhere",
+                                replica.replica_id, "drained it" if drained else "failed", job.request_id, e.message)
                 else:
                     aborted = isinstance(e, RequestAbortedError)
                     if aborted and len(job.output_ids) >= job.params.max_tokens:  # nothing left: it is done

@@ -105,3 +105,30 @@ async def test_an_abort_after_the_last_token_ends_the_request_normally(serve) ->
         assert [c["finish_reason"] for e in events for c in e["choices"]][-1] == "length"
         assert events[-1]["usage"]["completion_tokens"] == 10
         assert srv.app.state.metrics.resumed._value.get() == 0 and srv.router.outstanding() == 0
+
+
+async def test_a_request_drained_twice_before_its_first_token_is_served_by_a_third_replica(serve) -> None:
+    # two switches 2 s apart drained both replicas a waiting request was sent to; it failed with the
+    # drain's abort (max_retries 1 counted the drains as replica failures)
+    opts = FakeReplicaOptions(token_delay_s=0.01, prefill_delay_s=5.0, effective_max_model_len=1024)
+    async with serve(n_replicas=3, options=opts) as srv, httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+        task = asyncio.create_task(http.post("/v1/completions", json={
+            "model": MODEL, "prompt": "a b c", "max_tokens": 5, "stream": True}))
+        drained = []
+        for _ in range(2):
+            for _ in range(500):
+                busy = [r for r in srv.replicas if r not in drained and (await r.stats()).running]
+                if busy:
+                    break
+                await asyncio.sleep(0.01)
+            assert busy, "the request reached no replica"
+            assert await busy[0].drain(timeout_s=0.0) == 1  # a migrating drain, before the first token
+            drained.append(busy[0])
+            busy[0].options = FakeReplicaOptions(token_delay_s=0.01, effective_max_model_len=1024)
+        for r in srv.replicas:
+            r.options = FakeReplicaOptions(token_delay_s=0.01, effective_max_model_len=1024)
+        r = await task
+        events = [json.loads(e.removeprefix("data: ")) for e in r.text.split("\n\n") if e and "[DONE]" not in e]
+        assert not any("error" in e for e in events), events
+        assert len("".join(c["text"] for e in events for c in e["choices"]).split()) == 5
+        assert srv.app.state.metrics.retried._value.get() == 2 and srv.router.outstanding() == 0
