@@ -199,7 +199,8 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
 
             oc = config.orchestrator
             table = ProfileTable.load(config.resolve(oc.table))
-            table.check_against(list(config.variants), scheme.names)
+            # recomputed capacities follow the config's classes (any scheme); stored ones must match them
+            table.check_against(list(config.variants), [] if oc.recompute_capacities else scheme.names)
             # plan only the variants the config can start (a table may hold more)
             table = table.model_copy(update={"variants": {v: table.variants[v] for v in config.variants}})
             if oc.recompute_capacities:

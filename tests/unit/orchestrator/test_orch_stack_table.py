@@ -46,3 +46,30 @@ def test_the_orchestrator_plans_with_capacities_at_the_configs_lengths_when_aske
                          expected_output_tokens=(14, 70))
     assert rescored == rescore_table(stored, scheme, rescored.slo)
     assert rescored.capacity(VARIANT, "long-in/short-out") != stored.capacity(VARIANT, "long-in/short-out")
+
+
+def test_recomputed_capacities_serve_a_class_scheme_the_table_was_not_profiled_with():
+    # three output buckets where the table has two: the iteration-time model gives capacities for any
+    # classes, so with recompute_capacities the stack plans for the config's classes (as the simulator
+    # does); without it the table's stored classes must match and the error names the missing ones
+    import pytest
+
+    from oserve.errors import ProfileError
+
+    classes = {"input_edges": [128], "output_edges": [24, 48], "expected_input_tokens": [48, 208],
+               "expected_output_tokens": [14, 36, 70]}
+
+    def config(recompute: bool):
+        return serve_config(
+            "fake", replicas=1,
+            variants={VARIANT: {"dtype": "float32", "max_num_seqs": 32, "max_model_len": 2048}},
+            deployment=[{"variant": VARIANT, "node": "local", "device_ids": [0]}], classes=classes,
+            orchestrator={"table": str(TABLE), "planner": {"kind": "greedy"}, "recompute_capacities": recompute})
+
+    with StackThread(config(True)) as st:
+        table = st.stack.orchestrator.controller.table
+    assert table.class_names == ["short-in/out0", "short-in/out1", "short-in/out2",
+                                 "long-in/out0", "long-in/out1", "long-in/out2"]
+    assert table.capacity(VARIANT, "short-in/out0") > table.capacity(VARIANT, "short-in/out2") > 0
+    with pytest.raises(ProfileError, match="no class"):
+        StackThread(config(False)).start()
