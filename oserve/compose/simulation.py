@@ -41,6 +41,8 @@ def load_table(cfg: SimConfig) -> ProfileTable:
         from oserve.profiles.rescore import rescore_table
 
         table = rescore_table(table, cfg.classes.to_scheme(), cfg.slo or table.slo)
+    else:  # stored capacities: the config's classes must be the table's (the error names the missing ones)
+        table.check_against([], cfg.classes.to_scheme().names)
     return table
 
 

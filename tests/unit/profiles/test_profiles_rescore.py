@@ -101,3 +101,16 @@ def test_the_simulator_plans_with_the_recomputed_capacities_when_asked() -> None
     assert cfg.recompute_capacities
     stored = load_table(cfg.model_copy(update={"recompute_capacities": False}))
     assert load_table(cfg) == rescore_table(stored, cfg.classes.to_scheme(), cfg.slo or stored.slo) != stored
+
+
+def test_the_simulator_names_classes_the_stored_table_lacks_and_recomputes_any_scheme() -> None:
+    from oserve.compose.simulation import load_table
+    from oserve.errors import ProfileError
+    from oserve.sim import config as sim_cfg
+
+    cfg = sim_cfg.load_config(ROOT / "examples" / "sim-cpu-demo.yaml")
+    three = cfg.model_copy(update={"classes": cfg.classes.model_copy(
+        update={"output_edges": [24, 48], "expected_output_tokens": [14, 36, 70]})})
+    assert load_table(three).class_names == list(three.classes.to_scheme().names)  # recomputed: any classes
+    with pytest.raises(ProfileError, match=r"no class\(es\) \['short-in/out0'"):
+        load_table(three.model_copy(update={"recompute_capacities": False}))
