@@ -114,3 +114,16 @@ def test_the_simulator_names_classes_the_stored_table_lacks_and_recomputes_any_s
     assert load_table(three).class_names == list(three.classes.to_scheme().names)  # recomputed: any classes
     with pytest.raises(ProfileError, match=r"no class\(es\) \['short-in/out0'"):
         load_table(three.model_copy(update={"recompute_capacities": False}))
+
+
+@pytest.mark.parametrize(("axis", "inputs", "outputs"), [("input", [-5, 208], [14, 70]), ("input", [0, 208], [14, 70]),
+                                                          ("output", [48, 208], [-3, 70]), ("output", [48, 208], [14, 0])])
+def test_expected_lengths_below_one_token_are_a_config_error_naming_the_field(axis, inputs, outputs) -> None:
+    # before: -5 prompt tokens rated fp32 at 16.2 short-prompt req/s (5.1 at 48 tokens), and -3 output
+    # tokens failed deep inside rescore_table with an untyped pydantic error
+    from oserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"expected_{axis}_tokens") as info:
+        ClassesConfig(input_edges=[128], output_edges=[24], expected_input_tokens=inputs,
+                      expected_output_tokens=outputs).to_scheme()
+    assert info.value.field == f"classes.expected_{axis}_tokens" and ">= 1" in str(info.value.allowed)
