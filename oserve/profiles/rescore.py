@@ -18,7 +18,7 @@ from oserve.profiles.capacity import class_capacity
 from oserve.profiles.table import ProfileTable, VariantProfile
 from oserve.types import SLO, ClassScheme
 
-__all__ = ["rescore_table"]
+__all__ = ["rescore_table", "unservable_classes"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,14 @@ def rescore_table(table: ProfileTable, scheme: ClassScheme, slo: SLO) -> Profile
         for name, row in table.variants.items()
     }
     return table.model_copy(update={"variants": variants, "slo": slo, "class_names": list(scheme.names)})
+
+
+def unservable_classes(table: ProfileTable) -> list[str]:
+    """Classes of ``table`` that no variant serves within its SLO (capacity 0 req/s in every row), in
+    ``table.class_names`` order: e.g. every class after rescoring at an SLO no variant meets, or a
+    class whose expected lengths fit no variant's ``max_model_len``. The planner plans no replica
+    for such a class and the controller raises its missing-class alarm when it has demand
+    (:mod:`oserve.control.guards`); callers warn about them at load time.
+    """
+    return [c for c in table.class_names
+            if not any(c in row.classes and row.classes[c].capacity_rps > 0 for row in table.variants.values())]

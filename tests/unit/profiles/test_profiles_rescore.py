@@ -127,3 +127,16 @@ def test_expected_lengths_below_one_token_are_a_config_error_naming_the_field(ax
         ClassesConfig(input_edges=[128], output_edges=[24], expected_input_tokens=inputs,
                       expected_output_tokens=outputs).to_scheme()
     assert info.value.field == f"classes.expected_{axis}_tokens" and ">= 1" in str(info.value.allowed)
+
+
+def test_unservable_classes_lists_classes_no_variant_serves_after_rescoring() -> None:
+    from oserve.profiles.rescore import unservable_classes
+
+    table = ProfileTable.load(ROOT / "examples" / "profiles" / "cpu-smollm2-precision.json")
+    assert unservable_classes(table) == []
+    # long prompts of 5,000 tokens: beyond max_model_len (2,048) and, clipped to 2,048 - O, past a 2-s TTFT
+    beyond = ClassesConfig(input_edges=[128], output_edges=[24], expected_input_tokens=[48, 5000],
+                           expected_output_tokens=[14, 70]).to_scheme()
+    assert unservable_classes(rescore_table(table, beyond, table.slo)) == ["long-in/short-out", "long-in/long-out"]
+    impossible = rescore_table(table, beyond, SLO(ttft_s=0.001, tpot_s=0.0001))
+    assert unservable_classes(impossible) == impossible.class_names
