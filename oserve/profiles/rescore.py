@@ -3,8 +3,8 @@
 A profile table stores, per variant, the iteration-time model it measured (or modelled) and the
 per-class capacities derived from it (:mod:`oserve.profiles.capacity`) at the *profiling* config's
 class lengths and SLO. A workload whose classes have other representative lengths (or a deployment
-with another SLO) needs other capacities: the demo's trace, for example, has long prompts of 206
-tokens on average where the profile used 256, and long outputs of 65 tokens where it used 48. The
+with another SLO) needs other capacities: the demo's trace, for example, has long prompts of 208
+tokens on average where the profile used 256, and long outputs of 70 tokens where it used 48. The
 iteration-time model is what was measured, so the capacities are recomputed from it with the same
 formula as at profiling time (no engine runs); the rest of the table (memory, start and wake times,
 quality) is kept.
