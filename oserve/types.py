@@ -250,6 +250,11 @@ class ClassScheme:
                     f"{axis}_names and expected_{axis}_tokens need {len(edges) + 1} entries",
                     field=f"{axis}_names", allowed=f"exactly {len(edges) + 1} entries",
                 )
+            if any(not x >= 1 for x in expected):  # capacities are computed at these lengths
+                raise ConfigError(
+                    f"expected_{axis}_tokens must be >= 1 token each, got {list(expected)}",
+                    field=f"expected_{axis}_tokens", allowed=">= 1 token per bucket",
+                )
         names = [f"{i}/{o}" for i in self.input_names for o in self.output_names]
         min_q: dict[str, float] = {}
         for name, q in self.min_quality:

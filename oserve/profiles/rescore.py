@@ -3,8 +3,8 @@
 A profile table stores, per variant, the iteration-time model it measured (or modelled) and the
 per-class capacities derived from it (:mod:`oserve.profiles.capacity`) at the *profiling* config's
 class lengths and SLO. A workload whose classes have other representative lengths (or a deployment
-with another SLO) needs other capacities: the demo's trace, for example, has long prompts of 206
-tokens on average where the profile used 256, and long outputs of 65 tokens where it used 48. The
+with another SLO) needs other capacities: the demo's trace, for example, has long prompts of 208
+tokens on average where the profile used 256, and long outputs of 70 tokens where it used 48. The
 iteration-time model is what was measured, so the capacities are recomputed from it with the same
 formula as at profiling time (no engine runs); the rest of the table (memory, start and wake times,
 quality) is kept.
@@ -18,7 +18,7 @@ from oserve.profiles.capacity import class_capacity
 from oserve.profiles.table import ProfileTable, VariantProfile
 from oserve.types import SLO, ClassScheme
 
-__all__ = ["rescore_table"]
+__all__ = ["rescore_table", "unservable_classes"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,14 @@ def rescore_table(table: ProfileTable, scheme: ClassScheme, slo: SLO) -> Profile
         for name, row in table.variants.items()
     }
     return table.model_copy(update={"variants": variants, "slo": slo, "class_names": list(scheme.names)})
+
+
+def unservable_classes(table: ProfileTable) -> list[str]:
+    """Classes of ``table`` that no variant serves within its SLO (capacity 0 req/s in every row), in
+    ``table.class_names`` order: e.g. every class after rescoring at an SLO no variant meets, or a
+    class whose expected lengths fit no variant's ``max_model_len``. The planner plans no replica
+    for such a class and the controller raises its missing-class alarm when it has demand
+    (:mod:`oserve.control.guards`); callers warn about them at load time.
+    """
+    return [c for c in table.class_names
+            if not any(c in row.classes and row.classes[c].capacity_rps > 0 for row in table.variants.values())]

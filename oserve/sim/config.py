@@ -167,7 +167,8 @@ class SimConfig(_Model):
         False, description="wrap the oserve (and static-mix) planner in oserve.sim.scored_planner.SimScoredPlanner: "
         "the planner's plan, the running plan or a single-variant, cluster-filling plan, whichever keeps the most "
         "requests within the SLO at 1, 1.25 and 1.5x the planner's plan's simulated capacity for the demand's class "
-        "mix (request lengths: the replayed trace's, per class); a running plan is replaced only for > 5% more")
+        "mix (request lengths: the replayed trace's, per class); a running plan is replaced only for > 5% more; a "
+        "plan that carries the demand in simulation is not replaced by one of lower replica quality")
     contention: ContentionConfig = Field(default_factory=ContentionConfig,
                                          description="CPU-node contention model (default: none)")
     block_size: int = Field(16, ge=1, description="KV-cache block size, tokens")

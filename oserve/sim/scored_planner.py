@@ -34,7 +34,11 @@ The candidate with the highest overload score wins (ties: the incumbent, then th
 margin ``min_gain_fraction`` protects only the incumbent against churn: a running plan is replaced
 only by one scoring more than ``1 + min_gain_fraction`` times its score. Without
 ``fill_idle_devices`` the guard acts only when the inner plan does not carry the demand itself in
-simulation (an energy-saving plan is not replaced by a cluster-filling one).
+simulation (an energy-saving plan is not replaced by a cluster-filling one). When the inner plan carries
+the demand in simulation, a candidate whose replicas' device-weighted quality score is lower than the
+inner plan's is not scored: overload headroom does not buy a precision downgrade nobody needs (the
+demo's CPU table: 2 x fp32 carries 0.5 req/s of long requests 4x over, and 2 x int8 scored higher past
+that capacity).
 
 Pure: a deterministic function of its inputs (seeded arrivals, common random numbers across
 candidates and rates). Simulations are cached per (plan, rounded class mix, rate), so re-planning the
@@ -303,6 +307,12 @@ class SimScoredPlanner(Planner):
         if not self.weights.fill_idle_devices and caps["inner"] >= total:
             self.last_scores = caps
             return inner  # an energy-saving plan that carries the demand stays
+        if caps["inner"] >= total:  # it carries the demand: headroom may not cost replica quality
+            q_inner = _replica_quality(problem, inner.counts)
+            for k in [k for k in candidates if k != "inner"
+                      and _replica_quality(problem, candidates[k].counts) < q_inner - 1e-9]:
+                del candidates[k]
+                incumbent = None if k == incumbent else incumbent
         # where the capacity decision is made: at and past the inner plan's capacity, for the inner plan, the
         # incumbent and every candidate that carries NEAR_FRACTION of that capacity (one simulation each), with
         # common random numbers
@@ -323,6 +333,15 @@ class SimScoredPlanner(Planner):
                           f"SLO at {ref:.3g}-{ref * max(self.overload_factors):.3g} req/s of the demand mix in "
                           f"simulation vs the {self.inner.name} plan's {scores['inner']:.3f} "
                           f"({inner.reason})", optimal=False, equal_routing=best != "current")
+
+
+def _replica_quality(problem: Problem, counts: np.ndarray) -> float:
+    """Device-weighted quality score (0-1) of the replicas ``counts`` (V, G) places; 1 without quality scores
+    (as :func:`oserve.policies.pooling.pooling_search` ranks replica quality)."""
+    devices = np.asarray(counts).sum(axis=1) * problem.dev
+    if problem.quality is None or devices.sum() == 0:
+        return 1.0
+    return float((devices * problem.quality).sum() / devices.sum())
 
 
 def _plan_key(plan: Plan) -> tuple:

@@ -165,3 +165,23 @@ def test_zero_demand_keeps_the_inner_plan_without_simulating():
         cluster, table, zero).replica_counts()
     assert p.last_scores == {}
     assert np.isfinite(p.min_gain_fraction)
+
+
+def test_a_plan_that_carries_the_demand_is_not_traded_for_lower_quality_headroom():
+    # the demo's CPU table (fp32 quality 1, int8 W8A8 0.874), recomputed at its lengths: 0.5 req/s of long
+    # prompts with long outputs, which 2 x fp32 carries 4x over in simulation (2.18 req/s). Before, the guard
+    # scored 2 x int8 at 1.0 past that capacity vs fp32's 0.42 and moved both cores to int8 for headroom
+    # nobody used; a lower-quality candidate may replace the inner plan only when it misses the demand
+    from oserve.compose.simulation import load_table
+    from oserve.sim.config import load_config
+
+    cfg = load_config("examples/sim-cpu-demo.yaml")
+    table, scheme, cluster = load_table(cfg), cfg.classes.to_scheme(), cfg.cluster.spec()
+    fp32, int8 = "smollm2-135m-fp32-1c-s32", "smollm2-135m-int8-1c-s32"
+    assert table.variants[int8].quality_score < table.variants[fp32].quality_score
+    demand = Demand(rates_rps={"long-in/long-out": 0.5})
+    p = SimScoredPlanner("milp", scheme=scheme, slo=cfg.slo, n_requests=200)
+    plan = p.plan(cluster, table, demand, cfg.initial_plan())
+    assert p.last_scores["inner"] >= 0.5
+    assert plan.replica_counts() == {fp32: 2}, (plan.reason, p.last_overload_scores)
+    assert f"static:{int8}" not in p.last_overload_scores

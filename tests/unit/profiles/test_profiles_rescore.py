@@ -101,3 +101,42 @@ def test_the_simulator_plans_with_the_recomputed_capacities_when_asked() -> None
     assert cfg.recompute_capacities
     stored = load_table(cfg.model_copy(update={"recompute_capacities": False}))
     assert load_table(cfg) == rescore_table(stored, cfg.classes.to_scheme(), cfg.slo or stored.slo) != stored
+
+
+def test_the_simulator_names_classes_the_stored_table_lacks_and_recomputes_any_scheme() -> None:
+    from oserve.compose.simulation import load_table
+    from oserve.errors import ProfileError
+    from oserve.sim import config as sim_cfg
+
+    cfg = sim_cfg.load_config(ROOT / "examples" / "sim-cpu-demo.yaml")
+    three = cfg.model_copy(update={"classes": cfg.classes.model_copy(
+        update={"output_edges": [24, 48], "expected_output_tokens": [14, 36, 70]})})
+    assert load_table(three).class_names == list(three.classes.to_scheme().names)  # recomputed: any classes
+    with pytest.raises(ProfileError, match=r"no class\(es\) \['short-in/out0'"):
+        load_table(three.model_copy(update={"recompute_capacities": False}))
+
+
+@pytest.mark.parametrize(("axis", "inputs", "outputs"), [("input", [-5, 208], [14, 70]), ("input", [0, 208], [14, 70]),
+                                                          ("output", [48, 208], [-3, 70]), ("output", [48, 208], [14, 0])])
+def test_expected_lengths_below_one_token_are_a_config_error_naming_the_field(axis, inputs, outputs) -> None:
+    # before: -5 prompt tokens rated fp32 at 16.2 short-prompt req/s (5.1 at 48 tokens), and -3 output
+    # tokens failed deep inside rescore_table with an untyped pydantic error
+    from oserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"expected_{axis}_tokens") as info:
+        ClassesConfig(input_edges=[128], output_edges=[24], expected_input_tokens=inputs,
+                      expected_output_tokens=outputs).to_scheme()
+    assert info.value.field == f"classes.expected_{axis}_tokens" and ">= 1" in str(info.value.allowed)
+
+
+def test_unservable_classes_lists_classes_no_variant_serves_after_rescoring() -> None:
+    from oserve.profiles.rescore import unservable_classes
+
+    table = ProfileTable.load(ROOT / "examples" / "profiles" / "cpu-smollm2-precision.json")
+    assert unservable_classes(table) == []
+    # long prompts of 5,000 tokens: beyond max_model_len (2,048) and, clipped to 2,048 - O, past a 2-s TTFT
+    beyond = ClassesConfig(input_edges=[128], output_edges=[24], expected_input_tokens=[48, 5000],
+                           expected_output_tokens=[14, 70]).to_scheme()
+    assert unservable_classes(rescore_table(table, beyond, table.slo)) == ["long-in/short-out", "long-in/long-out"]
+    impossible = rescore_table(table, beyond, SLO(ttft_s=0.001, tpot_s=0.0001))
+    assert unservable_classes(impossible) == impossible.class_names
