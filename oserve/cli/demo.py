@@ -310,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     table = ProfileTable.load(table_path)
     table = table.model_copy(update={"variants": {k: v for k, v in table.variants.items() if k in config.variants}})
     if oc.recompute_capacities:  # the rate choice and the hindsight mix see the capacities the orchestrator plans with
-        from oserve.profiles.rescore import rescore_table
+        from oserve.profiles.rescore import planning_table
 
-        table = rescore_table(table, config.classes.to_scheme(), oc.slo)
+        table = planning_table(table, config.classes.to_scheme(), oc.slo)
     prec = {name: v.precision for name, v in config.variants.items()}
     fp32 = next(n for n, pr in prec.items() if pr == "fp32")
     int8 = next(n for n, pr in prec.items() if pr == "int8")

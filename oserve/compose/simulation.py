@@ -38,12 +38,9 @@ def load_table(cfg: SimConfig) -> ProfileTable:
     if cfg.model or cfg.variants:
         table = restrict_table(table, cfg.variants, cfg.model)
     if cfg.recompute_capacities:
-        from oserve.profiles.rescore import rescore_table, unservable_classes
+        from oserve.profiles.rescore import planning_table
 
-        table = rescore_table(table, cfg.classes.to_scheme(), cfg.slo or table.slo)
-        if bad := unservable_classes(table):
-            log.warning("recompute_capacities: no variant serves class(es) %s within the SLO (TTFT %.3g s, "
-                        "TPOT %.3g s) at their expected lengths", ", ".join(bad), table.slo.ttft_s, table.slo.tpot_s)
+        table = planning_table(table, cfg.classes.to_scheme(), cfg.slo or table.slo)
     else:  # stored capacities: the config's classes must be the table's (the error names the missing ones)
         table.check_against([], cfg.classes.to_scheme().names)
     return table

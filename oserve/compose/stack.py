@@ -204,13 +204,9 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
             # plan only the variants the config can start (a table may hold more)
             table = table.model_copy(update={"variants": {v: table.variants[v] for v in config.variants}})
             if oc.recompute_capacities:
-                from oserve.profiles.rescore import rescore_table, unservable_classes
+                from oserve.profiles.rescore import planning_table
 
-                table = rescore_table(table, scheme, oc.slo)
-                if bad := unservable_classes(table):
-                    log.warning("recompute_capacities: no variant serves class(es) %s within the SLO (TTFT %.3g s, "
-                                "TPOT %.3g s) at their expected lengths; demand for them raises the missing-class "
-                                "alarm and running replicas are kept", ", ".join(bad), oc.slo.ttft_s, oc.slo.tpot_s)
+                table = planning_table(table, scheme, oc.slo)
             for i, rep in enumerate(config.deployment):
                 need = table.variants[rep.variant].devices_per_replica
                 if len(rep.device_ids) != need:

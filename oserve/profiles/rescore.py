@@ -12,13 +12,16 @@ quality) is kept.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from oserve.profiles.capacity import class_capacity
 from oserve.profiles.table import ProfileTable, VariantProfile
 from oserve.types import SLO, ClassScheme
 
-__all__ = ["rescore_table", "unservable_classes"]
+__all__ = ["rescore_table", "unservable_classes", "planning_table"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,3 +75,14 @@ def unservable_classes(table: ProfileTable) -> list[str]:
     """
     return [c for c in table.class_names
             if not any(c in row.classes and row.classes[c].capacity_rps > 0 for row in table.variants.values())]
+
+
+def planning_table(table: ProfileTable, scheme: ClassScheme, slo: SLO) -> ProfileTable:
+    """:func:`rescore_table`, warning (log) about the classes no variant then serves: what the serve
+    stack, the simulator and the demo plan with when ``recompute_capacities`` is set."""
+    table = rescore_table(table, scheme, slo)
+    if bad := unservable_classes(table):
+        log.warning("recompute_capacities: no variant serves class(es) %s within the SLO (TTFT %.3g s, TPOT %.3g s) "
+                    "at their expected lengths; demand for them raises the missing-class alarm and running "
+                    "replicas are kept", ", ".join(bad), slo.ttft_s, slo.tpot_s)
+    return table
