@@ -179,6 +179,11 @@ class VariantConfig(_Strict):
     tensor_parallel_size: int = Field(1, ge=1, le=8, description="TP degree (devices per pipeline stage)")
     pipeline_parallel_size: int = Field(1, ge=1, le=8, description="PP degree (pipeline stages)")
     max_num_seqs: int = Field(32, ge=1, le=1024, description="most sequences one replica runs at once")
+    max_ongoing_requests: int | None = Field(
+        None, ge=1, le=1024,
+        description="most requests the router sends one replica at once (Ray Serve's max_ongoing_requests); "
+        "more wait in the router-side queue, where a switch does not touch them and a replica that becomes "
+        "ready takes them at once. None: max_num_seqs (the engine's batch limit)")
     max_model_len: int = Field(2048, ge=64, le=131072, description="context length: prompt + output tokens")
     max_num_batched_tokens: int | None = Field(None, ge=64, description="token budget of one engine step "
                                                                         "(None: the engine's default)")

@@ -122,6 +122,10 @@ class Plan(BaseModel):
     optimal: bool | None = Field(
         None, description="True when the planner proved the plan optimal for the shared objective (MILP solved "
                           "to its gap); None when the planner makes no such claim")
+    quality_restore: bool = Field(
+        False, description="the plan only restores quality: the current replicas already serve the demand, so a "
+                           "switch to it is not urgent and the replicas it drains let their in-flight requests "
+                           "finish (up to the drain timeout) instead of handing them over (migrate_on_drain)")
 
     def parked_counts(self) -> dict[tuple[str, str], int]:
         """Number of parked replicas per ``(variant, node)``."""

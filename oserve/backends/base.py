@@ -47,6 +47,9 @@ class ReplicaSpec(BaseModel):
         devices: GPU ids (GPU backends).
         node: the cluster node the plan places the replica on (backends that span several nodes
             use it; a single-machine backend ignores it).
+        max_ongoing_requests: most requests the router sends the replica at once (Ray Serve's
+            ``max_ongoing_requests``); more wait in the router-side queue. None: ``max_num_seqs``.
+            Not an engine argument: backends ignore it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,6 +73,10 @@ class ReplicaSpec(BaseModel):
     node: str | None = None
     enforce_eager: bool = True
     seed: int = 0
+    max_ongoing_requests: int | None = Field(
+        None, ge=1,
+        description="most requests the router sends the replica at once (Ray Serve's max_ongoing_requests); "
+        "None: max_num_seqs")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 def _key(spec: ReplicaSpec) -> str:
-    return spec.model_dump_json()
+    """The engine a spec starts: its engine arguments (the router-side in-flight limit is not one)."""
+    return spec.model_dump_json(exclude={"max_ongoing_requests"})
 
 
 class PooledReplica(Replica):

@@ -190,6 +190,6 @@ def build_templates(config: ServeConfig, model_path: str) -> dict[str, ReplicaSp
             quantization=v.quantization, tensor_parallel_size=v.tensor_parallel_size,
             pipeline_parallel_size=v.pipeline_parallel_size, max_num_seqs=v.max_num_seqs,
             max_model_len=v.max_model_len, max_num_batched_tokens=v.max_num_batched_tokens,
-            kv_cache_bytes=v.kv_cache_bytes,
+            kv_cache_bytes=v.kv_cache_bytes, max_ongoing_requests=v.max_ongoing_requests,
         )
     return out

@@ -18,9 +18,8 @@ explicit error (``RequestAbortedError``), then the engine stops and its memory i
 replica of a later phase starts. A drain that would leave a class without capacity is skipped
 (:func:`~oserve.control.rules.drain_blocker`).
 
-Rollback: when a phase's starts fail after earlier phases drained replicas to make room, the drained
-replicas that some class now lacks start again on the freed devices
-(:func:`~oserve.control.rules.rollback_starts`) and the rest of the transition is skipped.
+Rollback: when a phase's starts fail after earlier phases drained replicas to make room, the drained replicas
+that some class now lacks start again (:func:`~oserve.control.rules.rollback_starts`), the rest is skipped.
 Parked replicas: activation is a wake plus a routing shift, deactivation a drain plus a park
 (:mod:`oserve.control.switch_parking`).
 """
@@ -105,7 +104,8 @@ class Switcher(ParkingSteps):
         stop_timeout_s: how long ``Replica.stop`` may take before the replica is reported failed, s.
         migrate_on_drain: a replica a switch drains aborts its in-flight requests at once instead of
             letting them finish for up to ``drain_timeout_s``; the endpoint resumes each on another
-            replica from its last token (:mod:`oserve.server.resume`). Shutdown drains are unchanged.
+            replica from its last token (:mod:`oserve.server.resume`). Shutdown drains, and drains of a
+            switch to a plan that only restores quality (``Plan.quality_restore``), are unchanged.
         migration_grace_s: with ``migrate_on_drain``, in-flight requests may first finish for up to
             this long, s (0: all are handed over at once).
 
@@ -356,8 +356,8 @@ class Switcher(ParkingSteps):
                 else:
                     (parks if rid in phase.parks else drains).append(rid)
             drained += [self._replicas[rid].placement for rid in drains if rid in self._replicas]
-            timeout = self.migration_grace_s if self.migrate_on_drain else self.drain_timeout_s
-            mig = self.migrate_on_drain
+            mig = self.migrate_on_drain and not target.quality_restore  # a restore is not urgent
+            timeout = self.migration_grace_s if mig else self.drain_timeout_s
             await asyncio.gather(*(self._drain_stop(rid, timeout, mig) for rid in drains),
                                  *(self._drain_park(rid, timeout, mig) for rid in parks))
         routed |= self._refresh_routing(record=True)

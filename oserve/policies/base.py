@@ -46,6 +46,7 @@ class Allocation:
         optimal: whether the allocation is proven optimal for the objective (None: no such claim).
         equal_routing: route every class evenly over the replicas that can serve it (round-robin),
             admitting everything; used by the static baseline.
+        quality_restore: the allocation only restores quality (see :attr:`oserve.types.Plan.quality_restore`).
     """
 
     counts: np.ndarray
@@ -53,6 +54,7 @@ class Allocation:
     reason: str = ""
     optimal: bool | None = None
     equal_routing: bool = False
+    quality_restore: bool = False
 
 
 class Planner(ABC):
@@ -251,7 +253,8 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     return plan.model_copy(update={
         "predicted_goodput_rps": score.goodput_rps, "slo_attainment": score.slo_attainment,
         "memory_used_bytes": score.memory_used_bytes, "objective": score.objective,
-        "devices_used": score.devices_used, "reason": ". ".join(notes), "optimal": optimal})
+        "devices_used": score.devices_used, "reason": ". ".join(notes), "optimal": optimal,
+        "quality_restore": alloc.quality_restore})
 
 
 def single_variant_floor(problem: Problem, plan: Plan, cluster: ClusterSpec, table: ProfileTable, demand: Demand,

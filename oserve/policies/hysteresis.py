@@ -150,8 +150,8 @@ class HysteresisPlanner(Planner):
                                               "without serving more goodput)")
         restore = quality > 0 and _no_less_goodput(cand_score, keep_score)
         if restore and keep_score.goodput_rps <= 1e-9:  # idle: nothing is served, nothing can be lost
-            return replace(candidate_alloc, reason=f"hysteresis: restoring quality at zero demand"
-                                                   f"{_sep(candidate_alloc.reason)}")
+            return replace(candidate_alloc, quality_restore=True,
+                           reason=f"hysteresis: restoring quality at zero demand{_sep(candidate_alloc.reason)}")
         if restore:  # its gain is goodput, then quality: the spare capacity it gives up ranks after both
             gain = max(gain, (cand_score.goodput_rps - keep_score.goodput_rps)
                        + (keep_score.quality_cost_rps - cand_score.quality_cost_rps))
@@ -160,8 +160,9 @@ class HysteresisPlanner(Planner):
         won = gain * self.horizon_s
         if won > threshold:
             kind = "restoring quality, " if restore else ""
-            return replace(candidate_alloc, reason=f"hysteresis: {kind}switching (gain {won:.4f} > cost {threshold:.4f} "
-                                                   f"requests over {self.horizon_s:g} s){_sep(candidate_alloc.reason)}")
+            return replace(candidate_alloc, quality_restore=restore,
+                           reason=f"hysteresis: {kind}switching (gain {won:.4f} > cost {threshold:.4f} "
+                                  f"requests over {self.horizon_s:g} s){_sep(candidate_alloc.reason)}")
         return replace(keep_alloc, reason=f"hysteresis: keeping current replicas (gain {won:.4f} <= cost "
                                           f"{threshold:.4f} requests over {self.horizon_s:g} s)")
 

@@ -12,7 +12,8 @@ policy of :mod:`oserve.policies.routing` (context fit, smooth weighted round-rob
 variants, least outstanding within a variant, counted fallbacks).
 
 Router-side queue (:meth:`Router.acquire_queued`): each replica takes at most its in-flight limit
-(its variant's batch limit, ``spec.max_num_seqs``) of requests at once. A request whose every
+(``spec.max_ongoing_requests`` where its variant sets one, else its batch limit ``spec.max_num_seqs``)
+of requests at once. A request whose every
 suitable ready replica is at its limit (or that arrives while no replica is ready but one is
 starting) waits in a bounded FIFO (:class:`~oserve.server.wait_queue.WaitQueue`); when a replica
 frees a slot (:meth:`Router.release`) or becomes ready (:meth:`Router.add`,
@@ -44,6 +45,13 @@ __all__ = ["Router", "Lease"]
 log = logging.getLogger(__name__)
 
 _STATES: tuple[str, ...] = ("starting", "ready", "draining", "stopped", "failed")
+
+
+def _spec_limit(spec: object) -> int | None:
+    """A replica spec's router-side in-flight limit: ``max_ongoing_requests``, else ``max_num_seqs``
+    (None when the spec has neither)."""
+    limit = getattr(spec, "max_ongoing_requests", None)
+    return limit if limit is not None else getattr(spec, "max_num_seqs", None)
 
 
 @dataclass
@@ -153,7 +161,7 @@ class Router:
                 ``replica.stats()``: at once in the background when an event loop is running,
                 else at the next :meth:`refresh`.
             max_in_flight: most requests it takes at once (requests); None takes
-                ``replica.spec.max_num_seqs`` (its batch limit).
+                ``replica.spec.max_ongoing_requests``, else ``replica.spec.max_num_seqs`` (its batch limit).
 
         Raises:
             ConfigError: the id is already present, ``state`` is not a replica state, or
@@ -165,7 +173,7 @@ class Router:
         st = replica.state if state is None else state
         self._check_state(st)
         mml = replica.spec.max_model_len if max_model_len is None else int(max_model_len)
-        limit = getattr(replica.spec, "max_num_seqs", None) if max_in_flight is None else int(max_in_flight)
+        limit = _spec_limit(replica.spec) if max_in_flight is None else int(max_in_flight)
         if limit is not None and limit < 1:
             raise ConfigError(f"max_in_flight of replica {replica.replica_id!r} is {limit}", field="max_in_flight",
                               allowed=">= 1 requests")

@@ -112,3 +112,15 @@ def test_a_variant_precision_needs_the_embedded_model() -> None:
     with pytest.raises(ConfigError) as info:
         build_templates(cfg, "unused")  # model.path is not 'default'
     assert info.value.field == "variants.a.precision"
+
+
+def test_a_variant_router_limit_reaches_its_replica_spec_but_not_the_engine_key() -> None:
+    from oserve.backends.warm_pool import _key
+    from oserve.compose import build_templates
+
+    cfg = _serve_config({"a": {"max_num_seqs": 32, "max_ongoing_requests": 6}, "b": {"max_num_seqs": 32}})
+    specs = build_templates(cfg, "unused")
+    assert specs["a"].max_ongoing_requests == 6 and specs["b"].max_ongoing_requests is None
+    # the warm pool shares one engine between specs that differ only in the router-side limit
+    assert _key(specs["a"]) == _key(specs["a"].model_copy(update={"max_ongoing_requests": None}))
+    assert _key(specs["a"]) != _key(specs["a"].model_copy(update={"max_num_seqs": 8}))

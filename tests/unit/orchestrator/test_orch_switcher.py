@@ -73,6 +73,24 @@ async def test_streams_in_flight_during_drain_complete():
     assert kinds.index("start") < kinds.index("route") < kinds.index("drain") < kinds.index("stop")
 
 
+@pytest.mark.parametrize("quality_restore", [False, True])
+async def test_a_migrating_drain_hands_requests_over_unless_the_switch_only_restores_quality(quality_restore):
+    backend = FakeBackend(FakeReplicaOptions(token_delay_s=0.01))
+    sw, router = make_switcher(backend, migrate_on_drain=True)
+    await sw.apply(plan_of(("fast", "node0", (0,))))
+    streams = [asyncio.create_task(stream(router, f"s{i}", 30)) for i in range(3)]
+    await asyncio.sleep(0.05)
+    target = plan_of(("big", "node0", (1,))).model_copy(update={"quality_restore": quality_restore})
+    res = await sw.apply(target)
+    outs = await asyncio.gather(*streams, return_exceptions=True)
+    if quality_restore:  # not urgent: the old replica's in-flight requests finish where they run
+        assert res.migrated_requests == 0 and res.aborted_requests == 0
+        assert all(o[-1].finished and o[-1].completion_tokens == 30 for o in outs)
+    else:  # a capacity switch hands them over at once (the endpoint resumes each elsewhere)
+        assert res.migrated_requests == 3
+        assert all(isinstance(o, RequestAbortedError) for o in outs)
+
+
 async def test_drain_timeout_aborts_with_an_explicit_error():
     backend = FakeBackend(FakeReplicaOptions(token_delay_s=0.02))
     sw, router = make_switcher(backend, drain_timeout_s=0.1)

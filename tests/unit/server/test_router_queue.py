@@ -45,6 +45,19 @@ def test_limit_is_the_batch_limit_and_try_acquire_waits_when_full() -> None:
         router.try_acquire(None, 5000)
 
 
+def test_max_ongoing_requests_caps_a_replica_below_its_batch_limit() -> None:
+    spec = ReplicaSpec(variant="v0", model="fake", served_model_name="m", max_num_seqs=32, max_ongoing_requests=2)
+    router = Router()
+    router.add(FakeReplica(spec, "a", FakeReplicaOptions()))
+    router.add(replica("b", max_num_seqs=3))
+    assert router.in_flight_limit("a") == 2 and router.in_flight_limit("b") == 3
+    taken = [router.try_acquire(None, 10) for _ in range(5)]
+    assert sorted(r.replica_id for r in taken if r is not None) == ["a", "a", "b", "b", "b"]
+    assert router.try_acquire(None, 10) is None  # both at their limits: the next request waits in the router
+    with pytest.raises(ValueError, match="max_ongoing_requests"):
+        ReplicaSpec(variant="v0", model="fake", served_model_name="m", max_ongoing_requests=0)
+
+
 def test_bad_queue_settings_name_the_field() -> None:
     with pytest.raises(ConfigError) as ei:
         Router(queue_max=-1)
