@@ -120,9 +120,14 @@ def _inputs(args: argparse.Namespace) -> tuple[ClusterSpec, ProfileTable, Compon
     from oserve.profiles.table import ProfileTable
 
     try:
-        is_serve = any(k in read_yaml(args.config) for k in _SERVE_KEYS)
+        raw = read_yaml(args.config)
     except ConfigError:  # unreadable: the plan-file loader reports it with the file and line
-        is_serve = False
+        raw = {}
+    if "table" in raw and "orchestrator" not in raw:  # a top-level table: an `oserve simulate` file
+        raise ConfigError(f"{args.config} is a simulator config (top-level 'table'); oserve plan takes a plan file "
+                          "or a serve config", field="config", allowed="a plan file (nodes, planner) or a serve "
+                          "config (cluster, variants, deployment, orchestrator)")
+    is_serve = any(k in raw for k in _SERVE_KEYS)
     if is_serve:
         from oserve.compose.serve_table import orchestrator_table
 

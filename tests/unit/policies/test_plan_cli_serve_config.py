@@ -105,3 +105,8 @@ def test_plan_with_no_replica_names_classes_only_low_quality_variants_serve(tmp_
 def test_plan_file_without_table_names_the_option(capsys) -> None:
     rc, _, err = _plan(capsys, str(EXAMPLES / "cluster-cpu.yaml"), "--demand", "{}")
     assert rc == EXIT_CODE and "--table is required with a plan file" in err
+
+
+def test_plan_of_a_simulator_config_says_which_files_it_takes(capsys) -> None:
+    rc, _, err = _plan(capsys, str(EXAMPLES / "sim-cpu-demo.yaml"), "--demand", "{}")
+    assert rc == EXIT_CODE and "is a simulator config (top-level 'table')" in err and "serve config" in err
