@@ -84,14 +84,16 @@ def empty_plan_error(plan: Plan, cluster: ClusterSpec, table: ProfileTable, dema
     if plan.replicas or not wanted:
         return None
     total = sum(demand.rates_rps[c] for c in wanted)
-    causes = []
+    causes: list[str] = []
     unservable = [c for c in unservable_classes(table) if c in wanted]
     if unservable:
         causes.append(f"no variant of the table serves class(es) {', '.join(unservable)} within its SLO "
                       f"(TTFT {table.slo.ttft_s:g} s, TPOT {table.slo.tpot_s:g} s; capacity 0 req/s in every row)")
     problem = build_problem(cluster, table, demand, None, ObjectiveWeights())
     usable = problem.usable()
-    low_quality, unplaced, unfit = [], [], {}
+    low_quality: list[str] = []
+    unplaced: list[str] = []
+    unfit: dict[str, str] = {}
     for ci, c in enumerate(problem.classes):
         if c not in wanted or c in unservable or usable[:, ci].any():
             continue
