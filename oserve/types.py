@@ -221,13 +221,15 @@ class ClassScheme:
         input_edges: increasing interior edges over input tokens, e.g. ``(2048,)``.
         output_edges: increasing interior edges over output tokens, e.g. ``(256,)``.
         input_names / output_names: labels per bucket (len(edges) + 1 each).
-        expected_input_tokens / expected_output_tokens: representative lengths per bucket.
+        expected_input_tokens / expected_output_tokens: representative lengths per bucket, tokens,
+            each inside its own bucket (``[lo, hi)``; the top bucket is open above).
         min_quality: ``(class name, minimum quality score 0-1)`` pairs; classes not named accept any
             variant.
 
     Raises:
-        ConfigError: edges not strictly increasing or not positive, label counts off, or a
-            ``min_quality`` entry naming an unknown class or outside 0-1.
+        ConfigError: edges not strictly increasing or not positive, label counts off, an expected
+            length below 1 token or outside its own bucket ``[lo, hi)`` (the top bucket is open
+            above), or a ``min_quality`` entry naming an unknown class or outside 0-1.
     """
 
     input_edges: tuple[int, ...] = (2048,)
@@ -259,6 +261,15 @@ class ClassScheme:
                     f"expected_{axis}_tokens must be >= 1 token each, got {list(expected)}",
                     field=f"expected_{axis}_tokens", allowed=">= 1 token per bucket",
                 )
+            bounds = [0, *edges]
+            for k, x in enumerate(expected):  # a class's representative length lies in its own bucket
+                lo, hi = bounds[k], (edges[k] if k < len(edges) else None)
+                if x < lo or (hi is not None and x >= hi):
+                    span = f"[{lo}, {hi})" if hi is not None else f"[{lo}, inf)"
+                    raise ConfigError(
+                        f"expected_{axis}_tokens[{k}] is {x} tokens, outside bucket {k} {span} of {axis}_edges "
+                        f"{list(edges)}", field=f"expected_{axis}_tokens", allowed=f"bucket {k}: {span} tokens",
+                    )
         names = [f"{i}/{o}" for i in self.input_names for o in self.output_names]
         min_q: dict[str, float] = {}
         for name, q in self.min_quality:

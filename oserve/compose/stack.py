@@ -193,20 +193,12 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
         if isinstance(backend, BackendLifecycle):
             await backend.start()  # e.g. join the Ray cluster before any replica is placed on it
         if config.orchestrator is not None:
+            from oserve.compose.serve_table import orchestrator_table
             from oserve.control.orchestrator import Orchestrator, OrchestratorOptions
             from oserve.control.surge import SurgeRule
-            from oserve.profiles.table import ProfileTable
 
             oc = config.orchestrator
-            table = ProfileTable.load(config.resolve(oc.table))
-            # recomputed capacities follow the config's classes (any scheme); stored ones must match them
-            table.check_against(list(config.variants), [] if oc.recompute_capacities else scheme.names)
-            # plan only the variants the config can start (a table may hold more)
-            table = table.model_copy(update={"variants": {v: table.variants[v] for v in config.variants}})
-            if oc.recompute_capacities:
-                from oserve.profiles.rescore import planning_table
-
-                table = planning_table(table, scheme, oc.slo)
+            table = orchestrator_table(config)  # restricted to the config's variants, rescored if configured
             for i, rep in enumerate(config.deployment):
                 need = table.variants[rep.variant].devices_per_replica
                 if len(rep.device_ids) != need:
