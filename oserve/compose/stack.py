@@ -30,6 +30,10 @@ __all__ = ["Stack", "start_stack", "free_port", "watch_cluster"]
 
 log = logging.getLogger(__name__)
 
+#: How long the endpoint keeps an idle HTTP connection open, s: longer than clients' connection pools keep
+#: one (aiohttp 15 s, httpx and the openai client 5 s), so a client never reuses one the server is closing.
+KEEP_ALIVE_S = 75
+
 
 def _plain_text_tokenizer() -> tuple[Callable[[str | list[int]], int], Callable[[list[dict[str, str]]], str]]:
     """Token counting and chat rendering for backends that load no checkpoint (fake, simulated):
@@ -91,7 +95,10 @@ class Stack:
 
         host = self.config.server.host
         port = self.config.server.port or free_port(host)
-        ucfg = uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="on")
+        # keep idle connections longer than clients' pools do (aiohttp 15 s, httpx 5 s): with uvicorn's 5-s
+        # default, a client reusing a connection the server is closing gets a reset (one lost request in a demo)
+        ucfg = uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="on",
+                              timeout_keep_alive=KEEP_ALIVE_S)
         self.server = uvicorn.Server(ucfg)
         self.server_task = asyncio.create_task(self.server.serve())
         while not self.server.started:

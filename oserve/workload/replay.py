@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 
 SLO_KEYS = ("ttft", "tpot", "e2e")
 
+#: How long the replay client reuses an idle connection, s: under uvicorn's default keep-alive (5 s, which
+#: vLLM's OpenAI server keeps), so it never sends on a connection the server is closing (a reset).
+CLIENT_KEEPALIVE_S = 4.0
+
 
 def parse_slo(text: str | None) -> dict[str, float]:
     """Parse ``"ttft=2.0,tpot=0.2"`` (seconds) into ``{"ttft": 2.0, "tpot": 0.2}``.
@@ -479,14 +483,17 @@ async def replay(
         import aiohttp
 
         client: Any = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            # reuse an idle connection for less than uvicorn's default keep-alive (5 s, vLLM's server): a
+            # connection the server is closing as the client reuses it ends in "connection reset by peer"
+            connector=aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=CLIENT_KEEPALIVE_S),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, timeout_s), sock_read=timeout_s),
         )
         send = _send_aiohttp
     else:
         import httpx
 
-        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=None,
+                                                       keepalive_expiry=CLIENT_KEEPALIVE_S),
                                    timeout=httpx.Timeout(timeout_s, connect=min(30.0, timeout_s)))
         send = _send_httpx
     async with client:
