@@ -411,8 +411,10 @@ def _run_all(config: ServeConfig, names: list[str], deployments: dict[str, list]
                 results[name] = {**results[same], "same_run_as": same}
                 continue
             cfg = config.model_copy(update={"deployment": list(deployments[name])})
-            if name != "oserve":
-                cfg = cfg.model_copy(update={"orchestrator": None})
+            if name != "oserve":  # a static deployment as vLLM users run it: no control loop, no router-side
+                # in-flight limit below the engines' batch limit (that queue serves oserve's switches)
+                variants = {k: v.model_copy(update={"max_ongoing_requests": None}) for k, v in cfg.variants.items()}
+                cfg = cfg.model_copy(update={"orchestrator": None, "variants": variants})
             log.info("=== %s: %s", name, [r.variant for r in deployments[name]])
             results[name] = run_deployment(name, cfg, lt, pool, trace, out_dir, model_path, full_precision)
             results[name]["warm_starts"], results[name]["cold_starts"] = pool.warm_starts, pool.cold_starts
