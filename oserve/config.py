@@ -273,6 +273,12 @@ class SurgeConfig(_Strict):
     min_arrivals: int = Field(8, ge=1, description="requests the short window must hold for a surge")
     min_gap_s: float = Field(2.0, ge=0, allow_inf_nan=False,
                              description="shortest time from the previous decision to a surge decision, s")
+    growth_factor: float = Field(
+        1.0, ge=1, allow_inf_nan=False,
+        description="a surge decision plans for its rates times this (>= 1): a burst is still rising when it is "
+                    "detected, and a plan for its first seconds is outgrown within seconds (a second switch that "
+                    "hands over what the replicas it drains took meanwhile); above 1 trades some full-precision "
+                    "share for one switch")
 
 
 class OrchestratorConfig(_Strict):

@@ -73,6 +73,10 @@ class SurgeRule:
             capacity within the SLO (> 0; 1.0: the table's capacity, no headroom).
         min_arrivals: requests the window must hold for a surge (>= 1).
         min_gap_s: shortest time between a surge decision and the previous decision (>= 0).
+        growth_factor: a surge decision plans for its rates times this (>= 1; 1: the rates as measured).
+            A burst is still rising when it is detected: a plan made for what the first seconds showed is
+            outgrown within seconds, and the second switch then hands over what the replicas it drains took
+            meanwhile. Above 1 trades some full-precision share (a larger first switch) for one switch.
 
     Raises:
         ConfigError: a field out of range (naming it).
@@ -83,6 +87,7 @@ class SurgeRule:
     capacity_factor: float = 1.0
     min_arrivals: int = 8
     min_gap_s: float = 2.0
+    growth_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.check_interval_s) and self.check_interval_s >= MIN_CHECK_INTERVAL_S):
@@ -100,6 +105,9 @@ class SurgeRule:
         if not (math.isfinite(self.min_gap_s) and self.min_gap_s >= 0):
             raise ConfigError(f"surge min_gap_s must be >= 0, got {self.min_gap_s}", field="surge.min_gap_s",
                               allowed=">= 0 seconds")
+        if not (math.isfinite(self.growth_factor) and self.growth_factor >= 1):
+            raise ConfigError(f"surge growth_factor must be >= 1, got {self.growth_factor}",
+                              field="surge.growth_factor", allowed=">= 1 (multiple of the surge's rates)")
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,8 @@ def check_surge(rule: SurgeRule, plan: Plan | None, cluster: ClusterSpec, table:
     surge = util > rule.capacity_factor
     if surge and recent_rps:
         rates = {c: max(r, float(recent_rps.get(c, 0.0))) for c, r in rates.items()}
+    if surge:
+        rates = {c: r * rule.growth_factor for c, r in rates.items()}
         total = sum(rates.values())
     reason = (f"surge: {arrivals} arrivals in the last {rule.window_s} s (planning for {total:.2f} req/s) load the current plan to "
               f"{util:.2f} of its table capacity (> {rule.capacity_factor:g})" if surge else

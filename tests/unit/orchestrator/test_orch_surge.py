@@ -63,6 +63,11 @@ def test_check_surge_fires_above_table_capacity_only():
     rising = check_surge(rule, ONE, CLUSTER, TABLE, rates(4.5), 22, recent_rps=rates(7.0))
     assert rising.surge and rising.utilization == pytest.approx(1.5) and rising.rates_rps[SS] == 7.0
     assert check_surge(rule, ONE, CLUSTER, TABLE, rates(2.0), 10, recent_rps=rates(7.0)).rates_rps[SS] == 2.0
+    # growth_factor: a surge plans for a multiple of its rates; no surge, no change; the utilization is measured
+    grown = SurgeRule(window_s=5, capacity_factor=1.0, min_arrivals=8, growth_factor=2.0)
+    big = check_surge(grown, ONE, CLUSTER, TABLE, rates(4.5), 22, recent_rps=rates(7.0))
+    assert big.surge and big.rates_rps[SS] == 14.0 and big.utilization == pytest.approx(1.5) and "14.00" in big.reason
+    assert check_surge(grown, ONE, CLUSTER, TABLE, rates(2.0), 10, recent_rps=rates(7.0)).rates_rps[SS] == 2.0
 
 
 def test_surge_rule_and_config_name_the_bad_field():
@@ -75,6 +80,11 @@ def test_surge_rule_and_config_name_the_bad_field():
     with pytest.raises(ConfigError) as e:
         SurgeRule(min_gap_s=-1)
     assert e.value.field == "surge.min_gap_s"
+    with pytest.raises(ConfigError) as e:
+        SurgeRule(growth_factor=0.5)
+    assert e.value.field == "surge.growth_factor"
+    with pytest.raises(ValueError, match="growth_factor"):
+        SurgeConfig(growth_factor=float("inf"))
     assert SurgeRule(**SurgeConfig(window_s=3, min_arrivals=4).model_dump()) == SurgeRule(window_s=3, min_arrivals=4)
     with pytest.raises(ValueError, match="window_s"):
         SurgeConfig(window_s=0)
