@@ -48,7 +48,7 @@ import numpy as np
 from oserve.config import ServeConfig, load_config
 from oserve.workload.trace import Trace
 
-__all__ = ["build_demo_trace", "demand_series", "main"]
+__all__ = ["build_demo_trace", "demand_series", "deployment_config", "main"]
 
 log = logging.getLogger("oserve.cli.demo")
 T = TypeVar("T")
@@ -360,6 +360,17 @@ def _key(replicas: list) -> list[tuple]:
     return sorted((r.variant, r.node, tuple(r.device_ids)) for r in replicas)
 
 
+def deployment_config(config: ServeConfig, name: str, deployment: list) -> ServeConfig:
+    """The config one deployment of the demo runs: ``config`` with ``deployment``; for a static one (every
+    name but ``"oserve"``) no orchestrator and no router-side in-flight limit below the engines' batch
+    limit (``max_ongoing_requests``: that queue serves oserve's switches), as vLLM users run it."""
+    cfg = config.model_copy(update={"deployment": list(deployment)})
+    if name == "oserve":
+        return cfg
+    variants = {k: v.model_copy(update={"max_ongoing_requests": None}) for k, v in cfg.variants.items()}
+    return cfg.model_copy(update={"orchestrator": None, "variants": variants})
+
+
 def _run_all(config: ServeConfig, names: list[str], deployments: dict[str, list], trace: Trace, out_dir: Path,
              full_precision: set[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Pre-start the pooled engines, run each deployment on them, stop the engines.
@@ -410,11 +421,7 @@ def _run_all(config: ServeConfig, names: list[str], deployments: dict[str, list]
                 log.info("=== %s is the %s deployment measured above: reporting that run", name, same)
                 results[name] = {**results[same], "same_run_as": same}
                 continue
-            cfg = config.model_copy(update={"deployment": list(deployments[name])})
-            if name != "oserve":  # a static deployment as vLLM users run it: no control loop, no router-side
-                # in-flight limit below the engines' batch limit (that queue serves oserve's switches)
-                variants = {k: v.model_copy(update={"max_ongoing_requests": None}) for k, v in cfg.variants.items()}
-                cfg = cfg.model_copy(update={"orchestrator": None, "variants": variants})
+            cfg = deployment_config(config, name, deployments[name])
             log.info("=== %s: %s", name, [r.variant for r in deployments[name]])
             results[name] = run_deployment(name, cfg, lt, pool, trace, out_dir, model_path, full_precision)
             results[name]["warm_starts"], results[name]["cold_starts"] = pool.warm_starts, pool.cold_starts

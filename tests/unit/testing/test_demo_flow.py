@@ -65,3 +65,19 @@ def test_demo_argument_errors_stop_before_any_table_or_engine(monkeypatch: pytes
         demo.main(args)
     assert info.value.code == 2
     assert args[0] in capsys.readouterr().err
+
+
+def test_only_the_oserve_run_keeps_the_router_side_in_flight_limit() -> None:
+    from oserve.cli.demo import ROOT, deployment_config
+    from oserve.config import load_config
+
+    config = load_config(ROOT / "examples" / "demo-cpu-precision.yaml")
+    fp32 = "smollm2-135m-fp32-1c-s32"
+    assert config.variants[fp32].max_ongoing_requests is not None  # the demo config sets one for oserve
+    mine = deployment_config(config, "oserve", list(config.deployment))
+    assert mine.orchestrator is not None and mine.variants[fp32].max_ongoing_requests == \
+        config.variants[fp32].max_ongoing_requests
+    for name in ("plain", "int8", "best_static"):  # the statics run as vLLM does: engines take up to max_num_seqs
+        static = deployment_config(config, name, list(config.deployment))
+        assert static.orchestrator is None
+        assert all(v.max_ongoing_requests is None for v in static.variants.values())
