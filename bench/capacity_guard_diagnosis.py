@@ -73,6 +73,63 @@ def _replicas_over_time(res: object, window_s: float) -> dict[str, dict[str, flo
     return out
 
 
+def _mixes(args: argparse.Namespace, table: object, cluster: object, scheme: object, cfg: object, slo: object,
+           base: object) -> dict:
+    """Fixed plans (planner routing for the scaled trace's mean demand) on the trace at ``--mix-scales`` (static
+    ones also round-robin), and as the guard scores them: SLO attainment on its synthetic Poisson workload
+    (trace lengths, mean class mix) at 0.8, 1, 1.25, 1.5 x the MILP plan's simulated capacity."""
+    import numpy as np
+
+    from oserve.compose.capacity import mean_demand
+    from oserve.compose.simulation import class_lengths, sim_options
+    from oserve.policies.base import Allocation, build_plan
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+    from oserve.sim.engine import Simulation
+    from oserve.sim.metrics import summarise
+    from oserve.sim.scored_planner import SimScoredPlanner, _Workload, plan_attainment
+    from oserve.workload.transforms import scale_rate
+
+    seed = int(args.seeds.split(",")[0])
+    scales = [float(x) for x in args.mix_scales.split(",")]
+    ref_trace = scale_rate(base, args.scale, seed=seed)
+    demand = mean_demand(ref_trace, scheme)
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    guard = SimScoredPlanner("milp", lengths=class_lengths(ref_trace, scheme), scheme=scheme, slo=slo)
+    guard.plan(cluster, table, demand)
+    ref = guard.last_scores["inner"]
+    total = sum(demand.rates_rps.values())
+    shares = np.array([demand.rates_rps[c] for c in prob.classes]) / total
+    shares = np.round(shares / guard.mix_resolution) * guard.mix_resolution
+    used = [c for j, c in enumerate(prob.classes) if shares[j] > 0]
+    wl = _Workload(shares, prob.classes, guard._class_lengths(used), guard.n_requests, guard.seed,
+                   max_total=max(v.max_model_len for v in table.variants.values()))
+    factors = (0.8, 1.0, 1.25, 1.5)
+    out: dict = {"seed": seed, "guard_inner_capacity_rps": ref, "guard_factors": list(factors),
+                 "trace_mean_rps_at_scale": {str(s): total / args.scale * s for s in scales}, "plans": {}}
+    for mix in args.mixes.split(";"):
+        counts = np.zeros(prob.fits.shape, np.int64)
+        for part in mix.split("+"):
+            v, k = part.split(":")
+            counts[prob.variants.index(f"{args.model}-{v}"), 0] = int(k)
+        plan = build_plan(prob, Allocation(counts), cluster, table, demand, None, "fixed")
+        row: dict = {"routing": plan.routing, "trace_plan_routing": {}, "trace_round_robin": {}}
+        for s in scales:
+            tr = scale_rate(base, s, seed=seed)
+            for key, routing in (("trace_plan_routing", "plan"), ("trace_round_robin", "round-robin")):
+                if routing == "round-robin" and "+" in mix:
+                    continue
+                res = Simulation(tr, table, cluster, plan, routing=routing, scheme=scheme,
+                                 options=sim_options(cfg), policy="fixed").run()
+                row[key][str(s)] = summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)["slo_attainment"]
+        row["guard_synthetic"] = [plan_attainment(plan, table, cluster, wl, ref * f, slo=slo, scheme=scheme)
+                                  for f in factors]
+        row["guard_overload_score"] = float(np.mean(row["guard_synthetic"][1:]))
+        out["plans"][mix] = row
+        print(f"{mix}: trace {row['trace_plan_routing']} rr {row['trace_round_robin']} guard "
+              f"{[round(x, 3) for x in row['guard_synthetic']]}", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", default=str(ROOT / "examples/profiles/a100-80gb-mixed.json"))
@@ -85,6 +142,10 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=30.0, help="window of the per-window report, seconds")
     ap.add_argument("--sample-interval", type=float, default=10.0, help="simulator timeline sample period, seconds")
     ap.add_argument("--sim-scored", default="on", choices=("on", "off"))
+    ap.add_argument("--mixes", default="",
+                    help="fixed plans to compare on the trace and in the guard's synthetic score, ';'-separated, each "
+                         "'variant-suffix:count+...' (e.g. 'int8-tp2:16;int8-tp2:12+int8-tp4:2'), planner routing")
+    ap.add_argument("--mix-scales", default="1.97,2.1,2.2", help="trace scales at which the fixed plans run")
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity_guard_diagnosis.json"))
     args = ap.parse_args()
     if not args.scale > 0 or not args.window > 0 or not args.duration > 0:
@@ -136,6 +197,8 @@ def main() -> int:
                 print(f"   {w['start_s']:5.0f}s n={w['requests']:4d} att={w['slo_attainment']:.3f} "
                       f"ttft={w['miss_ttft']} tpot={w['miss_tpot']} both={w['miss_both']} un={w['unserved']} "
                       f"miss={w['miss_by_class']}", flush=True)
+    if args.mixes:
+        out["mixes"] = _mixes(args, table, cluster, scheme, cfg, slo, base)
     out["load_average_after"] = list(os.getloadavg())
     Path(args.out).write_text(json.dumps(out, indent=1, default=lambda x: None))
     print(f"wrote {args.out}")
