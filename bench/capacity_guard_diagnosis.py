@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -146,6 +147,7 @@ def main() -> int:
                     help="fixed plans to compare on the trace and in the guard's synthetic score, ';'-separated, each "
                          "'variant-suffix:count+...' (e.g. 'int8-tp2:16;int8-tp2:12+int8-tp4:2'), planner routing")
     ap.add_argument("--mix-scales", default="1.97,2.1,2.2", help="trace scales at which the fixed plans run")
+    ap.add_argument("--no-live", action="store_true", help="skip the per-window runs (only --mixes)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity_guard_diagnosis.json"))
     args = ap.parse_args()
     if not args.scale > 0 or not args.window > 0 or not args.duration > 0:
@@ -165,7 +167,7 @@ def main() -> int:
     scheme, cluster, slo = cfg.classes.to_scheme(), cfg.cluster.spec(), cfg.slo or table.slo
     base = load_traces([str(TRACES / f) for f in TRACE_FILES[args.trace]], duration_s=args.duration)
     base = clip_tokens(base, max_total=max(v.max_model_len for v in table.variants.values()))
-    out: dict = {"model": args.model, "trace": args.trace, "duration_s": args.duration, "scale": args.scale,
+    out: dict = {"command": " ".join(["bench/capacity_guard_diagnosis.py", *sys.argv[1:]]), "model": args.model, "trace": args.trace, "duration_s": args.duration, "scale": args.scale,
                  "slo": slo.model_dump(), "window_s": args.window, "sim_scored_plans": args.sim_scored == "on",
                  "load_average_before": list(os.getloadavg()), "runs": {}}
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -173,8 +175,9 @@ def main() -> int:
         out.setdefault("requests", {})[str(seed)] = len(trace)
         out.setdefault("class_mix_rps", {})[str(seed)] = {c: float(r) for c, r in
                                                           mean_demand(trace, scheme).rates_rps.items()}
-        specs = {"oserve:milp": PolicySpec("oserve")}
-        specs |= {f"static:{s}": PolicySpec("static", f"{args.model}-{s}") for s in args.statics.split(",") if s}
+        specs = {} if args.no_live else {"oserve:milp": PolicySpec("oserve")}
+        if not args.no_live:
+            specs |= {f"static:{s}": PolicySpec("static", f"{args.model}-{s}") for s in args.statics.split(",") if s}
         for label, spec in specs.items():
             t0 = time.perf_counter()
             run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed)
