@@ -165,7 +165,8 @@ class SimConfig(_Model):
         "1 = the table as is); the simulated replicas always use the table's iteration models")
     sim_scored_plans: bool = Field(
         False, description="wrap the oserve (and static-mix) planner in oserve.sim.scored_planner.SimScoredPlanner: "
-        "the planner's plan, the running plan or a single-variant, cluster-filling plan, whichever keeps the most "
+        "the planner's plan, the running plan, a single-variant, cluster-filling plan or one of up to 10 two-variant "
+        "mixes between the best single-variant plan and the other scored variants (planner routing), whichever keeps the most "
         "requests within the SLO at 1, 1.25 and 1.5x the planner's plan's simulated capacity for the demand's class "
         "mix (request lengths: the replayed trace's, per class); a running plan is replaced only for > 5% more; a "
         "plan that carries the demand in simulation is not replaced by one of lower replica quality")

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from oserve.errors import ConfigError
+from oserve.errors import ConfigError, PlanningError
 from oserve.policies.base import Allocation, Planner, build_plan, make_planner
 from oserve.policies.problem import ObjectiveWeights, Problem
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, Plan
@@ -187,6 +187,8 @@ class SimScoredPlanner(Planner):
         cache_size: measurements kept, >= 1.
         overload_factors: rates, as multiples of the inner plan's simulated capacity, at which candidates
             are scored (mean SLO attainment), each in [1, 4].
+        mix_search: at most this many two-variant mixes between the best-scoring single-variant plan and the
+            other scored variants are scored too (see :meth:`_mix_candidates`), in [0, 100]; 0: none.
         weights: objective weights (default: the inner planner's).
 
     Raises:
@@ -199,7 +201,7 @@ class SimScoredPlanner(Planner):
                  | None = None, scheme: ClassScheme = DEFAULT_SCHEME, slo: SLO | None = None, target: float = 0.9,
                  n_requests: int = 1000, min_gain_fraction: float = 0.05, rel_tol: float = 0.05,
                  mix_resolution: float = 0.02, seed: int = 0, cache_size: int = 4096,
-                 overload_factors: Sequence[float] = (1.0, 1.25, 1.5),
+                 overload_factors: Sequence[float] = (1.0, 1.25, 1.5), mix_search: int = 10,
                  weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
         _check(target, "planner.target", 0.0, 1.0)
         _check(min_gain_fraction, "planner.min_gain_fraction", 0.0, 1.0, lo_open=False)
@@ -213,6 +215,12 @@ class SimScoredPlanner(Planner):
             raise ConfigError(f"planner.overload_factors must be a non-empty list of numbers in [1, 4], got "
                               f"{overload_factors!r}", field="planner.overload_factors", allowed="[1, 4] each")
         self.overload_factors = factors
+        if not 0 <= int(mix_search) <= 100:
+            raise ConfigError(f"planner.mix_search must be in [0, 100], got {mix_search}", field="planner.mix_search",
+                              allowed="[0, 100] candidate plans")
+        self.mix_search = int(mix_search)
+        #: The last call's two-variant mixes proposed (labels), scored when they keep the target at the bar.
+        self.last_mix_candidates: list[str] = []
         if int(cache_size) < 1:
             raise ConfigError(f"planner.cache_size must be >= 1, got {cache_size}", field="planner.cache_size",
                               allowed=">= 1")
@@ -258,7 +266,7 @@ class SimScoredPlanner(Planner):
 
     def _allocate(self, problem: Problem) -> Allocation:
         inner = self.inner.allocate(problem)
-        self.last_scores, self.last_overload_scores = {}, {}
+        self.last_scores, self.last_overload_scores, self.last_mix_candidates = {}, {}, []
         total = float(problem.demand.sum())
         if total <= 0 or problem.cluster is None or problem.table is None or problem.demand_spec is None:
             return inner
@@ -321,6 +329,22 @@ class SimScoredPlanner(Planner):
         near = [k for k in candidates if k in ("inner", incumbent) or meets(plans[k], bar)]
         self.last_scores = dict(caps)
         scores = {k: float(np.mean([attainment(plans[k], ref * f) for f in self.overload_factors])) for k in near}
+        mixes = self._mix_candidates(problem, candidates, scores, incumbent)
+        q_floor = _replica_quality(problem, inner.counts) if caps["inner"] >= total else -1.0
+        for label, counts in mixes:
+            if label in candidates or _replica_quality(problem, counts) < q_floor - 1e-9:
+                continue
+            alloc = Allocation(counts, reason=f"two-variant mix {label}")
+            try:
+                plan = build_plan(problem, alloc, problem.cluster, problem.table, problem.demand_spec,
+                                  problem.current_plan, self.name)
+            except PlanningError:
+                continue  # the mix does not pack onto the nodes
+            candidates[label], plans[label] = alloc, plan
+            if meets(plan, bar):
+                near.append(label)
+                scores[label] = float(np.mean([attainment(plan, ref * f) for f in self.overload_factors]))
+        self.last_mix_candidates = [label for label, _ in mixes]
         self.last_overload_scores = dict(scores)
         order = ([incumbent] if incumbent else []) + [k for k in near if k != incumbent]
         best = max(order, key=lambda k: scores[k])  # ties: the incumbent, then the inner plan
@@ -332,7 +356,47 @@ class SimScoredPlanner(Planner):
         return Allocation(alloc.counts, None, f"sim-scored: {best} keeps {scores[best]:.3f} of requests within the "
                           f"SLO at {ref:.3g}-{ref * max(self.overload_factors):.3g} req/s of the demand mix in "
                           f"simulation vs the {self.inner.name} plan's {scores['inner']:.3f} "
-                          f"({inner.reason})", optimal=False, equal_routing=best != "current")
+                          f"({inner.reason})", optimal=False, equal_routing=best.startswith("static:"))
+
+    def _mix_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], scores: Mapping[str, float],
+                        incumbent: str | None) -> list[tuple[str, np.ndarray]]:
+        """Two-variant mixes on the line from the best-scoring single-variant plan to each other scored variant.
+
+        The best-scoring ``static:A`` plan gives up ``D = lcm(devices of A, devices of B)`` devices of A per
+        step for ``D`` devices of B, for every other variant B of a scored candidate (single-variant, inner or
+        running plan): e.g. 16 x int8 TP2 -> 14 + 1 x TP4, 12 + 2, ... 2 + 7. Planner routing (a class goes
+        where it is served best). Bounded by ``mix_search`` (closest to A first). Pure.
+        """
+        if self.mix_search <= 0:
+            return []
+        statics = [k for k in scores if k.startswith("static:")]
+        if not statics:
+            return []
+        base_label = max(statics, key=lambda k: scores[k])
+        base = candidates[base_label].counts
+        a = int(np.flatnonzero(base.sum(axis=1))[0])
+        others: list[int] = []
+        for k in sorted(scores, key=lambda k: -scores[k]):
+            for vi in np.flatnonzero(candidates[k].counts.sum(axis=1)):
+                if int(vi) != a and int(vi) not in others:
+                    others.append(int(vi))
+        steps: list[tuple[int, str, np.ndarray]] = []
+        for b in others:
+            d = math.lcm(int(problem.dev[a]), int(problem.dev[b]))
+            ka, kb = d // int(problem.dev[a]), d // int(problem.dev[b])
+            for g in range(base.shape[1]):
+                if not problem.fits[b, g]:
+                    continue
+                counts = base.copy()
+                k = 0
+                while counts[a, g] >= 2 * ka:  # stop before the base variant is gone (that is static:B)
+                    counts = counts.copy()
+                    counts[a, g] -= ka
+                    counts[b, g] += kb
+                    k += 1
+                    steps.append((k, _counts_label(problem, counts), counts))
+        steps.sort(key=lambda t: t[0])
+        return [(label, counts) for _, label, counts in steps[:self.mix_search]]
 
 
 def _replica_quality(problem: Problem, counts: np.ndarray) -> float:
@@ -342,6 +406,12 @@ def _replica_quality(problem: Problem, counts: np.ndarray) -> float:
     if problem.quality is None or devices.sum() == 0:
         return 1.0
     return float((devices * problem.quality).sum() / devices.sum())
+
+
+def _counts_label(problem: Problem, counts: np.ndarray) -> str:
+    """``mix:12 x V1 + 2 x V2`` for replica counts (V, G)."""
+    per_v = np.asarray(counts).sum(axis=1)
+    return "mix:" + " + ".join(f"{int(n)} x {problem.variants[v]}" for v, n in enumerate(per_v) if n > 0)
 
 
 def _plan_key(plan: Plan) -> tuple:

@@ -305,3 +305,67 @@ def test_simulate_capacity_flag_prints_the_table_and_writes_json(tmp_path, capsy
     study = json.loads((tmp_path / "out" / "capacity.json").read_text())
     assert {r["policy"] for r in study["rows"]} == {"plain-vllm", "static:big", "oserve:greedy", "oracle"}
     assert study["rows"][0]["capacity_scale"] > 0
+
+
+# ------------------------------------------------------------------ paired probe at the best static scale
+
+
+def _result(label: str, scale: float, probes: list[tuple[float, float]]):
+    from oserve.compose.capacity import CapacityResult, Probe
+
+    return CapacityResult(label, scale, 0.9, [Probe(s, a) for s, a in probes])
+
+
+@pytest.mark.parametrize(("attainment", "expected"), [(0.905, 1.995), (0.895, 1.942)])
+def test_oserve_bracket_holding_the_best_static_scale_is_decided_there(monkeypatch, attainment, expected) -> None:
+    # 70B merged at rel_tol 0.05: oserve's bracket [1.942, 2.028) held int8 TP2's 1.995 and read 0.973x best static
+    # without a simulation at 1.995; one probe there decides it, win (capacity 1.995) or lose (stays 1.942)
+    import oserve.compose.capacity as mod
+
+    calls = []
+
+    def fake(policy, trace, *a, **k):
+        calls.append((policy.label, len(trace)))
+        return {"slo_attainment": attainment}, None
+
+    monkeypatch.setattr(mod, "simulate_policy", fake)
+    monkeypatch.setattr(mod, "default_scaler", lambda seed: lambda tr, s: tr)
+    results = {"static:tp2": _result("static:tp2", 1.995, [(1.995, 0.914), (2.083, 0.899)]),
+               "static-mix": _result("static-mix", 1.942, [(1.942, 0.918), (2.028, 0.892)]),
+               "oserve:milp": _result("oserve:milp", 1.942, [(1.942, 0.918), (3.88, 0.71), (2.028, 0.892)])}
+    trace = poisson_trace(1.0, 10.0, seed=0)
+    out = mod._paired_probes(results, trace, None, None, DEFAULT_SCHEME, CFG, target=0.9, seed=0, planning_table=None)
+    assert calls == [("oserve:milp", len(trace))]  # fixed policies are not re-probed
+    assert out == {"oserve:milp": {"scale": 1.995, "attainment": attainment, "met": attainment >= 0.9,
+                                   "against": "static:tp2"}}
+    assert results["oserve:milp"].capacity_scale == expected
+    assert results["oserve:milp"].probes[-1].scale == 1.995
+
+
+def test_no_paired_probe_when_a_miss_at_or_below_the_best_static_scale_is_measured(monkeypatch) -> None:
+    import oserve.compose.capacity as mod
+
+    monkeypatch.setattr(mod, "simulate_policy", lambda *a, **k: pytest.fail("no simulation expected"))
+    results = {"static:tp2": _result("static:tp2", 1.995, [(1.995, 0.914)]),
+               "oserve:milp": _result("oserve:milp", 1.9, [(1.9, 0.92), (1.95, 0.89)])}
+    assert mod._paired_probes(results, poisson_trace(1.0, 10.0, seed=0), None, None, DEFAULT_SCHEME, CFG,
+                              target=0.9, seed=0, planning_table=None) == {}
+    assert results["oserve:milp"].capacity_scale == 1.9
+
+
+def test_a_best_static_below_oserve_is_probed_at_oserve_scale(monkeypatch) -> None:
+    # symmetric: oserve at 2.05 inside int8 TP2's bracket [1.995, 2.083) -> TP2 is probed at 2.05, and if it meets
+    # the target there the two tie (neither side gains from the grid)
+    import oserve.compose.capacity as mod
+
+    calls = []
+    monkeypatch.setattr(mod, "simulate_policy", lambda pol, *a, **k: calls.append(pol.label) or
+                        ({"slo_attainment": 0.901}, None))
+    monkeypatch.setattr(mod, "default_scaler", lambda seed: lambda tr, s: tr)
+    results = {"static:tp2": _result("static:tp2", 1.995, [(1.995, 0.914), (2.083, 0.899)]),
+               "oserve:milp": _result("oserve:milp", 2.05, [(2.05, 0.91), (2.1, 0.89)])}
+    out = mod._paired_probes(results, poisson_trace(1.0, 10.0, seed=0), None, None, DEFAULT_SCHEME, CFG,
+                             target=0.9, seed=0, planning_table=None)
+    assert calls == ["static:tp2"]
+    assert out == {"static:tp2": {"scale": 2.05, "attainment": 0.901, "met": True, "against": "oserve:milp"}}
+    assert results["static:tp2"].capacity_scale == results["oserve:milp"].capacity_scale == 2.05

@@ -150,7 +150,9 @@ def test_capacity_search_brackets_and_bisects():
                                            ({"rel_tol": float("nan")}, "planner.rel_tol"),
                                            ({"overload_factors": ()}, "planner.overload_factors"),
                                            ({"overload_factors": (1.0, 0.5)}, "planner.overload_factors"),
-                                           ({"lengths": {"c": ([], [])}}, "planner.lengths")])
+                                           ({"lengths": {"c": ([], [])}}, "planner.lengths"),
+                                           ({"mix_search": -1}, "planner.mix_search"),
+                                           ({"mix_search": 101}, "planner.mix_search")])
 def test_bad_parameters_name_the_field(kw, field):
     with pytest.raises(ConfigError) as e:
         SimScoredPlanner("greedy", **kw)
@@ -185,3 +187,46 @@ def test_a_plan_that_carries_the_demand_is_not_traded_for_lower_quality_headroom
     assert p.last_scores["inner"] >= 0.5
     assert plan.replica_counts() == {fp32: 2}, (plan.reason, p.last_overload_scores)
     assert f"static:{int8}" not in p.last_overload_scores
+
+
+def test_mix_candidates_walk_the_line_from_the_best_single_variant_plan():
+    # pure: 16 x int8 TP2 scored best, int8 TP4 and TP8 scored too -> 2 TP2 for 1 TP4 and 4 TP2 for 1 TP8 per step,
+    # closest to TP2 first, bounded by mix_search, never the base variant removed entirely (that is static:B)
+    from oserve.policies.base import Allocation
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    cands = {}
+    for v in ("int8-tp2", "int8-tp4", "int8-tp8"):
+        vi = prob.variants.index(f"llama-2-70b-{v}")
+        counts = np.zeros(prob.fits.shape, np.int64)
+        counts[vi] = prob.max_replicas()[vi]
+        cands[f"static:llama-2-70b-{v}"] = Allocation(counts, equal_routing=True)
+    scores = {"static:llama-2-70b-int8-tp2": 0.75, "static:llama-2-70b-int8-tp4": 0.70,
+              "static:llama-2-70b-int8-tp8": 0.31}
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, mix_search=100)
+    got = [label for label, _ in p._mix_candidates(prob, cands, scores, None)]
+    m = "mix:{} x llama-2-70b-int8-tp2 + {} x llama-2-70b-int8-{}"
+    assert got[:4] == [m.format(14, 1, "tp4"), m.format(12, 1, "tp8"), m.format(12, 2, "tp4"), m.format(8, 2, "tp8")]
+    assert len(got) == 10 and m.format(2, 7, "tp4") in got and m.format(0, 8, "tp4") not in got
+    for _, counts in p._mix_candidates(prob, cands, scores, None):  # every mix fills the same 32 devices
+        assert int((counts.sum(axis=1) * prob.dev).sum()) == 32
+    assert len(SimScoredPlanner("milp", mix_search=3)._mix_candidates(prob, cands, scores, None)) == 3
+    assert SimScoredPlanner("milp", mix_search=0)._mix_candidates(prob, cands, scores, None) == []
+
+
+def test_merged_demand_at_twice_the_rate_gets_the_two_variant_mix_the_trace_rates_higher():
+    # 70B merged at 1.97x its mean rate: the guard scores 10 x int8 TP2 + 3 x int8 TP4 (long prompts on TP4, planner
+    # routing) above 16 x TP2 under overload; on the trace at 1.97 / 2.2x it keeps 0.930 / 0.915 vs 0.909 / 0.883
+    # (bench/results/capacity_guard_diagnosis_70b.json). Without the mix search the guard holds 16 x TP2.
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    d = Demand(rates_rps={c: r * 1.97 for c, r in demand.rates_rps.items()})
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme)
+    plan = p.plan(cluster, table, d)
+    assert plan.replica_counts() == {"llama-2-70b-int8-tp2": 10, "llama-2-70b-int8-tp4": 3}, p.last_overload_scores
+    assert plan.reason.startswith("sim-scored: mix:10 x"), plan.reason
+    assert plan.routing["long-in/short-out"] == {"llama-2-70b-int8-tp4": 1.0}
+    off = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, mix_search=0)
+    assert off.plan(cluster, table, d).replica_counts() == {"llama-2-70b-int8-tp2": 16}
+    assert off.last_mix_candidates == []
