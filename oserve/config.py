@@ -183,7 +183,9 @@ class VariantConfig(_Strict):
         None, ge=1, le=1024,
         description="most requests the router sends one replica at once (Ray Serve's max_ongoing_requests); "
         "more wait in the router-side queue, where a switch does not touch them and a replica that becomes "
-        "ready takes them at once. None: max_num_seqs (the engine's batch limit)")
+        "ready takes them at once. None: max_num_seqs (the engine's batch limit). server.queue_max 0 turns the "
+        "router-side queue and every in-flight limit off; the simulator does not model it (its limit is "
+        "max_num_seqs)")
     max_model_len: int = Field(2048, ge=64, le=131072, description="context length: prompt + output tokens")
     max_num_batched_tokens: int | None = Field(None, ge=64, description="token budget of one engine step "
                                                                         "(None: the engine's default)")

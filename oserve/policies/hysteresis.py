@@ -149,7 +149,9 @@ class HysteresisPlanner(Planner):
             return replace(keep_alloc, reason="hysteresis: keeping current replicas (the candidate lowers quality "
                                               "without serving more goodput)")
         restore = quality > 0 and _no_less_goodput(cand_score, keep_score)
-        if restore and keep_score.goodput_rps <= 1e-9:  # idle: nothing is served, nothing can be lost
+        # a pure restore (no more goodput either) is not urgent: its drains may let requests finish in place
+        pure_restore = restore and _no_more_goodput(cand_score, keep_score)
+        if pure_restore and keep_score.goodput_rps <= 1e-9:  # idle: nothing is served, nothing can be lost
             return replace(candidate_alloc, quality_restore=True,
                            reason=f"hysteresis: restoring quality at zero demand{_sep(candidate_alloc.reason)}")
         if restore:  # its gain is goodput, then quality: the spare capacity it gives up ranks after both
@@ -160,7 +162,7 @@ class HysteresisPlanner(Planner):
         won = gain * self.horizon_s
         if won > threshold:
             kind = "restoring quality, " if restore else ""
-            return replace(candidate_alloc, quality_restore=restore,
+            return replace(candidate_alloc, quality_restore=pure_restore,
                            reason=f"hysteresis: {kind}switching (gain {won:.4f} > cost {threshold:.4f} "
                                   f"requests over {self.horizon_s:g} s){_sep(candidate_alloc.reason)}")
         return replace(keep_alloc, reason=f"hysteresis: keeping current replicas (gain {won:.4f} <= cost "

@@ -159,3 +159,26 @@ def test_an_int8_deployment_that_goes_idle_after_a_peak_returns_to_full_precisio
     assert "restoring quality at zero demand" in idle.reason and idle.quality_restore
     again = planner.plan(two_cores, cpu_table, Demand(rates_rps={CHAT: 0.0}), current=idle)
     assert _counts(again) == {"fp32-1c": 2}, again.reason
+
+
+def test_a_switch_that_also_serves_more_goodput_is_not_a_mere_quality_restore():
+    # from 2 x int8, a class that needs quality >= 0.95 (int8 may not serve it) arrives: the move back to
+    # fp32 raises quality *and* goodput, so it is urgent (its drains may hand requests over), and a class
+    # with demand that nothing serves is not "zero demand"
+    from oserve.profiles.quality import VariantQuality
+    from oserve.testing.tables import synthetic_table
+
+    t = synthetic_table({"fp32-1c": {"a": 4.0, "b": 4.0}, "int8-1c": {"a": 8.0, "b": 8.0}}, {"fp32-1c": 1, "int8-1c": 1},
+                        memory_per_device_bytes=GIB, start_time_s=1.0, device_type="cpu", class_names=["a", "b"])
+    v = dict(t.variants)
+    v["int8-1c"] = v["int8-1c"].model_copy(update={"quality": VariantQuality(
+        reference="fp32", tokens=500, mean_abs_logprob_diff=0.1, perplexity_ratio=1.01, top1_agreement=0.9)})
+    t = t.model_copy(update={"variants": v})
+    two = ClusterSpec.homogeneous(1, 2, "cpu", 4 * GIB)
+    planner = HysteresisPlanner("milp", min_gain_fraction=0.05, horizon_s=20.0)
+    peak = planner.plan(two, t, Demand(rates_rps={"a": 10.0, "b": 0.0}))
+    assert _counts(peak) == {"int8-1c": 2}
+    for rates in ({"a": 3.0, "b": 3.0}, {"a": 3.0}):
+        nxt = planner.plan(two, t, Demand(rates_rps=rates, min_quality={"a": 0.95}), current=peak)
+        assert _counts(nxt).get("fp32-1c", 0) >= 1, nxt.reason
+        assert not nxt.quality_restore and "zero demand" not in nxt.reason, nxt.reason
