@@ -9,8 +9,9 @@ A parked replica is started and warm but gets no traffic (:attr:`oserve.types.Pl
 * Deactivation (:meth:`ParkingSteps._drain_park`): the router stops sending it requests, the
   in-flight ones finish (up to the drain timeout; the rest are aborted with an explicit error; with
   ``migrate_on_drain`` those still running after ``migration_grace_s`` (default 0: all at once) are
-  aborted and the endpoint resumes them on other replicas),
-  then ``Replica.park`` and the router forgets it. A replica whose backend cannot park
+  aborted and the endpoint resumes them on other replicas; a switch that only restores quality waits
+  for them instead, handing the rest over once a newer plan is pending), then ``Replica.park`` and the
+  router forgets it. A replica whose backend cannot park
   (``ReplicaError`` code ``park_unsupported``) or whose park fails is stopped instead.
 
 Both steps are recorded (kinds ``wake`` and ``park``) with their measured duration; they run on the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["ParkingSteps"]
 
 log = logging.getLogger(__name__)
+
+#: how often a patient drain (a quality restore's) reads the replica's in-flight count, s
+PATIENT_POLL_S = 0.1
 
 
 class ParkingSteps:
@@ -47,6 +52,10 @@ class ParkingSteps:
     _aborted: int
     _migrated: int
     _steps: list[StepRecord]
+    #: the running transition only restores quality (``Plan.quality_restore``) on a migrating switcher:
+    #: its drains wait for in-flight requests to finish, and hand the rest over once a newer plan is pending
+    _patient: bool = False
+    _pending: object | None
 
     if TYPE_CHECKING:  # provided by the Switcher
         def _record(self, kind: StepKind, m: ManagedReplica, ok: bool, detail: str, t0: float) -> None: ...
@@ -96,6 +105,9 @@ class ParkingSteps:
         """Drain ``m``'s in-flight requests (aborted after ``timeout_s``; with ``migrate`` the endpoint
         resumes the aborted ones elsewhere, so they are recorded as migrated); a failure is recorded, not raised."""
         assert m.replica is not None
+        outstanding = getattr(self.router, "outstanding", None)
+        if self._patient and not migrate and outstanding is not None:
+            timeout_s, migrate = await self._wait_patiently(m, timeout_s, outstanding), True
         try:
             aborted = await self.clock.wait_for(m.replica.drain(timeout_s), timeout_s + self.stop_timeout_s)
             if migrate:  # the endpoint resumes them elsewhere
@@ -106,6 +118,23 @@ class ParkingSteps:
             self._record("drain", m, True, f"{aborted} requests aborted", t0)
         except Exception as exc:  # noqa: BLE001 - a failing drain is reported; the next step still runs
             self._record("drain", m, False, repr(exc), t0)
+
+    async def _wait_patiently(self, m: ManagedReplica, timeout_s: float, outstanding: Callable[[str], int]) -> float:
+        """Wait while ``m`` (already out of the routing) still has requests in flight, up to ``timeout_s``,
+        and not once a newer plan is pending: a restore is not urgent, the next plan may be (a surge).
+
+        Returns:
+            The time left for the drain, s: 0 when a plan is pending (what is left is handed over at once).
+        """
+        deadline = self.clock.now() + timeout_s
+        while self._pending is None and self.clock.now() < deadline:
+            try:
+                if outstanding(m.replica_id) <= 0:
+                    break
+            except KeyError:  # no longer in the router: nothing to wait for
+                break
+            await self.clock.sleep(PATIENT_POLL_S)
+        return 0.0 if self._pending is not None else max(0.0, deadline - self.clock.now())
 
     async def _drain_park(self, rid: str, timeout_s: float, migrate: bool = False) -> None:
         """Deactivate one active replica: routing removal, drain in-flight requests, then park.

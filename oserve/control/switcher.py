@@ -8,18 +8,16 @@ next safe point: replicas still starting that the new target does not need are c
 (:func:`~oserve.control.rules.unneeded_starts`), running replicas are not drained, and the next
 transition starts from the real state. Its registry of replicas is the truth about what runs.
 
-The same object runs live (a wall clock, a vLLM or fake backend) and in the simulator (a simulated
-clock and :class:`oserve.sim.backend.SimBackend`): every wait and timeout goes through its
-:class:`~oserve.clock.Clock`.
+The same object runs live (a wall clock, a vLLM or fake backend) and in the simulator (a simulated clock and
+:class:`oserve.sim.backend.SimBackend`): every wait and timeout goes through its :class:`~oserve.clock.Clock`.
 
 Draining a replica: the router marks it ``draining`` at once (no new requests), in-flight requests,
 streams included, finish up to ``drain_timeout_s``, the rest are aborted by the replica with an
 explicit error (``RequestAbortedError``), then the engine stops and its memory is released before any
-replica of a later phase starts. A drain that would leave a class without capacity is skipped
-(:func:`~oserve.control.rules.drain_blocker`).
+replica of a later phase starts. A drain that would leave a class without capacity is skipped (`drain_blocker`).
 
-Rollback: when a phase's starts fail after earlier phases drained replicas to make room, the drained replicas
-that some class now lacks start again (:func:`~oserve.control.rules.rollback_starts`), the rest is skipped.
+Rollback: when a phase's starts fail after earlier phases drained replicas, the drained replicas some class
+now lacks start again (:func:`~oserve.control.rules.rollback_starts`), the rest is skipped.
 Parked replicas: activation is a wake plus a routing shift, deactivation a drain plus a park
 (:mod:`oserve.control.switch_parking`).
 """
@@ -356,10 +354,12 @@ class Switcher(ParkingSteps):
                 else:
                     (parks if rid in phase.parks else drains).append(rid)
             drained += [self._replicas[rid].placement for rid in drains if rid in self._replicas]
-            mig = self.migrate_on_drain and not target.quality_restore  # a restore is not urgent
+            mig = self.migrate_on_drain and not target.quality_restore  # a restore is not urgent: it waits,
+            self._patient = self.migrate_on_drain and target.quality_restore  # unless a newer plan comes
             timeout = self.migration_grace_s if mig else self.drain_timeout_s
             await asyncio.gather(*(self._drain_stop(rid, timeout, mig) for rid in drains),
                                  *(self._drain_park(rid, timeout, mig) for rid in parks))
+            self._patient = False
         routed |= self._refresh_routing(record=True)
         t1 = self.clock.now()
         actual = self.actual_plan()

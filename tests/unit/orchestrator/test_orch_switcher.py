@@ -91,6 +91,27 @@ async def test_a_migrating_drain_hands_requests_over_unless_the_switch_only_rest
         assert all(isinstance(o, RequestAbortedError) for o in outs)
 
 
+async def test_a_newer_plan_cuts_a_quality_restores_patient_drain_short():
+    # a restore waits for the old replica's requests (20 s here), but a plan that arrives meanwhile (a surge)
+    # must not wait behind it: the rest are handed over at once and the new plan runs
+    backend = FakeBackend(FakeReplicaOptions(token_delay_s=0.01))
+    sw, router = make_switcher(backend, migrate_on_drain=True, drain_timeout_s=20.0)
+    await sw.apply(plan_of(("fast", "node0", (0,))))
+    streams = [asyncio.create_task(stream(router, f"s{i}", 1000)) for i in range(2)]  # ~10 s each
+    await asyncio.sleep(0.05)
+    restore = asyncio.create_task(sw.apply(plan_of(("big", "node0", (1,))).model_copy(update={"quality_restore": True})))
+    await asyncio.sleep(0.3)
+    assert not restore.done()  # patient: waiting for the two streams
+    t0 = asyncio.get_running_loop().time()
+    surge = await sw.apply(plan_of(("big", "node0", (1,)), ("fast", "node0", (2,))))
+    assert asyncio.get_running_loop().time() - t0 < 3.0  # not the 10 s the streams still needed
+    res = await restore
+    assert res.migrated_requests == 2 and res.aborted_requests == 0
+    assert surge.status == "applied"
+    outs = await asyncio.gather(*streams, return_exceptions=True)
+    assert all(isinstance(o, RequestAbortedError) for o in outs)  # handed over (the endpoint resumes them)
+
+
 async def test_drain_timeout_aborts_with_an_explicit_error():
     backend = FakeBackend(FakeReplicaOptions(token_delay_s=0.02))
     sw, router = make_switcher(backend, drain_timeout_s=0.1)
