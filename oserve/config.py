@@ -276,11 +276,11 @@ class SurgeConfig(_Strict):
     min_gap_s: float = Field(2.0, ge=0, allow_inf_nan=False,
                              description="shortest time from the previous decision to a surge decision, s")
     growth_factor: float = Field(
-        1.0, ge=1, allow_inf_nan=False,
+        1.0, ge=1, le=100, allow_inf_nan=False,
         description="a surge decision plans for its rates times this (>= 1): a burst is still rising when it is "
                     "detected, and a plan for its first seconds is outgrown within seconds (a second switch that "
                     "hands over what the replicas it drains took meanwhile); above 1 trades some full-precision "
-                    "share for one switch")
+                    "share for one switch; at most 100")
 
 
 class OrchestratorConfig(_Strict):

@@ -74,7 +74,7 @@ class ReplicaSpec(BaseModel):
     enforce_eager: bool = True
     seed: int = 0
     max_ongoing_requests: int | None = Field(
-        None, ge=1,
+        None, ge=1, le=1024,
         description="most requests the router sends the replica at once (Ray Serve's max_ongoing_requests); "
         "None: max_num_seqs")
 

@@ -49,6 +49,9 @@ from oserve.policies.problem import ObjectiveWeights
 from oserve.profiles.table import ProfileTable
 from oserve.types import ClusterSpec, Demand, Plan
 
+#: the largest surge growth factor: beyond it the planned rates mean "everything", and 1e308 overflows to inf
+MAX_GROWTH_FACTOR = 100.0
+
 #: the shortest check interval, seconds: the per-second history a check reads changes once a second, and
 #: a simulator run with 1 ms checks did not finish (one planner-free check per event is still a cost)
 MIN_CHECK_INTERVAL_S = 0.1
@@ -105,9 +108,10 @@ class SurgeRule:
         if not (math.isfinite(self.min_gap_s) and self.min_gap_s >= 0):
             raise ConfigError(f"surge min_gap_s must be >= 0, got {self.min_gap_s}", field="surge.min_gap_s",
                               allowed=">= 0 seconds")
-        if not (math.isfinite(self.growth_factor) and self.growth_factor >= 1):
-            raise ConfigError(f"surge growth_factor must be >= 1, got {self.growth_factor}",
-                              field="surge.growth_factor", allowed=">= 1 (multiple of the surge's rates)")
+        if not (isinstance(self.growth_factor, (int, float)) and math.isfinite(self.growth_factor)
+                and 1 <= self.growth_factor <= MAX_GROWTH_FACTOR):
+            raise ConfigError(f"surge growth_factor must be in [1, {MAX_GROWTH_FACTOR:g}], got {self.growth_factor!r}",
+                              field="surge.growth_factor", allowed=f"1..{MAX_GROWTH_FACTOR:g} (multiple of the surge's rates)")
 
 
 @dataclass(frozen=True)

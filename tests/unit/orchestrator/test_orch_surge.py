@@ -80,9 +80,10 @@ def test_surge_rule_and_config_name_the_bad_field():
     with pytest.raises(ConfigError) as e:
         SurgeRule(min_gap_s=-1)
     assert e.value.field == "surge.min_gap_s"
-    with pytest.raises(ConfigError) as e:
-        SurgeRule(growth_factor=0.5)
-    assert e.value.field == "surge.growth_factor"
+    for bad in (0.5, 101.0, 1e308, "2"):
+        with pytest.raises(ConfigError) as e:
+            SurgeRule(growth_factor=bad)  # type: ignore[arg-type]
+        assert e.value.field == "surge.growth_factor" and e.value.allowed == "1..100 (multiple of the surge's rates)"
     with pytest.raises(ValueError, match="growth_factor"):
         SurgeConfig(growth_factor=float("inf"))
     assert SurgeRule(**SurgeConfig(window_s=3, min_arrivals=4).model_dump()) == SurgeRule(window_s=3, min_arrivals=4)
