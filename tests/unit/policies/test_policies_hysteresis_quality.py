@@ -95,14 +95,7 @@ def test_the_candidate_keeps_the_inner_planners_single_variant_floor(two_cores):
     # two classes, class a allowed on fp32 only; overloaded, the MILP's own allocation (2 x fp32) carries
     # 3.5 req/s within SLO and its plan() replaces it by 2 x int8 (4.2 req/s, class b alone): wrapped in
     # hysteresis the candidate must be that plan, cold and from 2 x fp32 (a 20 % goodput gain)
-    from oserve.testing.tables import synthetic_table as table_of
-
-    t = table_of({"fp32-1c": {"a": 4.0, "b": 1.0}, "int8-1c": {"a": 8.0, "b": 3.0}}, {"fp32-1c": 1, "int8-1c": 1},
-                 memory_per_device_bytes=GIB, start_time_s=1.0, device_type="cpu", class_names=["a", "b"])
-    variants = dict(t.variants)
-    variants["int8-1c"] = variants["int8-1c"].model_copy(update={"quality": VariantQuality(
-        reference="fp32", tokens=500, mean_abs_logprob_diff=0.1, perplexity_ratio=1.01, top1_agreement=0.9)})
-    t = t.model_copy(update={"variants": variants})
+    t = _two_class_table({"a": 4.0, "b": 1.0}, {"a": 8.0, "b": 3.0})
     overload = Demand(rates_rps={"a": 20.0, "b": 5.0}, min_quality={"a": 0.95})
     planner = HysteresisPlanner("milp", min_gain_fraction=0.05, horizon_s=20.0)
     alone = planner.inner.plan(two_cores, t, overload)
@@ -165,15 +158,7 @@ def test_a_switch_that_also_serves_more_goodput_is_not_a_mere_quality_restore():
     # from 2 x int8, a class that needs quality >= 0.95 (int8 may not serve it) arrives: the move back to
     # fp32 raises quality *and* goodput, so it is urgent (its drains may hand requests over), and a class
     # with demand that nothing serves is not "zero demand"
-    from oserve.profiles.quality import VariantQuality
-    from oserve.testing.tables import synthetic_table
-
-    t = synthetic_table({"fp32-1c": {"a": 4.0, "b": 4.0}, "int8-1c": {"a": 8.0, "b": 8.0}}, {"fp32-1c": 1, "int8-1c": 1},
-                        memory_per_device_bytes=GIB, start_time_s=1.0, device_type="cpu", class_names=["a", "b"])
-    v = dict(t.variants)
-    v["int8-1c"] = v["int8-1c"].model_copy(update={"quality": VariantQuality(
-        reference="fp32", tokens=500, mean_abs_logprob_diff=0.1, perplexity_ratio=1.01, top1_agreement=0.9)})
-    t = t.model_copy(update={"variants": v})
+    t = _two_class_table({"a": 4.0, "b": 4.0}, {"a": 8.0, "b": 8.0})
     two = ClusterSpec.homogeneous(1, 2, "cpu", 4 * GIB)
     planner = HysteresisPlanner("milp", min_gain_fraction=0.05, horizon_s=20.0)
     peak = planner.plan(two, t, Demand(rates_rps={"a": 10.0, "b": 0.0}))
@@ -182,3 +167,15 @@ def test_a_switch_that_also_serves_more_goodput_is_not_a_mere_quality_restore():
         nxt = planner.plan(two, t, Demand(rates_rps=rates, min_quality={"a": 0.95}), current=peak)
         assert _counts(nxt).get("fp32-1c", 0) >= 1, nxt.reason
         assert not nxt.quality_restore and "zero demand" not in nxt.reason, nxt.reason
+
+
+def _two_class_table(fp32: dict[str, float], int8: dict[str, float]):
+    """A one-core fp32 / int8 table over classes a and b (capacities req/s), int8 with a measured quality."""
+    from oserve.testing.tables import synthetic_table
+
+    t = synthetic_table({"fp32-1c": fp32, "int8-1c": int8}, {"fp32-1c": 1, "int8-1c": 1},
+                        memory_per_device_bytes=GIB, start_time_s=1.0, device_type="cpu", class_names=["a", "b"])
+    variants = dict(t.variants)
+    variants["int8-1c"] = variants["int8-1c"].model_copy(update={"quality": VariantQuality(
+        reference="fp32", tokens=500, mean_abs_logprob_diff=0.1, perplexity_ratio=1.01, top1_agreement=0.9)})
+    return t.model_copy(update={"variants": variants})
