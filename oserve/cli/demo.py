@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     from oserve.cli.demo_report import KEYS, plot_timeline, print_table
     from oserve.cli.demo_static import best_static_mix, mix_name, mix_plan
     from oserve.cli.demo_table import demo_table
+    from oserve.compose.serve_table import orchestrator_table
     from oserve.profiles.table import ProfileTable
 
     p = argparse.ArgumentParser(prog="python -m oserve.cli.demo", description=__doc__.splitlines()[0])
@@ -307,12 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s", table_note)
     oc = config.orchestrator.model_copy(update={"table": str(table_path.resolve())})
     config = config.model_copy(update={"orchestrator": oc})
-    table = ProfileTable.load(table_path)
-    table = table.model_copy(update={"variants": {k: v for k, v in table.variants.items() if k in config.variants}})
-    if oc.recompute_capacities:  # the rate choice and the hindsight mix see the capacities the orchestrator plans with
-        from oserve.profiles.rescore import planning_table
-
-        table = planning_table(table, config.classes.to_scheme(), oc.slo)
+    # the rate choice and the hindsight mix see the capacities the orchestrator plans with
+    table = orchestrator_table(config, ProfileTable.load(table_path))
     prec = {name: v.precision for name, v in config.variants.items()}
     fp32 = next(n for n, pr in prec.items() if pr == "fp32")
     int8 = next(n for n, pr in prec.items() if pr == "int8")
