@@ -329,7 +329,7 @@ class SimScoredPlanner(Planner):
         near = [k for k in candidates if k in ("inner", incumbent) or meets(plans[k], bar)]
         self.last_scores = dict(caps)
         scores = {k: float(np.mean([attainment(plans[k], ref * f) for f in self.overload_factors])) for k in near}
-        mixes = self._mix_candidates(problem, candidates, scores, incumbent)
+        mixes = self._mix_candidates(problem, candidates, scores)
         q_floor = _replica_quality(problem, inner.counts) if caps["inner"] >= total else -1.0
         for label, counts in mixes:
             if label in candidates or _replica_quality(problem, counts) < q_floor - 1e-9:
@@ -358,8 +358,8 @@ class SimScoredPlanner(Planner):
                           f"simulation vs the {self.inner.name} plan's {scores['inner']:.3f} "
                           f"({inner.reason})", optimal=False, equal_routing=best.startswith("static:"))
 
-    def _mix_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], scores: Mapping[str, float],
-                        incumbent: str | None) -> list[tuple[str, np.ndarray]]:
+    def _mix_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], scores: Mapping[str, float]
+                        ) -> list[tuple[str, np.ndarray]]:
         """Two-variant mixes on the line from the best-scoring single-variant plan to each other scored variant.
 
         The best-scoring ``static:A`` plan gives up ``D = lcm(devices of A, devices of B)`` devices of A per

@@ -206,14 +206,14 @@ def test_mix_candidates_walk_the_line_from_the_best_single_variant_plan():
     scores = {"static:llama-2-70b-int8-tp2": 0.75, "static:llama-2-70b-int8-tp4": 0.70,
               "static:llama-2-70b-int8-tp8": 0.31}
     p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, mix_search=100)
-    got = [label for label, _ in p._mix_candidates(prob, cands, scores, None)]
+    got = [label for label, _ in p._mix_candidates(prob, cands, scores)]
     m = "mix:{} x llama-2-70b-int8-tp2 + {} x llama-2-70b-int8-{}"
     assert got[:4] == [m.format(14, 1, "tp4"), m.format(12, 1, "tp8"), m.format(12, 2, "tp4"), m.format(8, 2, "tp8")]
     assert len(got) == 10 and m.format(2, 7, "tp4") in got and m.format(0, 8, "tp4") not in got
-    for _, counts in p._mix_candidates(prob, cands, scores, None):  # every mix fills the same 32 devices
+    for _, counts in p._mix_candidates(prob, cands, scores):  # every mix fills the same 32 devices
         assert int((counts.sum(axis=1) * prob.dev).sum()) == 32
-    assert len(SimScoredPlanner("milp", mix_search=3)._mix_candidates(prob, cands, scores, None)) == 3
-    assert SimScoredPlanner("milp", mix_search=0)._mix_candidates(prob, cands, scores, None) == []
+    assert len(SimScoredPlanner("milp", mix_search=3)._mix_candidates(prob, cands, scores)) == 3
+    assert SimScoredPlanner("milp", mix_search=0)._mix_candidates(prob, cands, scores) == []
 
 
 def test_merged_demand_at_twice_the_rate_gets_the_two_variant_mix_the_trace_rates_higher():
