@@ -104,7 +104,7 @@ def sim_scored(planner: Any, cfg: SimConfig, scheme: ClassScheme, trace: Trace |
     from oserve.sim.scored_planner import SimScoredPlanner
 
     return SimScoredPlanner(planner, lengths=class_lengths(trace, scheme) if trace is not None else None,
-                            scheme=scheme, slo=cfg.slo)
+                            scheme=scheme, slo=cfg.slo, horizon_s=cfg.control.horizon_s)
 
 
 def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme,

@@ -70,9 +70,38 @@ def test_margin_protects_only_the_running_plan():
     assert kept.replica_counts() == {"llama-2-70b-int8-tp4": 8}, (kept.reason, p.last_overload_scores)
     s = p.last_overload_scores
     assert s["inner"] < s["static:llama-2-70b-int8-tp2"] <= s["inner"] * 1.5
-    # with the usual 5% margin the running TP4 plan is replaced
-    moved = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600).plan(cluster, table, demand, tp4)
-    assert moved.replica_counts() == {"llama-2-70b-int8-tp2": 16}, moved.reason
+    # with the usual 5% margin TP2 scores enough more past capacity, but the running TP4 plan carries the demand
+    # itself (6 req/s): a switch would only cost, so it stays
+    kept = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600).plan(cluster, table, demand, tp4)
+    assert kept.replica_counts() == {"llama-2-70b-int8-tp4": 8}, kept.reason
+    assert "keeping the running plan" in kept.reason and "would only cost" in kept.reason
+
+
+def test_a_switch_must_pay_for_itself_at_the_demand():
+    # pure rule: carried demand keeps the running plan; else the gain in requests within the SLO at the demand over
+    # the horizon must exceed the requests the restarting devices would have served during the start time
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    tp2, tp4 = prob.variants.index("llama-2-70b-int8-tp2"), prob.variants.index("llama-2-70b-int8-tp4")
+    running = np.zeros(prob.fits.shape, np.int64)
+    running[tp2, 0], running[tp4, 0] = 10, 3  # 32 devices
+    partial = running.copy()
+    partial[tp2, 0], partial[tp4, 0] = 14, 1  # starts 4 x TP2 = 8 devices (47.4 s each, from the table)
+    full = np.zeros_like(running)
+    full[tp4, 0] = 8
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, horizon_s=90.0)
+    assert "would only cost" in p._keep_running(prob, running, partial, 0.95, 0.99, 20.0)
+    # 20 req/s: cost 20 x 8/32 x 47.4 = 237 requests; gain 0.1 x 20 x 90 = 180 < 237: keep; 0.2 -> 360: switch
+    assert "does not pay" in p._keep_running(prob, running, partial, 0.80, 0.90, 20.0)
+    assert p._keep_running(prob, running, partial, 0.70, 0.90, 20.0) is None
+    # 8 x TP4 keeps the 3 running TP4 and starts 5 (20 devices, 38.7 s): 20 x 20/32 x 38.7 = 484 requests, so
+    # +0.2 (360) does not pay where it paid for the partial switch, +0.4 (720) does
+    assert "does not pay" in p._keep_running(prob, running, full, 0.70, 0.90, 20.0)
+    assert p._keep_running(prob, running, full, 0.50, 0.90, 20.0) is None
+    with pytest.raises(ConfigError, match="planner.horizon_s"):
+        SimScoredPlanner("milp", horizon_s=0.0)
 
 
 def test_running_mixed_plan_is_scored_and_kept_within_the_margin():

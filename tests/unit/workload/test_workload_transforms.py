@@ -117,6 +117,27 @@ def test_scale_rate_is_proportional(factor):
         assert len(set(counts)) > 1  # different seeds, different draws
 
 
+@SETTINGS
+@given(traces(min_size=2), st.floats(0.05, 3.5), st.floats(0.0, 1.5), st.integers(0, 2**31))
+def test_scale_rate_is_nested_in_the_factor(tr, a, extra, seed):
+    # common random numbers: a larger factor only adds requests, at the same times
+    b = a + extra
+    try:
+        small = scale_rate(tr, a, seed)
+    except TraceError:
+        return
+    big = scale_rate(tr, b, seed)
+    # thinning keeps the time axis; duplicating rebases it on the first request
+    t0_small = 0.0 if a < 1 else tr.arrival_s[0]
+    t0_big = 0.0 if b < 1 else tr.arrival_s[0]
+    pairs_big = sorted(zip(np.round(big.arrival_s + t0_big, 9), big.input_tokens, strict=True))
+    pairs_small = sorted(zip(np.round(small.arrival_s + t0_small, 9), small.input_tokens, strict=True))
+    assert len(pairs_small) <= len(pairs_big)
+    remaining = list(pairs_big)
+    for p in pairs_small:
+        remaining.remove(p)  # ValueError if the smaller trace has a request the larger one lacks
+
+
 def test_scale_rate_duplicates_lie_in_gap():
     tr = Trace(np.array([0.0, 10.0, 20.0]), np.array([1, 2, 3]), np.array([1, 1, 1]))
     d = scale_rate(tr, 2.0, seed=1)
