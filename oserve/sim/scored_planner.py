@@ -359,65 +359,15 @@ class SimScoredPlanner(Planner):
                                           attainment(plans[incumbent], total), attainment(plans[best], total), total)
             if keep_why is not None:
                 alloc = candidates[incumbent]
-                return self._capacity_routing(problem, Allocation(
-                    alloc.counts, None, f"sim-scored: keeping the running plan: {keep_why}", optimal=False,
-                    equal_routing=incumbent.startswith("static:")), total, ref, attainment)
+                return Allocation(alloc.counts, None, f"sim-scored: keeping the running plan: {keep_why}",
+                                  optimal=False, equal_routing=incumbent.startswith("static:"))
         if best == "inner":
-            return self._capacity_routing(problem, inner, total, ref, attainment)
+            return inner
         alloc = candidates[best]
-        return self._capacity_routing(problem, Allocation(
-            alloc.counts, None, f"sim-scored: {best} keeps {scores[best]:.3f} of requests within the SLO at "
-            f"{ref:.3g}-{ref * max(self.overload_factors):.3g} req/s of the demand mix in simulation vs the "
-            f"{self.inner.name} plan's {scores['inner']:.3f} ({inner.reason})", optimal=False,
-            equal_routing=best.startswith("static:")), total, ref, attainment)
-
-    def _capacity_routing(self, problem: Problem, alloc: Allocation, total: float, ref: float,
-                          attainment: Callable[[Plan, float], float]) -> Allocation:
-        """``alloc``, routed for the demand mix at ``ref`` req/s instead of at ``total`` when that keeps more
-        requests within the SLO at and past ``ref`` in simulation.
-
-        Below capacity many routings serve the demand, and the planner spreads classes over spare replicas
-        in proportion to the table's capacities (:func:`oserve.policies._assign.pooled_assignment`). That
-        routing is chosen for the forecast and kept until the next decision while the load rises: on the
-        70B merged trace at 2x its rate it put 36-44% of the short requests on the int8 TP4 replicas that
-        serve the long prompts (decided at 3.9 req/s, still routing at 10-12.5 req/s), and the same 10 x TP2
-        + 3 x TP4 replicas kept 0.878 of requests within the SLO where, routed as at their capacity (each
-        class where it is served best), they keep >= 0.9 at 2.41x. The alternative routes each class as the
-        planner would at ``ref`` (the mix scaled to the inner plan's simulated capacity), per-class totals
-        scaled back to the demand. Overload scores as for the plans; the capacity routing must win
-        strictly. Pure.
-        """
-        from dataclasses import replace as dc_replace
-
-        from oserve.policies._assign import balanced_assignment, optimal_assignment, pooled_assignment
-
-        if alloc.equal_routing or not 0 < total < ref or problem.cluster is None or problem.table is None:
-            return alloc
-        counts_v = np.asarray(alloc.counts).sum(axis=1)
-        scaled = dc_replace(problem, demand=problem.demand * (ref / total))
-        at_ref = optimal_assignment(scaled, counts_v)
-        if problem.weights.fill_idle_devices:
-            at_ref = pooled_assignment(scaled, counts_v, balanced_assignment(scaled, counts_v, at_ref))
-        base = alloc.served if alloc.served is not None else optimal_assignment(problem, counts_v)
-        served = np.array(base, dtype=float)
-        for ci, d in enumerate(problem.demand):
-            tot = float(at_ref[ci].sum())
-            if d > 0 and tot > 1e-12:
-                served[ci] = at_ref[ci] * (d / tot)
-        routed = Allocation(alloc.counts, served, alloc.reason, alloc.optimal, quality_restore=alloc.quality_restore,
-                            fixed_routing=True)
-        try:
-            plans = [build_plan(problem, a, problem.cluster, problem.table, problem.demand_spec, problem.current_plan,
-                                self.name) for a in (alloc, routed)]
-        except PlanningError:
-            return alloc
-        if plans[0].routing == plans[1].routing:
-            return alloc
-        s_default, s_cap = (float(np.mean([attainment(p, ref * f) for f in self.overload_factors])) for p in plans)
-        if s_cap <= s_default:
-            return alloc
-        return dc_replace(routed, reason=f"{alloc.reason}; routed as at {ref:.3g} req/s (keeps {s_cap:.3f} within "
-                                         f"the SLO past capacity in simulation vs {s_default:.3f})")
+        return Allocation(alloc.counts, None, f"sim-scored: {best} keeps {scores[best]:.3f} of requests within the "
+                          f"SLO at {ref:.3g}-{ref * max(self.overload_factors):.3g} req/s of the demand mix in "
+                          f"simulation vs the {self.inner.name} plan's {scores['inner']:.3f} "
+                          f"({inner.reason})", optimal=False, equal_routing=best.startswith("static:"))
 
     def _keep_running(self, problem: Problem, running: np.ndarray, candidate: np.ndarray, a_running: float,
                       a_candidate: float, total: float) -> str | None:
