@@ -204,7 +204,8 @@ def _findings(sets: dict[str, Any]) -> dict[str, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default=f"{RUNS / 'runs_fp32.json'},{RUNS / 'runs_int8.json'}",
+    ap.add_argument("--runs", default=f"{RUNS / 'runs_fp32.json'},{RUNS / 'runs_int8.json'},"
+                                      f"{ROOT / 'bench/results/fidelity_quiet_runs/runs.json'}",
                     help="comma-separated runs.json files (records relative to each)")
     ap.add_argument("--config", default=str(ROOT / "examples/sim-cpu-demo.yaml"))
     ap.add_argument("--out", default=str(ROOT / "bench/results/sim_fidelity_diagnosis.json"))
@@ -222,6 +223,7 @@ def main() -> int:
     for runs_path in (Path(x) for x in args.runs.split(",")):
         meta = json.loads(runs_path.read_text())
         variant = meta["deployment"][0]["variant"]
+        key = f"{variant} ({runs_path.parent.name}/{runs_path.name})"
         it = table.variants[variant].iteration
         charge = it.a + it.d  # what the simulator charges a lone prefill besides b*t + c*t^2, s
         per_load = {}
@@ -229,7 +231,7 @@ def main() -> int:
             records, _ = load_replay(runs_path.parent / run["records"])
             p = _per_request(records, _simulated(records, cfg, table, f"static:{variant}"), it)
             for k, v in p.items():
-                pooled.setdefault(f"{variant}:{k}", []).append(v)
+                pooled.setdefault(f"{key}:{k}", []).append(v)
             per_load[run.get("label", run["records"])] = {
                 "records": run["records"], "offered_rps": run["offered_rps"], "requests": len(records),
                 "loadavg_before": run.get("loadavg_before"),
@@ -241,16 +243,16 @@ def main() -> int:
                 "tpot_models": _tpot_models(p),
                 "ttft_stalls": _stalls(p),
             }
-        pv = {k.split(":", 1)[1]: np.concatenate(v) for k, v in pooled.items() if k.startswith(variant + ":")}
-        sets[variant] = {"runs": str(runs_path.relative_to(ROOT) if runs_path.is_relative_to(ROOT) else runs_path),
+        pv = {k.rsplit(":", 1)[1]: np.concatenate(v) for k, v in pooled.items() if k.startswith(key + ":")}
+        sets[key] = {"runs": str(runs_path.relative_to(ROOT) if runs_path.is_relative_to(ROOT) else runs_path),
                          "iteration": it.model_dump(), "max_num_batched_tokens": table.variants[variant].max_num_batched_tokens,
                          "loads": per_load, "pooled": {"alone": _alone(pv, charge - it.a),
                                                        "by_inflight_at_send": _split(pv, "inflight", INFLIGHT_BINS),
                                                        "tpot_models": _tpot_models(pv)}}
-        pa = sets[variant]["pooled"]["alone"]
-        print(f"{variant}: alone n={pa['n']} serving overhead {pa['serving_overhead_s']} s, sim lone-prefill "
+        pa = sets[key]["pooled"]["alone"]
+        print(f"{key}: alone n={pa['n']} serving overhead {pa['serving_overhead_s']} s, sim lone-prefill "
               f"extra charge {pa['sim_lone_prefill_fixed_charge_s']} s, step host cost {pa['step_host_cost_s']} s "
-              f"(x{pa['step_ratio']}); TPOT models {sets[variant]['pooled']['tpot_models']}")
+              f"(x{pa['step_ratio']}); TPOT models {sets[key]['pooled']['tpot_models']}")
     res = {
         "findings": _findings(sets),
         "command": "python bench/sim_fidelity_diagnosis.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
