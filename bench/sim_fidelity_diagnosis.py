@@ -161,6 +161,37 @@ def _stalls(p: dict[str, np.ndarray], excess_s: float = STALL_EXCESS_S) -> dict[
     }
 
 
+def _token_gaps(records: list[dict[str, Any]], gap_s: float = STALL_EXCESS_S) -> dict[str, Any] | None:
+    """Stalls seen in the per-token stream times (records with ``itl_s``): intervals in which some
+    request waited more than ``gap_s`` (s) for its next (or first) token, merged when they overlap,
+    with how many requests in flight then kept receiving tokens (the other replica kept serving: one
+    engine stalled, not the shared process). None when the records carry no per-token times."""
+    streams = []
+    for r in records:
+        if not r.get("ok", True) or r.get("ttft_s") is None or "itl_s" not in r:
+            continue
+        t0 = float(r["send_s"]) + float(r["ttft_s"])
+        streams.append(np.concatenate([[float(r["send_s"]), t0], t0 + np.cumsum(r.get("itl_s") or [])]))
+    if not streams:
+        return None
+    gaps = sorted((float(ts[j]), float(ts[j + 1]), i) for i, ts in enumerate(streams)
+                  for j in np.flatnonzero(np.diff(ts) > gap_s))
+    events: list[list[Any]] = []
+    for a, b, i in gaps:
+        if events and a < events[-1][1]:
+            events[-1][1] = max(events[-1][1], b)
+            events[-1][2].add(i)
+        else:
+            events.append([a, b, {i}])
+    out = []
+    for a, b, ids in events:
+        alive = [i for i, ts in enumerate(streams) if ts[0] < b and ts[-1] > a]
+        served = [i for i in alive if i not in ids and ((streams[i][1:] > a) & (streams[i][1:] < b)).any()]
+        out.append({"from_s": round(a, 2), "to_s": round(b, 2), "stalled_requests": len(ids),
+                    "in_flight": len(alive), "others_receiving_tokens": len(served)})
+    return {"gap_s": gap_s, "events": out}
+
+
 def _alone(p: dict[str, np.ndarray], sim_prefill_charge_s: float) -> dict[str, Any]:
     a = p["alone"]
     tp = a & np.isfinite(p["tpot"])
@@ -198,7 +229,12 @@ def _findings(sets: dict[str, Any]) -> dict[str, str]:
             f"{tm['gap_vs_prefill_tokens_during_decode']['s_per_1000_prompt_tokens']} s per 1000 tokens; no "
             f"chunking happens (longest prompt < max_num_batched_tokens {st['max_num_batched_tokens']}). TTFT tail: "
             f"requests > {STALL_EXCESS_S} s above the simulated TTFT (count, real p99, real p99 without them) "
-            f"{stalls}")
+            f"{stalls}" + ("" if not any(x["token_gaps"] for x in st["loads"].values()) else
+            f". Per-token stream gaps > {STALL_EXCESS_S} s (stalled, in flight, others still receiving tokens): "
+            f"{ {k: [(e['stalled_requests'], e['in_flight'], e['others_receiving_tokens']) for e in x['token_gaps']['events']] for k, x in st['loads'].items() if x['token_gaps']} }"
+            + ("; in every event other requests kept receiving tokens: one engine stalled, not the shared process"
+               if all(e["others_receiving_tokens"] > 0 for x in st["loads"].values() if x["token_gaps"]
+                      for e in x["token_gaps"]["events"]) else "; in some events every request in flight stalled")))
     return out
 
 
@@ -242,6 +278,7 @@ def main() -> int:
                 "by_output_tokens": _split(p, "out", OUTPUT_BINS),
                 "tpot_models": _tpot_models(p),
                 "ttft_stalls": _stalls(p),
+                "token_gaps": _token_gaps(records),
             }
         pv = {k.rsplit(":", 1)[1]: np.concatenate(v) for k, v in pooled.items() if k.startswith(key + ":")}
         sets[key] = {"runs": str(runs_path.relative_to(ROOT) if runs_path.is_relative_to(ROOT) else runs_path),
