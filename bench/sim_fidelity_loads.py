@@ -184,8 +184,8 @@ def main() -> int:
             print(f"   {k:15s} real {per['table']['metrics'][k]['real']!s:.6}  {cols}")
     out_path = Path(args.out)
     previous = None
-    if out_path.exists():  # the result this run replaces (without its own 'previous': one level kept)
-        previous = {k: v for k, v in json.loads(out_path.read_text()).items() if k != "previous"}
+    if out_path.exists():  # the result this run replaces, with its own 'previous' chain
+        previous = json.loads(out_path.read_text())
     for label, ld in out_loads.items():  # per metric: the replaced result's errors next to this run's
         old = ((previous or {}).get("loads") or {}).get(label) or {}
         ld["vs_previous"] = {
