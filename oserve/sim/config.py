@@ -185,7 +185,7 @@ class SimConfig(_Model):
     prefill_only_fixed: Literal["a+d", "a"] = Field(
         "a+d", description="fixed cost of a simulated iteration without decodes: 'a+d' (default, as "
         "IterationTimeModel.mixed_step_s) or 'a' (a lone prompt costs the table's prefill_s, the lone-prompt TTFT "
-        "the profiler fits a to; real vLLM-CPU lone prompts: prefill_s + 4-11 ms, "
+        "the profiler fits a to; real vLLM-CPU lone prompts: within 15 ms of prefill_s, "
         "bench/results/sim_fidelity_diagnosis.json)")
     block_size: int = Field(16, ge=1, description="KV-cache block size, tokens")
     sample_interval_s: float = Field(10.0, gt=0, description="timeline sample period, s")

@@ -19,7 +19,7 @@ The iteration's duration follows :class:`IterationTimeModel`: ``decode_step_s(ba
 decoding requests and ``kv_tokens`` = their context tokens (prompt + generated, including the token
 being decoded), plus ``b`` per prefill-chunk token, plus the quadratic (attention) term *per
 sequence*: a chunk of ``t`` tokens after ``p`` cached ones costs ``c * ((p + t)**2 - p**2)``. So a
-prompt prefilled alone costs exactly ``mixed_step_s(0, 0, t)`` and its chunks sum to the same
+prompt prefilled alone costs exactly ``mixed_step_s(0, 0, t)`` (``prefill_s(t)`` with ``a``) and its chunks sum to the same
 quadratic cost, while several prompts in one iteration do not pay ``c * (sum of tokens)**2``
 (``mixed_step_s``'s form, which over-charges batched prefills: attention is per sequence). At its
 end every request whose KV cache caught up with its tokens samples one output token. Each iteration
@@ -50,8 +50,8 @@ __all__ = ["ReplicaParams", "SimReplica", "IterationOutcome", "PREFILL_ONLY_FIXE
 PREFILL_ONLY_FIXED = ("a+d", "a")
 """Choices of a prefill-only iteration's fixed cost: ``a + d`` (the default, as
 :meth:`IterationTimeModel.mixed_step_s`) or ``a`` (a lone prompt costs ``prefill_s``, the profiled
-TTFT the profiler fits ``a`` to; ``bench/sim_fidelity_diagnosis.py`` measured real lone prompts at
-``prefill_s`` + 4-11 ms on vLLM-CPU, not ``prefill_s + d``)."""
+TTFT the profiler fits ``a`` to; ``bench/sim_fidelity_diagnosis.py`` measured real lone prompts on
+vLLM-CPU within 15 ms of ``prefill_s`` (int8 +11 ms, fp32 -8 ms, medians), not at ``prefill_s + d``)."""
 
 
 @dataclass(frozen=True)
