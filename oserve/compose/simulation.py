@@ -76,7 +76,8 @@ def sim_options(cfg: SimConfig, *, progress: bool = False) -> SimOptions:
                       block_size=cfg.block_size, sample_interval_s=cfg.sample_interval_s, progress=progress,
                       contention=cfg.contention.model(),
                       surge=SurgeRule(**c.surge.model_dump()) if c.surge is not None else None,
-                      migrate_on_drain=c.migrate_on_drain, migration_grace_s=c.migration_grace_s)
+                      migrate_on_drain=c.migrate_on_drain, migration_grace_s=c.migration_grace_s,
+                      prefill_only_fixed=cfg.prefill_only_fixed)
 
 
 def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand:

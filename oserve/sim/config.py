@@ -21,7 +21,7 @@ Example (``examples/sim-4x8-a100.yaml``)::
     plain_vllm: {min_kv_fraction: 0.25}
     initial_window_s: 300
     deployment: null               # or the serve config's initial replicas: [{variant, node, device_ids}]
-    contention: {host_cpu_s_per_token: 0, colocated_slowdown: 0}   # CPU-node sharing (0 = none)
+    contention: {host_cpu_s_per_token: 0, colocated_slowdown: 0, step_overhead_s: 0, request_overhead_s: 0}  # CPU node (0 = none)
     planner_capacity_factor: 1.0   # capacities the planner sees x this (1 = table as is)
     sim_scored_plans: false        # the plan (planner's, running or single-variant) that keeps most within SLO under overload in simulation
     trace: {paths: [], scale: 1.0, seed: 0, duration_s: null}
@@ -117,11 +117,21 @@ class ContentionConfig(_Model):
     colocated_slowdown: float = Field(
         0.0, ge=0, le=10.0, allow_inf_nan=False,
         description="extra iteration-time fraction per other busy replica on the same node, at most 10")
+    step_overhead_s: float = Field(
+        0.0, ge=0, le=1.0, allow_inf_nan=False,
+        description="host time added to every engine iteration on a shared node (output hand-off and streaming "
+        "path the quiet one-engine profile did not see), s, at most 1; measured from requests alone on the node "
+        "(bench/sim_fidelity_diagnosis.py)")
+    request_overhead_s: float = Field(
+        0.0, ge=0, le=10.0, allow_inf_nan=False,
+        description="serving-path latency (HTTP, tokenisation, routing, SSE) added to each request's TTFT and "
+        "end-to-end latency, s, at most 10; takes no engine time; measured from requests alone on the node")
     source: str = Field("", description="where the coefficients come from (bench result, fit range)")
 
     def model(self) -> ContentionModel:
         """The simulator's contention model."""
-        return ContentionModel(self.host_cpu_s_per_token, self.colocated_slowdown)
+        return ContentionModel(self.host_cpu_s_per_token, self.colocated_slowdown, self.step_overhead_s,
+                               self.request_overhead_s)
 
 
 class TraceConfig(_Model):
@@ -172,6 +182,11 @@ class SimConfig(_Model):
         "plan that carries the demand in simulation is not replaced by one of lower replica quality")
     contention: ContentionConfig = Field(default_factory=ContentionConfig,
                                          description="CPU-node contention model (default: none)")
+    prefill_only_fixed: Literal["a+d", "a"] = Field(
+        "a+d", description="fixed cost of a simulated iteration without decodes: 'a+d' (default, as "
+        "IterationTimeModel.mixed_step_s) or 'a' (a lone prompt costs the table's prefill_s, the lone-prompt TTFT "
+        "the profiler fits a to; real vLLM-CPU lone prompts: within 15 ms of prefill_s, "
+        "bench/results/sim_fidelity_diagnosis.json)")
     block_size: int = Field(16, ge=1, description="KV-cache block size, tokens")
     sample_interval_s: float = Field(10.0, gt=0, description="timeline sample period, s")
     trace: TraceConfig = Field(default_factory=TraceConfig, description="the trace to replay")

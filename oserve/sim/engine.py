@@ -20,7 +20,7 @@ from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.contention import NO_CONTENTION, ContentionModel
 from oserve.sim.loop import SimRun
-from oserve.sim.replica import ReplicaParams
+from oserve.sim.replica import PREFILL_ONLY_FIXED, ReplicaParams
 from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Plan
 from oserve.workload.trace import Trace
 
@@ -56,6 +56,8 @@ class SimOptions:
             :mod:`oserve.server.resume`).
         migration_grace_s: with ``migrate_on_drain``, how long a drain lets in-flight requests finish
             before the rest move, seconds (0: all at once).
+        prefill_only_fixed: fixed cost of an iteration without decodes, ``"a+d"`` (default) or ``"a"``
+            (the profiled lone-prompt TTFT ``prefill_s``; :data:`oserve.sim.replica.PREFILL_ONLY_FIXED`).
     """
 
     control_interval_s: float = 30.0
@@ -75,8 +77,12 @@ class SimOptions:
     surge: SurgeRule | None = None
     migrate_on_drain: bool = False
     migration_grace_s: float = 0.0
+    prefill_only_fixed: str = "a+d"
 
     def __post_init__(self) -> None:
+        if self.prefill_only_fixed not in PREFILL_ONLY_FIXED:
+            raise ConfigError(f"prefill_only_fixed must be one of {PREFILL_ONLY_FIXED}, got {self.prefill_only_fixed!r}",
+                              field="prefill_only_fixed", allowed=", ".join(PREFILL_ONLY_FIXED))
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name, allowed="> 0 s")
@@ -168,7 +174,8 @@ class Simulation:
         self.options = options or SimOptions()
         self.policy = policy
         self.params = {
-            name: ReplicaParams.from_profile(v, block_size=self.options.block_size)
+            name: ReplicaParams.from_profile(v, block_size=self.options.block_size,
+                                             prefill_only_fixed=self.options.prefill_only_fixed)
             for name, v in table.variants.items() if v.kv_bytes_per_token > 0
         }
         for p in initial_plan.replicas:

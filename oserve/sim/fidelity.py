@@ -20,7 +20,8 @@ import numpy as np
 from oserve.errors import TraceError
 from oserve.workload.trace import Trace
 
-__all__ = ["load_replay", "trace_from_replay", "replay_to_records", "load_metrics", "compare_load", "LOAD_METRICS"]
+__all__ = ["load_replay", "trace_from_replay", "replay_to_records", "load_metrics", "compare_load", "LOAD_METRICS",
+           "trace_order", "quiet_requests", "serving_overheads", "bootstrap_interval"]
 
 
 def load_replay(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -157,3 +158,83 @@ def compare_load(real: dict[str, float | None], sim: dict[str, float | None]) ->
         err = abs(s_ - r) / abs(r) if r is not None and s_ is not None and r != 0 else None
         out[k] = {"real": r, "simulated": s_, "relative_error": err}
     return out
+
+
+def trace_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replay records in the order :func:`trace_from_replay` gives their requests (the simulator's ``rid``)."""
+    t = np.array([_num(r.get("scheduled_s", r.get("send_s"))) for r in records])
+    return [records[i] for i in np.argsort(t, kind="stable")]
+
+
+def quiet_requests(records: list[dict[str, Any]], *, whole_life: bool = False) -> np.ndarray:
+    """Mask of the completed replay records sent while no other request was in flight on the deployment
+    (reconstructed from ``send_s`` and ``e2e_s``): their TTFT holds no queueing and no other prefill.
+    With ``whole_life``, nothing else may be in flight at any time between their send and their end
+    (no batching, one engine busy: their TPOT is the lone decode step as served)."""
+    rr = replay_to_records(records)
+    send = np.array([r["arrival_s"] for r in rr])
+    end = np.array([np.nan if r["finish_s"] is None else r["finish_s"] for r in rr])
+    ok = np.isfinite(end) & np.array([r["first_token_s"] is not None for r in rr])
+    busy_end = np.where(ok, end, np.inf)  # a failed request's end is unknown: count it as in flight
+    if whole_life:
+        return np.array([ok[i] and int(((send < end[i]) & (busy_end > s)).sum()) == 1 for i, s in enumerate(send)],
+                        dtype=bool)
+    return np.array([ok[i] and int(((send < s) & (busy_end > s)).sum()) == 0 for i, s in enumerate(send)], dtype=bool)
+
+
+def serving_overheads(runs: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]], *,
+                      whole_life: bool = False) -> dict[str, float | int]:
+    """Per-step and per-request serving-path costs, measured from the quiet requests of real replays.
+
+    ``runs`` pairs each real replay's records with the simulator's records of the same requests
+    (``rid`` = trace order, as :func:`trace_from_replay`), simulated *without* these overheads and
+    without contention. Over the requests :func:`quiet_requests` selects (``whole_life`` passed on),
+    pooled over the runs:
+
+    * ``step_overhead_s`` = max(0, median(real TPOT - simulated TPOT)), s per iteration (requests
+      with > 1 output token; one decode iteration per output token);
+    * ``request_overhead_s`` = max(0, median(real TTFT - simulated TTFT) - step_overhead_s), s (the
+      first token's iteration pays the step overhead too; the rest is the HTTP / tokenisation /
+      routing / SSE latency).
+
+    Returns:
+        ``{"step_overhead_s", "request_overhead_s", "quiet_requests", "quiet_tpot_requests"}``.
+
+    Raises:
+        TraceError: a run's record counts differ, or no quiet request completed.
+    """
+    ttft_gap: list[float] = []
+    tpot_gap: list[float] = []
+    for records, simulated in runs:
+        real = trace_order(records)
+        if len(real) != len(simulated):
+            raise TraceError(f"{len(real)} replay records but {len(simulated)} simulated ones", column="records")
+        sim = {int(q["rid"]): q for q in simulated}
+        for i in np.flatnonzero(quiet_requests(real, whole_life=whole_life)):
+            r, q = real[i], sim.get(int(i))
+            if q is None or q.get("finish_s") is None or q.get("first_token_s") is None:
+                continue
+            ttft_gap.append(float(r["ttft_s"]) - (q["first_token_s"] - q["arrival_s"]))
+            n = int(r.get("output_tokens") or 0)
+            if n > 1:
+                real_tpot = (float(r["e2e_s"]) - float(r["ttft_s"])) / (n - 1)
+                tpot_gap.append(real_tpot - (q["finish_s"] - q["first_token_s"]) / (n - 1))
+    if not ttft_gap:
+        raise TraceError("no request of the replays was sent while nothing else was in flight", column="send_s")
+    step = max(0.0, float(np.median(tpot_gap))) if tpot_gap else 0.0
+    return {"step_overhead_s": step, "request_overhead_s": max(0.0, float(np.median(ttft_gap)) - step),
+            "quiet_requests": len(ttft_gap), "quiet_tpot_requests": len(tpot_gap), "whole_life": whole_life}
+
+
+def bootstrap_interval(values: np.ndarray | list[float], q: float, *, n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of the ``q``-th percentile of ``values`` (resampling the values,
+    seeded), e.g. how noisy a p99 of a few hundred requests is. None when no finite value."""
+    a = np.asarray(values, dtype=float)
+    a = a[np.isfinite(a)]
+    if not a.size:
+        return None
+    rng = np.random.default_rng(seed)
+    est = np.percentile(a[rng.integers(0, a.size, size=(n_boot, a.size))], q, axis=1)
+    lo, hi = np.percentile(est, [50 * (1 - level), 100 - 50 * (1 - level)])
+    return float(lo), float(hi)

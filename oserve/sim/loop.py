@@ -257,11 +257,14 @@ class SimRun:
         if ver != r.version or not r.busy or t != r.end_time():
             return
         res = r.finish_iteration(t)
+        late = self.opt.contention.request_overhead_s  # serving-path latency the client sees on top
         for q in res.first_tokens:
+            q.first_token_s = t + late
             self.monitor.record_first_token(str(q.rid))
         for q in res.finished:
             if q.first_token_s is None:  # pragma: no cover - a finished request has a first token
-                q.first_token_s = t
+                q.first_token_s = t + late
+            q.finish_s = t + late
             self.monitor.record_completion(str(q.rid), q.generated, True)
         if self.held and res.finished:
             self._release_held()  # freed slots take queued requests at once
@@ -334,6 +337,7 @@ class SimRun:
         cm = self.opt.contention
         if cm.enabled:
             r.slowdown = self._slowdown(r, cm)
+            r.step_overhead_s = cm.step_overhead_s
         end = r.start_iteration(now)
         if end is not None:
             self.iterations += 1

@@ -13,16 +13,20 @@ Per iteration (vLLM v1 ``Scheduler.schedule``, FCFS policy, chunked prefill on):
    the first that does not fit stops admission.
 
 The iteration's duration follows :class:`IterationTimeModel`: ``decode_step_s(batch, kv_tokens)``
-(or ``a + d`` without decodes, as :meth:`~IterationTimeModel.mixed_step_s`) with ``batch`` =
+(without decodes: :attr:`ReplicaParams.prefill_only_fixed_s`, by default ``a + d`` as
+:meth:`~IterationTimeModel.mixed_step_s`; ``a`` makes a lone prompt cost the profiled
+``prefill_s``, the lone-prompt TTFT ``a`` is fitted to) with ``batch`` =
 decoding requests and ``kv_tokens`` = their context tokens (prompt + generated, including the token
 being decoded), plus ``b`` per prefill-chunk token, plus the quadratic (attention) term *per
 sequence*: a chunk of ``t`` tokens after ``p`` cached ones costs ``c * ((p + t)**2 - p**2)``. So a
-prompt prefilled alone costs exactly ``mixed_step_s(0, 0, t)`` and its chunks sum to the same
+prompt prefilled alone costs exactly ``mixed_step_s(0, 0, t)`` (``prefill_s(t)`` with ``a``) and its chunks sum to the same
 quadratic cost, while several prompts in one iteration do not pay ``c * (sum of tokens)**2``
 (``mixed_step_s``'s form, which over-charges batched prefills: attention is per sequence). At its
-end every request whose KV cache caught up with its tokens samples one output token. The whole
-duration is multiplied by :attr:`SimReplica.slowdown` (1 unless the run models node contention,
-:mod:`oserve.sim.contention`); a fast-forwarded run keeps the factor it started with.
+end every request whose KV cache caught up with its tokens samples one output token. Each iteration
+also pays :attr:`SimReplica.step_overhead_s` (0 unless the run models the serving path's per-step
+host cost, :mod:`oserve.sim.contention`), and the whole duration is multiplied by
+:attr:`SimReplica.slowdown` (1 unless the run models node contention); a fast-forwarded run keeps
+the factor and overhead it started with.
 
 Fast-forward: when an iteration holds only decodes, nothing waits that could be admitted and the
 KV cache suffices for ``k`` more steps, the ``k`` identical-shape decode steps are simulated as one
@@ -41,7 +45,13 @@ from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.table import VariantProfile
 from oserve.sim.request import SimRequest
 
-__all__ = ["ReplicaParams", "SimReplica", "IterationOutcome"]
+__all__ = ["ReplicaParams", "SimReplica", "IterationOutcome", "PREFILL_ONLY_FIXED"]
+
+PREFILL_ONLY_FIXED = ("a+d", "a")
+"""Choices of a prefill-only iteration's fixed cost: ``a + d`` (the default, as
+:meth:`IterationTimeModel.mixed_step_s`) or ``a`` (a lone prompt costs ``prefill_s``, the profiled
+TTFT the profiler fits ``a`` to; ``bench/sim_fidelity_diagnosis.py`` measured real lone prompts on
+vLLM-CPU within 15 ms of ``prefill_s`` (int8 +11 ms, fp32 -8 ms, medians), not at ``prefill_s + d``)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ class ReplicaParams:
         weights_bytes: model weight bytes of one replica (all devices).
         kv_bytes_per_token: KV-cache bytes per token (all devices).
         wake_time_s: time a parked replica takes to serve again after its wake, seconds.
+        prefill_only_fixed_s: fixed cost of an iteration without decodes, seconds; None: ``a + d``
+            of ``iteration`` (:meth:`IterationTimeModel.mixed_step_s`).
     """
 
     variant: str
@@ -77,8 +89,12 @@ class ReplicaParams:
     weights_bytes: int = 0
     kv_bytes_per_token: int = 0
     wake_time_s: float = 1.0
+    prefill_only_fixed_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.prefill_only_fixed_s is not None and not 0 <= self.prefill_only_fixed_s < float("inf"):
+            raise ConfigError(f"prefill_only_fixed_s must be finite and >= 0, got {self.prefill_only_fixed_s}",
+                              field="prefill_only_fixed_s", allowed=">= 0 s")
         for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size", "devices"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", field=name, allowed=">= 1")
@@ -99,8 +115,10 @@ class ReplicaParams:
         return min(self.max_model_len, (self.kv_capacity_tokens // self.block_size) * self.block_size)
 
     @classmethod
-    def from_profile(cls, v: VariantProfile, *, block_size: int = 16, warmup_s: float = 0.0) -> ReplicaParams:
-        """Build from a profile-table variant. ``warmup_s`` is added to its ``start_time_s``.
+    def from_profile(cls, v: VariantProfile, *, block_size: int = 16, warmup_s: float = 0.0,
+                     prefill_only_fixed: str = "a+d") -> ReplicaParams:
+        """Build from a profile-table variant. ``warmup_s`` is added to its ``start_time_s``;
+        ``prefill_only_fixed`` (``"a+d"`` or ``"a"``) sets :attr:`prefill_only_fixed_s`.
 
         Raises:
             ConfigError: ``kv_bytes_per_token`` is 0 or the KV cache holds no block.
@@ -108,6 +126,10 @@ class ReplicaParams:
         if v.kv_bytes_per_token <= 0:
             raise ConfigError(f"variant {v.name}: kv_bytes_per_token must be > 0", field="kv_bytes_per_token",
                               allowed="> 0 bytes")
+        if prefill_only_fixed not in PREFILL_ONLY_FIXED:
+            raise ConfigError(f"prefill_only_fixed must be one of {PREFILL_ONLY_FIXED}, got {prefill_only_fixed!r}",
+                              field="prefill_only_fixed", allowed=", ".join(PREFILL_ONLY_FIXED))
+        it = v.iteration
         return cls(
             variant=v.name, iteration=v.iteration, max_num_seqs=v.max_num_seqs,
             max_num_batched_tokens=v.max_num_batched_tokens, max_model_len=v.max_model_len,
@@ -116,6 +138,7 @@ class ReplicaParams:
             memory_per_device_bytes=v.memory_per_device_bytes, weights_bytes=v.weights_bytes,
             kv_bytes_per_token=v.kv_bytes_per_token,
             wake_time_s=v.wake_time_s if v.wake_time_s is not None else 1.0,  # oserve.policies.parking.DEFAULT_WAKE_S
+            prefill_only_fixed_s=it.a + it.d if prefill_only_fixed == "a+d" else it.a,
         )
 
     def fits(self, req: SimRequest) -> bool:
@@ -182,6 +205,9 @@ class SimReplica:
         self.slowdown = 1.0
         """Iteration-time multiplier (>= 1) the loop sets before :meth:`start_iteration` (node contention,
         :mod:`oserve.sim.contention`); applies to the iteration (or fast-forwarded run) it starts."""
+        self.step_overhead_s = 0.0
+        """Host time added to each iteration (the serving path's per-step cost the quiet profile did not
+        see), seconds; set by the loop like :attr:`slowdown` and stretched by it."""
         self.token_rate = 0.0
         """Output tokens per second of the iteration in progress (0 when idle), tokens/s."""
         self.last_token_rate = 0.0
@@ -314,14 +340,18 @@ class SimReplica:
             k = self._fast_forward_steps()
             if k >= 2:
                 # step j (1-based) lasts base + f * (kv + batch * (j - 1)); closed-form sums
-                base = it.d + it.e * batch
+                base = it.d + it.e * batch + self.step_overhead_s
                 self._ff = (now_s, slow * (base + it.f * kv), slow * it.f * batch)
                 self._ff_steps = k
                 self._end_s = self._ff_end(k)
                 self.token_rate = k * batch / max(self._end_s - now_s, 1e-12)
                 return self._end_s
-        base = it.decode_step_s(batch, kv) if batch > 0 else it.a + it.d
-        dt = slow * (base + it.b * prefill + it.c * quad)
+        if batch > 0:
+            base = it.decode_step_s(batch, kv)
+        else:
+            fixed = self.params.prefill_only_fixed_s
+            base = it.a + it.d if fixed is None else fixed
+        dt = slow * (base + self.step_overhead_s + it.b * prefill + it.c * quad)
         self._end_s = now_s + dt
         self.token_rate = len(sched) / max(dt, 1e-12)
         return self._end_s
