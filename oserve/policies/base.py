@@ -47,6 +47,8 @@ class Allocation:
         equal_routing: route every class evenly over the replicas that can serve it (round-robin),
             admitting everything; used by the static baseline.
         quality_restore: the allocation only restores quality (see :attr:`oserve.types.Plan.quality_restore`).
+        fixed_routing: route by ``served`` as given: :func:`build_plan` does not re-balance or pool it over
+            spare replicas (a routing chosen for another demand level, e.g. the plan's capacity).
     """
 
     counts: np.ndarray
@@ -55,6 +57,7 @@ class Allocation:
     optimal: bool | None = None
     equal_routing: bool = False
     quality_restore: bool = False
+    fixed_routing: bool = False
 
 
 class Planner(ABC):
@@ -232,7 +235,7 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     served = alloc.served
     if served is None and not alloc.equal_routing:
         served = optimal_assignment(problem, counts_v)
-    if served is not None and problem.weights.fill_idle_devices:
+    if served is not None and problem.weights.fill_idle_devices and not alloc.fixed_routing:
         served = pooled_assignment(problem, counts_v, balanced_assignment(problem, counts_v, served))
     replicas = place(problem, counts, current)
     routing, admit = _routing(problem, counts_v, served, alloc.equal_routing)

@@ -259,3 +259,34 @@ def test_merged_demand_at_twice_the_rate_gets_the_two_variant_mix_the_trace_rate
     off = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, mix_search=0)
     assert off.plan(cluster, table, d).replica_counts() == {"llama-2-70b-int8-tp2": 16}
     assert off.last_mix_candidates == []
+
+
+def test_running_routing_is_kept_while_it_carries_the_demand():
+    # 10 x int8 TP2 + 3 x int8 TP4, short prompts on TP2 and long ones on TP4 (the plan for the 70B merged mean
+    # demand): below capacity the planner would pool short requests onto TP4 too; the running routing carries the
+    # demand in simulation, so it stays. Routed all to TP4 (the router spills
+    # over to TP2 only when TP4 is full) it does not carry 4x the demand: re-routed.
+    from oserve.policies.base import Allocation, build_plan
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+    from oserve.types import Plan
+
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    counts = np.zeros(prob.fits.shape, np.int64)
+    counts[prob.variants.index("llama-2-70b-int8-tp2"), 0] = 10
+    counts[prob.variants.index("llama-2-70b-int8-tp4"), 0] = 3
+    tp2, tp4 = "llama-2-70b-int8-tp2", "llama-2-70b-int8-tp4"
+    isolated = {"short-in/short-out": {tp2: 1.0}, "short-in/long-out": {tp2: 1.0},
+                "long-in/short-out": {tp4: 1.0}, "long-in/long-out": {tp2: 1.0}}
+    placed = build_plan(prob, Allocation(counts), cluster, table, demand, None, "test")
+    running = Plan(replicas=placed.replicas, routing=isolated)
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600)
+    kept = p.plan(cluster, table, demand, running)
+    assert kept.replica_counts() == {tp2: 10, tp4: 3}, kept.reason
+    assert {c: {v: round(w, 6) for v, w in ws.items()} for c, ws in kept.routing.items()} == isolated, kept.routing
+    assert "running routing kept" in kept.reason
+    fresh = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600)
+    quad = Demand(rates_rps={c: 4 * r for c, r in demand.rates_rps.items()})
+    rerouted = fresh.plan(cluster, table, quad, running.model_copy(update={"routing": {c: {tp4: 1.0} for c in isolated}}))
+    assert "running routing kept" not in rerouted.reason
+    assert rerouted.routing["short-in/short-out"].get(tp2, 0) > 0, rerouted.routing
