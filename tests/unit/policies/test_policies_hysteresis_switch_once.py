@@ -51,3 +51,22 @@ def test_horizon_must_be_positive():
     with pytest.raises(ConfigError) as err:
         HysteresisPlanner("greedy", horizon_s=0.0)
     assert err.value.field == "planner.horizon_s"
+
+
+def test_no_replica_switch_at_zero_demand_for_tie_breakers_alone():
+    # Llama-2-70B on 4 x 8 A100: at zero demand the MILP's tie-breakers (spare capacity) prefer 4 x int8 TP8 over the
+    # running 16 x int8 TP2; with no goodput to gain the running replicas stay (the next burst would pay the switch)
+    from oserve.profiles.table import ProfileTable
+    from oserve.sim.config import SimConfig
+    from oserve.sim.policies import restrict_table, static_plan
+
+    table = restrict_table(ProfileTable.load("examples/profiles/a100-80gb-mixed.json"), model="llama-2-70b")
+    cluster = SimConfig(table="examples/profiles/a100-80gb-mixed.json").cluster.spec()
+    busy = Demand(rates_rps={"short-in/short-out": 6.0, "long-in/short-out": 4.0})
+    idle = Demand(rates_rps={"short-in/short-out": 0.0, "long-in/short-out": 0.0})
+    running = static_plan(cluster, table, "llama-2-70b-int8-tp2")
+    assert make_planner("milp").plan(cluster, table, idle).replica_counts() != running.replica_counts()
+    kept = HysteresisPlanner("milp").plan(cluster, table, idle, running)
+    assert kept.replica_counts() == running.replica_counts() == {"llama-2-70b-int8-tp2": 16}, kept.reason
+    assert "no demand" in kept.reason
+    assert HysteresisPlanner("milp").plan(cluster, table, busy, running).replica_counts()  # still plans under load
