@@ -32,7 +32,12 @@ within the SLO at 1-1.5x that rate vs TP4's 0.60-0.70, and carries 1.995x the tr
 
 The candidate with the highest overload score wins (ties: the incumbent, then the inner plan). The
 margin ``min_gain_fraction`` protects only the incumbent against churn: a running plan is replaced
-only by one scoring more than ``1 + min_gain_fraction`` times its score. Without
+only by one scoring more than ``1 + min_gain_fraction`` times its score, and only when the switch pays
+for itself at the demand (:meth:`SimScoredPlanner._keep_running`): a running plan that keeps the
+target at the demand in simulation stays, and otherwise the requests the candidate keeps within the SLO
+over ``horizon_s`` must exceed those the restarting devices would have served during their start time.
+Its routing stays too while the running plan, as routed, keeps the target at the demand
+(:meth:`SimScoredPlanner._keep_routing`). Without
 ``fill_idle_devices`` the guard acts only when the inner plan does not carry the demand itself in
 simulation (an energy-saving plan is not replaced by a cluster-filling one). When the inner plan carries
 the demand in simulation, a candidate whose replicas' device-weighted quality score is lower than the
