@@ -55,7 +55,7 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse bad arguments before any simulation runs: ``ap.error`` (exit 2) naming the flag and
     the allowed range, never a traceback."""
     for flag, value in (("--duration", args.duration), ("--oracle-duration", args.oracle_duration),
-                        ("--rel-tol", args.rel_tol)):
+                        ("--rel-tol", args.rel_tol), ("--initial-window", args.initial_window)):
         if not (math.isfinite(value) and value > 0):
             ap.error(f"{flag} must be a finite number > 0, got {value}")
     if not (math.isfinite(args.target) and 0 < args.target <= 1):
@@ -76,6 +76,8 @@ def main() -> int:
     ap.add_argument("--planners", default="milp,greedy,flow", help="oserve planners; the first is the headline")
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--rel-tol", type=float, default=0.02)
+    ap.add_argument("--initial-window", type=float, default=300.0,
+                    help="oserve's initial plan is the planner's for the mean rate of the trace's first S seconds")
     ap.add_argument("--oracle-capacities", default="simulated", choices=("simulated", "table"))
     ap.add_argument("--oracle-duration", type=float, default=300.0,
                     help="length of each per-class calibration run of the oracle, seconds")
@@ -129,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         "table_source": full.source, "cluster": "4 nodes x 8 A100-80GB", "slo": full.slo.model_dump(),
         "target": args.target, "duration_s": args.duration, "seed": args.seed, "rel_tol": args.rel_tol,
         "planners": planners, "forecaster": "ewma", "control": CONTROL, "sim_scored_plans": args.sim_scored == "on",
+        "initial_window_s": args.initial_window,
         "definitions": {
             "capacity_scale": "largest scale of the trace's arrival rate (oserve.workload.transforms.scale_rate, "
                               "seeded) with SLO attainment >= target, bisected to rel_tol",
@@ -173,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
         cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
-                        sim_scored_plans=args.sim_scored == "on")
+                        sim_scored_plans=args.sim_scored == "on", initial_window_s=args.initial_window)
         for tname in args.traces.split(","):
             trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)
