@@ -157,10 +157,12 @@ class HysteresisPlanner(Planner):
         if restore:  # its gain is goodput, then quality: the spare capacity it gives up ranks after both
             gain = max(gain, (cand_score.goodput_rps - keep_score.goodput_rps)
                        + (keep_score.quality_cost_rps - cand_score.quality_cost_rps))
-        if keep_score.goodput_rps <= 1e-9 and not (scale_down or restore):
+        if float(problem.demand.sum()) <= 1e-9 and not (scale_down or restore):
             # idle: no traffic to gain, only tie-breakers (spare capacity for a mix nobody sends); a switch now
             # is paid again by the next burst. 70B code trace at 1.377x: 60 s without arrivals moved 16 x int8
             # TP2 to 4 x int8 TP8 (tie-breaker gain 3.7 > start cost 0.14) and the burst 90 s later met 0.31.
+            # The demand decides, not the kept plan's goodput: running replicas that serve none of a positive
+            # demand (none left after failures, or none that fits its classes) must still be replaced.
             return replace(keep_alloc, reason="hysteresis: keeping current replicas (no demand: a switch that "
                                               "neither scales down nor restores quality gains nothing)")
         relative = 0.0 if scale_down or restore else self.min_gain_fraction * keep_score.goodput_rps

@@ -70,3 +70,20 @@ def test_no_replica_switch_at_zero_demand_for_tie_breakers_alone():
     assert kept.replica_counts() == running.replica_counts() == {"llama-2-70b-int8-tp2": 16}, kept.reason
     assert "no demand" in kept.reason
     assert HysteresisPlanner("milp").plan(cluster, table, busy, running).replica_counts()  # still plans under load
+
+
+def test_replicas_start_under_demand_when_none_are_running():
+    # the zero-demand rule keys on the demand, not on the kept plan's goodput: with no replica left (all failed, the
+    # orchestrator's actual plan is empty) and 10 req/s of demand the kept plan serves nothing, yet replicas must start
+    from oserve.profiles.table import ProfileTable
+    from oserve.sim.config import SimConfig
+    from oserve.sim.policies import restrict_table
+    from oserve.types import Plan
+
+    table = restrict_table(ProfileTable.load("examples/profiles/a100-80gb-mixed.json"), model="llama-2-70b")
+    cluster = SimConfig(table="examples/profiles/a100-80gb-mixed.json").cluster.spec()
+    busy = Demand(rates_rps={"short-in/short-out": 6.0, "long-in/short-out": 4.0})
+    plan = HysteresisPlanner("milp").plan(cluster, table, busy, Plan())
+    assert plan.replica_counts(), plan.reason
+    assert plan.predicted_goodput_rps > 0, plan.reason
+    assert "no demand" not in plan.reason
