@@ -417,10 +417,11 @@ class SimScoredPlanner(Planner):
                       a_candidate: float, total: float) -> str | None:
         """Why the running replicas stay instead of ``candidate`` (None: the switch pays). Pure.
 
-        A switch is paid for in requests: while the replicas it starts come up, the devices they take serve
-        nothing. Its cost is the demand's share of those devices over the started variants' longest start
-        time, ``total x (started devices / running devices) x start_s`` requests (a rolling switch serves
-        the rest on the replicas it keeps). Its gain is what the candidate keeps within the SLO *at the
+        A switch is paid for in requests: while the replicas it starts come up, the devices it takes from
+        running replicas serve nothing. Its cost is the demand's share of those devices over the started
+        variants' longest start time, ``total x (stopped devices / running devices) x start_s`` requests (a
+        rolling switch serves the rest on the replicas it keeps; replicas started on idle devices take
+        nothing from the demand, so a scale-up onto free devices costs 0). Its gain is what the candidate keeps within the SLO *at the
         demand* over ``horizon_s``, ``(a_candidate - a_running) x total x horizon_s``, with attainments
         simulated on the demand mix at ``total`` req/s. A running plan that keeps the target at the demand
         is never switched for headroom past it: on the 70B merged trace at 2x its rate the overload score
@@ -431,15 +432,16 @@ class SimScoredPlanner(Planner):
             return (f"it keeps {a_running:.3f} of the demand ({total:.3g} req/s) within the SLO in simulation "
                     f"(target {self.target:g}); a switch would only cost")
         started = np.maximum(np.asarray(candidate) - np.asarray(running), 0)
-        started_dev = float((started.sum(axis=1) * problem.dev).sum())
+        stopped = np.maximum(np.asarray(running) - np.asarray(candidate), 0)
+        stopped_dev = float((stopped.sum(axis=1) * problem.dev).sum())
         running_dev = float((np.asarray(running).sum(axis=1) * problem.dev).sum())
         start_s = max((float(problem.start_s[v]) for v in np.flatnonzero(started.sum(axis=1))), default=0.0)
-        cost = total * min(1.0, started_dev / max(running_dev, 1.0)) * start_s
+        cost = total * min(1.0, stopped_dev / max(running_dev, 1.0)) * start_s
         gain = (a_candidate - a_running) * total * self.horizon_s
         if gain <= cost:
             return (f"the candidate's gain at the demand ({gain:.1f} requests within the SLO over "
                     f"{self.horizon_s:g} s) does not pay for its switch ({cost:.1f} requests while "
-                    f"{started_dev:g} devices restart for {start_s:.0f} s)")
+                    f"{stopped_dev:g} running devices restart for {start_s:.0f} s)")
         return None
 
     def _mix_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], scores: Mapping[str, float]

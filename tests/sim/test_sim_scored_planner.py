@@ -104,6 +104,25 @@ def test_a_switch_must_pay_for_itself_at_the_demand():
         SimScoredPlanner("milp", horizon_s=0.0)
 
 
+def test_a_scale_up_onto_idle_devices_costs_no_restart():
+    # 2 x int8 TP4 running (8 of 32 devices) under overload; 8 x int8 TP4 starts 6 replicas on idle devices and stops
+    # none, so no running device stops serving while they start: the switch costs 0 and any gain pays for it.
+    # (Counting the started devices instead charged 20 x 1 x 38.7 = 774 requests and kept the 2 replicas at +0.4.)
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    tp4 = prob.variants.index("llama-2-70b-int8-tp4")
+    running = np.zeros(prob.fits.shape, np.int64)
+    running[tp4, 0] = 2
+    bigger = running.copy()
+    bigger[tp4, 0] = 8
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, horizon_s=90.0)
+    assert p._keep_running(prob, running, bigger, 0.50, 0.90, 20.0) is None
+    assert p._keep_running(prob, running, bigger, 0.50, 0.51, 20.0) is None
+    assert "does not pay" in p._keep_running(prob, running, bigger, 0.50, 0.50, 20.0)  # no gain, no switch
+
+
 def test_running_mixed_plan_is_scored_and_kept_within_the_margin():
     # a running plan that is neither the planner's nor a single-variant one is a candidate too: with a 100% margin
     # it stays (12 x int8 TP2 + 2 x int8 TP4, long prompts on TP4)
