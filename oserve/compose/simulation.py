@@ -7,6 +7,7 @@ policy (forecaster and planner through :mod:`oserve.compose.components`), run, s
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,19 @@ def class_lengths(trace: Trace, scheme: ClassScheme) -> dict[str, tuple[np.ndarr
 
 def sim_scored(planner: Any, cfg: SimConfig, scheme: ClassScheme, trace: Trace | None) -> Any:
     """``planner`` wrapped in :class:`oserve.sim.scored_planner.SimScoredPlanner` when ``cfg.sim_scored_plans``
-    (lengths drawn from ``trace``'s requests per class), else ``planner`` itself."""
+    (lengths drawn from ``trace``'s requests per class), else ``planner`` itself.
+
+    Raises:
+        ConfigError: ``control.horizon_s`` (the guard's switch-pays horizon) outside (0, 86400] seconds.
+    """
     if not cfg.sim_scored_plans:
         return planner
     from oserve.sim.scored_planner import SimScoredPlanner
+
+    h = cfg.control.horizon_s
+    if not (math.isfinite(h) and 0 < h <= 86400):  # the user set control.horizon_s, not a planner field
+        raise ConfigError(f"control.horizon_s must be in (0, 86400] seconds with sim_scored_plans, got {h}",
+                          field="control.horizon_s", allowed="(0, 86400] s")
 
     return SimScoredPlanner(planner, lengths=class_lengths(trace, scheme) if trace is not None else None,
                             scheme=scheme, slo=cfg.slo, horizon_s=cfg.control.horizon_s)

@@ -309,3 +309,19 @@ def test_running_routing_is_kept_while_it_carries_the_demand():
     rerouted = fresh.plan(cluster, table, quad, running.model_copy(update={"routing": {c: {tp4: 1.0} for c in isolated}}))
     assert "running routing kept" not in rerouted.reason
     assert rerouted.routing["short-in/short-out"].get(tp2, 0) > 0, rerouted.routing
+
+
+@pytest.mark.parametrize("horizon", [1e6, float("inf")])
+def test_guard_horizon_out_of_range_names_the_control_field(horizon):
+    # the guard's horizon is control.horizon_s (oserve.compose.simulation.sim_scored): the error names the field the
+    # user set, not the wrapper's internal planner.horizon_s
+    from oserve.compose.simulation import sim_scored
+    from oserve.sim.config import SimConfig
+
+    cfg = SimConfig(table="examples/profiles/a100-80gb-mixed.json", sim_scored_plans=True,
+                    control={"horizon_s": horizon})
+    with pytest.raises(ConfigError, match="control.horizon_s") as err:
+        sim_scored("milp", cfg, cfg.classes.to_scheme(), None)
+    assert err.value.field == "control.horizon_s"
+    ok = SimConfig(table="examples/profiles/a100-80gb-mixed.json", sim_scored_plans=True, control={"horizon_s": 90})
+    assert sim_scored("milp", ok, ok.classes.to_scheme(), None).horizon_s == 90.0
