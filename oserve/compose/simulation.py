@@ -115,7 +115,8 @@ def sim_scored(planner: Any, cfg: SimConfig, scheme: ClassScheme, trace: Trace |
                           field="control.horizon_s", allowed="(0, 86400] s")
 
     return SimScoredPlanner(planner, lengths=class_lengths(trace, scheme) if trace is not None else None,
-                            scheme=scheme, slo=cfg.slo, horizon_s=cfg.control.horizon_s)
+                            scheme=scheme, slo=cfg.slo, horizon_s=cfg.control.horizon_s,
+                            contention=cfg.contention.model(), prefill_only_fixed=cfg.prefill_only_fixed)
 
 
 def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme,

@@ -178,8 +178,10 @@ class SimConfig(_Model):
         "the planner's plan, the running plan, a single-variant, cluster-filling plan or one of up to 10 two-variant "
         "mixes between the best single-variant plan and the other scored variants (planner routing), whichever keeps the most "
         "requests within the SLO at 1, 1.25 and 1.5x the planner's plan's simulated capacity for the demand's class "
-        "mix (request lengths: the replayed trace's, per class); a running plan is replaced only for > 5% more; a "
-        "plan that carries the demand in simulation is not replaced by one of lower replica quality")
+        "mix (request lengths: the replayed trace's, per class; the run's contention and prefill_only_fixed); a "
+        "running plan is replaced only for > 5% more, and only when it misses the target at the demand and the switch "
+        "pays for its restarts over control.horizon_s (its routing stays while it carries the demand); a plan that "
+        "carries the demand in simulation is not replaced by one of lower replica quality")
     contention: ContentionConfig = Field(default_factory=ContentionConfig,
                                          description="CPU-node contention model (default: none)")
     prefill_only_fixed: Literal["a+d", "a"] = Field(

@@ -64,6 +64,8 @@ import numpy as np
 from oserve.errors import ConfigError, PlanningError
 from oserve.policies.base import Allocation, Planner, build_plan, make_planner
 from oserve.policies.problem import ObjectiveWeights, Problem
+from oserve.sim.contention import NO_CONTENTION, ContentionModel
+from oserve.sim.replica import PREFILL_ONLY_FIXED
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, Plan
 
 #: A candidate is scored under overload only if it keeps the SLO target at this fraction of the inner plan's
@@ -112,15 +114,22 @@ class _Workload:
 
 
 def plan_attainment(plan: Plan, table: Any, cluster: Any, workload: _Workload, rate_rps: float, *, slo: SLO,
-                    scheme: ClassScheme = DEFAULT_SCHEME) -> float:
-    """SLO attainment (share of requests, 0-1) of ``plan`` on ``workload`` at ``rate_rps`` (req/s) in the simulator."""
+                    scheme: ClassScheme = DEFAULT_SCHEME, contention: ContentionModel | None = None,
+                    prefill_only_fixed: str = "a+d") -> float:
+    """SLO attainment (share of requests, 0-1) of ``plan`` on ``workload`` at ``rate_rps`` (req/s) in the simulator.
+
+    ``contention`` and ``prefill_only_fixed``: the simulator's node-contention / serving-path model and
+    prefill-only iteration cost (:class:`oserve.sim.engine.SimOptions`); default none and ``"a+d"``.
+    """
     from oserve.sim.engine import SimOptions, Simulation
     from oserve.sim.metrics import summarise
 
     if not plan.replicas:
         return 0.0
+    opts = SimOptions(sample_interval_s=60.0, contention=contention or NO_CONTENTION,
+                      prefill_only_fixed=prefill_only_fixed)
     res = Simulation(workload.at(rate_rps), table, cluster, plan, routing="plan", scheme=scheme,
-                     options=SimOptions(sample_interval_s=60.0), policy="sim-scored").run()
+                     options=opts, policy="sim-scored").run()
     return float(summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)["slo_attainment"])
 
 
@@ -196,6 +205,10 @@ class SimScoredPlanner(Planner):
             other scored variants are scored too (see :meth:`_mix_candidates`), in [0, 100]; 0: none.
         horizon_s: seconds over which a switch away from the running plan must pay for itself (see
             :meth:`_keep_running`), in (0, 86400].
+        contention: the simulator's node-contention and serving-path model the candidates are scored with
+            (the run's ``SimConfig.contention``); default none.
+        prefill_only_fixed: the simulator's prefill-only iteration cost, ``"a+d"`` (default) or ``"a"``
+            (the run's ``SimConfig.prefill_only_fixed``).
         weights: objective weights (default: the inner planner's).
 
     Raises:
@@ -209,13 +222,18 @@ class SimScoredPlanner(Planner):
                  n_requests: int = 1000, min_gain_fraction: float = 0.05, rel_tol: float = 0.05,
                  mix_resolution: float = 0.02, seed: int = 0, cache_size: int = 4096,
                  overload_factors: Sequence[float] = (1.0, 1.25, 1.5), mix_search: int = 10,
-                 horizon_s: float = 90.0, weights: ObjectiveWeights | Mapping[str, Any] | None = None) -> None:
+                 horizon_s: float = 90.0, weights: ObjectiveWeights | Mapping[str, Any] | None = None,
+                 contention: ContentionModel | None = None, prefill_only_fixed: str = "a+d") -> None:
         _check(target, "planner.target", 0.0, 1.0)
         _check(min_gain_fraction, "planner.min_gain_fraction", 0.0, 1.0, lo_open=False)
         _check(rel_tol, "planner.rel_tol", 0.0, 1.0)
         _check(mix_resolution, "planner.mix_resolution", 0.0, 0.5)
         _check(horizon_s, "planner.horizon_s", 0.0, 86400.0)
         self.horizon_s = float(horizon_s)
+        if prefill_only_fixed not in PREFILL_ONLY_FIXED:
+            raise ConfigError(f"prefill_only_fixed must be one of {PREFILL_ONLY_FIXED}, got {prefill_only_fixed!r}",
+                              field="prefill_only_fixed", allowed=", ".join(PREFILL_ONLY_FIXED))
+        self.contention, self.prefill_only_fixed = contention or NO_CONTENTION, prefill_only_fixed
         if not 50 <= int(n_requests) <= 100_000:
             raise ConfigError(f"planner.n_requests must be in [50, 100000], got {n_requests}",
                               field="planner.n_requests", allowed="[50, 100000] requests")
@@ -308,7 +326,8 @@ class SimScoredPlanner(Planner):
             key = (mix_key, _plan_key(plan), round(rate, 9))
             if key not in cache:
                 cache[key] = plan_attainment(plan, problem.table, problem.cluster, workload, rate, slo=slo,
-                                             scheme=self.scheme)
+                                             scheme=self.scheme, contention=self.contention,
+                                             prefill_only_fixed=self.prefill_only_fixed)
                 while len(cache) > self.cache_size:
                     cache.popitem(last=False)
             return cache[key]

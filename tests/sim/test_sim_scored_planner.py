@@ -325,3 +325,31 @@ def test_guard_horizon_out_of_range_names_the_control_field(horizon):
     assert err.value.field == "control.horizon_s"
     ok = SimConfig(table="examples/profiles/a100-80gb-mixed.json", sim_scored_plans=True, control={"horizon_s": 90})
     assert sim_scored("milp", ok, ok.classes.to_scheme(), None).horizon_s == 90.0
+
+
+def test_guard_scores_plans_with_the_runs_contention_and_serving_path_model():
+    # the guard's simulations use the run's simulator model (SimConfig.contention, prefill_only_fixed), not a quiet
+    # default: 2 s of serving-path latency per request (> the 1-s TTFT SLO) leaves no request within the SLO
+    from oserve.compose.simulation import sim_scored
+    from oserve.policies.base import Allocation, build_plan
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+    from oserve.sim.config import SimConfig
+    from oserve.sim.contention import ContentionModel
+    from oserve.sim.scored_planner import _Workload, plan_attainment
+
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    counts = np.zeros(prob.fits.shape, np.int64)
+    counts[prob.variants.index("llama-2-70b-int8-tp4"), 0] = 8
+    plan = build_plan(prob, Allocation(counts), cluster, table, demand, None, "test")
+    wl = _Workload(prob.demand / prob.demand.sum(), prob.classes, lengths, 300, 0, max_total=4096)
+    quiet = plan_attainment(plan, table, cluster, wl, 2.0, slo=table.slo, scheme=scheme)
+    slow = plan_attainment(plan, table, cluster, wl, 2.0, slo=table.slo, scheme=scheme,
+                           contention=ContentionModel(request_overhead_s=2.0))
+    assert quiet >= 0.9 and slow == 0.0, (quiet, slow)
+    cfg = SimConfig(table="examples/profiles/a100-80gb-mixed.json", sim_scored_plans=True,
+                    contention={"request_overhead_s": 2.0}, prefill_only_fixed="a")
+    guard = sim_scored("milp", cfg, scheme, None)
+    assert guard.contention == cfg.contention.model() and guard.prefill_only_fixed == "a"
+    with pytest.raises(ConfigError, match="prefill_only_fixed"):
+        SimScoredPlanner("milp", prefill_only_fixed="b")
