@@ -388,6 +388,10 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     labels = policies or default_policies(table, cluster, planners)
     if "plain-vllm" not in labels:
         labels = ["plain-vllm", *labels]
+    from oserve.sim.policies import plain_vllm_variant
+
+    # the baseline every ratio needs: refuse a table without one before the oracle's simulations run
+    plain_vllm_variant(table, min_kv_fraction=cfg.plain_vllm.min_kv_fraction)
     slo = cfg.slo or table.slo
     t0 = time.perf_counter()
     table_bound = oracle_bound(trace, table, cluster, scheme, window_s=oracle_window_s, target=target)

@@ -369,3 +369,20 @@ def test_a_best_static_below_oserve_is_probed_at_oserve_scale(monkeypatch) -> No
     assert calls == ["static:tp2"]
     assert out == {"static:tp2": {"scale": 2.05, "attainment": 0.901, "met": True, "against": "oserve:milp"}}
     assert results["static:tp2"].capacity_scale == results["oserve:milp"].capacity_scale == 2.05
+
+
+def test_capacity_study_refuses_a_table_without_one_plain_vllm_baseline_before_simulating() -> None:
+    # a two-model table has no single plain-vLLM baseline: the study says so before the oracle's simulations run
+    # (`oserve simulate --capacity` on the shipped A100 table used to fail only after ~46 s of them)
+    from oserve.compose.capacity import capacity_study
+    from oserve.profiles.table import ProfileTable
+
+    table = ProfileTable.load("examples/profiles/a100-80gb-mixed.json")
+    cfg = SimConfig(table="examples/profiles/a100-80gb-mixed.json")
+    trace = Trace(np.arange(20, dtype=float), np.full(20, 100), np.full(20, 50), name="tiny")
+    said: list[str] = []
+    with pytest.raises(ConfigError, match="plain-vllm needs one model") as err:
+        capacity_study(trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg,
+                       policies=["static:llama-2-70b-int8-tp2"], log=said.append)
+    assert err.value.field == "model"
+    assert said == []
