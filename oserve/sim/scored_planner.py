@@ -27,8 +27,8 @@ Capacity is decided where the load exceeds what a plan sustains: real traffic is
 mean, 65% long prompts), so the plan that keeps more requests within the SLO *past* its capacity
 carries more of the trace. Measured on the Llama-2-70B merged mix: int8 TP4 and int8 TP2 reach the
 same Poisson capacity within 5% (TP4 has lower latency below it), but TP2 keeps 0.73-0.78 of requests
-within the SLO at 1-1.5x that rate vs TP4's 0.60-0.70, and carries 1.995x the trace's rate vs TP4's
-1.935x (bench/results/capacity_integrated.json).
+within the SLO at 1-1.5x that rate vs TP4's 0.60-0.70, and carries 2.083x the trace's rate vs TP4's
+1.935x (bench/results/capacity_integrated.json, 81d2723; 1.995x with the earlier scale_rate).
 
 The candidate with the highest overload score wins (ties: the incumbent, then the inner plan). The
 margin ``min_gain_fraction`` protects only the incumbent against churn: a running plan is replaced

@@ -48,7 +48,7 @@ def _merged_setup():
 
 def test_merged_trace_plan_is_the_one_that_keeps_most_within_slo_past_capacity():
     # Llama-2-70B, Azure code + conv: the MILP plans 8 x int8 TP4; 16 x int8 TP2 reaches the same Poisson capacity
-    # within 5% but keeps more requests within the SLO past it, and carries 1.995x the real trace's rate vs TP4's
+    # within 5% but keeps more requests within the SLO past it, and carries 2.083x the real trace's rate vs TP4's
     # 1.935x (bench/results/capacity_integrated.json). Without a running plan the best score wins outright.
     table, cluster, scheme, lengths, demand = _merged_setup()
     assert make_planner("milp").plan(cluster, table, demand).replica_counts() == {"llama-2-70b-int8-tp4": 8}
