@@ -46,6 +46,18 @@ def _merged_setup():
     return table, cfg.cluster.spec(), scheme, class_lengths(trace, scheme), mean_demand(trace, scheme)
 
 
+def _merged_counts(tp2: int, tp4: int):
+    """The 70B merged setup and a replica-count matrix of ``tp2`` x int8 TP2 + ``tp4`` x int8 TP4 on node group 0."""
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+
+    table, cluster, scheme, lengths, demand = _merged_setup()
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    counts = np.zeros(prob.fits.shape, np.int64)
+    counts[prob.variants.index("llama-2-70b-int8-tp2"), 0] = tp2
+    counts[prob.variants.index("llama-2-70b-int8-tp4"), 0] = tp4
+    return table, cluster, scheme, lengths, demand, prob, counts
+
+
 def test_merged_trace_plan_is_the_one_that_keeps_most_within_slo_past_capacity():
     # Llama-2-70B, Azure code + conv: the MILP plans 8 x int8 TP4; 16 x int8 TP2 reaches the same Poisson capacity
     # within 5% but keeps more requests within the SLO past it, and carries 2.083x the real trace's rate vs TP4's
@@ -127,13 +139,8 @@ def test_running_mixed_plan_is_scored_and_kept_within_the_margin():
     # a running plan that is neither the planner's nor a single-variant one is a candidate too: with a 100% margin
     # it stays (12 x int8 TP2 + 2 x int8 TP4, long prompts on TP4)
     from oserve.policies.base import Allocation, build_plan
-    from oserve.policies.problem import ObjectiveWeights, build_problem
 
-    table, cluster, scheme, lengths, demand = _merged_setup()
-    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
-    counts = np.zeros(prob.fits.shape, np.int64)
-    counts[prob.variants.index("llama-2-70b-int8-tp2"), 0] = 12
-    counts[prob.variants.index("llama-2-70b-int8-tp4"), 0] = 2
+    table, cluster, scheme, lengths, demand, prob, counts = _merged_counts(12, 2)
     running = build_plan(prob, Allocation(counts), cluster, table, demand, None, "test")
     p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600, min_gain_fraction=1.0)
     plan = p.plan(cluster, table, demand, running)
@@ -286,14 +293,9 @@ def test_running_routing_is_kept_while_it_carries_the_demand():
     # demand in simulation, so it stays. Routed all to TP4 (the router spills
     # over to TP2 only when TP4 is full) it does not carry 4x the demand: re-routed.
     from oserve.policies.base import Allocation, build_plan
-    from oserve.policies.problem import ObjectiveWeights, build_problem
     from oserve.types import Plan
 
-    table, cluster, scheme, lengths, demand = _merged_setup()
-    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
-    counts = np.zeros(prob.fits.shape, np.int64)
-    counts[prob.variants.index("llama-2-70b-int8-tp2"), 0] = 10
-    counts[prob.variants.index("llama-2-70b-int8-tp4"), 0] = 3
+    table, cluster, scheme, lengths, demand, prob, counts = _merged_counts(10, 3)
     tp2, tp4 = "llama-2-70b-int8-tp2", "llama-2-70b-int8-tp4"
     isolated = {"short-in/short-out": {tp2: 1.0}, "short-in/long-out": {tp2: 1.0},
                 "long-in/short-out": {tp4: 1.0}, "long-in/long-out": {tp2: 1.0}}
