@@ -340,7 +340,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
                    target: float = DEFAULT_TARGET, seed: int = 0, rel_tol: float = 0.02,
                    oracle_capacities: str = "simulated", oracle_window_s: float = 60.0,
                    oracle_duration_s: float = 300.0, clip_to_context: bool = True,
-                   log: Callable[[str], None] | None = None, planner_capacities: str = "table") -> dict[str, Any]:
+                   log: Callable[[str], None] | None = None, planner_capacities: str = "table",
+                   window_oracle: bool = False) -> dict[str, Any]:
     """Capacity of every policy on one trace, ratios, the oracle bound, and latencies at a common load.
 
     The trace's token lengths are clipped to the table's longest ``max_model_len`` first (input cut
@@ -362,6 +363,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         planner_capacities: ``"table"`` (the planners see the table's capacities) or ``"calibrated"``
             (capacities measured with the simulator on the trace's lengths per variant and class,
             :mod:`oserve.compose.calibrate`; the same calibrated table for ``static-mix`` and ``oserve``).
+        window_oracle: also bisect the simulated per-window oracle (windows of ``oracle_window_s``) and never
+            report an oracle below it (:func:`oserve.compose.window_oracle.add_window_oracle`).
 
     Returns:
         ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
@@ -479,7 +482,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         "oracle_fraction": {k: _ratio(v, bound.scale) for k, v in oserve.items()},
         "best_static_oracle_fraction": _ratio(best, bound.scale),
     }
-    return {
+    study = {
         "requests": len(trace), "duration_s": trace.duration_s, "mean_rate_rps": rate, "target": target,
         "slo": slo.model_dump(), "seed": seed, "rel_tol": rel_tol, "common_scale": common, "rows": rows,
         "oracle": {"source": bound.source, "scale": bound.scale, "window_s": bound.window_s,
@@ -492,6 +495,13 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         "summary": summary, "wall_s": time.perf_counter() - t_start,
         "planner_capacities": planner_capacities, "calibration": calibration,
     }
+    if window_oracle:
+        from oserve.compose.window_oracle import add_window_oracle
+
+        add_window_oracle(study, trace, table, cluster, scheme, cfg, window_s=oracle_window_s, seed=seed,
+                          planning_table=planning_table, log=say)
+        study["wall_s"] = time.perf_counter() - t_start
+    return study
 
 
 def _paired_probes(results: dict[str, CapacityResult], trace: Trace, table: ProfileTable, cluster: ClusterSpec,

@@ -1,0 +1,83 @@
+"""Add the simulated per-window oracle to a finished capacity result (``bench/capacity.py``'s JSON), in place.
+
+For every study (model / trace) of ``--results``, bisects the oracle of :mod:`oserve.compose.window_oracle`
+(per 60-s window, the best of the planner's plan for the window's true demand, static-mix's plan and every
+single-variant static deployment that has capacity, each window served from an idle cluster: perfect knowledge,
+no switching cost) on the same trace, table, config and seed, adds a ``window-oracle`` row, raises the oracle to
+it where it is higher, and recomputes the oracle fractions and the summary. The other rows are not re-run.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/window_oracle.py --results bench/results/capacity.json [--only llama-2-70b/merged]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from capacity import CONTROL, ROOT, TRACE_FILES, TRACES, _summary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(ROOT / "bench/results/capacity.json"))
+    ap.add_argument("--only", default=None, help="comma-separated studies (model/trace) to do; default every one")
+    ap.add_argument("--window", type=float, default=60.0, help="oracle window, seconds (> 0)")
+    args = ap.parse_args()
+    if not args.window > 0:
+        ap.error(f"--window must be > 0 seconds, got {args.window}")
+    path = Path(args.results)
+    if not path.exists():
+        ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
+    out = json.loads(path.read_text())
+    keys = list(out["studies"]) if not args.only else args.only.split(",")
+    unknown = [k for k in keys if k not in out["studies"]]
+    if unknown:
+        ap.error(f"--only names unknown studies {unknown}; allowed: {', '.join(out['studies'])}")
+
+    from oserve.compose.capacity import finite_json
+    from oserve.compose.simulation import load_traces
+    from oserve.compose.window_oracle import add_window_oracle
+    from oserve.profiles.table import ProfileTable
+    from oserve.sim.config import SimConfig
+    from oserve.sim.policies import restrict_table
+
+    table_path = str(ROOT / out["table"]) if not Path(out["table"]).is_absolute() else out["table"]
+    full = ProfileTable.load(table_path)
+    planners = out["planners"]
+    out.setdefault("commands", [out.get("command")]).append(" ".join(shlex.quote(a) for a in sys.argv))
+    for key in keys:
+        model, tname = key.split("/")
+        study = out["studies"][key]
+        if study.get("planner_capacities", "table") != "table":
+            ap.error(f"{key}: only studies with table planner capacities are supported")
+        table = restrict_table(full, model=model)
+        cfg = SimConfig(table=table_path, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
+                        sim_scored_plans=out.get("sim_scored_plans", True),
+                        initial_window_s=out.get("initial_window_s", 300.0))
+        trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=study["duration_limit_s"])
+        rows = [r for r in out["rows"] if (r["model"], r["trace"]) == (model, tname)]
+        part = {**study, "rows": [{k: v for k, v in r.items() if k not in ("model", "trace")} for r in rows]}
+        t0 = time.perf_counter()
+        add_window_oracle(part, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg,
+                          window_s=args.window, seed=int(study.get("seed", 0)),
+                          log=lambda line, key=key: print(f"{key}: {line}", flush=True))
+        out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
+        out["rows"] += [{"model": model, "trace": tname, **r} for r in part.pop("rows")]
+        part["wall_s"] = float(study["wall_s"]) + time.perf_counter() - t0
+        out["studies"][key] = part
+        out["summary"] = _summary(out["rows"], planners)
+        out["definitions"]["window-oracle"] = (
+            "per window, the best of: the planner's plan for the window's true mean demand, static-mix's plan, each "
+            "single-variant static deployment with capacity; each window's requests served from an idle cluster "
+            "(perfect knowledge, no switching cost); oserve/compose/window_oracle.py. The oracle is never below it")
+        path.write_text(json.dumps(finite_json(out), indent=1))
+    print(json.dumps(out["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""The simulated per-window oracle (oserve.compose.window_oracle): windows, the study's oracle never below it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oserve.compose.capacity import capacity_study
+from oserve.compose.window_oracle import window_demands
+from oserve.errors import ConfigError
+from oserve.sim.config import SimConfig
+from oserve.testing.tables import GIB, synthetic_table
+from oserve.types import DEFAULT_SCHEME, ClusterSpec
+from oserve.workload.trace import Trace
+
+NAMES = DEFAULT_SCHEME.names
+
+
+def test_window_demands_cover_every_request_once_at_the_windows_mean_rate() -> None:
+    arr = np.array([0.0, 1.0, 59.9, 60.0, 130.0, 131.0, 132.0])
+    tr = Trace(arr, np.full(7, 100), np.full(7, 20), name="t")
+    parts = window_demands(tr, DEFAULT_SCHEME, 60.0)
+    assert [rows.tolist() for rows, _ in parts] == [[0, 1, 2], [3], [4, 5, 6]]  # the empty window 2 is left out
+    assert [sum(d.rates_rps.values()) for _, d in parts] == pytest.approx([3 / 60, 1 / 60, 3 / 60])
+    with pytest.raises(ConfigError) as e:
+        window_demands(tr, DEFAULT_SCHEME, 0.0)
+    assert e.value.field == "window_s"
+
+
+def test_study_oracle_is_never_below_the_window_oracle_nor_a_fixed_plan() -> None:
+    caps = {"small": {c: 3.0 for c in NAMES}, "big": {c: 5.0 for c in NAMES}}
+    table = synthetic_table(caps, {"small": 1, "big": 2}, memory_per_device_bytes=60 * GIB, class_names=NAMES,
+                            start_time_s=20.0)
+    table = table.model_copy(update={"variants": {
+        k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+    rng = np.random.default_rng(2)
+    arr = np.sort(rng.uniform(0, 240.0, 720))
+    trace = Trace(arr - arr[0], rng.integers(100, 600, 720), rng.integers(10, 120, 720), name="poisson")
+    study = capacity_study(trace, table, ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB), DEFAULT_SCHEME,
+                           SimConfig(table="synthetic"), planners=("greedy",), rel_tol=0.1,
+                           oracle_capacities="table", seed=0, window_oracle=True)
+    rows = {r["policy"]: r for r in study["rows"]}
+    fixed = max(rows[k]["capacity_scale"] for k in ("static:small", "static:big", "static-mix"))
+    wo = rows["window-oracle"]
+    # it holds the best fixed plan in every window, from an idle start: never below that plan's capacity
+    assert wo["capacity_scale"] >= fixed > 0
+    assert rows["oracle"]["capacity_scale"] >= wo["capacity_scale"]
+    assert study["summary"]["oracle_scale"] == rows["oracle"]["capacity_scale"]
+    for r in study["rows"]:
+        assert r["oracle_fraction"] == pytest.approx(r["capacity_scale"] / rows["oracle"]["capacity_scale"])
+    picks = study["oracle"]["window_oracle"]["picks"]
+    assert picks and all(len(p) == 4 for p in picks.values())  # 240 s in 60-s windows
+    assert {w for p in picks.values() for w in p} <= {"window-plan", "static-mix", "static:small", "static:big"}
