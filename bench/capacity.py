@@ -58,6 +58,8 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                         ("--rel-tol", args.rel_tol), ("--initial-window", args.initial_window)):
         if not (math.isfinite(value) and value > 0):
             ap.error(f"{flag} must be a finite number > 0, got {value}")
+    if not (math.isfinite(args.warmup) and args.warmup >= 0):
+        ap.error(f"--warmup must be a finite number of seconds >= 0, got {args.warmup}")
     if not (math.isfinite(args.target) and 0 < args.target <= 1):
         ap.error(f"--target must be in (0, 1], got {args.target}")
     bad = [t for t in args.traces.split(",") if t not in TRACE_FILES]
@@ -78,6 +80,13 @@ def main() -> int:
     ap.add_argument("--rel-tol", type=float, default=0.02)
     ap.add_argument("--initial-window", type=float, default=300.0,
                     help="oserve's initial plan is the planner's for the mean rate of the trace's first S seconds")
+    ap.add_argument("--warmup", type=float, default=0.0,
+                    help="serve the trace's first S seconds before the measured --duration, uncounted: oserve starts "
+                         "the measured part with that history (its initial plan from --initial-window of it), "
+                         "static-mix keeps its hindsight of the measured part")
+    ap.add_argument("--window-oracle", default="off", choices=("on", "off"),
+                    help="also bisect the simulated per-window oracle (oserve/compose/window_oracle.py); the oracle "
+                         "is never below it (or add it later: bench/window_oracle.py)")
     ap.add_argument("--oracle-capacities", default="simulated", choices=("simulated", "table"))
     ap.add_argument("--oracle-duration", type=float, default=300.0,
                     help="length of each per-class calibration run of the oracle, seconds")
@@ -131,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
         "table_source": full.source, "cluster": "4 nodes x 8 A100-80GB", "slo": full.slo.model_dump(),
         "target": args.target, "duration_s": args.duration, "seed": args.seed, "rel_tol": args.rel_tol,
         "planners": planners, "forecaster": "ewma", "control": CONTROL, "sim_scored_plans": args.sim_scored == "on",
-        "initial_window_s": args.initial_window,
+        "initial_window_s": args.initial_window, "warmup_s": args.warmup,
         "definitions": {
             "capacity_scale": "largest scale of the trace's arrival rate (oserve.workload.transforms.scale_rate, "
                               "seeded) with SLO attainment >= target, bisected to rel_tol",
@@ -178,12 +187,13 @@ def _run(args: argparse.Namespace) -> int:
         cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
                         sim_scored_plans=args.sim_scored == "on", initial_window_s=args.initial_window)
         for tname in args.traces.split(","):
-            trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.duration)
+            trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.warmup + args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)
             study = capacity_study(trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg, planners=tuple(planners),
                                    target=args.target, seed=args.seed, rel_tol=args.rel_tol,
                                    oracle_capacities=args.oracle_capacities, oracle_duration_s=args.oracle_duration,
-                                   planner_capacities=args.planner_capacities,
+                                   planner_capacities=args.planner_capacities, warmup_s=args.warmup,
+                                   window_oracle=args.window_oracle == "on",
                                    log=lambda line: print("  " + line, flush=True))
             print(format_capacity_table(study), flush=True)
             key = f"{model}/{tname}"

@@ -58,7 +58,8 @@ def main() -> int:
         cfg = SimConfig(table=table_path, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
                         sim_scored_plans=out.get("sim_scored_plans", True),
                         initial_window_s=out.get("initial_window_s", 300.0))
-        trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=study["duration_limit_s"])
+        trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]],
+                            duration_s=float(study.get("warmup_s", 0.0)) + float(study["duration_limit_s"]))
         rows = [r for r in out["rows"] if (r["model"], r["trace"]) == (model, tname)]
         part = {**study, "rows": [{k: v for k, v in r.items() if k not in ("model", "trace")} for r in rows]}
         t0 = time.perf_counter()

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from oserve.compose.capacity_report import finite_json, format_capacity_table
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig
@@ -42,7 +43,7 @@ from oserve.workload.trace import Trace
 
 __all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
            "bisect_scale", "mean_demand", "simulate_policy", "find_capacity", "default_policies", "capacity_study",
-           "format_capacity_table", "finite_json"]
+           "format_capacity_table", "finite_json", "measured_part"]
 
 #: Default SLO attainment target of the capacity search (the issue's and DistServe's 90%).
 DEFAULT_TARGET = 0.9
@@ -197,10 +198,14 @@ def mean_demand(trace: Trace, scheme: ClassScheme) -> Demand:
 
 def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
                     scheme: ClassScheme, cfg: SimConfig, *, seed: int = 0,
-                    planning_table: ProfileTable | None = None) -> tuple[dict[str, Any], str | None]:
+                    planning_table: ProfileTable | None = None,
+                    measure_from_s: float = 0.0) -> tuple[dict[str, Any], str | None]:
     """Simulate one policy on one (already scaled) trace.
 
     ``planning_table`` is the table the planners of ``static-mix`` and ``oserve`` see (default ``table``).
+    ``measure_from_s``: the requests arriving before it (seconds of the trace's clock) are served but not
+    counted (a warm-up: oserve's monitor, forecaster and plan have that history; ``static-mix`` plans for the
+    mean demand of the counted part only).
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
@@ -217,24 +222,47 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         from oserve.policies import make_planner
         from oserve.sim.capacity_check import derate_table
         from oserve.sim.engine import Simulation
-        from oserve.sim.metrics import summarise
 
         planning = derate_table(planning_table or table, cfg.planner_capacity_factor)
         planner = make_planner(policy.planner or cfg.planner.kind, **(cfg.planner.params if not policy.planner else {}))
         from oserve.compose.simulation import sim_scored
 
         planner = sim_scored(planner, cfg, scheme, trace)
-        plan = planner.plan(cluster, planning, mean_demand(trace, scheme), None)
+        plan = planner.plan(cluster, planning, mean_demand(measured_part(trace, measure_from_s), scheme), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
-        slo = cfg.slo or table.slo
-        return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s), None
+        return _summary_from(res, cfg.slo or table.slo, measure_from_s), None
     if policy.kind == "oserve" and policy.planner:
         cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
     run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
+    if measure_from_s > 0:
+        return _summary_from(run.result, cfg.slo or table.slo, measure_from_s), run.variant
     return run.summary, run.variant
+
+
+def measured_part(trace: Trace, measure_from_s: float) -> Trace:
+    """The requests of ``trace`` arriving at or after ``measure_from_s`` seconds, rebased to 0 (``trace`` at 0).
+
+    Raises:
+        TraceError: no request arrives after ``measure_from_s``.
+    """
+    if measure_from_s <= 0:
+        return trace
+    from oserve.workload.transforms import select
+
+    return select(trace, np.asarray(trace.arrival_s) >= measure_from_s)
+
+
+def _summary_from(res: Any, slo: Any, measure_from_s: float) -> dict[str, Any]:
+    """:func:`oserve.sim.metrics.summarise` of the requests of ``res`` arriving at or after ``measure_from_s``."""
+    from oserve.sim.metrics import summarise
+
+    if measure_from_s <= 0:
+        return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
+    return summarise([r for r in res.requests if float(r["arrival_s"]) >= measure_from_s],
+                     slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
 
 
 @dataclass
@@ -279,7 +307,7 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
                   scheme: ClassScheme, cfg: SimConfig, *, target: float = DEFAULT_TARGET, seed: int = 0,
                   start_scale: float = 1.0, rel_tol: float = 0.02, min_scale: float = 1.0 / 64,
                   max_scale: float = 256.0, scale_trace: Callable[[Trace, float], Trace] | None = None,
-                  planning_table: ProfileTable | None = None) -> CapacityResult:
+                  planning_table: ProfileTable | None = None, measure_from_s: float = 0.0) -> CapacityResult:
     """Bisect the largest arrival-rate scale at which ``policy`` keeps SLO attainment >= ``target``.
 
     Each probe scales ``trace`` (default :func:`oserve.workload.transforms.scale_rate` with
@@ -294,6 +322,8 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
         start_scale / rel_tol / min_scale / max_scale: see :func:`bisect_scale`.
         scale_trace: ``(trace, scale) -> trace``; replaces the seeded ``scale_rate``.
         planning_table: the table the planners see (default ``table``), see :func:`simulate_policy`.
+        measure_from_s: SLO attainment counts the requests arriving from this second on (a warm-up before it),
+            see :func:`simulate_policy`.
 
     Raises:
         ConfigError: bad search parameters, unknown policy, variant or planner.
@@ -306,7 +336,7 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
 
     def attainment(s: float) -> float:
         summary, v = simulate_policy(pol, scaler(trace, s), table, cluster, scheme, cfg, seed=seed,
-                                     planning_table=planning_table)
+                                     planning_table=planning_table, measure_from_s=measure_from_s)
         variant[0] = v
         probes.append(Probe(s, float(summary["slo_attainment"]), summary))
         return float(summary["slo_attainment"])
@@ -341,7 +371,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
                    oracle_capacities: str = "simulated", oracle_window_s: float = 60.0,
                    oracle_duration_s: float = 300.0, clip_to_context: bool = True,
                    log: Callable[[str], None] | None = None, planner_capacities: str = "table",
-                   window_oracle: bool = False) -> dict[str, Any]:
+                   window_oracle: bool = False, warmup_s: float = 0.0) -> dict[str, Any]:
     """Capacity of every policy on one trace, ratios, the oracle bound, and latencies at a common load.
 
     The trace's token lengths are clipped to the table's longest ``max_model_len`` first (input cut
@@ -365,6 +395,10 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
             :mod:`oserve.compose.calibrate`; the same calibrated table for ``static-mix`` and ``oserve``).
         window_oracle: also bisect the simulated per-window oracle (windows of ``oracle_window_s``) and never
             report an oracle below it (:func:`oserve.compose.window_oracle.add_window_oracle`).
+        warmup_s: the requests arriving in the trace's first ``warmup_s`` seconds are served by every policy but
+            not counted (:func:`simulate_policy`'s ``measure_from_s``): oserve starts the measured part with that
+            history instead of a plan made with hindsight of it, while ``static-mix`` keeps its hindsight of the
+            measured part; the oracle, rates and request counts are of the measured part. In [0, trace span).
 
     Returns:
         ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
@@ -384,10 +418,14 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     if oracle_capacities not in ("simulated", "table"):
         raise ConfigError(f"unknown oracle_capacities {oracle_capacities!r}", field="oracle_capacities",
                           allowed="simulated, table")
+    if not (math.isfinite(warmup_s) and 0 <= warmup_s < trace.duration_s):
+        raise ConfigError(f"warmup_s must be in [0, {trace.duration_s:g}) seconds (the trace's span), got {warmup_s}",
+                          field="warmup_s", allowed=f"[0, {trace.duration_s:g}) seconds")
     t_start = time.perf_counter()
     say = log or (lambda _line: None)
     if clip_to_context:
         trace = clip_tokens(trace, max_total=max(v.max_model_len for v in table.variants.values()))
+    measured = measured_part(trace, warmup_s)
     labels = policies or default_policies(table, cluster, planners)
     if "plain-vllm" not in labels:
         labels = ["plain-vllm", *labels]
@@ -397,11 +435,11 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     plain_vllm_variant(table, min_kv_fraction=cfg.plain_vllm.min_kv_fraction)
     slo = cfg.slo or table.slo
     t0 = time.perf_counter()
-    table_bound = oracle_bound(trace, table, cluster, scheme, window_s=oracle_window_s, target=target)
+    table_bound = oracle_bound(measured, table, cluster, scheme, window_s=oracle_window_s, target=target)
     if oracle_capacities == "simulated":
-        caps = simulated_class_capacities(table, trace, scheme, table_bound.variants, target=target, slo=slo,
+        caps = simulated_class_capacities(table, measured, scheme, table_bound.variants, target=target, slo=slo,
                                           duration_s=oracle_duration_s, seed=seed)
-        bound = oracle_bound(trace, table, cluster, scheme, capacities=caps, variants=table_bound.variants,
+        bound = oracle_bound(measured, table, cluster, scheme, capacities=caps, variants=table_bound.variants,
                              window_s=oracle_window_s, target=target, source="simulated")
     else:
         bound = table_bound
@@ -413,7 +451,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         from oserve.compose.calibrate import calibrated_capacities, calibrated_table
 
         t0 = time.perf_counter()
-        cal = calibrated_capacities(table, trace, scheme, table_bound.variants, target=target, slo=slo,
+        cal = calibrated_capacities(table, measured, scheme, table_bound.variants, target=target, slo=slo,
                                     duration_s=oracle_duration_s, seed=seed)
         planning_table = calibrated_table(table, cal)
         calibration = {"capacities": cal, "wall_s": time.perf_counter() - t0}
@@ -425,20 +463,20 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         hint = bound.static_scales.get(pol.variant or "", 0.0) if pol.kind == "static" else 0.0
         start = hint if 1.0 / 64 <= hint <= 256.0 and math.isfinite(hint) else min(max(last, 1.0 / 64), 256.0)
         r = find_capacity(pol, trace, table, cluster, scheme, cfg, target=target, seed=seed, start_scale=start,
-                          rel_tol=rel_tol, planning_table=planning_table)
+                          rel_tol=rel_tol, planning_table=planning_table, measure_from_s=warmup_s)
         results[label] = r
         if r.capacity_scale > 0:
             last = r.capacity_scale
         say(f"{label}: capacity scale {r.capacity_scale:.3g} ({len(r.probes)} runs, {r.wall_s:.0f} s)")
     paired = _paired_probes(results, trace, table, cluster, scheme, cfg, target=target, seed=seed,
-                            planning_table=planning_table)
+                            planning_table=planning_table, measure_from_s=warmup_s)
     for label, pp in paired.items():
         say(f"{label}: paired probe at {pp['against']}'s scale {pp['scale']:.4g}: attainment {pp['attainment']:.4f}"
             f"{' (met: capacity raised to it)' if pp['met'] else ''}")
     from oserve.compose.oracle import sound_oracle
 
     fixed = {k: r.capacity_scale for k, r in results.items() if k.startswith("static:") or k == "static-mix"}
-    bound = sound_oracle(bound, trace, table, cluster, scheme, fixed, target=target)
+    bound = sound_oracle(bound, measured, table, cluster, scheme, fixed, target=target)
     if bound.floored_by or bound.source != table_bound.source:
         say(f"oracle ({bound.source}): scale {bound.scale:.3g} (window bound {bound.lp_scale:.3g}, floored by "
             f"{bound.floored_by or '-'})")
@@ -449,13 +487,14 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     best = statics[best_label].capacity_scale if best_label else None
     singles = {k: r for k, r in statics.items() if k.startswith("static:")}
     best_single = max(singles, key=lambda k: singles[k].capacity_scale) if singles else None
-    rate = len(trace) / max(trace.duration_s, 1e-9)
+    rate = len(measured) / max(measured.duration_s, 1e-9)
     rows = []
     for label, r in results.items():
         p = r.probe_at(common)
         if p is None:
             summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(seed)(trace, common), table,
-                                         cluster, scheme, cfg, seed=seed, planning_table=planning_table)
+                                         cluster, scheme, cfg, seed=seed, planning_table=planning_table,
+                                         measure_from_s=warmup_s)
         else:
             summary = p.summary
         rows.append({
@@ -483,7 +522,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         "best_static_oracle_fraction": _ratio(best, bound.scale),
     }
     study = {
-        "requests": len(trace), "duration_s": trace.duration_s, "mean_rate_rps": rate, "target": target,
+        "requests": len(measured), "duration_s": measured.duration_s, "mean_rate_rps": rate, "target": target,
+        "warmup_s": warmup_s,
         "slo": slo.model_dump(), "seed": seed, "rel_tol": rel_tol, "common_scale": common, "rows": rows,
         "oracle": {"source": bound.source, "scale": bound.scale, "window_s": bound.window_s,
                    "window_bound_scale": bound.lp_scale, "floored_by": bound.floored_by,
@@ -506,7 +546,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
 
 def _paired_probes(results: dict[str, CapacityResult], trace: Trace, table: ProfileTable, cluster: ClusterSpec,
                    scheme: ClassScheme, cfg: SimConfig, *, target: float, seed: int,
-                   planning_table: ProfileTable | None) -> dict[str, dict[str, Any]]:
+                   planning_table: ProfileTable | None, measure_from_s: float = 0.0) -> dict[str, dict[str, Any]]:
     """Decide "oserve vs the best fixed deployment" with a simulation of the lower one at the higher one's scale.
 
     Every bisection stops at a bracket ``[lo, hi)`` with ``hi / lo <= 1 + rel_tol`` and reports ``lo``; two
@@ -531,7 +571,8 @@ def _paired_probes(results: dict[str, CapacityResult], trace: Trace, table: Prof
         if r.capped or not scale > r.capacity_scale or not above or not scale < min(above):
             return  # nothing to decide: capped, already at s*, or a miss at or below s* is measured
         summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(seed)(trace, scale), table,
-                                     cluster, scheme, cfg, seed=seed, planning_table=planning_table)
+                                     cluster, scheme, cfg, seed=seed, planning_table=planning_table,
+                                     measure_from_s=measure_from_s)
         a = float(summary["slo_attainment"])
         r.probes.append(Probe(scale, a, summary))
         if a >= target:
@@ -549,38 +590,3 @@ def _paired_probes(results: dict[str, CapacityResult], trace: Trace, table: Prof
         elif mine > fixed[best]:
             probe(best, mine, label)
     return out
-
-
-def finite_json(x: Any) -> Any:
-    """A JSON-safe copy: non-finite floats (an unbounded window, a missing ratio) become None."""
-    if isinstance(x, dict):
-        return {str(k): finite_json(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [finite_json(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _f(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return "-" if not math.isfinite(x) else f"{x:.{nd}g}"
-    return str(x)
-
-
-def format_capacity_table(study: dict[str, Any]) -> str:
-    """A Markdown table of :func:`capacity_study`'s rows."""
-    head = ("| policy | variant | capacity scale | capacity (req/s) | vs plain vLLM | vs best static | of oracle "
-            f"| at scale {_f(study['common_scale'])}: attainment | p99 TTFT (s) | p99 TPOT (s) | p99 E2E (s) |")
-    lines = [head, "|---|---|" + "---:|" * 9]
-    for r in study["rows"]:
-        c = r["at_common_load"] or {}
-        lines.append(f"| {r['policy']} | {r['variant'] or '-'} | {_f(r['capacity_scale'])} | {_f(r['capacity_rps'])} "
-                     f"| {_f(r['vs_plain'])} | {_f(r['vs_best_static'])} | {_f(r['oracle_fraction'])} "
-                     f"| {_f(c.get('slo_attainment'))} | {_f(c.get('ttft_p99_s'))} | {_f(c.get('tpot_p99_s'))} "
-                     f"| {_f(c.get('e2e_p99_s'))} |")
-    return "\n".join(lines)

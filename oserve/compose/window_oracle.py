@@ -144,20 +144,22 @@ def window_oracle_attainment(trace: Trace, table: ProfileTable, cluster: Cluster
 def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme: ClassScheme,
                            cfg: SimConfig, *, static_variants: list[str], window_s: float = 60.0,
                            target: float = 0.9, seed: int = 0, start_scale: float = 1.0, rel_tol: float = 0.05,
-                           planning_table: ProfileTable | None = None) -> WindowOracleResult:
+                           planning_table: ProfileTable | None = None,
+                           measure_from_s: float = 0.0) -> WindowOracleResult:
     """Bisect the largest arrival-rate scale at which the per-window oracle keeps SLO attainment >= ``target``.
 
     Each probe scales ``trace`` as every other policy's search does
     (:func:`oserve.compose.capacity.default_scaler` with ``seed``) and evaluates
     :func:`window_oracle_attainment`. The planner is the config's, wrapped as ``static-mix``'s is
     (:func:`oserve.compose.simulation.sim_scored`), and sees ``planning_table`` (default ``table``) derated
-    by ``cfg.planner_capacity_factor``.
+    by ``cfg.planner_capacity_factor``. ``measure_from_s``: only the scaled trace's requests arriving from then
+    on are windowed (:func:`oserve.compose.capacity.measured_part`, a capacity study's warm-up left out).
 
     Raises:
         ConfigError: a bad search parameter (:func:`oserve.compose.capacity.bisect_scale`), ``window_s`` <= 0,
             an unknown variant or planner.
     """
-    from oserve.compose.capacity import bisect_scale, default_scaler
+    from oserve.compose.capacity import bisect_scale, default_scaler, measured_part
     from oserve.compose.simulation import sim_scored
     from oserve.policies import make_planner
     from oserve.sim.capacity_check import derate_table
@@ -169,7 +171,7 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     picks: dict[str, list[str]] = {}
 
     def attainment(s: float) -> float:
-        a, p = window_oracle_attainment(scaler(trace, s), table, cluster, scheme, cfg, planner, planning,
+        a, p = window_oracle_attainment(measured_part(scaler(trace, s), measure_from_s), table, cluster, scheme, cfg, planner, planning,
                                         window_s=window_s, static_variants=static_variants)
         picks[f"{s:.6g}"] = p
         return a
@@ -186,7 +188,7 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     """Bisect the per-window oracle for a finished capacity study and put it in the study, in place.
 
     ``study`` is :func:`oserve.compose.capacity.capacity_study`'s result on the same ``trace`` (its ``rows``
-    give the fixed plans' scales, its ``target`` and ``rel_tol`` the search's). Adds a ``window-oracle`` row
+    give the fixed plans' scales, its ``target``, ``rel_tol`` and ``warmup_s`` the search's). Adds a ``window-oracle`` row
     and ``study["oracle"]["window_oracle"]`` (scale, probes, each probe's window winners, wall time). The
     oracle never reads below what it is defined as: when the window oracle's scale exceeds the study's oracle
     scale, that scale becomes the oracle's (``floored_by = "window-oracle"``) and every row's
@@ -209,7 +211,8 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     start = min(max(max(fixed.values(), default=1.0), 1.0 / 64), 256.0)
     wo = window_oracle_capacity(trace, table, cluster, scheme, cfg, static_variants=singles, window_s=window_s,
                                 target=float(study["target"]), seed=seed, start_scale=start,
-                                rel_tol=float(study["rel_tol"]), planning_table=planning_table)
+                                rel_tol=float(study["rel_tol"]), planning_table=planning_table,
+                                measure_from_s=float(study.get("warmup_s", 0.0)))
     if log:
         log(f"window-oracle: capacity scale {wo.capacity_scale:.3g} ({len(wo.probes)} runs, {wo.wall_s:.0f} s)")
     oracle = study["oracle"]

@@ -1,0 +1,66 @@
+"""A capacity study's warm-up: requests before ``warmup_s`` are served by every policy but not counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oserve.compose.capacity import capacity_study, measured_part, parse_capacity_policy, simulate_policy
+from oserve.errors import ConfigError
+from oserve.sim.config import SimConfig
+from oserve.testing.tables import GIB, synthetic_table
+from oserve.types import DEFAULT_SCHEME, ClusterSpec
+from oserve.workload.trace import Trace
+
+NAMES = DEFAULT_SCHEME.names
+CFG = SimConfig(table="synthetic")
+
+
+def _table() -> object:
+    caps = {"small": {c: 3.0 for c in NAMES}, "big": {c: 5.0 for c in NAMES}}
+    table = synthetic_table(caps, {"small": 1, "big": 2}, memory_per_device_bytes=60 * GIB, class_names=NAMES,
+                            start_time_s=20.0)
+    return table.model_copy(update={"variants": {
+        k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+
+
+def _burst_then_light(seed: int = 0) -> Trace:
+    """400 requests in the first 2 s (far past any replica's capacity), then 1 req/s from 120 s to 240 s."""
+    rng = np.random.default_rng(seed)
+    arr = np.concatenate([np.sort(rng.uniform(0, 2.0, 400)), np.arange(120.0, 240.0, 1.0)])
+    n = arr.size
+    return Trace(arr, rng.integers(100, 600, n), rng.integers(10, 120, n), name="burst-then-light")
+
+
+def test_measured_part_keeps_the_requests_from_the_warmup_on() -> None:
+    tr = _burst_then_light()
+    part = measured_part(tr, 100.0)
+    assert len(part) == 120 and part.arrival_s[0] == 0.0
+    assert measured_part(tr, 0.0) is tr
+
+
+def test_warmup_requests_are_served_but_not_counted() -> None:
+    table, tr = _table(), _burst_then_light()
+    cluster = ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB)
+    pol = parse_capacity_policy("static:small")
+    whole, _ = simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, CFG)
+    light, _ = simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, CFG, measure_from_s=100.0)
+    assert whole["requests"] == 520 and light["requests"] == 120
+    # the burst misses its SLO; the light part after it (the burst drained long before 120 s) meets it
+    assert whole["slo_attainment"] < 0.5 < 0.95 <= light["slo_attainment"]
+
+
+def test_study_with_warmup_reports_the_measured_part_and_refuses_a_warmup_past_the_trace() -> None:
+    table, tr = _table(), _burst_then_light()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    with pytest.raises(ConfigError) as e:
+        capacity_study(tr, table, cluster, DEFAULT_SCHEME, CFG, policies=["static:small"], warmup_s=240.0)
+    assert e.value.field == "warmup_s"
+    study = capacity_study(tr, table, cluster, DEFAULT_SCHEME, CFG, policies=["static:small", "static:big"],
+                           rel_tol=0.2, oracle_capacities="table", warmup_s=100.0)
+    assert study["requests"] == 120 and study["warmup_s"] == 100.0
+    assert study["mean_rate_rps"] == pytest.approx(120 / 119.0)
+    rows = {r["policy"]: r for r in study["rows"]}
+    # without the burst counted, the light part carries far more than its 1 req/s
+    assert rows["static:small"]["capacity_scale"] > 2.0
