@@ -58,6 +58,9 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                         ("--rel-tol", args.rel_tol), ("--initial-window", args.initial_window)):
         if not (math.isfinite(value) and value > 0):
             ap.error(f"{flag} must be a finite number > 0, got {value}")
+    if args.initial_window > args.duration:  # else oserve's first plan is the whole trace's mean, silently
+        ap.error(f"--initial-window must be in (0, {args.duration:g}] seconds (at most --duration), "
+                 f"got {args.initial_window:g}")
     if not (math.isfinite(args.target) and 0 < args.target <= 1):
         ap.error(f"--target must be in (0, 1], got {args.target}")
     bad = [t for t in args.traces.split(",") if t not in TRACE_FILES]

@@ -296,9 +296,15 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
         planning_table: the table the planners see (default ``table``), see :func:`simulate_policy`.
 
     Raises:
-        ConfigError: bad search parameters, unknown policy, variant or planner.
+        ConfigError: bad search parameters, unknown policy, variant or planner; for ``oserve``, a first-plan
+            window ``cfg.initial_window_s`` longer than the trace
+            (:func:`oserve.compose.simulation.check_initial_window`).
     """
     pol = parse_capacity_policy(policy) if isinstance(policy, str) else policy
+    if pol.kind == "oserve":
+        from oserve.compose.simulation import check_initial_window
+
+        check_initial_window(cfg, trace)
     scaler = scale_trace or default_scaler(seed)
     probes: list[Probe] = []
     variant: list[str | None] = [None]
@@ -370,7 +376,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``.
 
     Raises:
-        ConfigError: bad parameters, unknown policies, or no plain-vLLM variant.
+        ConfigError: bad parameters, unknown policies, no plain-vLLM variant, or (with an ``oserve`` policy)
+            ``cfg.initial_window_s`` longer than the trace; all before any simulation.
     """
     from oserve.compose.oracle import oracle_bound, simulated_class_capacities
     from oserve.workload.transforms import clip_tokens
@@ -390,8 +397,12 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         labels = ["plain-vllm", *labels]
     from oserve.sim.policies import plain_vllm_variant
 
-    # the baseline every ratio needs: refuse a table without one before the oracle's simulations run
+    # the baseline every ratio needs and oserve's first window: refuse bad ones before the oracle's simulations run
     plain_vllm_variant(table, min_kv_fraction=cfg.plain_vllm.min_kv_fraction)
+    if any(label.startswith("oserve") for label in labels):
+        from oserve.compose.simulation import check_initial_window
+
+        check_initial_window(cfg, trace)
     slo = cfg.slo or table.slo
     t0 = time.perf_counter()
     table_bound = oracle_bound(trace, table, cluster, scheme, window_s=oracle_window_s, target=target)
