@@ -204,12 +204,14 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
-        else the table's) and the static variant (None for mixes and oserve).
+        else the table's) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
+        longest, :func:`oserve.sim.metrics.held_longest`) and the static variant (None for mixes and oserve).
 
     Raises:
         ConfigError: an unknown variant or planner, or a policy the table cannot support.
     """
     from oserve.compose.simulation import run_policy
+    from oserve.sim.metrics import held_longest
     from oserve.sim.policies import PolicySpec
 
     if policy.kind == "static-mix":
@@ -228,13 +230,13 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
         slo = cfg.slo or table.slo
-        return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s), None
+        return {**summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s), "replicas": plan.replica_counts()}, None
     if policy.kind == "oserve" and policy.planner:
         cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
     run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
-    return run.summary, run.variant
+    return {**run.summary, "replicas": held_longest(run.result.timeline)}, run.variant
 
 
 @dataclass
@@ -373,7 +375,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
         "oracle": {...}, "summary": {...}, "wall_s"}``; each row: ``policy``, ``variant``,
         ``capacity_scale``, ``capacity_rps``, ``vs_plain``, ``vs_best_static``, ``oracle_fraction``,
-        ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``.
+        ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``, ``replicas`` (``{variant: count}`` of the
+        probe at the capacity scale, see :func:`simulate_policy`; None for the oracle or no such probe).
 
     Raises:
         ConfigError: bad parameters, unknown policies, no plain-vLLM variant, or (with an ``oserve`` policy)
@@ -472,6 +475,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
             "vs_best_static": _ratio(r.capacity_scale, best), "oracle_fraction": _ratio(r.capacity_scale, bound.scale),
             "probes": [[p.scale, p.attainment] for p in r.probes], "capped": r.capped, "floored": r.floored,
             "wall_s": r.wall_s, "paired_probe": paired.get(label),
+            "replicas": (r.probe_at(r.capacity_scale) or Probe(0.0, 0.0)).summary.get("replicas"),
             "at_common_load": {"scale": common, **{k: summary.get(k) for k in (
                 "slo_attainment", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "goodput_avg_rps", "goodput_peak_rps",
                 "throughput_avg_rps")}},
@@ -479,7 +483,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     rows.append({"policy": "oracle", "variant": None, "capacity_scale": bound.scale, "capacity_rps": bound.scale * rate,
                  "vs_plain": _ratio(bound.scale, plain.capacity_scale), "vs_best_static": _ratio(bound.scale, best),
                  "oracle_fraction": 1.0, "probes": [], "capped": False, "floored": False, "wall_s": oracle_wall,
-                 "at_common_load": None})
+                 "at_common_load": None, "replicas": None})
     oserve = {k: r.capacity_scale for k, r in results.items() if k.startswith("oserve")}
     summary = {
         "plain_vllm_scale": plain.capacity_scale, "plain_vllm_variant": plain.variant,

@@ -235,6 +235,26 @@ def test_capacity_study_rows_ratios_and_table() -> None:
     fixed = [rows[k]["capacity_scale"] for k in ("static:small", "static:big", "static-mix")]
     assert rows["oracle"]["capacity_scale"] >= max(fixed)  # the oracle bound is never below a simulated fixed plan
     assert study["oracle"]["source"] == "table-calibrated"
+    # each row names the replicas it was measured with, {variant: count}: static-mix's plan at its capacity scale,
+    # oserve's ready replica set held longest in its run at its capacity scale
+    assert rows["static:big"]["replicas"] == {"big": 1} and rows["static:small"]["replicas"] == {"small": 2}
+    devices = {"small": 1, "big": 2}
+    for label in ("static-mix", "oserve:greedy"):
+        reps = rows[label]["replicas"]
+        assert reps and set(reps) <= set(devices), (label, reps)
+        assert 0 < sum(n * devices[v] for v, n in reps.items()) <= 2, (label, reps)
+    assert rows["oracle"]["replicas"] is None
+
+
+def test_the_replica_set_held_longest_weighs_samples_by_time_and_skips_start_up() -> None:
+    from oserve.sim.metrics import held_longest
+
+    timeline = [{"time_s": 0.0, "replicas": {}}, {"time_s": 40.0, "replicas": {"a": 1}},
+                {"time_s": 50.0, "replicas": {"a": 1, "b": 1}}, {"time_s": 80.0, "replicas": {"a": 1}},
+                {"time_s": 90.0, "replicas": {"b": 1, "a": 1}}, {"time_s": 95.0, "replicas": {"b": 2}}]
+    assert held_longest(timeline) == {"a": 1, "b": 1}  # 35 s, against 20 s of {a: 1}; 40 s of nothing aside
+    assert held_longest(timeline[:2]) == {"a": 1}  # the last sample counts when it is the only set held
+    assert held_longest([]) == {} and held_longest(timeline[:1]) == {}
 
 
 # ------------------------------------------------------------------ capacity check and metrics fixes
