@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from oserve.compose.simulation import check_initial_window
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig
@@ -299,13 +300,10 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
 
     Raises:
         ConfigError: bad search parameters, unknown policy, variant or planner; for ``oserve``, a first-plan
-            window ``cfg.initial_window_s`` longer than the trace
-            (:func:`oserve.compose.simulation.check_initial_window`).
+            window ``cfg.initial_window_s`` longer than the trace (:func:`~oserve.compose.simulation.check_initial_window`).
     """
     pol = parse_capacity_policy(policy) if isinstance(policy, str) else policy
     if pol.kind == "oserve":
-        from oserve.compose.simulation import check_initial_window
-
         check_initial_window(cfg, trace)
     scaler = scale_trace or default_scaler(seed)
     probes: list[Probe] = []
@@ -403,8 +401,6 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     # the baseline every ratio needs and oserve's first window: refuse bad ones before the oracle's simulations run
     plain_vllm_variant(table, min_kv_fraction=cfg.plain_vllm.min_kv_fraction)
     if any(label.startswith("oserve") for label in labels):
-        from oserve.compose.simulation import check_initial_window
-
         check_initial_window(cfg, trace)
     slo = cfg.slo or table.slo
     t0 = time.perf_counter()
