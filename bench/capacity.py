@@ -60,6 +60,10 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             ap.error(f"{flag} must be a finite number > 0, got {value}")
     if not (math.isfinite(args.warmup) and args.warmup >= 0):
         ap.error(f"--warmup must be a finite number of seconds >= 0, got {args.warmup}")
+    span = args.warmup + args.duration
+    if args.initial_window > span:  # else oserve's first plan is the whole trace's mean, silently
+        ap.error(f"--initial-window must be in (0, {span:g}] seconds (at most --warmup + --duration), "
+                 f"got {args.initial_window:g}")
     if not (math.isfinite(args.target) and 0 < args.target <= 1):
         ap.error(f"--target must be in (0, 1], got {args.target}")
     bad = [t for t in args.traces.split(",") if t not in TRACE_FILES]

@@ -23,7 +23,8 @@ from typing import Any
 
 from oserve.errors import ConfigError
 
-__all__ = ["closest_first", "did_you_mean", "load_yaml_model", "validation_error_line", "yaml_error_line"]
+__all__ = ["closest_first", "did_you_mean", "load_yaml_model", "validation_error_line", "with_allowed",
+           "yaml_error_line"]
 
 
 def closest_first(name: str, allowed: Iterable[str]) -> list[str]:
@@ -37,6 +38,13 @@ def did_you_mean(name: str, allowed: Iterable[str]) -> str | None:
     """The single closest allowed name to ``name`` (difflib, cutoff 0.5), or None."""
     close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.5)
     return close[0] if close else None
+
+
+def with_allowed(msg: str, names: Iterable[str]) -> str:
+    """``msg`` followed by ``allowed: a, b, ...``, set off by ``"; "`` (by a space after a question:
+    ``...; did you mean 'milp'? allowed: milp, ...``)."""
+    sep = " " if msg.endswith("?") else "; "
+    return f"{msg}{sep}allowed: {', '.join(names)}"
 
 
 def _one_line(text: str) -> str:
@@ -144,7 +152,7 @@ def validation_error_line(path: str | Path, text: str, exc: Any, model: type | N
         if fields:
             guess = did_you_mean(str(loc[-1]), fields)
             msg += f"; did you mean {guess!r}?" if guess else ""
-            msg += f" allowed: {', '.join(closest_first(str(loc[-1]), fields))}"
+            msg = with_allowed(msg, closest_first(str(loc[-1]), fields))
     else:
         msg = _one_line(first.get("msg", ""))
         ctx = {k: v for k, v in (first.get("ctx") or {}).items() if k != "error"}

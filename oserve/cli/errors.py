@@ -4,6 +4,7 @@ On stderr, one line, exit status :data:`EXIT_CODE` (2, as argparse's usage error
 
     oserve: error: examples/cpu.yaml:12: orchestrator.planer: unknown key; did you mean 'planner'? ...
     oserve: error: unknown planner 'mlip' (field planner.kind); did you mean 'milp'? allowed: milp, ...
+    oserve: error: --window must be > 0 seconds, got -5; allowed: > 0 s
 
 The YAML helpers that produce file-and-line messages live in :mod:`oserve.yaml_config`.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 
 from oserve.errors import ConfigError, OserveError
-from oserve.yaml_config import closest_first, did_you_mean
+from oserve.yaml_config import closest_first, did_you_mean, with_allowed
 
 __all__ = ["PREFIX", "EXIT_CODE", "format_cli_error", "report"]
 
@@ -49,7 +50,7 @@ def format_cli_error(exc: BaseException) -> str:
                 if guess:
                     msg += f"; did you mean {guess!r}?"
                 names = closest_first(m.group(1), names)
-            msg += f" allowed: {', '.join(names)}"
+            msg = with_allowed(msg, names)
     elif isinstance(exc, FileNotFoundError) and exc.filename:
         msg = f"no such file: {exc.filename}"
     elif not isinstance(exc, OserveError | RuntimeError):

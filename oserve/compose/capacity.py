@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from oserve.compose.capacity_report import finite_json, format_capacity_table
+from oserve.compose.paired_probe import paired_probes as _paired_probes
+from oserve.compose.simulation import check_initial_window
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig
@@ -209,12 +211,14 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
-        else the table's) and the static variant (None for mixes and oserve).
+        else the table's) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
+        longest, :func:`oserve.sim.metrics.held_longest`) and the static variant (None for mixes and oserve).
 
     Raises:
         ConfigError: an unknown variant or planner, or a policy the table cannot support.
     """
     from oserve.compose.simulation import run_policy
+    from oserve.sim.metrics import held_longest
     from oserve.sim.policies import PolicySpec
 
     if policy.kind == "static-mix":
@@ -231,15 +235,14 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         plan = planner.plan(cluster, planning, mean_demand(measured_part(trace, measure_from_s), scheme), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
-        return _summary_from(res, cfg.slo or table.slo, measure_from_s), None
+        return {**_summary_from(res, cfg.slo or table.slo, measure_from_s), "replicas": plan.replica_counts()}, None
     if policy.kind == "oserve" and policy.planner:
         cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
     run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
-    if measure_from_s > 0:
-        return _summary_from(run.result, cfg.slo or table.slo, measure_from_s), run.variant
-    return run.summary, run.variant
+    summary = _summary_from(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
+    return {**summary, "replicas": held_longest(run.result.timeline)}, run.variant
 
 
 def measured_part(trace: Trace, measure_from_s: float) -> Trace:
@@ -326,9 +329,12 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
             see :func:`simulate_policy`.
 
     Raises:
-        ConfigError: bad search parameters, unknown policy, variant or planner.
+        ConfigError: bad search parameters, unknown policy, variant or planner; for ``oserve``, a first-plan
+            window ``cfg.initial_window_s`` longer than the trace (:func:`~oserve.compose.simulation.check_initial_window`).
     """
     pol = parse_capacity_policy(policy) if isinstance(policy, str) else policy
+    if pol.kind == "oserve":
+        check_initial_window(cfg, trace)
     scaler = scale_trace or default_scaler(seed)
     probes: list[Probe] = []
     variant: list[str | None] = [None]
@@ -404,10 +410,12 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
         "oracle": {...}, "summary": {...}, "wall_s"}``; each row: ``policy``, ``variant``,
         ``capacity_scale``, ``capacity_rps``, ``vs_plain``, ``vs_best_static``, ``oracle_fraction``,
-        ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``.
+        ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``, ``replicas`` (``{variant: count}`` of the
+        probe at the capacity scale, see :func:`simulate_policy`; None for the oracle or no such probe).
 
     Raises:
-        ConfigError: bad parameters, unknown policies, or no plain-vLLM variant.
+        ConfigError: bad parameters, unknown policies, no plain-vLLM variant, or (with an ``oserve`` policy)
+            ``cfg.initial_window_s`` longer than the trace; all before any simulation.
     """
     from oserve.compose.oracle import oracle_bound, simulated_class_capacities
     from oserve.workload.transforms import clip_tokens
@@ -431,8 +439,10 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         labels = ["plain-vllm", *labels]
     from oserve.sim.policies import plain_vllm_variant
 
-    # the baseline every ratio needs: refuse a table without one before the oracle's simulations run
+    # the baseline every ratio needs and oserve's first window: refuse bad ones before the oracle's simulations run
     plain_vllm_variant(table, min_kv_fraction=cfg.plain_vllm.min_kv_fraction)
+    if any(label.startswith("oserve") for label in labels):
+        check_initial_window(cfg, trace)
     slo = cfg.slo or table.slo
     t0 = time.perf_counter()
     table_bound = oracle_bound(measured, table, cluster, scheme, window_s=oracle_window_s, target=target)
@@ -503,6 +513,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
             "vs_best_static": _ratio(r.capacity_scale, best), "oracle_fraction": _ratio(r.capacity_scale, bound.scale),
             "probes": [[p.scale, p.attainment] for p in r.probes], "capped": r.capped, "floored": r.floored,
             "wall_s": r.wall_s, "paired_probe": paired.get(label),
+            "replicas": (r.probe_at(r.capacity_scale) or Probe(0.0, 0.0)).summary.get("replicas"),
             "at_common_load": {"scale": common, **{k: summary.get(k) for k in (
                 "slo_attainment", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "goodput_avg_rps", "goodput_peak_rps",
                 "throughput_avg_rps")}},
@@ -510,7 +521,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     rows.append({"policy": "oracle", "variant": None, "capacity_scale": bound.scale, "capacity_rps": bound.scale * rate,
                  "vs_plain": _ratio(bound.scale, plain.capacity_scale), "vs_best_static": _ratio(bound.scale, best),
                  "oracle_fraction": 1.0, "probes": [], "capped": False, "floored": False, "wall_s": oracle_wall,
-                 "at_common_load": None})
+                 "at_common_load": None, "replicas": None})
     oserve = {k: r.capacity_scale for k, r in results.items() if k.startswith("oserve")}
     summary = {
         "plain_vllm_scale": plain.capacity_scale, "plain_vllm_variant": plain.variant,
@@ -542,51 +553,3 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
                           planning_table=planning_table, log=say)
         study["wall_s"] = time.perf_counter() - t_start
     return study
-
-
-def _paired_probes(results: dict[str, CapacityResult], trace: Trace, table: ProfileTable, cluster: ClusterSpec,
-                   scheme: ClassScheme, cfg: SimConfig, *, target: float, seed: int,
-                   planning_table: ProfileTable | None, measure_from_s: float = 0.0) -> dict[str, dict[str, Any]]:
-    """Decide "oserve vs the best fixed deployment" with a simulation of the lower one at the higher one's scale.
-
-    Every bisection stops at a bracket ``[lo, hi)`` with ``hi / lo <= 1 + rel_tol`` and reports ``lo``; two
-    policies bisected from different starts land on different grids, so a policy whose bracket contains the
-    other's capacity reads as up to ``rel_tol`` below it without a simulation saying so (70B merged,
-    rel_tol 0.05: oserve's bracket [1.942, 2.028) held int8 TP2's 1.995 and read 0.973x). For each
-    ``oserve`` policy and the best fixed deployment (``static:V`` or ``static-mix``), whichever reports the
-    lower capacity is probed once at the other's capacity ``s*`` when its own bracket holds ``s*`` (no probe
-    at or below ``s*`` missed the target): if it meets ``target`` its capacity becomes ``s*`` (a scale
-    observed to meet it, as :func:`bisect_scale` reports), else it stays ``lo`` (below ``s*``, now measured).
-    Symmetric, so neither side gains from the grid. Mutates ``results`` (capacity and probes).
-
-    Returns:
-        ``{label: {"scale", "attainment", "met", "against"}}`` of the policies probed (``against``: the
-        policy whose capacity was the probed scale).
-    """
-    out: dict[str, dict[str, Any]] = {}
-
-    def probe(label: str, scale: float, against: str) -> None:
-        r = results[label]
-        above = [p.scale for p in r.probes if p.scale > r.capacity_scale and p.attainment < target]
-        if r.capped or not scale > r.capacity_scale or not above or not scale < min(above):
-            return  # nothing to decide: capped, already at s*, or a miss at or below s* is measured
-        summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(seed)(trace, scale), table,
-                                     cluster, scheme, cfg, seed=seed, planning_table=planning_table,
-                                     measure_from_s=measure_from_s)
-        a = float(summary["slo_attainment"])
-        r.probes.append(Probe(scale, a, summary))
-        if a >= target:
-            r.capacity_scale, r.floored = scale, False
-        out[label] = {"scale": scale, "attainment": a, "met": a >= target, "against": against}
-
-    for label in [k for k in results if k.startswith("oserve")]:
-        fixed = {k: r.capacity_scale for k, r in results.items() if k.startswith("static:") or k == "static-mix"}
-        if not fixed:
-            break
-        best = max(fixed, key=lambda k: fixed[k])
-        mine = results[label].capacity_scale
-        if fixed[best] > mine:
-            probe(label, fixed[best], best)
-        elif mine > fixed[best]:
-            probe(best, mine, label)
-    return out

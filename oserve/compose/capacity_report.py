@@ -1,4 +1,7 @@
-"""Reporting of capacity studies: a JSON-safe copy and a Markdown table of :func:`oserve.compose.capacity.capacity_study`."""
+"""Reporting of capacity studies: a JSON-safe copy and a Markdown table.
+
+Of :func:`oserve.compose.capacity.capacity_study`'s result.
+"""
 
 from __future__ import annotations
 

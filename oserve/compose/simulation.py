@@ -27,7 +27,7 @@ from oserve.types import ClassScheme, ClusterSpec, Demand, Plan
 from oserve.workload.trace import Trace
 
 __all__ = ["simulate", "SimulationRuns", "load_table", "load_traces", "sim_options", "run_policy",
-           "build_controller", "initial_demand", "class_lengths", "sim_scored"]
+           "build_controller", "initial_demand", "check_initial_window", "class_lengths", "sim_scored"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,24 @@ def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand
     counts = np.bincount(cls, minlength=len(scheme))
     span = min(window_s, max(float(arr[-1]), 1.0)) if arr.size else window_s
     return Demand(rates_rps={c: float(counts[i] / span) for i, c in enumerate(scheme.names)})
+
+
+def check_initial_window(cfg: SimConfig, trace: Trace) -> None:
+    """Refuse an oserve first-plan window (``cfg.initial_window_s``, seconds) longer than ``trace``.
+
+    :func:`initial_demand` over a window past the last arrival is the whole trace's mean (hindsight),
+    silently; a configured first deployment (``cfg.deployment``) reads no window and is not checked.
+
+    Raises:
+        ConfigError: field ``initial_window_s``, allowed ``(0, E]`` seconds, ``E`` the trace's last
+            arrival rounded up to whole seconds (a window equal to a trace's ``--duration`` passes).
+    """
+    if cfg.initial_plan() is not None or not len(trace):
+        return
+    end = math.ceil(float(trace.arrival_s[-1]))
+    if not 0 < cfg.initial_window_s <= end:
+        raise ConfigError(f"initial_window_s must be in (0, {end}] seconds (the trace's last arrival, whole seconds "
+                          f"up), got {cfg.initial_window_s:g}", field="initial_window_s", allowed=f"(0, {end}] s")
 
 
 def class_lengths(trace: Trace, scheme: ClassScheme) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -14,7 +14,8 @@ empty:
 * the planner's plan for the window's true mean per-class demand (hindsight per window, the same
   planner and guard as ``static-mix``, :func:`oserve.compose.simulation.sim_scored`);
 * ``static-mix``'s plan (the planner's plan for the whole trace's mean demand);
-* every single-variant static deployment given (the cluster filled with one variant).
+* every single-variant static deployment given (the cluster filled with one variant; a capacity study
+  gives those with at least half the best fixed plan's capacity).
 
 The window keeps its best candidate's count of requests within the SLO. The oracle's SLO attainment
 is the sum of those counts over all requests. Its capacity is the largest rate scale where that
@@ -171,8 +172,9 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     picks: dict[str, list[str]] = {}
 
     def attainment(s: float) -> float:
-        a, p = window_oracle_attainment(measured_part(scaler(trace, s), measure_from_s), table, cluster, scheme, cfg, planner, planning,
-                                        window_s=window_s, static_variants=static_variants)
+        part = measured_part(scaler(trace, s), measure_from_s)
+        a, p = window_oracle_attainment(part, table, cluster, scheme, cfg, planner, planning, window_s=window_s,
+                                        static_variants=static_variants)
         picks[f"{s:.6g}"] = p
         return a
 
@@ -188,8 +190,8 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     """Bisect the per-window oracle for a finished capacity study and put it in the study, in place.
 
     ``study`` is :func:`oserve.compose.capacity.capacity_study`'s result on the same ``trace`` (its ``rows``
-    give the fixed plans' scales, its ``target``, ``rel_tol`` and ``warmup_s`` the search's). Adds a ``window-oracle`` row
-    and ``study["oracle"]["window_oracle"]`` (scale, probes, each probe's window winners, wall time). The
+    give the fixed plans' scales, its ``target``, ``rel_tol`` and ``warmup_s`` the search's). Adds a
+    ``window-oracle`` row and ``study["oracle"]["window_oracle"]`` (scale, probes, each probe's window winners, wall time). The
     oracle never reads below what it is defined as: when the window oracle's scale exceeds the study's oracle
     scale, that scale becomes the oracle's (``floored_by = "window-oracle"``) and every row's
     ``oracle_fraction`` and the summary are recomputed.
@@ -205,8 +207,9 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
         raise ConfigError("study needs its plain-vllm and oracle rows (capacity_study's result)", field="study",
                           allowed="a capacity_study result")
     fixed = {k: float(r["capacity_scale"]) for k, r in by.items() if k.startswith("static:") or k == "static-mix"}
-    singles = [str(r["variant"]) for k, r in by.items()
-               if k.startswith("static:") and r.get("variant") and float(r["capacity_scale"]) > 0]
+    # a single-variant deployment below half the best fixed plan's capacity cannot win a window near the oracle's
+    singles = [str(r["variant"]) for k, r in by.items() if k.startswith("static:") and r.get("variant")
+               and float(r["capacity_scale"]) >= 0.5 * max(fixed.values(), default=0.0) > 0]
     trace = clip_tokens(trace, max_total=max(v.max_model_len for v in table.variants.values()))
     start = min(max(max(fixed.values(), default=1.0), 1.0 / 64), 256.0)
     wo = window_oracle_capacity(trace, table, cluster, scheme, cfg, static_variants=singles, window_s=window_s,
@@ -232,7 +235,8 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     rows.append({"policy": "window-oracle", "variant": None, "capacity_scale": wo.capacity_scale,
                  "capacity_rps": wo.capacity_scale * rate, "vs_plain": ratio(wo.capacity_scale, plain),
                  "vs_best_static": ratio(wo.capacity_scale, best), "oracle_fraction": None, "probes": wo.probes,
-                 "capped": wo.capped, "floored": wo.floored, "wall_s": wo.wall_s, "at_common_load": None})
+                 "capped": wo.capped, "floored": wo.floored, "wall_s": wo.wall_s, "at_common_load": None,
+                 "replicas": None})
     for r in rows:
         if r["policy"] == "oracle":
             r.update(capacity_scale=bound, capacity_rps=bound * rate, vs_plain=ratio(bound, plain),

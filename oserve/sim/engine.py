@@ -20,7 +20,7 @@ from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.contention import NO_CONTENTION, ContentionModel
 from oserve.sim.loop import SimRun
-from oserve.sim.replica import PREFILL_ONLY_FIXED, ReplicaParams
+from oserve.sim.replica import ReplicaParams, check_prefill_only_fixed
 from oserve.types import DEFAULT_SCHEME, ClassScheme, ClusterSpec, Plan
 from oserve.workload.trace import Trace
 
@@ -80,9 +80,7 @@ class SimOptions:
     prefill_only_fixed: str = "a+d"
 
     def __post_init__(self) -> None:
-        if self.prefill_only_fixed not in PREFILL_ONLY_FIXED:
-            raise ConfigError(f"prefill_only_fixed must be one of {PREFILL_ONLY_FIXED}, got {self.prefill_only_fixed!r}",
-                              field="prefill_only_fixed", allowed=", ".join(PREFILL_ONLY_FIXED))
+        check_prefill_only_fixed(self.prefill_only_fixed)
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name, allowed="> 0 s")

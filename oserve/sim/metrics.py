@@ -42,7 +42,7 @@ import numpy as np
 
 from oserve.control.targets import summarise_targets
 
-__all__ = ["records_to_arrays", "summarise", "timeseries", "compare_fidelity"]
+__all__ = ["records_to_arrays", "summarise", "timeseries", "compare_fidelity", "held_longest"]
 
 
 def _f(x: Any) -> float:
@@ -181,6 +181,19 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
         out["reconfig_p50_s"] = float(np.median(durs)) if durs else None
         out["reconfig_max_s"] = float(np.max(durs)) if durs else None
     return out
+
+
+def held_longest(timeline: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The ready replica set a run held longest, ``{variant: count}``, from its timeline samples
+    (:attr:`oserve.sim.engine.SimResult.timeline`): each sample's set weighs the seconds to the next
+    sample; samples with no ready replica (start-up) are set aside. ``{}`` if no sample has one."""
+    held: dict[tuple[tuple[str, int], ...], float] = {}
+    for i, s in enumerate(timeline):
+        if s["replicas"]:
+            key = tuple(sorted(s["replicas"].items()))
+            nxt = timeline[i + 1]["time_s"] if i + 1 < len(timeline) else s["time_s"]
+            held[key] = held.get(key, 0.0) + float(nxt - s["time_s"])
+    return dict(max(held, key=lambda k: held[k])) if held else {}
 
 
 def timeseries(records: Sequence[Mapping[str, Any]], *, bin_s: float = 60.0, n_classes: int = 4,

@@ -45,13 +45,25 @@ from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.table import VariantProfile
 from oserve.sim.request import SimRequest
 
-__all__ = ["ReplicaParams", "SimReplica", "IterationOutcome", "PREFILL_ONLY_FIXED"]
+__all__ = ["ReplicaParams", "SimReplica", "IterationOutcome", "PREFILL_ONLY_FIXED", "check_prefill_only_fixed"]
 
 PREFILL_ONLY_FIXED = ("a+d", "a")
 """Choices of a prefill-only iteration's fixed cost: ``a + d`` (the default, as
 :meth:`IterationTimeModel.mixed_step_s`) or ``a`` (a lone prompt costs ``prefill_s``, the profiled
 TTFT the profiler fits ``a`` to; ``bench/sim_fidelity_diagnosis.py`` measured real lone prompts on
 vLLM-CPU within 15 ms of ``prefill_s`` (int8 +11 ms, fp32 -8 ms, medians), not at ``prefill_s + d``)."""
+
+
+def check_prefill_only_fixed(value: str) -> str:
+    """``value`` if it is one of :data:`PREFILL_ONLY_FIXED` (the check of every entry point that takes it).
+
+    Raises:
+        ConfigError: anything else (field ``prefill_only_fixed``, allowed ``a+d, a``).
+    """
+    if value not in PREFILL_ONLY_FIXED:
+        raise ConfigError(f"prefill_only_fixed must be one of {PREFILL_ONLY_FIXED}, got {value!r}",
+                          field="prefill_only_fixed", allowed=", ".join(PREFILL_ONLY_FIXED))
+    return value
 
 
 @dataclass(frozen=True)
@@ -121,14 +133,13 @@ class ReplicaParams:
         ``prefill_only_fixed`` (``"a+d"`` or ``"a"``) sets :attr:`prefill_only_fixed_s`.
 
         Raises:
-            ConfigError: ``kv_bytes_per_token`` is 0 or the KV cache holds no block.
+            ConfigError: ``kv_bytes_per_token`` is 0 or the KV cache holds no block, or ``prefill_only_fixed``
+                is not one of :data:`PREFILL_ONLY_FIXED`.
         """
         if v.kv_bytes_per_token <= 0:
             raise ConfigError(f"variant {v.name}: kv_bytes_per_token must be > 0", field="kv_bytes_per_token",
                               allowed="> 0 bytes")
-        if prefill_only_fixed not in PREFILL_ONLY_FIXED:
-            raise ConfigError(f"prefill_only_fixed must be one of {PREFILL_ONLY_FIXED}, got {prefill_only_fixed!r}",
-                              field="prefill_only_fixed", allowed=", ".join(PREFILL_ONLY_FIXED))
+        check_prefill_only_fixed(prefill_only_fixed)
         it = v.iteration
         return cls(
             variant=v.name, iteration=v.iteration, max_num_seqs=v.max_num_seqs,

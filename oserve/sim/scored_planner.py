@@ -65,7 +65,7 @@ from oserve.errors import ConfigError, PlanningError
 from oserve.policies.base import Allocation, Planner, build_plan, make_planner
 from oserve.policies.problem import ObjectiveWeights, Problem
 from oserve.sim.contention import NO_CONTENTION, ContentionModel
-from oserve.sim.replica import PREFILL_ONLY_FIXED
+from oserve.sim.replica import check_prefill_only_fixed
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, Plan
 
 #: A candidate is scored under overload only if it keeps the SLO target at this fraction of the inner plan's
@@ -230,10 +230,8 @@ class SimScoredPlanner(Planner):
         _check(mix_resolution, "planner.mix_resolution", 0.0, 0.5)
         _check(horizon_s, "planner.horizon_s", 0.0, 86400.0)
         self.horizon_s = float(horizon_s)
-        if prefill_only_fixed not in PREFILL_ONLY_FIXED:
-            raise ConfigError(f"prefill_only_fixed must be one of {PREFILL_ONLY_FIXED}, got {prefill_only_fixed!r}",
-                              field="prefill_only_fixed", allowed=", ".join(PREFILL_ONLY_FIXED))
-        self.contention, self.prefill_only_fixed = contention or NO_CONTENTION, prefill_only_fixed
+        self.contention = contention or NO_CONTENTION
+        self.prefill_only_fixed = check_prefill_only_fixed(prefill_only_fixed)
         if not 50 <= int(n_requests) <= 100_000:
             raise ConfigError(f"planner.n_requests must be in [50, 100000], got {n_requests}",
                               field="planner.n_requests", allowed="[50, 100000] requests")

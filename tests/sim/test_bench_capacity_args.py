@@ -22,9 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
     (["--initial-window", "0"], "--initial-window must be a finite number > 0"),
     (["--initial-window=-1"], "--initial-window must be a finite number > 0"),
     (["--initial-window", "nan"], "--initial-window must be a finite number > 0"),
+    (["--warmup", "-1"], "--warmup must be a finite number of seconds >= 0"),
     (["--traces", "bogus"], "allowed: code, conv, merged"),
+    # a first window longer than the simulated trace would plan for the whole trace's mean without saying so
+    (["--initial-window", "1300", "--duration", "1200"],
+     "--initial-window must be in (0, 1200] seconds (at most --warmup + --duration), got 1300"),
     (["--planners", "mlip"], "unknown planner 'mlip' (field planner.kind); did you mean 'milp'?"),
-    (["--models", "bogus", "--duration", "1"], "no variant left for model 'bogus'"),
+    (["--models", "bogus", "--duration", "1", "--initial-window", "1"], "no variant left for model 'bogus'"),
 ])
 def test_bad_arguments_are_usage_errors_without_a_traceback(tmp_path, args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

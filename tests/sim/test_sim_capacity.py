@@ -222,8 +222,8 @@ def test_capacity_study_rows_ratios_and_table() -> None:
         k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
         for k, v in table.variants.items()}})
     cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
-    study = capacity_study(poisson_trace(3.0, 240.0, seed=2), table, cluster, DEFAULT_SCHEME, CFG,
-                           planners=("greedy",), rel_tol=0.1, oracle_capacities="table", seed=0)
+    study = capacity_study(poisson_trace(3.0, 240.0, seed=2), table, cluster, DEFAULT_SCHEME,
+                           CFG.model_copy(update={"initial_window_s": 60.0}), planners=("greedy",), rel_tol=0.1, oracle_capacities="table", seed=0)
     rows = {r["policy"]: r for r in study["rows"]}
     assert {"plain-vllm", "static:small", "static:big", "static-mix", "oserve:greedy", "oracle"} <= set(rows)
     assert rows["plain-vllm"]["vs_plain"] == pytest.approx(1.0)
@@ -235,6 +235,26 @@ def test_capacity_study_rows_ratios_and_table() -> None:
     fixed = [rows[k]["capacity_scale"] for k in ("static:small", "static:big", "static-mix")]
     assert rows["oracle"]["capacity_scale"] >= max(fixed)  # the oracle bound is never below a simulated fixed plan
     assert study["oracle"]["source"] == "table-calibrated"
+    # each row names the replicas it was measured with, {variant: count}: static-mix's plan at its capacity scale,
+    # oserve's ready replica set held longest in its run at its capacity scale
+    assert rows["static:big"]["replicas"] == {"big": 1} and rows["static:small"]["replicas"] == {"small": 2}
+    devices = {"small": 1, "big": 2}
+    for label in ("static-mix", "oserve:greedy"):
+        reps = rows[label]["replicas"]
+        assert reps and set(reps) <= set(devices), (label, reps)
+        assert 0 < sum(n * devices[v] for v, n in reps.items()) <= 2, (label, reps)
+    assert rows["oracle"]["replicas"] is None
+
+
+def test_the_replica_set_held_longest_weighs_samples_by_time_and_skips_start_up() -> None:
+    from oserve.sim.metrics import held_longest
+
+    timeline = [{"time_s": 0.0, "replicas": {}}, {"time_s": 40.0, "replicas": {"a": 1}},
+                {"time_s": 50.0, "replicas": {"a": 1, "b": 1}}, {"time_s": 80.0, "replicas": {"a": 1}},
+                {"time_s": 90.0, "replicas": {"b": 1, "a": 1}}, {"time_s": 95.0, "replicas": {"b": 2}}]
+    assert held_longest(timeline) == {"a": 1, "b": 1}  # 35 s, against 20 s of {a: 1}; 40 s of nothing aside
+    assert held_longest(timeline[:2]) == {"a": 1}  # the last sample counts when it is the only set held
+    assert held_longest([]) == {} and held_longest(timeline[:1]) == {}
 
 
 # ------------------------------------------------------------------ capacity check and metrics fixes
@@ -273,6 +293,28 @@ def test_peak_throughput_does_not_reward_a_late_backlog() -> None:
     assert ms["goodput_peak_rps"] <= mf["goodput_peak_rps"]
 
 
+@pytest.mark.parametrize("policy", ["oserve:greedy", "oserve"])
+def test_an_initial_window_longer_than_the_trace_is_refused_before_simulating(policy: str) -> None:
+    # oserve's first plan is for the mean rate of the trace's first initial_window_s seconds: 300 s of a trace
+    # whose last request arrives before 240 s would silently be the whole trace's mean (hindsight)
+    table = two_variant_table()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    trace = poisson_trace(3.0, 240.0, seed=2)
+    said: list[str] = []
+    for call in (lambda: capacity_study(trace, table, cluster, DEFAULT_SCHEME, CFG, policies=[policy],
+                                        oracle_capacities="table", log=said.append),
+                 lambda: find_capacity(policy, trace, table, cluster, DEFAULT_SCHEME, CFG)):
+        with pytest.raises(ConfigError, match=r"initial_window_s must be in \(0, 240\] seconds") as err:
+            call()
+        assert err.value.field == "initial_window_s" and err.value.allowed.startswith("(0, 240] s")
+    assert said == []  # refused before the oracle's simulations
+    ok = CFG.model_copy(update={"initial_window_s": 240.0})  # the trace's end, in whole seconds up: allowed
+    assert find_capacity("oserve:greedy", trace, table, cluster, DEFAULT_SCHEME, ok, rel_tol=0.5,
+                         max_scale=1.0).probes
+    # a configured first deployment does not read the window; static policies never do
+    find_capacity("static:big", trace, table, cluster, DEFAULT_SCHEME, CFG, rel_tol=0.5, max_scale=1.0)
+
+
 # ------------------------------------------------------------------ the command line
 
 
@@ -293,12 +335,18 @@ def test_simulate_capacity_flag_prints_the_table_and_writes_json(tmp_path, capsy
         f"{(t0 + datetime.timedelta(seconds=float(a))).strftime('%Y-%m-%d %H:%M:%S.%f')},{i},{o}"
         for a, i, o in zip(tr.arrival_s, tr.input_tokens, tr.output_tokens, strict=True)]
     (tmp_path / "trace.csv").write_text("\n".join(lines) + "\n")
-    (tmp_path / "sim.yaml").write_text(
-        "cluster: {nodes: [{name: node, devices: 2, device_type: a100-80gb, device_memory_gib: 60}]}\n"
-        "table: table.json\ntrace: {paths: [trace.csv]}\n")
-    rc = main(["simulate", str(tmp_path / "sim.yaml"), "--capacity", "--capacity-oracle", "table",
-               "--capacity-policies", "plain-vllm,static:big,oserve:greedy", "--out", str(tmp_path / "out"),
-               "--no-progress"])
+    yaml = ("cluster: {nodes: [{name: node, devices: 2, device_type: a100-80gb, device_memory_gib: 60}]}\n"
+            "table: table.json\ntrace: {paths: [trace.csv]}\n")
+    argv = ["simulate", str(tmp_path / "sim.yaml"), "--capacity", "--capacity-oracle", "table",
+            "--capacity-policies", "plain-vllm,static:big,oserve:greedy", "--out", str(tmp_path / "out"),
+            "--no-progress"]
+    (tmp_path / "sim.yaml").write_text(yaml)  # the default 300-s first window is longer than the 120-s trace
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("oserve: error: initial_window_s must be in (0, 119] seconds"), err  # last arrival 118.x s
+    assert not (tmp_path / "out" / "capacity.json").exists()
+    (tmp_path / "sim.yaml").write_text(yaml + "initial_window_s: 60\n")
+    rc = main(argv)
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| oserve:greedy |" in printed and "| oracle |" in printed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sim_replica_support import serve_alone
 
 from oserve.errors import ConfigError
 from oserve.profiles.iteration import IterationTimeModel
@@ -56,14 +57,7 @@ def test_a_slowed_replica_stretches_every_iteration_by_the_factor(fast_forward: 
                           max_model_len=4096, kv_capacity_tokens=16 * 1024)
         rep = SimReplica("r", p, fast_forward=fast_forward)
         rep.slowdown = slow
-        q = SimRequest(0, 0.0, 300, 20)
-        rep.add(q)
-        t, end = 0.0, rep.start_iteration(0.0)
-        while end is not None:
-            t = end
-            rep.finish_iteration(t)
-            end = rep.start_iteration(t)
-        return q
+        return serve_alone(rep)
 
     base, slow = run(1.0), run(1.5)
     assert slow.first_token_s == pytest.approx(1.5 * base.first_token_s, rel=1e-12)

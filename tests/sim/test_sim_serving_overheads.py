@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from sim_replica_support import serve_alone
 
 from oserve.errors import ConfigError
 from oserve.profiles.iteration import IterationTimeModel
@@ -27,17 +28,6 @@ def params(**kw: object) -> ReplicaParams:
     base = {"variant": "v", "iteration": MODEL, "max_num_seqs": 8, "max_num_batched_tokens": 2048,
             "max_model_len": 4096, "kv_capacity_tokens": 16 * 1024}
     return ReplicaParams(**{**base, **kw})  # type: ignore[arg-type]
-
-
-def serve_alone(rep: SimReplica, prompt: int = 300, out: int = 20) -> SimRequest:
-    q = SimRequest(0, 0.0, prompt, out)
-    rep.add(q)
-    t, end = 0.0, rep.start_iteration(0.0)
-    while end is not None:
-        t = end
-        rep.finish_iteration(t)
-        end = rep.start_iteration(t)
-    return q
 
 
 def test_a_lone_prompt_costs_the_profiled_prefill_time_with_fixed_cost_a() -> None:
@@ -139,6 +129,23 @@ def test_the_new_contention_fields_are_checked_and_reach_the_model() -> None:
         with pytest.raises(ConfigError) as ei:
             ContentionModel(**{key: float("inf")})
         assert ei.value.field == key
+
+
+def test_every_entry_point_refuses_a_bad_prefill_only_fixed_with_the_same_error() -> None:
+    from oserve.sim.replica import PREFILL_ONLY_FIXED, check_prefill_only_fixed
+    from oserve.sim.scored_planner import SimScoredPlanner
+
+    assert [check_prefill_only_fixed(c) for c in PREFILL_ONLY_FIXED] == list(PREFILL_ONLY_FIXED)
+    v = synthetic_table({"v": {n: 5.0 for n in DEFAULT_SCHEME.names}}, {"v": 1}, memory_per_device_bytes=40 * GIB,
+                        class_names=DEFAULT_SCHEME.names).variants["v"]
+    errors = []
+    for build in (lambda: check_prefill_only_fixed("d"), lambda: SimOptions(prefill_only_fixed="d"),
+                  lambda: ReplicaParams.from_profile(v, prefill_only_fixed="d"),
+                  lambda: SimScoredPlanner("milp", prefill_only_fixed="d")):
+        with pytest.raises(ConfigError) as ei:
+            build()
+        errors.append((str(ei.value), ei.value.field, ei.value.allowed))
+    assert errors == [("prefill_only_fixed must be one of ('a+d', 'a'), got 'd'", "prefill_only_fixed", "a+d, a")] * 4
 
 
 def test_prefill_only_fixed_is_validated_in_options_and_config() -> None:

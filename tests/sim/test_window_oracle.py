@@ -38,7 +38,7 @@ def test_study_oracle_is_never_below_the_window_oracle_nor_a_fixed_plan() -> Non
     arr = np.sort(rng.uniform(0, 240.0, 720))
     trace = Trace(arr - arr[0], rng.integers(100, 600, 720), rng.integers(10, 120, 720), name="poisson")
     study = capacity_study(trace, table, ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB), DEFAULT_SCHEME,
-                           SimConfig(table="synthetic"), planners=("greedy",), rel_tol=0.1,
+                           SimConfig(table="synthetic", initial_window_s=60), planners=("greedy",), rel_tol=0.1,
                            oracle_capacities="table", seed=0, window_oracle=True)
     rows = {r["policy"]: r for r in study["rows"]}
     fixed = max(rows[k]["capacity_scale"] for k in ("static:small", "static:big", "static-mix"))

@@ -154,3 +154,25 @@ def test_examples_still_load():
 def test_every_command_reports_errors_the_same_way(argv, capsys):
     assert main(argv) == EXIT_CODE
     _one_error(capsys)
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    # the message ends in a value: "; " sets the allowed range off from it (was "got 5 allowed: ...")
+    (ConfigError("--window must be > 0 seconds, got 5", field="window", allowed="(0, 10] s"),
+     "--window must be > 0 seconds, got 5; allowed: (0, 10] s"),
+    (ConfigError("bad planner weights", field="planner.weights", allowed="finite numbers >= 0"),
+     "bad planner weights (field planner.weights); allowed: finite numbers >= 0"),
+    # after a question the allowed names follow with a space, as before
+    (ConfigError("unknown planner 'mlip'", field="planner.kind", allowed="milp, greedy"),
+     "unknown planner 'mlip' (field planner.kind); did you mean 'milp'? allowed: milp, greedy"),
+])
+def test_allowed_values_are_set_off_from_the_message(exc: ConfigError, expected: str) -> None:
+    assert format_cli_error(exc) == PREFIX + expected
+
+
+def test_an_unknown_key_with_no_close_name_lists_the_allowed_keys_after_a_separator(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("server:\n  port: 8000\nzzzzqqq: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml_model(path, ServeConfig)
+    assert f"{path}:3: zzzzqqq: unknown key; allowed: " in str(err.value)
