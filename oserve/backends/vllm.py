@@ -518,8 +518,7 @@ class VLLMBackend(Backend):
             await self._release(replica)
             raise EngineStartError(f"replica {replica_id}: warm-up request failed: {exc}", cause="engine_error",
                                    replica_id=replica_id) from exc
-        log.info("replica %s (%s) ready in %.1f s (engine start; representative warm-up %.1f s more)", replica_id,
-                 spec.variant, replica.start_time_s, replica.warmup_s or 0.0)
+        log.info("replica %s (%s) ready in %.1f s", replica_id, spec.variant, replica.start_time_s)
         return replica
 
     async def _representative_warmup(self, replica: VLLMReplica, engine: Any) -> None:
