@@ -13,7 +13,8 @@ in passes on one running stack and samples, every ``--sample-s`` seconds,
 
 Passes (``--passes``): ``run`` replays the slice, ``idleN`` waits N seconds with the engines idle.
 The default ``run,run,idle75,run`` separates the hypotheses: first-seen shapes (kernel or
-primitive warm-up) stall only the first pass; file pages reclaimed while idle (this VM runs DAMON
+primitive warm-up) stall only the first pass (with ``--fresh-prompts``: passes with the same prompt
+tokens are served partly from vLLM's prefix cache, which also makes later passes faster); file pages reclaimed while idle (this VM runs DAMON
 ``pageout`` on file-backed pages idle for >= 60 s) stall again after the idle pause, with major
 page faults on the stalled engine; CPU contention or vCPU steal shows as CPU or steal time taken
 from the stalled engine's core. A stall is a gap of more than ``--stall-s`` between two events of
