@@ -92,3 +92,27 @@ def test_watchdog_ignores_dead_and_reused_pids():
         proc.wait(10)
     finally:
         proc.kill()
+
+
+def test_shm_files_of_reads_the_mappings_from_proc_maps_including_unlinked_segments():
+    import mmap
+
+    from oserve.backends.engine_watchdog import _mapped_paths, shm_files_of
+
+    path = f"/dev/shm/oserve test {os.getpid()}-{time.monotonic_ns()}"  # a space in the name, as paths may have
+    with open(path, "wb+") as f:
+        f.truncate(4096)
+        m = mmap.mmap(f.fileno(), 4096)
+    try:
+        me = psutil.Process()
+        assert path in (_mapped_paths(me.pid) or [])
+        assert path in shm_files_of(me)
+        os.unlink(path)  # still mapped: /proc/PID/maps shows "<path> (deleted)"
+        assert path in shm_files_of(me)
+        assert {p for p in shm_files_of(me) if "oserve test" in p} == {path}
+    finally:
+        m.close()
+        if os.path.exists(path):
+            os.unlink(path)
+    assert path not in shm_files_of(psutil.Process())
+    assert _mapped_paths(2**22 + 12345) is None  # no such process
