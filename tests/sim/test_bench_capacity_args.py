@@ -27,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
     # a first window longer than the simulated trace would plan for the whole trace's mean without saying so
     (["--initial-window", "1300", "--duration", "1200"],
      "--initial-window must be in (0, 1200] seconds (at most --warmup + --duration), got 1300"),
+    # with a warm-up, a first window past it plans for the measured part (default --initial-window 300)
+    (["--warmup", "60", "--duration", "600"],
+     "--initial-window must be in (0, 60] seconds with --warmup 60 (a longer first window plans for the measured "
+     "part), got 300"),
+    (["--warmup", "nan"], "--warmup must be a finite number of seconds >= 0"),
     (["--planners", "mlip"], "unknown planner 'mlip' (field planner.kind); did you mean 'milp'?"),
     (["--models", "bogus", "--duration", "1", "--initial-window", "1"], "no variant left for model 'bogus'"),
 ])
