@@ -195,10 +195,12 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
 
     ``study`` is :func:`oserve.compose.capacity.capacity_study`'s result on the same ``trace`` (its ``rows``
     give the fixed plans' scales, its ``target``, ``rel_tol`` and ``warmup_s`` the search's). Adds a
-    ``window-oracle`` row and ``study["oracle"]["window_oracle"]`` (scale, probes, each probe's window winners, wall time). The
-    oracle never reads below what it is defined as: when the window oracle's scale exceeds the study's oracle
-    scale, that scale becomes the oracle's (``floored_by = "window-oracle"``) and every row's
-    ``oracle_fraction`` and the summary are recomputed.
+    ``window-oracle`` row (replacing an earlier one) and ``study["oracle"]["window_oracle"]`` (scale, probes, each
+    probe's window winners, wall time). The oracle never reads below what it is defined as: when the window
+    oracle's scale exceeds the study's oracle scale without a window oracle (kept in
+    ``study["oracle"]["without_window_oracle"]``), that scale becomes the oracle's (``floored_by =
+    "window-oracle"``), else the oracle is that scale; every row's ``oracle_fraction`` and the summary are
+    recomputed.
 
     Raises:
         ConfigError: a study without the fixed plans' rows or plain vLLM's, or a bad search parameter.
@@ -223,10 +225,14 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     if log:
         log(f"window-oracle: capacity scale {wo.capacity_scale:.3g} ({len(wo.probes)} runs, {wo.wall_s:.0f} s)")
     oracle = study["oracle"]
+    # the oracle as it was before any window oracle (a second call, e.g. another window, starts from it again)
+    base = oracle.setdefault("without_window_oracle", {"scale": oracle["scale"], "floored_by": oracle.get("floored_by")})
     oracle["window_oracle"] = {"scale": wo.capacity_scale, "window_s": wo.window_s, "probes": wo.probes,
                                "picks": wo.picks, "wall_s": wo.wall_s, "capped": wo.capped}
-    if wo.capacity_scale > float(oracle["scale"]):
+    if wo.capacity_scale > float(base["scale"]):
         oracle["scale"], oracle["floored_by"] = wo.capacity_scale, "window-oracle"
+    else:
+        oracle["scale"], oracle["floored_by"] = base["scale"], base["floored_by"]
     bound = float(oracle["scale"])
     plain = float(by["plain-vllm"]["capacity_scale"])
     best = max(fixed.values(), default=0.0)

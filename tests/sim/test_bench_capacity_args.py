@@ -43,3 +43,18 @@ def test_bad_arguments_are_usage_errors_without_a_traceback(tmp_path, args, expe
     assert "Traceback" not in proc.stderr
     assert expected in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "cap.json").exists()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--window", "0"], "--window must be a finite number of seconds > 0, got 0"),
+    (["--window", "inf"], "--window must be a finite number of seconds > 0, got inf"),
+    (["--window", "nan"], "--window must be a finite number of seconds > 0, got nan"),
+    (["--results", "/nonexistent/cap.json"], "--results /nonexistent/cap.json does not exist"),
+])
+def test_window_oracle_bad_arguments_are_usage_errors(args, expected):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "window_oracle.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert expected in proc.stderr.splitlines()[-1]
