@@ -212,7 +212,8 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
         else the table's) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
-        longest, :func:`oserve.sim.metrics.held_longest`) and the static variant (None for mixes and oserve).
+        longest from ``measure_from_s`` on, :func:`oserve.sim.metrics.held_longest`) and the static variant
+        (None for mixes and oserve).
 
     Raises:
         ConfigError: an unknown variant or planner, or a policy the table cannot support.
@@ -245,7 +246,7 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
     run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
     summary = _summary_from(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
-    return {**summary, "replicas": held_longest(run.result.timeline)}, run.variant
+    return {**summary, "replicas": held_longest(run.result.timeline, from_s=measure_from_s)}, run.variant
 
 
 def measured_part(trace: Trace, measure_from_s: float) -> Trace:
