@@ -74,6 +74,9 @@ class WindowOracleResult:
 def window_demands(trace: Trace, scheme: ClassScheme, window_s: float) -> list[tuple[np.ndarray, Demand]]:
     """Per ``window_s`` window of ``trace`` that has requests: (their row indices, their mean per-class rate, req/s).
 
+    The last window, cut by the trace's end, is rated over the seconds it covers up to the last arrival (at least
+    1 s), not over ``window_s``.
+
     Raises:
         ConfigError: ``window_s`` not a positive finite number of seconds.
     """
@@ -83,11 +86,14 @@ def window_demands(trace: Trace, scheme: ClassScheme, window_s: float) -> list[t
     arr = np.asarray(trace.arrival_s)
     cls = scheme.classify_many(np.asarray(trace.input_tokens), np.asarray(trace.output_tokens))
     idx = (arr // window_s).astype(np.int64)
+    end = float(arr[-1]) if arr.size else 0.0
     out = []
     for w in np.unique(idx):
         rows = np.flatnonzero(idx == w)
         counts = np.bincount(cls[rows], minlength=len(scheme))
-        out.append((rows, Demand(rates_rps={c: float(counts[i] / window_s) for i, c in enumerate(scheme.names)})))
+        # the last window ends at the trace's last arrival (at least 1 s, as oserve's first window)
+        width = min(window_s, max(end - w * window_s, 1.0))
+        out.append((rows, Demand(rates_rps={c: float(counts[i] / width) for i, c in enumerate(scheme.names)})))
     return out
 
 

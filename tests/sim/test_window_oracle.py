@@ -21,7 +21,9 @@ def test_window_demands_cover_every_request_once_at_the_windows_mean_rate() -> N
     tr = Trace(arr, np.full(7, 100), np.full(7, 20), name="t")
     parts = window_demands(tr, DEFAULT_SCHEME, 60.0)
     assert [rows.tolist() for rows, _ in parts] == [[0, 1, 2], [3], [4, 5, 6]]  # the empty window 2 is left out
-    assert [sum(d.rates_rps.values()) for _, d in parts] == pytest.approx([3 / 60, 1 / 60, 3 / 60])
+    # the last window is cut by the trace's end (its last arrival, 132 s): its rate is over the 12 s it covers,
+    # not 60 s of which 48 s are past the trace (the window's plan would be sized for a fifth of its demand)
+    assert [sum(d.rates_rps.values()) for _, d in parts] == pytest.approx([3 / 60, 1 / 60, 3 / 12])
     with pytest.raises(ConfigError) as e:
         window_demands(tr, DEFAULT_SCHEME, 0.0)
     assert e.value.field == "window_s"
