@@ -60,6 +60,9 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             ap.error(f"{flag} must be a finite number > 0, got {value}")
     if not (math.isfinite(args.warmup) and args.warmup >= 0):
         ap.error(f"--warmup must be a finite number of seconds >= 0, got {args.warmup}")
+    if 0 < args.warmup < args.initial_window:  # else oserve's first plan sees the measured part (hindsight)
+        ap.error(f"--initial-window must be in (0, {args.warmup:g}] seconds with --warmup {args.warmup:g} (a longer "
+                 f"first window plans for the measured part), got {args.initial_window:g}")
     span = args.warmup + args.duration
     if args.initial_window > span:  # else oserve's first plan is the whole trace's mean, silently
         ap.error(f"--initial-window must be in (0, {span:g}] seconds (at most --warmup + --duration), "
@@ -86,7 +89,8 @@ def main() -> int:
                     help="oserve's initial plan is the planner's for the mean rate of the trace's first S seconds")
     ap.add_argument("--warmup", type=float, default=0.0,
                     help="serve the trace's first S seconds before the measured --duration, uncounted: oserve starts "
-                         "the measured part with that history (its initial plan from --initial-window of it), "
+                         "the measured part with that history (its initial plan from --initial-window of it: at "
+                         "most S), "
                          "static-mix keeps its hindsight of the measured part")
     ap.add_argument("--window-oracle", default="off", choices=("on", "off"),
                     help="also bisect the simulated per-window oracle (oserve/compose/window_oracle.py); the oracle "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -27,8 +28,8 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma-separated studies (model/trace) to do; default every one")
     ap.add_argument("--window", type=float, default=60.0, help="oracle window, seconds (> 0)")
     args = ap.parse_args()
-    if not args.window > 0:
-        ap.error(f"--window must be > 0 seconds, got {args.window}")
+    if not (math.isfinite(args.window) and args.window > 0):
+        ap.error(f"--window must be a finite number of seconds > 0, got {args.window:g}")
     path = Path(args.results)
     if not path.exists():
         ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
@@ -38,9 +39,11 @@ def main() -> int:
     if unknown:
         ap.error(f"--only names unknown studies {unknown}; allowed: {', '.join(out['studies'])}")
 
+    from oserve.cli.errors import format_cli_error
     from oserve.compose.capacity import finite_json
     from oserve.compose.simulation import load_traces
     from oserve.compose.window_oracle import add_window_oracle
+    from oserve.errors import ConfigError
     from oserve.profiles.table import ProfileTable
     from oserve.sim.config import SimConfig
     from oserve.sim.policies import restrict_table
@@ -63,17 +66,20 @@ def main() -> int:
         rows = [r for r in out["rows"] if (r["model"], r["trace"]) == (model, tname)]
         part = {**study, "rows": [{k: v for k, v in r.items() if k not in ("model", "trace")} for r in rows]}
         t0 = time.perf_counter()
-        add_window_oracle(part, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg,
-                          window_s=args.window, seed=int(study.get("seed", 0)),
-                          log=lambda line, key=key: print(f"{key}: {line}", flush=True))
+        try:
+            add_window_oracle(part, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg,
+                              window_s=args.window, seed=int(study.get("seed", 0)),
+                              log=lambda line, key=key: print(f"{key}: {line}", flush=True))
+        except ConfigError as exc:  # names the field and its allowed values
+            ap.error(f"{key}: " + format_cli_error(exc).removeprefix("oserve: error: "))
         out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
         out["rows"] += [{"model": model, "trace": tname, **r} for r in part.pop("rows")]
         part["wall_s"] = float(study["wall_s"]) + time.perf_counter() - t0
         out["studies"][key] = part
         out["summary"] = _summary(out["rows"], planners)
         out["definitions"]["window-oracle"] = (
-            "per window, the best of: the planner's plan for the window's true mean demand, static-mix's plan, each "
-            "single-variant static deployment with capacity; each window's requests served from an idle cluster "
+            f"per {args.window:g}-s window, the best of: the planner's plan for the window's true mean demand, "
+            "static-mix's plan, each single-variant static deployment with capacity; each window's requests served from an idle cluster "
             "(perfect knowledge, no switching cost); oserve/compose/window_oracle.py. The oracle is never below it")
         path.write_text(json.dumps(finite_json(out), indent=1))
     print(json.dumps(out["summary"], indent=1))

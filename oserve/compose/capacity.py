@@ -45,7 +45,7 @@ from oserve.workload.trace import Trace
 
 __all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
            "bisect_scale", "mean_demand", "simulate_policy", "find_capacity", "default_policies", "capacity_study",
-           "format_capacity_table", "finite_json", "measured_part"]
+           "format_capacity_table", "finite_json", "measured_part", "check_measure_from"]
 
 #: Default SLO attainment target of the capacity search (the issue's and DistServe's 90%).
 DEFAULT_TARGET = 0.9
@@ -212,7 +212,8 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
         else the table's) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
-        longest, :func:`oserve.sim.metrics.held_longest`) and the static variant (None for mixes and oserve).
+        longest from ``measure_from_s`` on, :func:`oserve.sim.metrics.held_longest`) and the static variant
+        (None for mixes and oserve).
 
     Raises:
         ConfigError: an unknown variant or planner, or a policy the table cannot support.
@@ -231,6 +232,9 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         planner = make_planner(policy.planner or cfg.planner.kind, **(cfg.planner.params if not policy.planner else {}))
         from oserve.compose.simulation import sim_scored
 
+        if measure_from_s > 0 and not (np.asarray(trace.arrival_s) >= measure_from_s).any():
+            # a low scale thinned the measured part away: nothing to count (met, vacuously), nothing to plan for
+            return {**_summary_from(None, cfg.slo or table.slo, measure_from_s), "replicas": {}}, None
         planner = sim_scored(planner, cfg, scheme, trace)
         plan = planner.plan(cluster, planning, mean_demand(measured_part(trace, measure_from_s), scheme), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
@@ -242,7 +246,7 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
     run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
     summary = _summary_from(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
-    return {**summary, "replicas": held_longest(run.result.timeline)}, run.variant
+    return {**summary, "replicas": held_longest(run.result.timeline, from_s=measure_from_s)}, run.variant
 
 
 def measured_part(trace: Trace, measure_from_s: float) -> Trace:
@@ -258,13 +262,28 @@ def measured_part(trace: Trace, measure_from_s: float) -> Trace:
     return select(trace, np.asarray(trace.arrival_s) >= measure_from_s)
 
 
+def check_measure_from(trace: Trace, value: float, name: str) -> None:
+    """Refuse a measured part's start (``value``, seconds of ``trace``'s clock) that is not finite, negative, or at
+    or past the last arrival (nothing would be counted: SLO attainment reads 1.0, vacuously, at every scale).
+
+    Raises:
+        ConfigError: field ``name``, allowed ``[0, last arrival)`` seconds.
+    """
+    end = float(trace.arrival_s[-1]) if len(trace) else 0.0
+    if not (math.isfinite(value) and 0 <= value < end):
+        raise ConfigError(f"{name} must be in [0, {end:g}) seconds (before the trace's last arrival), got {value}",
+                          field=name, allowed=f"[0, {end:g}) seconds")
+
+
 def _summary_from(res: Any, slo: Any, measure_from_s: float) -> dict[str, Any]:
-    """:func:`oserve.sim.metrics.summarise` of the requests of ``res`` arriving at or after ``measure_from_s``."""
+    """:func:`oserve.sim.metrics.summarise` of the requests of ``res`` arriving at or after ``measure_from_s``
+    (``res`` None: of no request)."""
     from oserve.sim.metrics import summarise
 
     if measure_from_s <= 0:
         return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
-    return summarise([r for r in res.requests if float(r["arrival_s"]) >= measure_from_s],
+    records = res.requests if res is not None else []
+    return summarise([r for r in records if float(r["arrival_s"]) >= measure_from_s],
                      slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
 
 
@@ -333,8 +352,9 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
             window ``cfg.initial_window_s`` longer than the trace (:func:`~oserve.compose.simulation.check_initial_window`).
     """
     pol = parse_capacity_policy(policy) if isinstance(policy, str) else policy
+    check_measure_from(trace, measure_from_s, "measure_from_s")
     if pol.kind == "oserve":
-        check_initial_window(cfg, trace)
+        check_initial_window(cfg, trace, warmup_s=measure_from_s)
     scaler = scale_trace or default_scaler(seed)
     probes: list[Probe] = []
     variant: list[str | None] = [None]
@@ -426,9 +446,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     if oracle_capacities not in ("simulated", "table"):
         raise ConfigError(f"unknown oracle_capacities {oracle_capacities!r}", field="oracle_capacities",
                           allowed="simulated, table")
-    if not (math.isfinite(warmup_s) and 0 <= warmup_s < trace.duration_s):
-        raise ConfigError(f"warmup_s must be in [0, {trace.duration_s:g}) seconds (the trace's span), got {warmup_s}",
-                          field="warmup_s", allowed=f"[0, {trace.duration_s:g}) seconds")
+    check_measure_from(trace, warmup_s, "warmup_s")
     t_start = time.perf_counter()
     say = log or (lambda _line: None)
     if clip_to_context:
@@ -442,7 +460,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     # the baseline every ratio needs and oserve's first window: refuse bad ones before the oracle's simulations run
     plain_vllm_variant(table, min_kv_fraction=cfg.plain_vllm.min_kv_fraction)
     if any(label.startswith("oserve") for label in labels):
-        check_initial_window(cfg, trace)
+        check_initial_window(cfg, trace, warmup_s=warmup_s)
     slo = cfg.slo or table.slo
     t0 = time.perf_counter()
     table_bound = oracle_bound(measured, table, cluster, scheme, window_s=oracle_window_s, target=target)

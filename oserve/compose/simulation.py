@@ -91,17 +91,26 @@ def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand
     return Demand(rates_rps={c: float(counts[i] / span) for i, c in enumerate(scheme.names)})
 
 
-def check_initial_window(cfg: SimConfig, trace: Trace) -> None:
-    """Refuse an oserve first-plan window (``cfg.initial_window_s``, seconds) longer than ``trace``.
+def check_initial_window(cfg: SimConfig, trace: Trace, *, warmup_s: float = 0.0) -> None:
+    """Refuse an oserve first-plan window (``cfg.initial_window_s``, seconds) longer than ``trace``, or, with a
+    capacity study's warm-up of ``warmup_s`` > 0 seconds, longer than the warm-up.
 
     :func:`initial_demand` over a window past the last arrival is the whole trace's mean (hindsight),
-    silently; a configured first deployment (``cfg.deployment``) reads no window and is not checked.
+    silently; one past the warm-up plans for part of the measured requests (hindsight the warm-up exists to
+    remove). A configured first deployment (``cfg.deployment``) reads no window and is not checked.
 
     Raises:
         ConfigError: field ``initial_window_s``, allowed ``(0, E]`` seconds, ``E`` the trace's last
-            arrival rounded up to whole seconds (a window equal to a trace's ``--duration`` passes).
+            arrival rounded up to whole seconds (a window equal to a trace's ``--duration`` passes), or
+            ``warmup_s`` when it is > 0.
     """
     if cfg.initial_plan() is not None or not len(trace):
+        return
+    if warmup_s > 0:
+        if not 0 < cfg.initial_window_s <= warmup_s:
+            raise ConfigError(f"initial_window_s must be in (0, {warmup_s:g}] seconds with a warm-up of {warmup_s:g} s "
+                              f"(a longer first window plans for the measured part: hindsight), got "
+                              f"{cfg.initial_window_s:g}", field="initial_window_s", allowed=f"(0, {warmup_s:g}] s")
         return
     end = math.ceil(float(trace.arrival_s[-1]))
     if not 0 < cfg.initial_window_s <= end:

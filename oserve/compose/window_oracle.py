@@ -74,6 +74,9 @@ class WindowOracleResult:
 def window_demands(trace: Trace, scheme: ClassScheme, window_s: float) -> list[tuple[np.ndarray, Demand]]:
     """Per ``window_s`` window of ``trace`` that has requests: (their row indices, their mean per-class rate, req/s).
 
+    The last window, cut by the trace's end, is rated over the seconds it covers up to the last arrival (at least
+    1 s), not over ``window_s``.
+
     Raises:
         ConfigError: ``window_s`` not a positive finite number of seconds.
     """
@@ -83,11 +86,14 @@ def window_demands(trace: Trace, scheme: ClassScheme, window_s: float) -> list[t
     arr = np.asarray(trace.arrival_s)
     cls = scheme.classify_many(np.asarray(trace.input_tokens), np.asarray(trace.output_tokens))
     idx = (arr // window_s).astype(np.int64)
+    end = float(arr[-1]) if arr.size else 0.0
     out = []
     for w in np.unique(idx):
         rows = np.flatnonzero(idx == w)
         counts = np.bincount(cls[rows], minlength=len(scheme))
-        out.append((rows, Demand(rates_rps={c: float(counts[i] / window_s) for i, c in enumerate(scheme.names)})))
+        # the last window ends at the trace's last arrival (at least 1 s, as oserve's first window)
+        width = min(window_s, max(end - w * window_s, 1.0))
+        out.append((rows, Demand(rates_rps={c: float(counts[i] / width) for i, c in enumerate(scheme.names)})))
     return out
 
 
@@ -172,7 +178,11 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     picks: dict[str, list[str]] = {}
 
     def attainment(s: float) -> float:
-        part = measured_part(scaler(trace, s), measure_from_s)
+        scaled = scaler(trace, s)
+        if measure_from_s > 0 and not (np.asarray(scaled.arrival_s) >= measure_from_s).any():
+            picks[f"{s:.6g}"] = []  # thinned away: nothing counted, met vacuously (as the other policies' runs)
+            return 1.0
+        part = measured_part(scaled, measure_from_s)
         a, p = window_oracle_attainment(part, table, cluster, scheme, cfg, planner, planning, window_s=window_s,
                                         static_variants=static_variants)
         picks[f"{s:.6g}"] = p
@@ -191,10 +201,12 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
 
     ``study`` is :func:`oserve.compose.capacity.capacity_study`'s result on the same ``trace`` (its ``rows``
     give the fixed plans' scales, its ``target``, ``rel_tol`` and ``warmup_s`` the search's). Adds a
-    ``window-oracle`` row and ``study["oracle"]["window_oracle"]`` (scale, probes, each probe's window winners, wall time). The
-    oracle never reads below what it is defined as: when the window oracle's scale exceeds the study's oracle
-    scale, that scale becomes the oracle's (``floored_by = "window-oracle"``) and every row's
-    ``oracle_fraction`` and the summary are recomputed.
+    ``window-oracle`` row (replacing an earlier one) and ``study["oracle"]["window_oracle"]`` (scale, probes, each
+    probe's window winners, wall time). The oracle never reads below what it is defined as: when the window
+    oracle's scale exceeds the study's oracle scale without a window oracle (kept in
+    ``study["oracle"]["without_window_oracle"]``), that scale becomes the oracle's (``floored_by =
+    "window-oracle"``), else the oracle is that scale; every row's ``oracle_fraction`` and the summary are
+    recomputed.
 
     Raises:
         ConfigError: a study without the fixed plans' rows or plain vLLM's, or a bad search parameter.
@@ -219,10 +231,14 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     if log:
         log(f"window-oracle: capacity scale {wo.capacity_scale:.3g} ({len(wo.probes)} runs, {wo.wall_s:.0f} s)")
     oracle = study["oracle"]
+    # the oracle as it was before any window oracle (a second call, e.g. another window, starts from it again)
+    base = oracle.setdefault("without_window_oracle", {"scale": oracle["scale"], "floored_by": oracle.get("floored_by")})
     oracle["window_oracle"] = {"scale": wo.capacity_scale, "window_s": wo.window_s, "probes": wo.probes,
                                "picks": wo.picks, "wall_s": wo.wall_s, "capped": wo.capped}
-    if wo.capacity_scale > float(oracle["scale"]):
+    if wo.capacity_scale > float(base["scale"]):
         oracle["scale"], oracle["floored_by"] = wo.capacity_scale, "window-oracle"
+    else:
+        oracle["scale"], oracle["floored_by"] = base["scale"], base["floored_by"]
     bound = float(oracle["scale"])
     plain = float(by["plain-vllm"]["capacity_scale"])
     best = max(fixed.values(), default=0.0)

@@ -183,16 +183,19 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
     return out
 
 
-def held_longest(timeline: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+def held_longest(timeline: Sequence[Mapping[str, Any]], *, from_s: float = 0.0) -> dict[str, int]:
     """The ready replica set a run held longest, ``{variant: count}``, from its timeline samples
     (:attr:`oserve.sim.engine.SimResult.timeline`): each sample's set weighs the seconds to the next
-    sample; samples with no ready replica (start-up) are set aside. ``{}`` if no sample has one."""
+    sample that fall at or after ``from_s``, seconds (a capacity study's warm-up set aside; the last sample's set,
+    held to the run's end, always counts); samples with no ready replica (start-up) are set aside. ``{}`` if no
+    sample has one."""
     held: dict[tuple[tuple[str, int], ...], float] = {}
     for i, s in enumerate(timeline):
-        if s["replicas"]:
+        last = i + 1 == len(timeline)  # held to the run's end: counts (0 s) even when it starts after from_s
+        nxt = float(s["time_s"]) if last else float(timeline[i + 1]["time_s"])
+        if s["replicas"] and (nxt >= from_s or last):
             key = tuple(sorted(s["replicas"].items()))
-            nxt = timeline[i + 1]["time_s"] if i + 1 < len(timeline) else s["time_s"]
-            held[key] = held.get(key, 0.0) + float(nxt - s["time_s"])
+            held[key] = held.get(key, 0.0) + max(0.0, nxt - max(float(s["time_s"]), from_s))
     return dict(max(held, key=lambda k: held[k])) if held else {}
 
 

@@ -27,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
     # a first window longer than the simulated trace would plan for the whole trace's mean without saying so
     (["--initial-window", "1300", "--duration", "1200"],
      "--initial-window must be in (0, 1200] seconds (at most --warmup + --duration), got 1300"),
+    # with a warm-up, a first window past it plans for the measured part (default --initial-window 300)
+    (["--warmup", "60", "--duration", "600"],
+     "--initial-window must be in (0, 60] seconds with --warmup 60 (a longer first window plans for the measured "
+     "part), got 300"),
+    (["--warmup", "nan"], "--warmup must be a finite number of seconds >= 0"),
     (["--planners", "mlip"], "unknown planner 'mlip' (field planner.kind); did you mean 'milp'?"),
     (["--models", "bogus", "--duration", "1", "--initial-window", "1"], "no variant left for model 'bogus'"),
 ])
@@ -38,3 +43,18 @@ def test_bad_arguments_are_usage_errors_without_a_traceback(tmp_path, args, expe
     assert "Traceback" not in proc.stderr
     assert expected in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "cap.json").exists()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--window", "0"], "--window must be a finite number of seconds > 0, got 0"),
+    (["--window", "inf"], "--window must be a finite number of seconds > 0, got inf"),
+    (["--window", "nan"], "--window must be a finite number of seconds > 0, got nan"),
+    (["--results", "/nonexistent/cap.json"], "--results /nonexistent/cap.json does not exist"),
+])
+def test_window_oracle_bad_arguments_are_usage_errors(args, expected):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "window_oracle.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert expected in proc.stderr.splitlines()[-1]

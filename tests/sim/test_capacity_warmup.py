@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oserve.compose.capacity import capacity_study, measured_part, parse_capacity_policy, simulate_policy
+from oserve.compose.capacity import (
+    capacity_study,
+    find_capacity,
+    measured_part,
+    parse_capacity_policy,
+    simulate_policy,
+)
 from oserve.errors import ConfigError
 from oserve.sim.config import SimConfig
 from oserve.testing.tables import GIB, synthetic_table
@@ -64,3 +70,46 @@ def test_study_with_warmup_reports_the_measured_part_and_refuses_a_warmup_past_t
     rows = {r["policy"]: r for r in study["rows"]}
     # without the burst counted, the light part carries far more than its 1 req/s
     assert rows["static:small"]["capacity_scale"] > 2.0
+
+
+@pytest.mark.parametrize("policy", ["oserve:greedy", "oserve"])
+def test_a_first_plan_window_past_the_warmup_is_refused(policy: str) -> None:
+    # the warm-up exists so oserve's first plan is made without seeing the measured part; a first window of
+    # 150 s on a 100-s warm-up would plan for 50 s of the measured part (hindsight), silently
+    table, tr = _table(), _burst_then_light()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    cfg = CFG.model_copy(update={"initial_window_s": 150.0})
+    said: list[str] = []
+    for call in (lambda: capacity_study(tr, table, cluster, DEFAULT_SCHEME, cfg, policies=[policy],
+                                        oracle_capacities="table", warmup_s=100.0, log=said.append),
+                 lambda: find_capacity(policy, tr, table, cluster, DEFAULT_SCHEME, cfg, measure_from_s=100.0)):
+        with pytest.raises(ConfigError, match=r"initial_window_s must be in \(0, 100\] seconds") as err:
+            call()
+        assert err.value.field == "initial_window_s" and err.value.allowed.startswith("(0, 100] s")
+    assert said == []
+    # the same window without a warm-up (the trace's first 150 s, all of it counted) and static policies pass
+    find_capacity(policy, tr, table, cluster, DEFAULT_SCHEME, cfg, rel_tol=0.5, max_scale=1.0)
+    find_capacity("static:small", tr, table, cluster, DEFAULT_SCHEME, cfg, rel_tol=0.5, max_scale=1.0,
+                  measure_from_s=100.0)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), 240.0, 1e9])
+def test_find_capacity_refuses_a_measure_start_outside_the_trace(bad: float) -> None:
+    # past the last arrival nothing is counted: attainment read 1.0 (vacuous) at every scale, capped at 256
+    table, tr = _table(), _burst_then_light()
+    cluster = ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB)
+    with pytest.raises(ConfigError) as err:
+        find_capacity("static:small", tr, table, cluster, DEFAULT_SCHEME, CFG, measure_from_s=bad)
+    assert err.value.field == "measure_from_s" and "seconds" in err.value.allowed
+
+
+def test_a_scale_with_no_counted_request_is_vacuously_met_not_a_crash() -> None:
+    # thinning to a low scale can leave no request after the warm-up: static-mix (which plans for the measured
+    # part's mean demand) raised TraceError from inside the bisection
+    table, tr = _table(), _burst_then_light()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    early = Trace(tr.arrival_s[:400], tr.input_tokens[:400], tr.output_tokens[:400], name="burst")
+    for label in ("static-mix", "static:small"):
+        summary, _ = simulate_policy(parse_capacity_policy(label), early, table, cluster, DEFAULT_SCHEME, CFG,
+                                     measure_from_s=100.0)
+        assert summary["requests"] == 0 and summary["slo_attainment"] == 1.0

@@ -255,6 +255,9 @@ def test_the_replica_set_held_longest_weighs_samples_by_time_and_skips_start_up(
     assert held_longest(timeline) == {"a": 1, "b": 1}  # 35 s, against 20 s of {a: 1}; 40 s of nothing aside
     assert held_longest(timeline[:2]) == {"a": 1}  # the last sample counts when it is the only set held
     assert held_longest([]) == {} and held_longest(timeline[:1]) == {}
+    # a capacity study's warm-up is set aside: from 82 s, {a: 1} is held 8 s (82-90), {a: 1, b: 1} 5 s
+    assert held_longest(timeline, from_s=82.0) == {"a": 1}
+    assert held_longest(timeline, from_s=96.0) == {"b": 2}  # only the last set is held after it
 
 
 # ------------------------------------------------------------------ capacity check and metrics fixes

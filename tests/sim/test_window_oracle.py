@@ -21,7 +21,9 @@ def test_window_demands_cover_every_request_once_at_the_windows_mean_rate() -> N
     tr = Trace(arr, np.full(7, 100), np.full(7, 20), name="t")
     parts = window_demands(tr, DEFAULT_SCHEME, 60.0)
     assert [rows.tolist() for rows, _ in parts] == [[0, 1, 2], [3], [4, 5, 6]]  # the empty window 2 is left out
-    assert [sum(d.rates_rps.values()) for _, d in parts] == pytest.approx([3 / 60, 1 / 60, 3 / 60])
+    # the last window is cut by the trace's end (its last arrival, 132 s): its rate is over the 12 s it covers,
+    # not 60 s of which 48 s are past the trace (the window's plan would be sized for a fifth of its demand)
+    assert [sum(d.rates_rps.values()) for _, d in parts] == pytest.approx([3 / 60, 1 / 60, 3 / 12])
     with pytest.raises(ConfigError) as e:
         window_demands(tr, DEFAULT_SCHEME, 0.0)
     assert e.value.field == "window_s"
@@ -52,3 +54,40 @@ def test_study_oracle_is_never_below_the_window_oracle_nor_a_fixed_plan() -> Non
     picks = study["oracle"]["window_oracle"]["picks"]
     assert picks and all(len(p) == 4 for p in picks.values())  # 240 s in 60-s windows
     assert {w for p in picks.values() for w in p} <= {"window-plan", "static-mix", "static:small", "static:big"}
+
+
+def test_adding_the_window_oracle_again_recomputes_the_oracle_from_the_bound_without_it(monkeypatch) -> None:
+    # bench/window_oracle.py may be run again on its own output (another --window): an earlier, higher window
+    # oracle must not stay in the oracle once its row says otherwise
+    import oserve.compose.window_oracle as wo_mod
+    from oserve.compose.window_oracle import WindowOracleResult, add_window_oracle
+
+    caps = {"small": {c: 3.0 for c in NAMES}}
+    table = synthetic_table(caps, {"small": 1}, memory_per_device_bytes=60 * GIB, class_names=NAMES)
+    trace = Trace(np.arange(0.0, 10.0), np.full(10, 100), np.full(10, 20), name="t")
+
+    def row(policy: str, scale: float, variant: str | None = None) -> dict:
+        return {"policy": policy, "variant": variant, "capacity_scale": scale, "capacity_rps": scale,
+                "oracle_fraction": scale / 2.0}
+
+    study = {"target": 0.9, "rel_tol": 0.1, "mean_rate_rps": 1.0, "warmup_s": 0.0,
+             "rows": [row("plain-vllm", 1.0, "small"), row("static:small", 1.0, "small"), row("static-mix", 1.5),
+                      row("oserve:greedy", 1.2), row("oracle", 2.0)],
+             "oracle": {"scale": 2.0, "floored_by": None},
+             "summary": {"oserve_vs_plain": {"oserve:greedy": 1.2}, "oracle_scale": 2.0}}
+    found = {"scale": 3.0}
+    monkeypatch.setattr(wo_mod, "window_oracle_capacity",
+                        lambda *a, **k: WindowOracleResult(found["scale"], 0.9, k["window_s"]))
+    add_window_oracle(study, trace, table, ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB), DEFAULT_SCHEME,
+                      SimConfig(table="synthetic"), window_s=60.0)
+    assert study["oracle"]["scale"] == 3.0 and study["oracle"]["floored_by"] == "window-oracle"
+    found["scale"] = 1.8  # below the LP bound of 2.0: the oracle is that bound again, floored by nothing
+    add_window_oracle(study, trace, table, ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB), DEFAULT_SCHEME,
+                      SimConfig(table="synthetic"), window_s=30.0)
+    rows = {r["policy"]: r for r in study["rows"]}
+    assert [r["policy"] for r in study["rows"]].count("window-oracle") == 1
+    assert study["oracle"]["scale"] == 2.0 and study["oracle"]["floored_by"] is None
+    assert rows["oracle"]["capacity_scale"] == study["summary"]["oracle_scale"] == 2.0
+    assert rows["window-oracle"]["capacity_scale"] == 1.8
+    assert rows["oserve:greedy"]["oracle_fraction"] == pytest.approx(0.6)
+    assert study["summary"]["oracle_fraction"]["oserve:greedy"] == pytest.approx(0.6)
