@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SLO = {"ttft": 2.0, "tpot": 0.2}
@@ -58,6 +59,22 @@ def _wait_quiet(max_load: float, max_wait_s: float) -> float:
     return round(time.monotonic() - t0, 1)
 
 
+def static_stack_config(config_path: str, replicas: int) -> Any:
+    """The config's first ``replicas`` replicas, no orchestrator, on a free local port (a static stack to replay on).
+
+    Also points the demo module at this checkout's traces. Exits (``SystemExit``) naming the allowed range when
+    ``replicas`` is outside [1, replicas in the config].
+    """
+    import oserve.cli.demo as demo
+    from oserve.config import load_config
+
+    demo.TRACES = ROOT / "data" / "traces" / "azure_llm_2023"  # the demo module looks under oserve/
+    config = load_config(config_path, overrides={"server": {"host": "127.0.0.1", "port": 0}})
+    if not 1 <= replicas <= len(config.deployment):
+        raise SystemExit(f"--replicas must be in [1, {len(config.deployment)}]")
+    return config.model_copy(update={"orchestrator": None, "deployment": config.deployment[:replicas]})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "examples/cpu-smollm2.yaml"))
@@ -74,20 +91,14 @@ def main() -> int:
     for noisy in ("vllm", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    import oserve.cli.demo as demo
     from oserve.cli.demo import build_demo_trace
     from oserve.compose import resolve_model_path
-    from oserve.config import load_config
     from oserve.testing.stack_thread import StackThread
     from oserve.workload.replay import replay
 
-    demo.TRACES = ROOT / "data" / "traces" / "azure_llm_2023"  # the demo module looks under oserve/
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = load_config(args.config, overrides={"server": {"host": "127.0.0.1", "port": 0}})
-    if not 1 <= args.replicas <= len(config.deployment):
-        raise SystemExit(f"--replicas must be in [1, {len(config.deployment)}]")
-    cfg = config.model_copy(update={"orchestrator": None, "deployment": config.deployment[:args.replicas]})
+    cfg = static_stack_config(args.config, args.replicas)
     model_path = resolve_model_path(cfg)
     runs = []
     t_start = time.monotonic()

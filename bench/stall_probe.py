@@ -323,22 +323,17 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     import psutil
+    from fidelity_real_runs import static_stack_config
 
-    import oserve.cli.demo as demo
     from oserve.cli.demo import build_demo_trace
     from oserve.compose import resolve_model_path
-    from oserve.config import load_config
     from oserve.testing.stack_thread import StackThread
     from oserve.workload.replay import replay
 
-    demo.TRACES = ROOT / "data" / "traces" / "azure_llm_2023"
     out = Path(args.out)
     rec_dir = out.parent / (out.stem + "_runs")
     rec_dir.mkdir(parents=True, exist_ok=True)
-    config = load_config(args.config, overrides={"server": {"host": "127.0.0.1", "port": 0}})
-    if not 1 <= args.replicas <= len(config.deployment):
-        raise SystemExit(f"--replicas must be in [1, {len(config.deployment)}]")
-    cfg = config.model_copy(update={"orchestrator": None, "deployment": config.deployment[:args.replicas]})
+    cfg = static_stack_config(args.config, args.replicas)
     model_path = resolve_model_path(cfg)
     trace = build_demo_trace(rate_factor=args.rate_factor, end_s=args.end_s)
     passes: list[dict[str, Any]] = []

@@ -8,22 +8,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
+from oserve.sim.report import finite_json
 
 __all__ = ["finite_json", "format_capacity_table"]
-
-
-def finite_json(x: Any) -> Any:
-    """A JSON-safe copy: non-finite floats (an unbounded window, a missing ratio) become None."""
-    if isinstance(x, dict):
-        return {str(k): finite_json(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [finite_json(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def _f(x: Any, nd: int = 3) -> str:

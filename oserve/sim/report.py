@@ -19,7 +19,7 @@ from oserve.sim.engine import SimResult
 from oserve.sim.metrics import timeseries
 from oserve.sim.request import RECORD_FIELDS
 
-__all__ = ["PolicyRun", "write_outputs", "comparison_table", "slug"]
+__all__ = ["PolicyRun", "write_outputs", "comparison_table", "slug", "finite_json"]
 
 @dataclass
 class PolicyRun:
@@ -84,15 +84,17 @@ def comparison_table(runs: Sequence[PolicyRun]) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def _jsonable(x: Any) -> Any:
+def finite_json(x: Any) -> Any:
+    """A JSON-safe copy: numpy arrays and scalars as Python values, non-finite floats (an unbounded window,
+    a missing ratio) as None."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): finite_json(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [finite_json(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return finite_json(x.tolist())
     if isinstance(x, np.generic):
-        return x.item()
+        x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -197,7 +199,7 @@ def write_outputs(runs: Sequence[PolicyRun], out_dir: str | Path, *, config: dic
         },
     }
     path = out / "results.json"
-    path.write_text(json.dumps(_jsonable(results), indent=1))
+    path.write_text(json.dumps(finite_json(results), indent=1))
     lines = [f"# Simulation report ({', '.join(r.label for r in runs)})", ""]
     if command:
         lines += ["Command:", "", f"    {command}", ""]
