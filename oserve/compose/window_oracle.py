@@ -211,6 +211,7 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     Raises:
         ConfigError: a study without the fixed plans' rows or plain vLLM's, or a bad search parameter.
     """
+    from oserve.compose.capacity import _ratio
     from oserve.workload.transforms import clip_tokens
 
     rows = study.get("rows") or []
@@ -244,22 +245,19 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     best = max(fixed.values(), default=0.0)
     rate = float(study["mean_rate_rps"])
 
-    def ratio(a: float, b: float) -> float | None:
-        return a / b if b > 0 else None
-
     rows[:] = [r for r in rows if r["policy"] != "window-oracle"]
     rows.append({"policy": "window-oracle", "variant": None, "capacity_scale": wo.capacity_scale,
-                 "capacity_rps": wo.capacity_scale * rate, "vs_plain": ratio(wo.capacity_scale, plain),
-                 "vs_best_static": ratio(wo.capacity_scale, best), "oracle_fraction": None, "probes": wo.probes,
+                 "capacity_rps": wo.capacity_scale * rate, "vs_plain": _ratio(wo.capacity_scale, plain),
+                 "vs_best_static": _ratio(wo.capacity_scale, best), "oracle_fraction": None, "probes": wo.probes,
                  "capped": wo.capped, "floored": wo.floored, "wall_s": wo.wall_s, "at_common_load": None,
                  "replicas": None})
     for r in rows:
         if r["policy"] == "oracle":
-            r.update(capacity_scale=bound, capacity_rps=bound * rate, vs_plain=ratio(bound, plain),
-                     vs_best_static=ratio(bound, best))
-        r["oracle_fraction"] = ratio(float(r["capacity_scale"]), bound)
+            r.update(capacity_scale=bound, capacity_rps=bound * rate, vs_plain=_ratio(bound, plain),
+                     vs_best_static=_ratio(bound, best))
+        r["oracle_fraction"] = _ratio(float(r["capacity_scale"]), bound)
     summary = study["summary"]
     summary["oracle_scale"] = bound
-    summary["oracle_fraction"] = {k: ratio(float(by[k]["capacity_scale"]), bound) for k in summary["oserve_vs_plain"]}
-    summary["best_static_oracle_fraction"] = ratio(best, bound)
+    summary["oracle_fraction"] = {k: _ratio(float(by[k]["capacity_scale"]), bound) for k in summary["oserve_vs_plain"]}
+    summary["best_static_oracle_fraction"] = _ratio(best, bound)
     return wo
