@@ -27,9 +27,19 @@ def main() -> int:
     ap.add_argument("--results", default=str(ROOT / "bench/results/capacity.json"))
     ap.add_argument("--only", default=None, help="comma-separated studies (model/trace) to do; default every one")
     ap.add_argument("--window", type=float, default=60.0, help="oracle window, seconds (> 0)")
+    ap.add_argument("--rel-tol", type=float, default=None,
+                    help="final bracket of the oracle's bisection, relative (> 0; default the study's rel_tol)")
+    ap.add_argument("--lead-in", type=float, default=None,
+                    help="seconds of requests each candidate serves, uncounted, before each window (>= 0; default "
+                         "one window; 0 = every window from an idle cluster)")
     args = ap.parse_args()
     if not (math.isfinite(args.window) and args.window > 0):
         ap.error(f"--window must be a finite number of seconds > 0, got {args.window:g}")
+    lead_in = args.window if args.lead_in is None else args.lead_in
+    if args.rel_tol is not None and not (math.isfinite(args.rel_tol) and args.rel_tol > 0):
+        ap.error(f"--rel-tol must be a finite number > 0, got {args.rel_tol:g}")
+    if not (math.isfinite(lead_in) and lead_in >= 0):
+        ap.error(f"--lead-in must be a finite number of seconds >= 0, got {lead_in:g}")
     path = Path(args.results)
     if not path.exists():
         ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
@@ -68,7 +78,8 @@ def main() -> int:
         t0 = time.perf_counter()
         try:
             add_window_oracle(part, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg,
-                              window_s=args.window, seed=int(study.get("seed", 0)),
+                              window_s=args.window, seed=int(study.get("seed", 0)), lead_in_s=lead_in,
+                              rel_tol=args.rel_tol,
                               log=lambda line, key=key: print(f"{key}: {line}", flush=True))
         except ConfigError as exc:  # names the field and its allowed values
             ap.error(f"{key}: " + format_cli_error(exc).removeprefix("oserve: error: "))
@@ -79,7 +90,8 @@ def main() -> int:
         out["summary"] = _summary(out["rows"], planners)
         out["definitions"]["window-oracle"] = (
             f"per {args.window:g}-s window, the best of: the planner's plan for the window's true mean demand, "
-            "static-mix's plan, each single-variant static deployment with capacity; each window's requests served from an idle cluster "
+            "static-mix's plan, each single-variant static deployment with capacity; each candidate serves the "
+            f"{lead_in:g} s before the window (uncounted, its own backlog) and the window's requests from an idle cluster "
             "(perfect knowledge, no switching cost); oserve/compose/window_oracle.py. The oracle is never below it")
         path.write_text(json.dumps(finite_json(out), indent=1))
     print(json.dumps(out["summary"], indent=1))
