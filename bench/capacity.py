@@ -23,12 +23,32 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "data/traces/azure_llm_2023"
 TRACE_FILES = {"code": ["AzureLLMInferenceTrace_code.csv"], "conv": ["AzureLLMInferenceTrace_conv.csv"],
                "merged": ["AzureLLMInferenceTrace_code.csv", "AzureLLMInferenceTrace_conv.csv"]}
 CONTROL = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_bin_s": 30, "history_s": 3600}
+
+
+def study_inputs(out: dict, key: str) -> tuple[Any, Any, Any]:
+    """``(table, cfg, trace)`` a finished study ``key`` (``model/trace``) of result file ``out`` ran on: its model's
+    table, its config (planner, control, first window as recorded) and its trace (warm-up + duration, unclipped)."""
+    from oserve.compose.simulation import load_traces
+    from oserve.profiles.table import ProfileTable
+    from oserve.sim.config import SimConfig
+    from oserve.sim.policies import restrict_table
+
+    model, tname = key.split("/")
+    study = out["studies"][key]
+    table_path = str(ROOT / out["table"]) if not Path(out["table"]).is_absolute() else out["table"]
+    table = restrict_table(ProfileTable.load(table_path), model=model)
+    cfg = SimConfig(table=table_path, control=CONTROL, planner={"kind": out["planners"][0]}, forecaster={"kind": "ewma"},
+                    sim_scored_plans=out.get("sim_scored_plans", True), initial_window_s=out.get("initial_window_s", 300.0))
+    trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]],
+                        duration_s=float(study.get("warmup_s", 0.0)) + float(study["duration_limit_s"]))
+    return table, cfg, trace
 
 
 def _summary(rows: list[dict], planners: list[str]) -> dict:
@@ -39,10 +59,12 @@ def _summary(rows: list[dict], planners: list[str]) -> dict:
         vs_plain = [r["vs_plain"] for r in mine if r["vs_plain"] is not None]
         vs_best = [r["vs_best_static"] for r in mine if r["vs_best_static"] is not None]
         oracle = [r["oracle_fraction"] for r in mine if r["oracle_fraction"] is not None]
+        simulated = [r["simulated_oracle_fraction"] for r in mine if r.get("simulated_oracle_fraction") is not None]
         by[label] = {
             "oserve_vs_plain_mean": sum(vs_plain) / len(vs_plain) if vs_plain else None,
             "oserve_vs_best_static_min": min(vs_best) if vs_best else None,
             "oracle_fraction_min": min(oracle) if oracle else None,
+            "simulated_oracle_fraction_min": min(simulated) if simulated else None,
             "cases": len(mine),
         }
     head = f"oserve:{planners[0]}"

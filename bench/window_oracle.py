@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from capacity import CONTROL, ROOT, TRACE_FILES, TRACES, _summary
+from capacity import ROOT, _summary, study_inputs
 
 
 def main() -> int:
@@ -51,15 +51,9 @@ def main() -> int:
 
     from oserve.cli.errors import format_cli_error
     from oserve.compose.capacity import finite_json
-    from oserve.compose.simulation import load_traces
     from oserve.compose.window_oracle import add_window_oracle
     from oserve.errors import ConfigError
-    from oserve.profiles.table import ProfileTable
-    from oserve.sim.config import SimConfig
-    from oserve.sim.policies import restrict_table
 
-    table_path = str(ROOT / out["table"]) if not Path(out["table"]).is_absolute() else out["table"]
-    full = ProfileTable.load(table_path)
     planners = out["planners"]
     out.setdefault("commands", [out.get("command")]).append(" ".join(shlex.quote(a) for a in sys.argv))
     for key in keys:
@@ -67,12 +61,7 @@ def main() -> int:
         study = out["studies"][key]
         if study.get("planner_capacities", "table") != "table":
             ap.error(f"{key}: only studies with table planner capacities are supported")
-        table = restrict_table(full, model=model)
-        cfg = SimConfig(table=table_path, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
-                        sim_scored_plans=out.get("sim_scored_plans", True),
-                        initial_window_s=out.get("initial_window_s", 300.0))
-        trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]],
-                            duration_s=float(study.get("warmup_s", 0.0)) + float(study["duration_limit_s"]))
+        table, cfg, trace = study_inputs(out, key)
         rows = [r for r in out["rows"] if (r["model"], r["trace"]) == (model, tname)]
         part = {**study, "rows": [{k: v for k, v in r.items() if k not in ("model", "trace")} for r in rows]}
         t0 = time.perf_counter()

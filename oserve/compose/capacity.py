@@ -85,7 +85,8 @@ class BisectResult:
 
 
 def bisect_scale(attainment_at: Callable[[float], float], *, target: float = DEFAULT_TARGET, start: float = 1.0,
-                 rel_tol: float = 0.02, min_scale: float = 1.0 / 64, max_scale: float = 256.0) -> BisectResult:
+                 rel_tol: float = 0.02, min_scale: float = 1.0 / 64, max_scale: float = 256.0,
+                 bracket: tuple[float, float] | None = None) -> BisectResult:
     """Largest scale with ``attainment_at(scale) >= target``, assuming attainment falls with the scale.
 
     Brackets by doubling / halving from ``start``, then bisects geometrically until the bracket's
@@ -99,6 +100,9 @@ def bisect_scale(attainment_at: Callable[[float], float], *, target: float = DEF
         start: first scale probed, in [min_scale, max_scale].
         rel_tol: relative width of the final bracket, > 0.
         min_scale / max_scale: search range, 0 < min_scale < max_scale.
+        bracket: ``(lo, hi)``, a scale already seen to meet the target and a larger one seen to miss it (an
+            earlier search's probes, :mod:`oserve.compose.capacity_refine`): bisection starts there, ``start``
+            and the bracketing are skipped, and only new probes are returned.
 
     Raises:
         ConfigError: a parameter outside its range (names it).
@@ -114,15 +118,21 @@ def bisect_scale(attainment_at: Callable[[float], float], *, target: float = DEF
         raise ConfigError(f"start must be in [{min_scale}, {max_scale}], got {start}", field="start",
                           allowed=f"[{min_scale}, {max_scale}]")
     probes: list[tuple[float, float]] = []
+    if bracket is not None and not (math.isfinite(bracket[0]) and math.isfinite(bracket[1])
+                                    and 0 < bracket[0] < bracket[1]):
+        raise ConfigError(f"bracket must be (lo, hi) with 0 < lo < hi, got {bracket}", field="bracket",
+                          allowed="0 < lo < hi")
 
     def ok(s: float) -> bool:
         a = float(attainment_at(s))
         probes.append((s, a))
         return a >= target
 
-    lo: float | None = None
-    hi: float | None = None
-    if ok(start):
+    lo: float | None = bracket[0] if bracket else None
+    hi: float | None = bracket[1] if bracket else None
+    if lo is not None:
+        pass  # bracketed already
+    elif ok(start):
         lo = start
         while hi is None:
             if lo >= max_scale:
@@ -329,7 +339,8 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
                   scheme: ClassScheme, cfg: SimConfig, *, target: float = DEFAULT_TARGET, seed: int = 0,
                   start_scale: float = 1.0, rel_tol: float = 0.02, min_scale: float = 1.0 / 64,
                   max_scale: float = 256.0, scale_trace: Callable[[Trace, float], Trace] | None = None,
-                  planning_table: ProfileTable | None = None, measure_from_s: float = 0.0) -> CapacityResult:
+                  planning_table: ProfileTable | None = None, measure_from_s: float = 0.0,
+                  bracket: tuple[float, float] | None = None) -> CapacityResult:
     """Bisect the largest arrival-rate scale at which ``policy`` keeps SLO attainment >= ``target``.
 
     Each probe scales ``trace`` (default :func:`oserve.workload.transforms.scale_rate` with
@@ -341,7 +352,7 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
             ``cfg.slo`` or the table's.
         target: SLO attainment to keep, in (0, 1].
         seed: seed of the rate scaling and the engine.
-        start_scale / rel_tol / min_scale / max_scale: see :func:`bisect_scale`.
+        start_scale / rel_tol / min_scale / max_scale / bracket: see :func:`bisect_scale`.
         scale_trace: ``(trace, scale) -> trace``; replaces the seeded ``scale_rate``.
         planning_table: the table the planners see (default ``table``), see :func:`simulate_policy`.
         measure_from_s: SLO attainment counts the requests arriving from this second on (a warm-up before it),
@@ -368,7 +379,7 @@ def find_capacity(policy: CapacityPolicy | str, trace: Trace, table: ProfileTabl
         return float(summary["slo_attainment"])
 
     b = bisect_scale(attainment, target=target, start=start_scale, rel_tol=rel_tol, min_scale=min_scale,
-                     max_scale=max_scale)
+                     max_scale=max_scale, bracket=bracket)
     return CapacityResult(pol.label, b.scale, target, probes, variant=variant[0], capped=b.capped,
                           floored=b.floored, wall_s=time.perf_counter() - t0)
 

@@ -232,16 +232,15 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     give the fixed plans' scales, its ``target``, ``rel_tol`` (unless ``rel_tol`` is given) and ``warmup_s`` the
     search's). ``lead_in_s``: :func:`window_oracle_attainment`'s (default ``window_s``). Adds a
     ``window-oracle`` row (replacing an earlier one) and ``study["oracle"]["window_oracle"]`` (scale, probes, each
-    probe's window winners, wall time). The oracle never reads below what it is defined as: when the window
-    oracle's scale exceeds the study's oracle scale without a window oracle (kept in
-    ``study["oracle"]["without_window_oracle"]``), that scale becomes the oracle's (``floored_by =
-    "window-oracle"``), else the oracle is that scale; every row's ``oracle_fraction`` and the summary are
-    recomputed.
+    probe's window winners, wall time), then restates the oracle, every row's ratios and the summary
+    (:func:`oserve.compose.capacity_refine.restate_study`): the oracle is the highest of the LP bound, the best
+    fixed plan and the window oracle (``floored_by = "window-oracle"`` when it is the last), and the summary adds
+    the simulated oracle (the window oracle or the best fixed plan).
 
     Raises:
         ConfigError: a study without the fixed plans' rows or plain vLLM's, or a bad search parameter.
     """
-    from oserve.compose.capacity import _ratio
+    from oserve.compose.capacity_refine import restate_study
     from oserve.workload.transforms import clip_tokens
 
     rows = study.get("rows") or []
@@ -257,39 +256,18 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     start = min(max(max(fixed.values(), default=1.0), 1.0 / 64), 256.0)
     wo = window_oracle_capacity(trace, table, cluster, scheme, cfg, static_variants=singles, window_s=window_s,
                                 target=float(study["target"]), seed=seed, start_scale=start,
-                                rel_tol=float(study["rel_tol"] if rel_tol is None else rel_tol), planning_table=planning_table,
+                                rel_tol=float(study["rel_tol"] if rel_tol is None else rel_tol),
+                                planning_table=planning_table,
                                 measure_from_s=float(study.get("warmup_s", 0.0)), lead_in_s=lead_in_s)
     if log:
         log(f"window-oracle: capacity scale {wo.capacity_scale:.3g} ({len(wo.probes)} runs, {wo.wall_s:.0f} s)")
-    oracle = study["oracle"]
-    # the oracle as it was before any window oracle (a second call, e.g. another window, starts from it again)
-    base = oracle.setdefault("without_window_oracle", {"scale": oracle["scale"], "floored_by": oracle.get("floored_by")})
-    oracle["window_oracle"] = {"scale": wo.capacity_scale, "window_s": wo.window_s, "lead_in_s": wo.lead_in_s,
-                               "rel_tol": float(study["rel_tol"] if rel_tol is None else rel_tol),
-                               "probes": wo.probes,
-                               "picks": wo.picks, "wall_s": wo.wall_s, "capped": wo.capped}
-    if wo.capacity_scale > float(base["scale"]):
-        oracle["scale"], oracle["floored_by"] = wo.capacity_scale, "window-oracle"
-    else:
-        oracle["scale"], oracle["floored_by"] = base["scale"], base["floored_by"]
-    bound = float(oracle["scale"])
-    plain = float(by["plain-vllm"]["capacity_scale"])
-    best = max(fixed.values(), default=0.0)
-    rate = float(study["mean_rate_rps"])
-
+    study["oracle"]["window_oracle"] = {
+        "scale": wo.capacity_scale, "window_s": wo.window_s, "lead_in_s": wo.lead_in_s,
+        "rel_tol": float(study["rel_tol"] if rel_tol is None else rel_tol), "probes": wo.probes, "picks": wo.picks,
+        "wall_s": wo.wall_s, "capped": wo.capped}
     rows[:] = [r for r in rows if r["policy"] != "window-oracle"]
-    rows.append({"policy": "window-oracle", "variant": None, "capacity_scale": wo.capacity_scale,
-                 "capacity_rps": wo.capacity_scale * rate, "vs_plain": _ratio(wo.capacity_scale, plain),
-                 "vs_best_static": _ratio(wo.capacity_scale, best), "oracle_fraction": None, "probes": wo.probes,
+    rows.append({"policy": "window-oracle", "variant": None, "capacity_scale": wo.capacity_scale, "probes": wo.probes,
                  "capped": wo.capped, "floored": wo.floored, "wall_s": wo.wall_s, "at_common_load": None,
                  "replicas": None})
-    for r in rows:
-        if r["policy"] == "oracle":
-            r.update(capacity_scale=bound, capacity_rps=bound * rate, vs_plain=_ratio(bound, plain),
-                     vs_best_static=_ratio(bound, best))
-        r["oracle_fraction"] = _ratio(float(r["capacity_scale"]), bound)
-    summary = study["summary"]
-    summary["oracle_scale"] = bound
-    summary["oracle_fraction"] = {k: _ratio(float(by[k]["capacity_scale"]), bound) for k in summary["oserve_vs_plain"]}
-    summary["best_static_oracle_fraction"] = _ratio(best, bound)
+    restate_study(study)
     return wo

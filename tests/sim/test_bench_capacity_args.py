@@ -50,10 +50,28 @@ def test_bad_arguments_are_usage_errors_without_a_traceback(tmp_path, args, expe
     (["--window", "inf"], "--window must be a finite number of seconds > 0, got inf"),
     (["--window", "nan"], "--window must be a finite number of seconds > 0, got nan"),
     (["--results", "/nonexistent/cap.json"], "--results /nonexistent/cap.json does not exist"),
+    (["--lead-in", "-1"], "--lead-in must be a finite number of seconds >= 0, got -1"),
+    (["--rel-tol", "0"], "--rel-tol must be a finite number > 0, got 0"),
 ])
 def test_window_oracle_bad_arguments_are_usage_errors(args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "window_oracle.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert expected in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--rel-tol", "0"], "--rel-tol must be a finite number > 0, got 0"),
+    (["--rel-tol", "nan"], "--rel-tol must be a finite number > 0, got nan"),
+    (["--results", "/nonexistent/cap.json"], "--results /nonexistent/cap.json does not exist"),
+    (["--only", "llama-2-70b/nope"], "--only names unknown studies ['llama-2-70b/nope']"),
+    (["--only", "llama-2-70b/conv", "--policies", "static:nope"], "does not have ['static:nope']"),
+])
+def test_refine_capacity_bad_arguments_are_usage_errors(args, expected):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "refine_capacity.py"), *args], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
