@@ -45,7 +45,7 @@ from oserve.workload.trace import Trace
 
 __all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
            "bisect_scale", "mean_demand", "simulate_policy", "find_capacity", "default_policies", "capacity_study",
-           "format_capacity_table", "finite_json", "measured_part", "check_measure_from"]
+           "format_capacity_table", "finite_json", "measured_part", "measured_span_s", "check_measure_from"]
 
 #: Default SLO attainment target of the capacity search (the issue's and DistServe's 90%).
 DEFAULT_TARGET = 0.9
@@ -190,11 +190,20 @@ def parse_capacity_policy(text: str) -> CapacityPolicy:
     raise ConfigError(f"unknown capacity policy {text!r}", field="policy", allowed=_FORMS)
 
 
-def mean_demand(trace: Trace, scheme: ClassScheme) -> Demand:
-    """Mean per-class arrival rate over the whole trace, req/s (the hindsight demand of ``static-mix``)."""
-    cls = scheme.classify_many(np.asarray(trace.input_tokens), np.asarray(trace.output_tokens))
+def mean_demand(trace: Trace, scheme: ClassScheme, *, measure_from_s: float = 0.0) -> Demand:
+    """Mean per-class arrival rate of the measured part of ``trace``, req/s (the hindsight demand of ``static-mix``).
+
+    The requests arriving at or after ``measure_from_s`` (seconds of ``trace``'s clock; all of them when it is
+    <= 0) over their span from the clock's 0 (:func:`measured_span_s`, at least 1 s): with a warm-up the span
+    starts at ``measure_from_s``, not at the first counted arrival, so a quiet gap after the warm-up lowers the
+    rate; :func:`measured_part`'s result, whose clock starts at the warm-up's end, gets the same rates with
+    ``measure_from_s`` 0; a thinned trace (:func:`oserve.workload.transforms.scale_rate` keeps the time axis)
+    is rated from 0, not from its first kept arrival.
+    """
+    part = measured_part(trace, measure_from_s)
+    cls = scheme.classify_many(np.asarray(part.input_tokens), np.asarray(part.output_tokens))
     counts = np.bincount(cls, minlength=len(scheme))
-    span = max(trace.duration_s, 1.0)
+    span = max(measured_span_s(trace, measure_from_s), 1.0)
     return Demand(rates_rps={c: float(counts[i] / span) for i, c in enumerate(scheme.names)})
 
 
@@ -207,7 +216,7 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
     ``planning_table`` is the table the planners of ``static-mix`` and ``oserve`` see (default ``table``).
     ``measure_from_s``: the requests arriving before it (seconds of the trace's clock) are served but not
     counted (a warm-up: oserve's monitor, forecaster and plan have that history; ``static-mix`` plans for the
-    mean demand of the counted part only).
+    mean demand of the counted part only, over ``[measure_from_s, last arrival)``, :func:`mean_demand`).
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
@@ -236,7 +245,7 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
             # a low scale thinned the measured part away: nothing to count (met, vacuously), nothing to plan for
             return {**_summary_from(None, cfg.slo or table.slo, measure_from_s), "replicas": {}}, None
         planner = sim_scored(planner, cfg, scheme, trace)
-        plan = planner.plan(cluster, planning, mean_demand(measured_part(trace, measure_from_s), scheme), None)
+        plan = planner.plan(cluster, planning, mean_demand(trace, scheme, measure_from_s=measure_from_s), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
         return {**_summary_from(res, cfg.slo or table.slo, measure_from_s), "replicas": plan.replica_counts()}, None
@@ -250,16 +259,34 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
 
 def measured_part(trace: Trace, measure_from_s: float) -> Trace:
-    """The requests of ``trace`` arriving at or after ``measure_from_s`` seconds, rebased to 0 (``trace`` at 0).
+    """The requests of ``trace`` arriving at or after ``measure_from_s`` seconds, on a clock whose 0 is
+    ``measure_from_s`` (the gap from it to the first counted arrival is kept; ``trace`` itself when
+    ``measure_from_s`` <= 0).
 
     Raises:
         TraceError: no request arrives after ``measure_from_s``.
     """
     if measure_from_s <= 0:
         return trace
+    from dataclasses import replace
+
     from oserve.workload.transforms import select
 
-    return select(trace, np.asarray(trace.arrival_s) >= measure_from_s)
+    part = select(trace, np.asarray(trace.arrival_s) >= measure_from_s, rebase=False)
+    meta = dict(part.meta)
+    if "t0_s" in meta:
+        meta["t0_s"] = float(meta["t0_s"]) + measure_from_s
+    return replace(part, arrival_s=part.arrival_s - measure_from_s, meta=meta)
+
+
+def measured_span_s(trace: Trace, measure_from_s: float) -> float:
+    """Seconds the measured part of ``trace`` spans: from ``measure_from_s`` (seconds of ``trace``'s clock; when it
+    is <= 0, the clock's 0, or the first arrival if that is earlier) to the last arrival (0 for an empty trace or a
+    start past the last arrival)."""
+    if not len(trace):
+        return 0.0
+    start = measure_from_s if measure_from_s > 0 else min(float(trace.arrival_s[0]), 0.0)
+    return max(float(trace.arrival_s[-1]) - start, 0.0)
 
 
 def check_measure_from(trace: Trace, value: float, name: str) -> None:
@@ -424,11 +451,14 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         warmup_s: the requests arriving in the trace's first ``warmup_s`` seconds are served by every policy but
             not counted (:func:`simulate_policy`'s ``measure_from_s``): oserve starts the measured part with that
             history instead of a plan made with hindsight of it, while ``static-mix`` keeps its hindsight of the
-            measured part; the oracle, rates and request counts are of the measured part. In [0, trace span).
+            measured part; the oracle, rates and request counts are of the measured part, whose span (``duration_s``,
+            the rates' denominator) runs from ``warmup_s`` to the last arrival (:func:`measured_span_s`). In
+            [0, trace span).
 
     Returns:
         ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
-        "oracle": {...}, "summary": {...}, "wall_s"}``; each row: ``policy``, ``variant``,
+        "oracle": {...}, "summary": {...}, "wall_s"}`` (``duration_s``: the measured span, seconds;
+        ``mean_rate_rps``: the measured requests over it, req/s); each row: ``policy``, ``variant``,
         ``capacity_scale``, ``capacity_rps``, ``vs_plain``, ``vs_best_static``, ``oracle_fraction``,
         ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``, ``replicas`` (``{variant: count}`` of the
         probe at the capacity scale, see :func:`simulate_policy`; None for the oracle or no such probe).
@@ -515,7 +545,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     best = statics[best_label].capacity_scale if best_label else None
     singles = {k: r for k, r in statics.items() if k.startswith("static:")}
     best_single = max(singles, key=lambda k: singles[k].capacity_scale) if singles else None
-    rate = len(measured) / max(measured.duration_s, 1e-9)
+    span = measured_span_s(trace, warmup_s)
+    rate = len(measured) / max(span, 1e-9)
     rows = []
     for label, r in results.items():
         p = r.probe_at(common)
@@ -551,7 +582,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         "best_static_oracle_fraction": _ratio(best, bound.scale),
     }
     study = {
-        "requests": len(measured), "duration_s": measured.duration_s, "mean_rate_rps": rate, "target": target,
+        "requests": len(measured), "duration_s": span, "mean_rate_rps": rate, "target": target,
         "warmup_s": warmup_s,
         "slo": slo.model_dump(), "seed": seed, "rel_tol": rel_tol, "common_scale": common, "rows": rows,
         "oracle": {"source": bound.source, "scale": bound.scale, "window_s": bound.window_s,

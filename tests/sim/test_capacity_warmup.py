@@ -8,7 +8,9 @@ import pytest
 from oserve.compose.capacity import (
     capacity_study,
     find_capacity,
+    mean_demand,
     measured_part,
+    measured_span_s,
     parse_capacity_policy,
     simulate_policy,
 )
@@ -42,7 +44,8 @@ def _burst_then_light(seed: int = 0) -> Trace:
 def test_measured_part_keeps_the_requests_from_the_warmup_on() -> None:
     tr = _burst_then_light()
     part = measured_part(tr, 100.0)
-    assert len(part) == 120 and part.arrival_s[0] == 0.0
+    # on the measured part's clock, 0 is the warm-up's end: the 20-s gap to its first arrival is kept
+    assert len(part) == 120 and part.arrival_s[0] == 20.0
     assert measured_part(tr, 0.0) is tr
 
 
@@ -66,10 +69,30 @@ def test_study_with_warmup_reports_the_measured_part_and_refuses_a_warmup_past_t
     study = capacity_study(tr, table, cluster, DEFAULT_SCHEME, CFG, policies=["static:small", "static:big"],
                            rel_tol=0.2, oracle_capacities="table", warmup_s=100.0)
     assert study["requests"] == 120 and study["warmup_s"] == 100.0
-    assert study["mean_rate_rps"] == pytest.approx(120 / 119.0)
+    assert study["mean_rate_rps"] == pytest.approx(120 / 139.0)  # [100, 239) s, not [120, 239)
     rows = {r["policy"]: r for r in study["rows"]}
     # without the burst counted, the light part carries far more than its 1 req/s
     assert rows["static:small"]["capacity_scale"] > 2.0
+
+
+def test_the_measured_span_starts_at_the_warmup_not_at_the_first_measured_arrival() -> None:
+    # warm-up [0, 100) s; the first counted request arrives at 150 s, the last at 249 s: the measured part spans
+    # [100, 249) s, so its mean rate is 100 / 149 req/s, not 100 / 99 (its first-to-last-arrival span)
+    rng = np.random.default_rng(1)
+    arr = np.concatenate([np.arange(0.0, 100.0, 2.0), np.arange(150.0, 250.0, 1.0)])
+    tr = Trace(arr, rng.integers(100, 600, arr.size), rng.integers(10, 120, arr.size), name="gap-after-warmup")
+    assert measured_span_s(tr, 100.0) == 149.0 and measured_span_s(tr, 0.0) == 249.0
+    assert sum(mean_demand(tr, DEFAULT_SCHEME, measure_from_s=100.0).rates_rps.values()) == pytest.approx(100 / 149)
+    assert sum(mean_demand(tr, DEFAULT_SCHEME).rates_rps.values()) == pytest.approx(150 / 249)
+    # the window oracle rates static-mix's candidate from the measured part itself (its clock starts at the warm-up's
+    # end): the same demand as static-mix's own plan
+    assert mean_demand(measured_part(tr, 100.0), DEFAULT_SCHEME) == mean_demand(tr, DEFAULT_SCHEME, measure_from_s=100.0)
+    study = capacity_study(tr, _table(), ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB), DEFAULT_SCHEME, CFG,
+                           policies=["static:small"], rel_tol=0.5, oracle_capacities="table", warmup_s=100.0)
+    assert study["requests"] == 100 and study["duration_s"] == 149.0
+    assert study["mean_rate_rps"] == pytest.approx(100 / 149)
+    row = next(r for r in study["rows"] if r["policy"] == "static:small")
+    assert row["capacity_rps"] == pytest.approx(row["capacity_scale"] * 100 / 149)
 
 
 @pytest.mark.parametrize("policy", ["oserve:greedy", "oserve"])
