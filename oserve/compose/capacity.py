@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 
 from oserve.compose.capacity_report import finite_json, format_capacity_table
+from oserve.compose.measured import check_measure_from, mean_demand, measured_part, measured_span_s, measured_summary
 from oserve.compose.paired_probe import paired_probes as _paired_probes
 from oserve.compose.simulation import check_initial_window
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig
-from oserve.types import ClassScheme, ClusterSpec, Demand
+from oserve.types import ClassScheme, ClusterSpec
 from oserve.workload.trace import Trace
 
 __all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
@@ -190,23 +191,6 @@ def parse_capacity_policy(text: str) -> CapacityPolicy:
     raise ConfigError(f"unknown capacity policy {text!r}", field="policy", allowed=_FORMS)
 
 
-def mean_demand(trace: Trace, scheme: ClassScheme, *, measure_from_s: float = 0.0) -> Demand:
-    """Mean per-class arrival rate of the measured part of ``trace``, req/s (the hindsight demand of ``static-mix``).
-
-    The requests arriving at or after ``measure_from_s`` (seconds of ``trace``'s clock; all of them when it is
-    <= 0) over their span from the clock's 0 (:func:`measured_span_s`, at least 1 s): with a warm-up the span
-    starts at ``measure_from_s``, not at the first counted arrival, so a quiet gap after the warm-up lowers the
-    rate; :func:`measured_part`'s result, whose clock starts at the warm-up's end, gets the same rates with
-    ``measure_from_s`` 0; a thinned trace (:func:`oserve.workload.transforms.scale_rate` keeps the time axis)
-    is rated from 0, not from its first kept arrival.
-    """
-    part = measured_part(trace, measure_from_s)
-    cls = scheme.classify_many(np.asarray(part.input_tokens), np.asarray(part.output_tokens))
-    counts = np.bincount(cls, minlength=len(scheme))
-    span = max(measured_span_s(trace, measure_from_s), 1.0)
-    return Demand(rates_rps={c: float(counts[i] / span) for i, c in enumerate(scheme.names)})
-
-
 def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
                     scheme: ClassScheme, cfg: SimConfig, *, seed: int = 0,
                     planning_table: ProfileTable | None = None,
@@ -220,7 +204,8 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
-        else the table's) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
+        else the table's; with ``measure_from_s`` > 0, of the counted requests, its switch and memory fields
+        still of the whole run, warm-up included) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
         longest from ``measure_from_s`` on, :func:`oserve.sim.metrics.held_longest`) and the static variant
         (None for mixes and oserve).
 
@@ -243,75 +228,19 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
         if measure_from_s > 0 and not (np.asarray(trace.arrival_s) >= measure_from_s).any():
             # a low scale thinned the measured part away: nothing to count (met, vacuously), nothing to plan for
-            return {**_summary_from(None, cfg.slo or table.slo, measure_from_s), "replicas": {}}, None
+            return {**measured_summary(None, cfg.slo or table.slo, measure_from_s), "replicas": {}}, None
         planner = sim_scored(planner, cfg, scheme, trace)
         plan = planner.plan(cluster, planning, mean_demand(trace, scheme, measure_from_s=measure_from_s), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
-        return {**_summary_from(res, cfg.slo or table.slo, measure_from_s), "replicas": plan.replica_counts()}, None
+        return {**measured_summary(res, cfg.slo or table.slo, measure_from_s), "replicas": plan.replica_counts()}, None
     if policy.kind == "oserve" and policy.planner:
         cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
     run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
-    summary = _summary_from(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
+    summary = measured_summary(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
     return {**summary, "replicas": held_longest(run.result.timeline, from_s=measure_from_s)}, run.variant
-
-
-def measured_part(trace: Trace, measure_from_s: float) -> Trace:
-    """The requests of ``trace`` arriving at or after ``measure_from_s`` seconds, on a clock whose 0 is
-    ``measure_from_s`` (the gap from it to the first counted arrival is kept; ``trace`` itself when
-    ``measure_from_s`` <= 0).
-
-    Raises:
-        TraceError: no request arrives after ``measure_from_s``.
-    """
-    if measure_from_s <= 0:
-        return trace
-    from dataclasses import replace
-
-    from oserve.workload.transforms import select
-
-    part = select(trace, np.asarray(trace.arrival_s) >= measure_from_s, rebase=False)
-    meta = dict(part.meta)
-    if "t0_s" in meta:
-        meta["t0_s"] = float(meta["t0_s"]) + measure_from_s
-    return replace(part, arrival_s=part.arrival_s - measure_from_s, meta=meta)
-
-
-def measured_span_s(trace: Trace, measure_from_s: float) -> float:
-    """Seconds the measured part of ``trace`` spans: from ``measure_from_s`` (seconds of ``trace``'s clock; when it
-    is <= 0, the clock's 0, or the first arrival if that is earlier) to the last arrival (0 for an empty trace or a
-    start past the last arrival)."""
-    if not len(trace):
-        return 0.0
-    start = measure_from_s if measure_from_s > 0 else min(float(trace.arrival_s[0]), 0.0)
-    return max(float(trace.arrival_s[-1]) - start, 0.0)
-
-
-def check_measure_from(trace: Trace, value: float, name: str) -> None:
-    """Refuse a measured part's start (``value``, seconds of ``trace``'s clock) that is not finite, negative, or at
-    or past the last arrival (nothing would be counted: SLO attainment reads 1.0, vacuously, at every scale).
-
-    Raises:
-        ConfigError: field ``name``, allowed ``[0, last arrival)`` seconds.
-    """
-    end = float(trace.arrival_s[-1]) if len(trace) else 0.0
-    if not (math.isfinite(value) and 0 <= value < end):
-        raise ConfigError(f"{name} must be in [0, {end:g}) seconds (before the trace's last arrival), got {value}",
-                          field=name, allowed=f"[0, {end:g}) seconds")
-
-
-def _summary_from(res: Any, slo: Any, measure_from_s: float) -> dict[str, Any]:
-    """:func:`oserve.sim.metrics.summarise` of the requests of ``res`` arriving at or after ``measure_from_s``
-    (``res`` None: of no request)."""
-    from oserve.sim.metrics import summarise
-
-    if measure_from_s <= 0:
-        return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
-    records = res.requests if res is not None else []
-    return summarise([r for r in records if float(r["arrival_s"]) >= measure_from_s],
-                     slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
 
 
 @dataclass

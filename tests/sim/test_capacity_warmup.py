@@ -136,3 +136,41 @@ def test_a_scale_with_no_counted_request_is_vacuously_met_not_a_crash() -> None:
         summary, _ = simulate_policy(parse_capacity_policy(label), early, table, cluster, DEFAULT_SCHEME, CFG,
                                      measure_from_s=100.0)
         assert summary["requests"] == 0 and summary["slo_attainment"] == 1.0
+
+
+def _mix_table() -> object:
+    """``small`` (1 device) serves short requests well, ``big`` (2 devices) the long ones."""
+    first = NAMES[0]
+    caps = {"small": {c: 6.0 if c == first else 0.3 for c in NAMES}, "big": {c: 1.0 if c == first else 3.0 for c in NAMES}}
+    table = synthetic_table(caps, {"small": 1, "big": 2}, memory_per_device_bytes=60 * GIB, class_names=NAMES,
+                            start_time_s=20.0)
+    return table.model_copy(update={"variants": {
+        k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+
+
+def _short_then_long(seed: int = 0) -> Trace:
+    """2 req/s of short requests (<= 600 in, <= 120 out tokens) for 150 s, then 1 req/s of long ones (>= 2500 in,
+    >= 300 out) to 300 s."""
+    rng = np.random.default_rng(seed)
+    a1, a2 = np.arange(0.0, 150.0, 0.5), np.arange(150.0, 300.0, 1.0)
+    inp = np.concatenate([rng.integers(100, 600, a1.size), rng.integers(2500, 3500, a2.size)])
+    out = np.concatenate([rng.integers(10, 120, a1.size), rng.integers(300, 400, a2.size)])
+    return Trace(np.concatenate([a1, a2]), inp, out, name="short-then-long")
+
+
+def test_a_warmup_oserve_summary_keeps_the_switch_and_memory_fields_of_the_whole_run() -> None:
+    # the warm-up's summary is of the counted requests; the switch (targets, transitions) and memory fields come from
+    # the run's records, which a summary of a list of request records alone dropped
+    table, tr = _mix_table(), _short_then_long()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    pol = parse_capacity_policy("oserve:greedy")
+    whole, _ = simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, CFG)
+    warm, _ = simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, CFG, measure_from_s=100.0)
+    for key in ("switches", "switches_reached", "reconfig_s", "transitions", "memory_utilization"):
+        assert key in whole and key in warm, key
+    assert set(warm) == set(whole)
+    assert warm["requests"] == 250 and whole["requests"] == 450
+    # one run (CFG has no sim-scored guard, so the warm-up changes nothing it decides): the same switches
+    assert whole["switches"] >= 1 and warm["switches"] == whole["switches"]
+    assert warm["transitions"] == whole["transitions"] and warm["reconfig_s"] == whole["reconfig_s"]
