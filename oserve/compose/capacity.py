@@ -199,8 +199,10 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
     ``planning_table`` is the table the planners of ``static-mix`` and ``oserve`` see (default ``table``).
     ``measure_from_s``: the requests arriving before it (seconds of the trace's clock) are served but not
-    counted (a warm-up: oserve's monitor, forecaster and plan have that history; ``static-mix`` plans for the
-    mean demand of the counted part only, over ``[measure_from_s, last arrival)``, :func:`mean_demand`).
+    counted (a warm-up: oserve's monitor, forecaster and plan have that history, and its sim-scored guard draws
+    request lengths from the warm-up's requests only, :func:`oserve.compose.simulation.run_policy`'s
+    ``lengths_before_s``; ``static-mix`` keeps its hindsight: it plans for the mean demand of the counted part,
+    over ``[measure_from_s, last arrival)``, :func:`mean_demand`, and its guard sees the whole trace's lengths).
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
@@ -238,7 +240,8 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
         cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
-    run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
+    run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table,
+                     lengths_before_s=measure_from_s if measure_from_s > 0 else None)
     summary = measured_summary(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
     return {**summary, "replicas": held_longest(run.result.timeline, from_s=measure_from_s)}, run.variant
 

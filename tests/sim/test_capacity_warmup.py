@@ -174,3 +174,45 @@ def test_a_warmup_oserve_summary_keeps_the_switch_and_memory_fields_of_the_whole
     # one run (CFG has no sim-scored guard, so the warm-up changes nothing it decides): the same switches
     assert whole["switches"] >= 1 and warm["switches"] == whole["switches"]
     assert warm["transitions"] == whole["transitions"] and warm["reconfig_s"] == whole["reconfig_s"]
+
+
+def test_oserve_guard_draws_request_lengths_from_the_warmup_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the sim-scored guard's per-class lengths came from the whole trace: hindsight of the measured part's (long)
+    # requests; with a warm-up it sees the 200 short requests before 100 s, and the scheme's expected lengths for
+    # the classes absent there. The spy stops each run once the controller is built (the lengths are fixed then).
+    import oserve.compose.simulation as sim
+
+    class Built(Exception):
+        pass
+
+    seen: list[dict] = []
+    real = sim.build_controller
+
+    def spy(*args: object, **kw: object) -> object:
+        seen.append(real(*args, **kw).planner.lengths)
+        raise Built
+
+    monkeypatch.setattr(sim, "build_controller", spy)
+    table, tr = _mix_table(), _short_then_long()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    cfg = CFG.model_copy(update={"sim_scored_plans": True})
+    pol = parse_capacity_policy("oserve:greedy")
+    with pytest.raises(Built):
+        simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, cfg, measure_from_s=100.0)
+    warm = seen[-1]
+    assert set(warm) == {NAMES[0]} and len(warm[NAMES[0]][0]) == 200
+    assert max(warm[NAMES[0]][0]) < 600 and max(warm[NAMES[0]][1]) < 120
+    with pytest.raises(Built):  # no warm-up: the whole trace's lengths, the long ones too
+        simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, cfg)
+    assert sum(len(i) for i, _ in seen[-1].values()) == 450 and set(seen[-1]) != {NAMES[0]}
+
+
+def test_run_policy_refuses_a_bad_lengths_cutoff() -> None:
+    from oserve.compose.simulation import run_policy
+    from oserve.sim.policies import PolicySpec
+
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError) as err:
+            run_policy(PolicySpec("oserve"), _short_then_long(), _mix_table(), ClusterSpec.homogeneous(1, 2, "a100-80gb",
+                       60 * GIB), DEFAULT_SCHEME, CFG, lengths_before_s=bad)
+        assert err.value.field == "lengths_before_s" and "s" in err.value.allowed
