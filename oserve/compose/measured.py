@@ -81,16 +81,19 @@ def check_measure_from(trace: Trace, value: float, name: str) -> None:
 
 def measured_summary(res: Any, slo: Any, measure_from_s: float) -> dict[str, Any]:
     """:func:`oserve.sim.metrics.summarise` of the requests of ``res`` arriving at or after ``measure_from_s``
-    (``res`` None: of no request). The switch fields (``switches*``, ``reconfig*``, ``transitions*``) and the
-    memory fields (``memory_*``) are of the whole run, warm-up included (``res``'s targets, transitions and
-    timeline): a switch decided in the warm-up may still be under way when the counted requests arrive."""
+    (``res`` None: of no request), over the span from ``measure_from_s`` to the trace's last arrival (``span_s``,
+    the average rates' denominator, seconds; the peaks' windows start at ``measure_from_s``). The switch fields
+    (``switches*``, ``reconfig*``, ``transitions*``) and the memory fields (``memory_*``) are of the whole run,
+    warm-up included (``res``'s targets, transitions and timeline): a switch decided in the warm-up may still be
+    under way when the counted requests arrive."""
     from oserve.sim.metrics import summarise
 
     if measure_from_s <= 0:
         return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
     records = res.requests if res is not None else []
     whole_run: dict[str, Any] = {} if res is None else {
-        "timeline": res.timeline, "total_memory_bytes": res.total_memory_bytes, "transitions": res.transitions,
+        "span_s": max(float(res.duration_s) - measure_from_s, 0.0), "timeline": res.timeline,
+        "total_memory_bytes": res.total_memory_bytes, "transitions": res.transitions,
         "targets": getattr(res, "targets", None)}
     return summarise([r for r in records if float(r["arrival_s"]) >= measure_from_s],
-                     slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s, **whole_run)
+                     slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s, start_s=measure_from_s, **whole_run)

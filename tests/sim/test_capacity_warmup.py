@@ -95,6 +95,20 @@ def test_the_measured_span_starts_at_the_warmup_not_at_the_first_measured_arriva
     assert row["capacity_rps"] == pytest.approx(row["capacity_scale"] * 100 / 149)
 
 
+def test_a_warmup_summary_rates_its_requests_over_the_span_from_the_warmup() -> None:
+    # the counted requests' throughput and goodput are over [100, 249) s, as the study's mean rate, not from the first
+    # counted arrival (150 s)
+    rng = np.random.default_rng(1)
+    arr = np.concatenate([np.arange(0.0, 100.0, 2.0), np.arange(150.0, 250.0, 1.0)])
+    tr = Trace(arr, rng.integers(100, 600, arr.size), rng.integers(10, 120, arr.size), name="gap-after-warmup")
+    summary, _ = simulate_policy(parse_capacity_policy("static:small"), tr, _table(),
+                                 ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB), DEFAULT_SCHEME, CFG,
+                                 measure_from_s=100.0)
+    assert summary["requests"] == 100 and summary["span_s"] == 149.0
+    # every counted request but the few still running at the last arrival completes within the span
+    assert 95 / 149 <= summary["throughput_avg_rps"] <= 100 / 149
+
+
 @pytest.mark.parametrize("policy", ["oserve:greedy", "oserve"])
 def test_a_first_plan_window_past_the_warmup_is_refused(policy: str) -> None:
     # the warm-up exists so oserve's first plan is made without seeing the measured part; a first window of
