@@ -35,17 +35,18 @@ from typing import Any
 import numpy as np
 
 from oserve.compose.capacity_report import finite_json, format_capacity_table
+from oserve.compose.measured import check_measure_from, mean_demand, measured_part, measured_span_s, measured_summary
 from oserve.compose.paired_probe import paired_probes as _paired_probes
 from oserve.compose.simulation import check_initial_window
 from oserve.errors import ConfigError
 from oserve.profiles.table import ProfileTable
 from oserve.sim.config import SimConfig
-from oserve.types import ClassScheme, ClusterSpec, Demand
+from oserve.types import ClassScheme, ClusterSpec
 from oserve.workload.trace import Trace
 
 __all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
            "bisect_scale", "mean_demand", "simulate_policy", "find_capacity", "default_policies", "capacity_study",
-           "format_capacity_table", "finite_json", "measured_part", "check_measure_from"]
+           "format_capacity_table", "finite_json", "measured_part", "measured_span_s", "check_measure_from"]
 
 #: Default SLO attainment target of the capacity search (the issue's and DistServe's 90%).
 DEFAULT_TARGET = 0.9
@@ -200,14 +201,6 @@ def parse_capacity_policy(text: str) -> CapacityPolicy:
     raise ConfigError(f"unknown capacity policy {text!r}", field="policy", allowed=_FORMS)
 
 
-def mean_demand(trace: Trace, scheme: ClassScheme) -> Demand:
-    """Mean per-class arrival rate over the whole trace, req/s (the hindsight demand of ``static-mix``)."""
-    cls = scheme.classify_many(np.asarray(trace.input_tokens), np.asarray(trace.output_tokens))
-    counts = np.bincount(cls, minlength=len(scheme))
-    span = max(trace.duration_s, 1.0)
-    return Demand(rates_rps={c: float(counts[i] / span) for i, c in enumerate(scheme.names)})
-
-
 def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
                     scheme: ClassScheme, cfg: SimConfig, *, seed: int = 0,
                     planning_table: ProfileTable | None = None,
@@ -216,12 +209,15 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
     ``planning_table`` is the table the planners of ``static-mix`` and ``oserve`` see (default ``table``).
     ``measure_from_s``: the requests arriving before it (seconds of the trace's clock) are served but not
-    counted (a warm-up: oserve's monitor, forecaster and plan have that history; ``static-mix`` plans for the
-    mean demand of the counted part only).
+    counted (a warm-up: oserve's monitor, forecaster and plan have that history, and its sim-scored guard draws
+    request lengths from the warm-up's requests only, :func:`oserve.compose.simulation.run_policy`'s
+    ``lengths_before_s``; ``static-mix`` keeps its hindsight: it plans for the mean demand of the counted part,
+    over ``[measure_from_s, last arrival)``, :func:`mean_demand`, and its guard sees the whole trace's lengths).
 
     Returns:
         ``(summary, variant)``: :func:`oserve.sim.metrics.summarise` of the run (SLO: the config's,
-        else the table's) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
+        else the table's; with ``measure_from_s`` > 0, of the counted requests, its switch and memory fields
+        still of the whole run, warm-up included) with ``"replicas"`` (``{variant: count}``: static-mix's plan, else the ready set held
         longest from ``measure_from_s`` on, :func:`oserve.sim.metrics.held_longest`) and the static variant
         (None for mixes and oserve).
 
@@ -244,57 +240,20 @@ def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, c
 
         if measure_from_s > 0 and not (np.asarray(trace.arrival_s) >= measure_from_s).any():
             # a low scale thinned the measured part away: nothing to count (met, vacuously), nothing to plan for
-            return {**_summary_from(None, cfg.slo or table.slo, measure_from_s), "replicas": {}}, None
+            return {**measured_summary(None, cfg.slo or table.slo, measure_from_s), "replicas": {}}, None
         planner = sim_scored(planner, cfg, scheme, trace)
-        plan = planner.plan(cluster, planning, mean_demand(measured_part(trace, measure_from_s), scheme), None)
+        plan = planner.plan(cluster, planning, mean_demand(trace, scheme, measure_from_s=measure_from_s), None)
         res = Simulation(trace, table, cluster, plan, routing="plan", scheme=scheme, options=sim_options(cfg),
                          policy=policy.label).run()
-        return {**_summary_from(res, cfg.slo or table.slo, measure_from_s), "replicas": plan.replica_counts()}, None
+        return {**measured_summary(res, cfg.slo or table.slo, measure_from_s), "replicas": plan.replica_counts()}, None
     if policy.kind == "oserve" and policy.planner:
         cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"kind": policy.planner,
                                                                                 "params": {}})})
     spec = PolicySpec("static", policy.variant) if policy.kind == "static" else PolicySpec(policy.kind)
-    run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table)
-    summary = _summary_from(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
+    run = run_policy(spec, trace, table, cluster, scheme, cfg, seed=seed, planning_table=planning_table,
+                     lengths_before_s=measure_from_s if measure_from_s > 0 else None)
+    summary = measured_summary(run.result, cfg.slo or table.slo, measure_from_s) if measure_from_s > 0 else run.summary
     return {**summary, "replicas": held_longest(run.result.timeline, from_s=measure_from_s)}, run.variant
-
-
-def measured_part(trace: Trace, measure_from_s: float) -> Trace:
-    """The requests of ``trace`` arriving at or after ``measure_from_s`` seconds, rebased to 0 (``trace`` at 0).
-
-    Raises:
-        TraceError: no request arrives after ``measure_from_s``.
-    """
-    if measure_from_s <= 0:
-        return trace
-    from oserve.workload.transforms import select
-
-    return select(trace, np.asarray(trace.arrival_s) >= measure_from_s)
-
-
-def check_measure_from(trace: Trace, value: float, name: str) -> None:
-    """Refuse a measured part's start (``value``, seconds of ``trace``'s clock) that is not finite, negative, or at
-    or past the last arrival (nothing would be counted: SLO attainment reads 1.0, vacuously, at every scale).
-
-    Raises:
-        ConfigError: field ``name``, allowed ``[0, last arrival)`` seconds.
-    """
-    end = float(trace.arrival_s[-1]) if len(trace) else 0.0
-    if not (math.isfinite(value) and 0 <= value < end):
-        raise ConfigError(f"{name} must be in [0, {end:g}) seconds (before the trace's last arrival), got {value}",
-                          field=name, allowed=f"[0, {end:g}) seconds")
-
-
-def _summary_from(res: Any, slo: Any, measure_from_s: float) -> dict[str, Any]:
-    """:func:`oserve.sim.metrics.summarise` of the requests of ``res`` arriving at or after ``measure_from_s``
-    (``res`` None: of no request)."""
-    from oserve.sim.metrics import summarise
-
-    if measure_from_s <= 0:
-        return summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
-    records = res.requests if res is not None else []
-    return summarise([r for r in records if float(r["arrival_s"]) >= measure_from_s],
-                     slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)
 
 
 @dataclass
@@ -435,11 +394,14 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         warmup_s: the requests arriving in the trace's first ``warmup_s`` seconds are served by every policy but
             not counted (:func:`simulate_policy`'s ``measure_from_s``): oserve starts the measured part with that
             history instead of a plan made with hindsight of it, while ``static-mix`` keeps its hindsight of the
-            measured part; the oracle, rates and request counts are of the measured part. In [0, trace span).
+            measured part; the oracle, rates and request counts are of the measured part, whose span (``duration_s``,
+            the rates' denominator) runs from ``warmup_s`` to the last arrival (:func:`measured_span_s`). In
+            [0, trace span).
 
     Returns:
         ``{"requests", "duration_s", "mean_rate_rps", "target", "common_scale", "rows": [...],
-        "oracle": {...}, "summary": {...}, "wall_s"}``; each row: ``policy``, ``variant``,
+        "oracle": {...}, "summary": {...}, "wall_s"}`` (``duration_s``: the measured span, seconds;
+        ``mean_rate_rps``: the measured requests over it, req/s); each row: ``policy``, ``variant``,
         ``capacity_scale``, ``capacity_rps``, ``vs_plain``, ``vs_best_static``, ``oracle_fraction``,
         ``probes``, ``capped``, ``floored``, ``wall_s``, ``at_common_load``, ``replicas`` (``{variant: count}`` of the
         probe at the capacity scale, see :func:`simulate_policy`; None for the oracle or no such probe).
@@ -526,7 +488,8 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
     best = statics[best_label].capacity_scale if best_label else None
     singles = {k: r for k, r in statics.items() if k.startswith("static:")}
     best_single = max(singles, key=lambda k: singles[k].capacity_scale) if singles else None
-    rate = len(measured) / max(measured.duration_s, 1e-9)
+    span = measured_span_s(trace, warmup_s)
+    rate = len(measured) / max(span, 1e-9)
     rows = []
     for label, r in results.items():
         p = r.probe_at(common)
@@ -562,7 +525,7 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         "best_static_oracle_fraction": _ratio(best, bound.scale),
     }
     study = {
-        "requests": len(measured), "duration_s": measured.duration_s, "mean_rate_rps": rate, "target": target,
+        "requests": len(measured), "duration_s": span, "mean_rate_rps": rate, "target": target,
         "warmup_s": warmup_s,
         "slo": slo.model_dump(), "seed": seed, "rel_tol": rel_tol, "common_scale": common, "rows": rows,
         "oracle": {"source": bound.source, "scale": bound.scale, "window_s": bound.window_s,

@@ -161,6 +161,18 @@ def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, 
                       scale_down_window_s=h.scale_down_window_s if h.enabled else 0.0)
 
 
+def _arrived_before(trace: Trace, until_s: float | None) -> Trace | None:
+    """The requests of ``trace`` arriving before ``until_s`` seconds (``trace`` when None; None when none does)."""
+    if until_s is None:
+        return trace
+    mask = np.asarray(trace.arrival_s) < until_s
+    if not mask.any():
+        return None
+    from oserve.workload.transforms import select
+
+    return select(trace, mask, rebase=False)
+
+
 def _static_run(label: str, variant: str, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
                 scheme: ClassScheme, cfg: SimConfig, seed: int, progress: bool) -> PolicyRun:
     plan = static_plan(cluster, table, variant)
@@ -191,7 +203,7 @@ def _static_capacity(table: ProfileTable, cluster: ClusterSpec, variant: str, mi
 
 def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme: ClassScheme,
                cfg: SimConfig, *, seed: int = 0, progress: bool = False, best_static_top: int = 0,
-               planning_table: ProfileTable | None = None) -> PolicyRun:
+               planning_table: ProfileTable | None = None, lengths_before_s: float | None = None) -> PolicyRun:
     """Simulate one policy on ``trace``.
 
     Args:
@@ -203,10 +215,18 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
             table-predicted static capacity for the trace's class mix (0: every variant).
         planning_table: the table oserve's planner sees (e.g. :func:`oserve.compose.calibrate.calibrated_table`;
             default ``table``); the simulated replicas always run ``table``'s iteration models.
+        lengths_before_s: oserve's sim-scored guard (``cfg.sim_scored_plans``, :func:`sim_scored`) draws its
+            per-class request lengths only from the requests arriving before this second of ``trace``'s clock (a
+            capacity study's warm-up: no hindsight of the measured part's lengths; a class absent there gets the
+            scheme's expected lengths). None: from the whole trace.
 
     Raises:
-        ConfigError: unknown variant, no variant fits, or a policy the table cannot support.
+        ConfigError: unknown variant, no variant fits, a policy the table cannot support, or
+            ``lengths_before_s`` not a finite number of seconds >= 0.
     """
+    if lengths_before_s is not None and not (math.isfinite(lengths_before_s) and lengths_before_s >= 0):
+        raise ConfigError(f"lengths_before_s must be a finite number of seconds >= 0, got {lengths_before_s}",
+                          field="lengths_before_s", allowed="[0, inf) s or None")
     slo = cfg.slo or table.slo
     if spec.kind == "static":
         return _static_run(spec.label, spec.variant or "", trace, table, cluster, scheme, cfg, seed, progress)
@@ -242,7 +262,7 @@ def run_policy(spec: PolicySpec, trace: Trace, table: ProfileTable, cluster: Clu
         from oserve.sim.capacity_check import derate_table
 
         planning_table = derate_table(planning_table or table, cfg.planner_capacity_factor)
-        ctrl = build_controller(cfg, cluster, planning_table, scheme, trace)
+        ctrl = build_controller(cfg, cluster, planning_table, scheme, _arrived_before(trace, lengths_before_s))
         plan: Plan | None = cfg.initial_plan()
         if plan is None:
             demand = initial_demand(trace, scheme, cfg.initial_window_s)

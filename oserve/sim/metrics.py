@@ -88,7 +88,8 @@ def _latencies(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, bin_s: float = 60.0,
-              span_s: float | None = None, timeline: Sequence[Mapping[str, Any]] | None = None,
+              span_s: float | None = None, start_s: float | None = None,
+              timeline: Sequence[Mapping[str, Any]] | None = None,
               total_memory_bytes: int | None = None,
               transitions: Sequence[Mapping[str, Any]] | None = None,
               targets: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -98,7 +99,9 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
         result_or_records: a :class:`~oserve.sim.engine.SimResult` or a sequence of record dicts.
         slo_ttft_s / slo_tpot_s: SLO targets, seconds.
         bin_s: width of the fixed windows of the peak throughput and goodput, seconds.
-        span_s: the trace span, seconds (default: last arrival).
+        span_s: the trace span, seconds (default: last arrival minus the span's start).
+        start_s: the span's start, seconds (default: the first arrival); the average rates count the requests
+            completed by ``start_s + span_s`` and the peaks' windows start at it (a capacity study's warm-up end).
         timeline / total_memory_bytes / transitions / targets: taken from the result when one is given
             (``targets``: :class:`~oserve.control.targets.TargetRecord` dicts).
 
@@ -117,7 +120,7 @@ def summarise(result_or_records: Any, *, slo_ttft_s: float, slo_tpot_s: float, b
         records = result_or_records
     c = records_to_arrays(records)
     n = c["arrival_s"].size
-    t0 = float(np.nanmin(c["arrival_s"])) if n else 0.0
+    t0 = float(start_s) if start_s is not None else (float(np.nanmin(c["arrival_s"])) if n else 0.0)
     span = float(span_s) if span_s is not None else (float(np.nanmax(c["arrival_s"])) - t0 if n else 0.0)
     span = max(span, 1e-9)
     ttft, tpot, e2e, norm = _latencies(c)

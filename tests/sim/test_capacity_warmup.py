@@ -8,7 +8,9 @@ import pytest
 from oserve.compose.capacity import (
     capacity_study,
     find_capacity,
+    mean_demand,
     measured_part,
+    measured_span_s,
     parse_capacity_policy,
     simulate_policy,
 )
@@ -42,7 +44,8 @@ def _burst_then_light(seed: int = 0) -> Trace:
 def test_measured_part_keeps_the_requests_from_the_warmup_on() -> None:
     tr = _burst_then_light()
     part = measured_part(tr, 100.0)
-    assert len(part) == 120 and part.arrival_s[0] == 0.0
+    # on the measured part's clock, 0 is the warm-up's end: the 20-s gap to its first arrival is kept
+    assert len(part) == 120 and part.arrival_s[0] == 20.0
     assert measured_part(tr, 0.0) is tr
 
 
@@ -66,10 +69,44 @@ def test_study_with_warmup_reports_the_measured_part_and_refuses_a_warmup_past_t
     study = capacity_study(tr, table, cluster, DEFAULT_SCHEME, CFG, policies=["static:small", "static:big"],
                            rel_tol=0.2, oracle_capacities="table", warmup_s=100.0)
     assert study["requests"] == 120 and study["warmup_s"] == 100.0
-    assert study["mean_rate_rps"] == pytest.approx(120 / 119.0)
+    assert study["mean_rate_rps"] == pytest.approx(120 / 139.0)  # [100, 239) s, not [120, 239)
     rows = {r["policy"]: r for r in study["rows"]}
     # without the burst counted, the light part carries far more than its 1 req/s
     assert rows["static:small"]["capacity_scale"] > 2.0
+
+
+def test_the_measured_span_starts_at_the_warmup_not_at_the_first_measured_arrival() -> None:
+    # warm-up [0, 100) s; the first counted request arrives at 150 s, the last at 249 s: the measured part spans
+    # [100, 249) s, so its mean rate is 100 / 149 req/s, not 100 / 99 (its first-to-last-arrival span)
+    rng = np.random.default_rng(1)
+    arr = np.concatenate([np.arange(0.0, 100.0, 2.0), np.arange(150.0, 250.0, 1.0)])
+    tr = Trace(arr, rng.integers(100, 600, arr.size), rng.integers(10, 120, arr.size), name="gap-after-warmup")
+    assert measured_span_s(tr, 100.0) == 149.0 and measured_span_s(tr, 0.0) == 249.0
+    assert sum(mean_demand(tr, DEFAULT_SCHEME, measure_from_s=100.0).rates_rps.values()) == pytest.approx(100 / 149)
+    assert sum(mean_demand(tr, DEFAULT_SCHEME).rates_rps.values()) == pytest.approx(150 / 249)
+    # the window oracle rates static-mix's candidate from the measured part itself (its clock starts at the warm-up's
+    # end): the same demand as static-mix's own plan
+    assert mean_demand(measured_part(tr, 100.0), DEFAULT_SCHEME) == mean_demand(tr, DEFAULT_SCHEME, measure_from_s=100.0)
+    study = capacity_study(tr, _table(), ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB), DEFAULT_SCHEME, CFG,
+                           policies=["static:small"], rel_tol=0.5, oracle_capacities="table", warmup_s=100.0)
+    assert study["requests"] == 100 and study["duration_s"] == 149.0
+    assert study["mean_rate_rps"] == pytest.approx(100 / 149)
+    row = next(r for r in study["rows"] if r["policy"] == "static:small")
+    assert row["capacity_rps"] == pytest.approx(row["capacity_scale"] * 100 / 149)
+
+
+def test_a_warmup_summary_rates_its_requests_over_the_span_from_the_warmup() -> None:
+    # the counted requests' throughput and goodput are over [100, 249) s, as the study's mean rate, not from the first
+    # counted arrival (150 s)
+    rng = np.random.default_rng(1)
+    arr = np.concatenate([np.arange(0.0, 100.0, 2.0), np.arange(150.0, 250.0, 1.0)])
+    tr = Trace(arr, rng.integers(100, 600, arr.size), rng.integers(10, 120, arr.size), name="gap-after-warmup")
+    summary, _ = simulate_policy(parse_capacity_policy("static:small"), tr, _table(),
+                                 ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB), DEFAULT_SCHEME, CFG,
+                                 measure_from_s=100.0)
+    assert summary["requests"] == 100 and summary["span_s"] == 149.0
+    # every counted request but the few still running at the last arrival completes within the span
+    assert 95 / 149 <= summary["throughput_avg_rps"] <= 100 / 149
 
 
 @pytest.mark.parametrize("policy", ["oserve:greedy", "oserve"])
@@ -113,3 +150,83 @@ def test_a_scale_with_no_counted_request_is_vacuously_met_not_a_crash() -> None:
         summary, _ = simulate_policy(parse_capacity_policy(label), early, table, cluster, DEFAULT_SCHEME, CFG,
                                      measure_from_s=100.0)
         assert summary["requests"] == 0 and summary["slo_attainment"] == 1.0
+
+
+def _mix_table() -> object:
+    """``small`` (1 device) serves short requests well, ``big`` (2 devices) the long ones."""
+    first = NAMES[0]
+    caps = {"small": {c: 6.0 if c == first else 0.3 for c in NAMES}, "big": {c: 1.0 if c == first else 3.0 for c in NAMES}}
+    table = synthetic_table(caps, {"small": 1, "big": 2}, memory_per_device_bytes=60 * GIB, class_names=NAMES,
+                            start_time_s=20.0)
+    return table.model_copy(update={"variants": {
+        k: v.model_copy(update={"precision": "fp16", "kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+
+
+def _short_then_long(seed: int = 0) -> Trace:
+    """2 req/s of short requests (<= 600 in, <= 120 out tokens) for 150 s, then 1 req/s of long ones (>= 2500 in,
+    >= 300 out) to 300 s."""
+    rng = np.random.default_rng(seed)
+    a1, a2 = np.arange(0.0, 150.0, 0.5), np.arange(150.0, 300.0, 1.0)
+    inp = np.concatenate([rng.integers(100, 600, a1.size), rng.integers(2500, 3500, a2.size)])
+    out = np.concatenate([rng.integers(10, 120, a1.size), rng.integers(300, 400, a2.size)])
+    return Trace(np.concatenate([a1, a2]), inp, out, name="short-then-long")
+
+
+def test_a_warmup_oserve_summary_keeps_the_switch_and_memory_fields_of_the_whole_run() -> None:
+    # the warm-up's summary is of the counted requests; the switch (targets, transitions) and memory fields come from
+    # the run's records, which a summary of a list of request records alone dropped
+    table, tr = _mix_table(), _short_then_long()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    pol = parse_capacity_policy("oserve:greedy")
+    whole, _ = simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, CFG)
+    warm, _ = simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, CFG, measure_from_s=100.0)
+    for key in ("switches", "switches_reached", "reconfig_s", "transitions", "memory_utilization"):
+        assert key in whole and key in warm, key
+    assert set(warm) == set(whole)
+    assert warm["requests"] == 250 and whole["requests"] == 450
+    # one run (CFG has no sim-scored guard, so the warm-up changes nothing it decides): the same switches
+    assert whole["switches"] >= 1 and warm["switches"] == whole["switches"]
+    assert warm["transitions"] == whole["transitions"] and warm["reconfig_s"] == whole["reconfig_s"]
+
+
+def test_oserve_guard_draws_request_lengths_from_the_warmup_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the sim-scored guard's per-class lengths came from the whole trace: hindsight of the measured part's (long)
+    # requests; with a warm-up it sees the 200 short requests before 100 s, and the scheme's expected lengths for
+    # the classes absent there. The spy stops each run once the controller is built (the lengths are fixed then).
+    import oserve.compose.simulation as sim
+
+    class Built(Exception):
+        pass
+
+    seen: list[dict] = []
+    real = sim.build_controller
+
+    def spy(*args: object, **kw: object) -> object:
+        seen.append(real(*args, **kw).planner.lengths)
+        raise Built
+
+    monkeypatch.setattr(sim, "build_controller", spy)
+    table, tr = _mix_table(), _short_then_long()
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    cfg = CFG.model_copy(update={"sim_scored_plans": True})
+    pol = parse_capacity_policy("oserve:greedy")
+    with pytest.raises(Built):
+        simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, cfg, measure_from_s=100.0)
+    warm = seen[-1]
+    assert set(warm) == {NAMES[0]} and len(warm[NAMES[0]][0]) == 200
+    assert max(warm[NAMES[0]][0]) < 600 and max(warm[NAMES[0]][1]) < 120
+    with pytest.raises(Built):  # no warm-up: the whole trace's lengths, the long ones too
+        simulate_policy(pol, tr, table, cluster, DEFAULT_SCHEME, cfg)
+    assert sum(len(i) for i, _ in seen[-1].values()) == 450 and set(seen[-1]) != {NAMES[0]}
+
+
+def test_run_policy_refuses_a_bad_lengths_cutoff() -> None:
+    from oserve.compose.simulation import run_policy
+    from oserve.sim.policies import PolicySpec
+
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError) as err:
+            run_policy(PolicySpec("oserve"), _short_then_long(), _mix_table(), ClusterSpec.homogeneous(1, 2, "a100-80gb",
+                       60 * GIB), DEFAULT_SCHEME, CFG, lengths_before_s=bad)
+        assert err.value.field == "lengths_before_s" and "s" in err.value.allowed
