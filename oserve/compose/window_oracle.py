@@ -133,7 +133,8 @@ def _met(plan: Plan, routing: str, trace: Trace, table: ProfileTable, cluster: C
 
 def window_oracle_attainment(trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme: ClassScheme,
                              cfg: SimConfig, planner: Any, planning_table: ProfileTable, *, window_s: float,
-                             static_variants: list[str], lead_in_s: float | None = None) -> tuple[float, list[str]]:
+                             static_variants: list[str], lead_in_s: float | None = None,
+                             measure_from_s: float = 0.0) -> tuple[float, list[str]]:
     """The per-window oracle's SLO attainment (0-1) on ``trace`` (already scaled), and each window's winner.
 
     Args:
@@ -145,24 +146,31 @@ def window_oracle_attainment(trace: Trace, table: ProfileTable, cluster: Cluster
         lead_in_s: each candidate first serves the requests of the ``lead_in_s`` seconds before the window (not
             counted), so it enters the window with the backlog it would have built itself (default ``window_s``;
             0: every window from an idle cluster, which rates even one fixed plan above its own capacity).
+        measure_from_s: only the requests arriving from then on (seconds of ``trace``'s clock) are counted and
+            windowed; earlier ones (a capacity study's warm-up) serve only as the first windows' lead-in.
 
     Raises:
         ConfigError: ``window_s`` <= 0, ``lead_in_s`` < 0, or an unknown variant.
     """
-    from oserve.compose.capacity import mean_demand
+    from oserve.compose.capacity import mean_demand, measured_part
     from oserve.sim.policies import static_plan
     from oserve.workload.transforms import select
 
     routing_static = "round-robin" if cfg.routing.static == "round-robin" else "plan"
-    fixed: list[tuple[str, Plan, str]] = [("static-mix", planner.plan(cluster, planning_table,
-                                                                      mean_demand(trace, scheme), None), "plan")]
+    hindsight = mean_demand(trace, scheme, measure_from_s=measure_from_s)
+    fixed: list[tuple[str, Plan, str]] = [("static-mix", planner.plan(cluster, planning_table, hindsight, None), "plan")]
     fixed += [(f"static:{v}", static_plan(cluster, table, v), routing_static) for v in static_variants]
     lead = _check_lead_in(window_s if lead_in_s is None else lead_in_s)
     arr = np.asarray(trace.arrival_s)
+    counted = np.flatnonzero(arr >= measure_from_s)
+    if not counted.size:
+        return 1.0, []  # nothing to count: met, vacuously (as the policies' runs)
+    measured = trace if measure_from_s <= 0 else measured_part(trace, measure_from_s)
     met_total, picks = 0, []
-    for rows, demand in window_demands(trace, scheme, window_s):
+    for rows, demand in window_demands(measured, scheme, window_s):
+        rows = counted[rows]  # rows of ``trace``
         first = float(arr[rows[0]])
-        start = first - first % window_s  # the window's start, seconds
+        start = measure_from_s + (first - measure_from_s) // window_s * window_s  # the window's start, seconds
         with_lead = np.flatnonzero((arr >= start - lead) & (arr < start)) if lead > 0 else rows[:0]
         part = select(trace, np.concatenate([with_lead, rows]))
         count_from = first - float(arr[with_lead[0]]) if with_lead.size else 0.0  # the window's first, rebased
@@ -172,7 +180,7 @@ def window_oracle_attainment(trace: Trace, table: ProfileTable, cluster: Cluster
         best = max(met, key=lambda k: met[k])  # ties: the window's own plan first, then static-mix
         met_total += met[best]
         picks.append(best)
-    return (met_total / len(trace) if len(trace) else 1.0), picks
+    return met_total / counted.size, picks
 
 
 def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSpec, scheme: ClassScheme,
@@ -194,7 +202,7 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
         ConfigError: a bad search parameter (:func:`oserve.compose.capacity.bisect_scale`), ``window_s`` <= 0,
             ``lead_in_s`` < 0, an unknown variant or planner.
     """
-    from oserve.compose.capacity import bisect_scale, default_scaler, measured_part
+    from oserve.compose.capacity import bisect_scale, default_scaler
     from oserve.compose.simulation import sim_scored
     from oserve.policies import make_planner
     from oserve.sim.capacity_check import derate_table
@@ -211,9 +219,8 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
         if measure_from_s > 0 and not (np.asarray(scaled.arrival_s) >= measure_from_s).any():
             picks[f"{s:.6g}"] = []  # thinned away: nothing counted, met vacuously (as the other policies' runs)
             return 1.0
-        part = measured_part(scaled, measure_from_s)
-        a, p = window_oracle_attainment(part, table, cluster, scheme, cfg, planner, planning, window_s=window_s,
-                                        static_variants=static_variants, lead_in_s=lead)
+        a, p = window_oracle_attainment(scaled, table, cluster, scheme, cfg, planner, planning, window_s=window_s,
+                                        static_variants=static_variants, lead_in_s=lead, measure_from_s=measure_from_s)
         picks[f"{s:.6g}"] = p
         return a
 

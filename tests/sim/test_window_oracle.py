@@ -98,8 +98,10 @@ def test_a_window_served_after_its_lead_in_rates_one_fixed_plan_at_its_own_attai
     # leaves a backlog that delays window 1's requests. Served from an idle cluster, window 1 looked all met,
     # so even one fixed plan out-scored itself (on the Azure conv trace, Llama-2-70B at 6.75x: 16 x int8 TP2
     # 0.830 served whole vs 0.904 window by window from idle, above the 0.9 target).
+    from oserve.compose.simulation import sim_options
     from oserve.compose.window_oracle import _met, window_oracle_attainment
     from oserve.policies.static import StaticPlanner
+    from oserve.sim.engine import Simulation
     from oserve.sim.policies import static_plan
 
     table = synthetic_table({"small": {c: 2.0 for c in NAMES}}, {"small": 1}, memory_per_device_bytes=60 * GIB,
@@ -121,6 +123,16 @@ def test_a_window_served_after_its_lead_in_rates_one_fixed_plan_at_its_own_attai
 
     assert windowed(0.0) > whole + 0.04  # measured 0.629 vs 0.567: the idle start's bias, which the lead-in removes
     assert windowed(60.0) == pytest.approx(whole, abs=0.02)
+    # with a warm-up (window 0), only window 1 counts, and the warm-up is its lead-in: exactly the whole run's
+    # attainment of the requests from 60 s on
+    from oserve.compose.capacity import measured_summary
+
+    res_whole = Simulation(trace, table, cluster, plan, routing="plan", scheme=DEFAULT_SCHEME,
+                           options=sim_options(cfg)).run()
+    after = measured_summary(res_whole, cfg.slo or table.slo, 60.0)["slo_attainment"]
+    a, picks = window_oracle_attainment(trace, table, cluster, DEFAULT_SCHEME, cfg, StaticPlanner("small"), table,
+                                        window_s=60.0, static_variants=["small"], measure_from_s=60.0)
+    assert len(picks) == 1 and a == pytest.approx(after, abs=1e-9) and after < 0.9
     with pytest.raises(ConfigError) as e:
         windowed(-1.0)
     assert e.value.field == "lead_in_s"
