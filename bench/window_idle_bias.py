@@ -6,7 +6,8 @@ ways and writes the SLO attainment of each to ``--out``:
 
 * ``whole``: the plan serves the whole (scaled, clipped) trace, as a capacity search does;
 * ``windows_from_idle``: each ``--window`` window's requests from an idle cluster (the first window oracle);
-* ``windows_with_lead_in``: each window after a lead-in of the window before it, uncounted
+* ``windows_after_one_window``: each window after a lead-in of the window before it, uncounted;
+* ``windows_after_the_whole_trace_before``: each window after the whole trace before it, uncounted
   (:func:`oserve.compose.window_oracle.window_oracle_attainment`'s default).
 
 A fixed plan cannot beat itself: the way of serving windows whose attainment is closer to ``whole`` is the sound one.
@@ -76,11 +77,13 @@ def main() -> int:
     for label, plan in plans.items():
         whole = _met(plan, "plan", scaled, table, cluster, scheme, cfg, label)
         fixed = _FixedPlan(plan)  # every candidate of every window is this plan
-        idle, lead = (window_oracle_attainment(scaled, table, cluster, scheme, cfg, fixed, table, window_s=args.window,
-                                               static_variants=[], lead_in_s=lead_in)[0] for lead_in in (0.0, args.window))
+        idle, one, history = (window_oracle_attainment(scaled, table, cluster, scheme, cfg, fixed, table,
+                                                       window_s=args.window, static_variants=[], lead_in_s=lead_in)[0]
+                              for lead_in in (0.0, args.window, math.inf))
         n = len(scaled)
         rows.append({"plan": label, "replicas": plan.replica_counts(), "whole": whole / n,
-                     "windows_from_idle": idle, "windows_with_lead_in": lead})
+                     "windows_from_idle": idle, "windows_after_one_window": one,
+                     "windows_after_the_whole_trace_before": history})
         print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "window_idle_bias", "study": args.study, "scale": args.scale, "window_s": args.window,
               "requests": len(scaled), "rows": rows, "wall_s": time.perf_counter() - t0,

@@ -31,15 +31,15 @@ def main() -> int:
                     help="final bracket of the oracle's bisection, relative (> 0; default the study's rel_tol)")
     ap.add_argument("--lead-in", type=float, default=None,
                     help="seconds of requests each candidate serves, uncounted, before each window (>= 0; default "
-                         "one window; 0 = every window from an idle cluster)")
+                         "inf: the whole trace before it; 0 = every window from an idle cluster)")
     args = ap.parse_args()
     if not (math.isfinite(args.window) and args.window > 0):
         ap.error(f"--window must be a finite number of seconds > 0, got {args.window:g}")
-    lead_in = args.window if args.lead_in is None else args.lead_in
+    lead_in = math.inf if args.lead_in is None else args.lead_in
     if args.rel_tol is not None and not (math.isfinite(args.rel_tol) and args.rel_tol > 0):
         ap.error(f"--rel-tol must be a finite number > 0, got {args.rel_tol:g}")
-    if not (math.isfinite(lead_in) and lead_in >= 0):
-        ap.error(f"--lead-in must be a finite number of seconds >= 0, got {lead_in:g}")
+    if math.isnan(lead_in) or lead_in < 0:
+        ap.error(f"--lead-in must be a number of seconds >= 0 (inf: the whole trace before each window), got {lead_in:g}")
     path = Path(args.results)
     if not path.exists():
         ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
@@ -80,7 +80,8 @@ def main() -> int:
         out["definitions"]["window-oracle"] = (
             f"per {args.window:g}-s window, the best of: the planner's plan for the window's true mean demand, "
             "static-mix's plan, each single-variant static deployment with capacity; each candidate serves the "
-            f"{lead_in:g} s before the window (uncounted, its own backlog) and the window's requests from an idle cluster "
+            f"{'whole trace' if math.isinf(lead_in) else f'{lead_in:g} s'} before the window (uncounted: its own "
+            "backlog; from an idle cluster) "
             "(perfect knowledge, no switching cost); oserve/compose/window_oracle.py. The oracle is never below it")
         path.write_text(json.dumps(finite_json(out), indent=1))
     print(json.dumps(out["summary"], indent=1))

@@ -50,7 +50,7 @@ def test_bad_arguments_are_usage_errors_without_a_traceback(tmp_path, args, expe
     (["--window", "inf"], "--window must be a finite number of seconds > 0, got inf"),
     (["--window", "nan"], "--window must be a finite number of seconds > 0, got nan"),
     (["--results", "/nonexistent/cap.json"], "--results /nonexistent/cap.json does not exist"),
-    (["--lead-in", "-1"], "--lead-in must be a finite number of seconds >= 0, got -1"),
+    (["--lead-in", "-1"], "--lead-in must be a number of seconds >= 0 (inf: the whole trace before each window), got -1"),
     (["--rel-tol", "0"], "--rel-tol must be a finite number > 0, got 0"),
 ])
 def test_window_oracle_bad_arguments_are_usage_errors(args, expected):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -123,6 +125,7 @@ def test_a_window_served_after_its_lead_in_rates_one_fixed_plan_at_its_own_attai
 
     assert windowed(0.0) > whole + 0.04  # measured 0.629 vs 0.567: the idle start's bias, which the lead-in removes
     assert windowed(60.0) == pytest.approx(whole, abs=0.02)
+    assert windowed(math.inf) == pytest.approx(whole, abs=0.02)  # the default: all of the trace before
     # with a warm-up (window 0), only window 1 counts, and the warm-up is its lead-in: exactly the whole run's
     # attainment of the requests from 60 s on
     from oserve.compose.capacity import measured_summary
