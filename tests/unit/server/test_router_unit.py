@@ -30,6 +30,19 @@ def test_choose_replica_least_outstanding_is_pure() -> None:
     assert outstanding == before
 
 
+def test_choose_replica_by_pending_prefill_tokens_skips_the_replica_behind_a_long_prompt() -> None:
+    # "a" holds one 4,000-token prompt still in prefill, "b" five short requests in decode: least outstanding
+    # requests queues the next request behind the long prefill, pending prefill tokens does not
+    cands = [Candidate("a", "v0", 8192), Candidate("b", "v0", 8192), Candidate("c", "v1", 8192)]
+    outstanding, pending = {"a": 1, "b": 5, "c": 0}, {"a": 4000, "b": 0, "c": 0}
+    assert choose_replica(cands[:2], outstanding, needed_tokens=100).replica_id == "a"
+    assert choose_replica(cands[:2], outstanding, needed_tokens=100, pending_prefill_tokens=pending).replica_id == "b"
+    # within the variant the routing weights pick, and ties on pending tokens fall to the outstanding count
+    w = choose_replica(cands, outstanding, needed_tokens=100, weights={"v0": 1.0},
+                       pending_prefill_tokens={"a": 0, "b": 0, "c": 0})
+    assert w.replica_id == "a" and not w.fallback
+
+
 def test_choose_replica_skips_replicas_too_short() -> None:
     cands = [Candidate("a", "v0", 512), Candidate("b", "v0", 4096)]
     assert choose_replica(cands, {"a": 0, "b": 9}, needed_tokens=1000).replica_id == "b"
