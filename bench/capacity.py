@@ -45,7 +45,8 @@ def study_inputs(out: dict, key: str) -> tuple[Any, Any, Any]:
     table_path = str(ROOT / out["table"]) if not Path(out["table"]).is_absolute() else out["table"]
     table = restrict_table(ProfileTable.load(table_path), model=model)
     cfg = SimConfig(table=table_path, control=CONTROL, planner={"kind": out["planners"][0]}, forecaster={"kind": "ewma"},
-                    sim_scored_plans=out.get("sim_scored_plans", True), initial_window_s=out.get("initial_window_s", 300.0))
+                    sim_scored_plans=out.get("sim_scored_plans", True), initial_window_s=out.get("initial_window_s", 300.0),
+                    routing={"replica_load": out.get("replica_load", "requests")})
     trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]],
                         duration_s=float(study.get("warmup_s", 0.0)) + float(study["duration_limit_s"]))
     return table, cfg, trace
@@ -127,6 +128,9 @@ def main() -> int:
                     help="oserve's and static-mix's planner keeps its plan unless a single-variant plan carries more of "
                          "the demand mix in a short simulation (SimConfig.sim_scored_plans, oserve/sim/scored_planner.py)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--replica-load", default="requests", choices=("requests", "prefill-tokens"),
+                    help="the oserve router's replica load within a variant (SimConfig.routing.replica_load): "
+                         "outstanding requests, or pending prefill tokens first; static:V stays round-robin")
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="only combine the studies of these result files (e.g. runs in parallel) into --out")
@@ -170,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         "table_source": full.source, "cluster": "4 nodes x 8 A100-80GB", "slo": full.slo.model_dump(),
         "target": args.target, "duration_s": args.duration, "seed": args.seed, "rel_tol": args.rel_tol,
         "planners": planners, "forecaster": "ewma", "control": CONTROL, "sim_scored_plans": args.sim_scored == "on",
-        "initial_window_s": args.initial_window, "warmup_s": args.warmup,
+        "initial_window_s": args.initial_window, "warmup_s": args.warmup, "replica_load": args.replica_load,
         "definitions": {
             "capacity_scale": "largest scale of the trace's arrival rate (oserve.workload.transforms.scale_rate, "
                               "seeded) with SLO attainment >= target, bisected to rel_tol",
@@ -215,7 +219,8 @@ def _run(args: argparse.Namespace) -> int:
     for model in args.models.split(","):
         table = restrict_table(full, model=model)
         cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
-                        sim_scored_plans=args.sim_scored == "on", initial_window_s=args.initial_window)
+                        sim_scored_plans=args.sim_scored == "on", initial_window_s=args.initial_window,
+                        routing={"replica_load": args.replica_load})
         for tname in args.traces.split(","):
             trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.warmup + args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)

@@ -78,7 +78,7 @@ def sim_options(cfg: SimConfig, *, progress: bool = False) -> SimOptions:
                       contention=cfg.contention.model(),
                       surge=SurgeRule(**c.surge.model_dump()) if c.surge is not None else None,
                       migrate_on_drain=c.migrate_on_drain, migration_grace_s=c.migration_grace_s,
-                      prefill_only_fixed=cfg.prefill_only_fixed)
+                      prefill_only_fixed=cfg.prefill_only_fixed, replica_load=cfg.routing.replica_load)
 
 
 def initial_demand(trace: Trace, scheme: ClassScheme, window_s: float) -> Demand:
@@ -143,7 +143,8 @@ def sim_scored(planner: Any, cfg: SimConfig, scheme: ClassScheme, trace: Trace |
 
     return SimScoredPlanner(planner, lengths=class_lengths(trace, scheme) if trace is not None else None,
                             scheme=scheme, slo=cfg.slo, horizon_s=cfg.control.horizon_s,
-                            contention=cfg.contention.model(), prefill_only_fixed=cfg.prefill_only_fixed)
+                            contention=cfg.contention.model(), prefill_only_fixed=cfg.prefill_only_fixed,
+                            replica_load=cfg.routing.replica_load)
 
 
 def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme,

@@ -40,7 +40,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-__all__ = ["Candidate", "Choice", "REPLICA_LOADS", "choose_replica", "open_candidates"]
+from oserve.errors import ConfigError
+
+__all__ = ["Candidate", "Choice", "REPLICA_LOADS", "check_replica_load", "choose_replica", "open_candidates"]
 
 REPLICA_LOADS = ("requests", "prefill-tokens")
 """How the router measures a replica's load within a variant: outstanding requests (the default), or
@@ -75,6 +77,18 @@ class Choice(NamedTuple):
     replica_id: str | None
     fallback: bool
     credit: dict[str, float] | None
+
+
+def check_replica_load(value: str) -> str:
+    """``value`` if it is one of :data:`REPLICA_LOADS`.
+
+    Raises:
+        ConfigError: anything else (field ``replica_load``, allowed ``requests, prefill-tokens``).
+    """
+    if value not in REPLICA_LOADS:
+        raise ConfigError(f"replica_load must be one of {REPLICA_LOADS}, got {value!r}", field="replica_load",
+                          allowed=", ".join(REPLICA_LOADS))
+    return value
 
 
 def _least_outstanding(cands: Iterable[Candidate], outstanding: Mapping[str, int],

@@ -92,10 +92,13 @@ class SwitchingConfig(_Model):
 
 
 class RoutingConfig(_Model):
-    """How the static baselines route requests."""
+    """How the static baselines route requests, and how the oserve router measures replica load."""
 
     static: Literal["round-robin", "plan"] = Field(
         "round-robin", description="routing of static deployments: round-robin, or the oserve router (least outstanding)")
+    replica_load: Literal["requests", "prefill-tokens"] = Field(
+        "requests", description="the oserve router's replica load within a variant (plan routing: oserve, static-mix, "
+        "the guard's candidates): outstanding requests, or pending prefill tokens first (oserve.policies.routing)")
 
 
 class PlainVllmConfig(_Model):

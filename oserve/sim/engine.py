@@ -17,6 +17,7 @@ from typing import Any
 
 from oserve.control.surge import SurgeRule
 from oserve.errors import ConfigError
+from oserve.policies.routing import check_replica_load
 from oserve.profiles.table import ProfileTable
 from oserve.sim.contention import NO_CONTENTION, ContentionModel
 from oserve.sim.loop import SimRun
@@ -58,6 +59,9 @@ class SimOptions:
             before the rest move, seconds (0: all at once).
         prefill_only_fixed: fixed cost of an iteration without decodes, ``"a+d"`` (default) or ``"a"``
             (the profiled lone-prompt TTFT ``prefill_s``; :data:`oserve.sim.replica.PREFILL_ONLY_FIXED`).
+        replica_load: with ``routing="plan"``, how the router measures a replica's load within a variant:
+            ``"requests"`` (outstanding requests) or ``"prefill-tokens"`` (pending prefill tokens first;
+            :data:`oserve.policies.routing.REPLICA_LOADS`).
     """
 
     control_interval_s: float = 30.0
@@ -78,9 +82,11 @@ class SimOptions:
     migrate_on_drain: bool = False
     migration_grace_s: float = 0.0
     prefill_only_fixed: str = "a+d"
+    replica_load: str = "requests"
 
     def __post_init__(self) -> None:
         check_prefill_only_fixed(self.prefill_only_fixed)
+        check_replica_load(self.replica_load)
         for name in ("control_interval_s", "monitor_window_s", "history_bin_s", "sample_interval_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}", field=name, allowed="> 0 s")

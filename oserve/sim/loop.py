@@ -380,8 +380,11 @@ class SimRun:
             outstanding = {r.replica_id: r.outstanding for r in serving}
             if self.opt.router_queue:
                 cands = open_candidates(cands, outstanding, {r.replica_id: r.params.max_num_seqs for r in serving})
+            pending = ({r.replica_id: r.pending_prefill_tokens for r in serving}
+                       if self.opt.replica_load == "prefill-tokens" else None)
             ch = choose_replica(cands, outstanding, needed_tokens=need, weights=routing.get(cname),
-                                credit=self.credit.get(cname), served=self.served, routing_active=bool(routing))
+                                credit=self.credit.get(cname), served=self.served, routing_active=bool(routing),
+                                pending_prefill_tokens=pending)
             if ch.replica_id is None:
                 return False
             if ch.credit is not None:

@@ -231,6 +231,13 @@ class SimReplica:
         return len(self.waiting) + len(self.running)
 
     @property
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens queued or running here whose prefill has not been computed yet, tokens (the router's
+        ``prefill-tokens`` replica load, :mod:`oserve.policies.routing`)."""
+        waiting = sum(q.input_tokens - min(q.computed, q.input_tokens) for q in self.waiting)
+        return waiting + sum(q.input_tokens - q.computed for q in self.running if q.computed < q.input_tokens)
+
+    @property
     def used_kv_tokens(self) -> int:
         """KV-cache tokens held by blocks in use (block granularity)."""
         return (self.params.total_blocks - self.free_blocks) * self._bs

@@ -64,6 +64,7 @@ import numpy as np
 from oserve.errors import ConfigError, PlanningError
 from oserve.policies.base import Allocation, Planner, build_plan, make_planner
 from oserve.policies.problem import ObjectiveWeights, Problem
+from oserve.policies.routing import check_replica_load
 from oserve.sim.contention import NO_CONTENTION, ContentionModel
 from oserve.sim.replica import check_prefill_only_fixed
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, Plan
@@ -115,11 +116,12 @@ class _Workload:
 
 def plan_attainment(plan: Plan, table: Any, cluster: Any, workload: _Workload, rate_rps: float, *, slo: SLO,
                     scheme: ClassScheme = DEFAULT_SCHEME, contention: ContentionModel | None = None,
-                    prefill_only_fixed: str = "a+d") -> float:
+                    prefill_only_fixed: str = "a+d", replica_load: str = "requests") -> float:
     """SLO attainment (share of requests, 0-1) of ``plan`` on ``workload`` at ``rate_rps`` (req/s) in the simulator.
 
-    ``contention`` and ``prefill_only_fixed``: the simulator's node-contention / serving-path model and
-    prefill-only iteration cost (:class:`oserve.sim.engine.SimOptions`); default none and ``"a+d"``.
+    ``contention``, ``prefill_only_fixed`` and ``replica_load``: the simulator's node-contention / serving-path
+    model, prefill-only iteration cost and the router's replica load (:class:`oserve.sim.engine.SimOptions`);
+    default none, ``"a+d"`` and ``"requests"``.
     """
     from oserve.sim.engine import SimOptions, Simulation
     from oserve.sim.metrics import summarise
@@ -127,7 +129,7 @@ def plan_attainment(plan: Plan, table: Any, cluster: Any, workload: _Workload, r
     if not plan.replicas:
         return 0.0
     opts = SimOptions(sample_interval_s=60.0, contention=contention or NO_CONTENTION,
-                      prefill_only_fixed=prefill_only_fixed)
+                      prefill_only_fixed=prefill_only_fixed, replica_load=replica_load)
     res = Simulation(workload.at(rate_rps), table, cluster, plan, routing="plan", scheme=scheme,
                      options=opts, policy="sim-scored").run()
     return float(summarise(res, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s)["slo_attainment"])
@@ -209,6 +211,8 @@ class SimScoredPlanner(Planner):
             (the run's ``SimConfig.contention``); default none.
         prefill_only_fixed: the simulator's prefill-only iteration cost, ``"a+d"`` (default) or ``"a"``
             (the run's ``SimConfig.prefill_only_fixed``).
+        replica_load: the router's replica load the candidates are routed with (the run's
+            ``SimConfig.routing.replica_load``): score what will run.
         weights: objective weights (default: the inner planner's).
 
     Raises:
@@ -223,7 +227,8 @@ class SimScoredPlanner(Planner):
                  mix_resolution: float = 0.02, seed: int = 0, cache_size: int = 4096,
                  overload_factors: Sequence[float] = (1.0, 1.25, 1.5), mix_search: int = 10,
                  horizon_s: float = 90.0, weights: ObjectiveWeights | Mapping[str, Any] | None = None,
-                 contention: ContentionModel | None = None, prefill_only_fixed: str = "a+d") -> None:
+                 contention: ContentionModel | None = None, prefill_only_fixed: str = "a+d",
+                 replica_load: str = "requests") -> None:
         _check(target, "planner.target", 0.0, 1.0)
         _check(min_gain_fraction, "planner.min_gain_fraction", 0.0, 1.0, lo_open=False)
         _check(rel_tol, "planner.rel_tol", 0.0, 1.0)
@@ -232,6 +237,7 @@ class SimScoredPlanner(Planner):
         self.horizon_s = float(horizon_s)
         self.contention = contention or NO_CONTENTION
         self.prefill_only_fixed = check_prefill_only_fixed(prefill_only_fixed)
+        self.replica_load = check_replica_load(replica_load)
         if not 50 <= int(n_requests) <= 100_000:
             raise ConfigError(f"planner.n_requests must be in [50, 100000], got {n_requests}",
                               field="planner.n_requests", allowed="[50, 100000] requests")
@@ -325,7 +331,8 @@ class SimScoredPlanner(Planner):
             if key not in cache:
                 cache[key] = plan_attainment(plan, problem.table, problem.cluster, workload, rate, slo=slo,
                                              scheme=self.scheme, contention=self.contention,
-                                             prefill_only_fixed=self.prefill_only_fixed)
+                                             prefill_only_fixed=self.prefill_only_fixed,
+                                             replica_load=self.replica_load)
                 while len(cache) > self.cache_size:
                     cache.popitem(last=False)
             return cache[key]
