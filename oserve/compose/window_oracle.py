@@ -278,7 +278,8 @@ def add_window_oracle(study: dict[str, Any], trace: Trace, table: ProfileTable, 
     if log:
         log(f"window-oracle: capacity scale {wo.capacity_scale:.3g} ({len(wo.probes)} runs, {wo.wall_s:.0f} s)")
     study["oracle"]["window_oracle"] = {
-        "scale": wo.capacity_scale, "window_s": wo.window_s, "lead_in_s": wo.lead_in_s,
+        "scale": wo.capacity_scale, "window_s": wo.window_s,
+        "lead_in_s": wo.lead_in_s if math.isfinite(wo.lead_in_s) else "inf",  # inf: the whole trace before
         "rel_tol": float(study["rel_tol"] if rel_tol is None else rel_tol), "probes": wo.probes, "picks": wo.picks,
         "wall_s": wo.wall_s, "capped": wo.capped}
     rows[:] = [r for r in rows if r["policy"] != "window-oracle"]
