@@ -150,6 +150,8 @@ async def test_the_first_streamed_token_clears_the_pending_prefill_tokens(serve)
         body = {"model": MODEL, "prompt": "w " * 40, "max_tokens": 20, "stream": True}
         async with http.stream("POST", "/v1/completions", json=body) as r:
             await _pending_reaches(srv, 40)  # admitted, in prefill
+            metrics = (await http.get("/metrics")).text
+            assert 'oserve_router_pending_prefill_tokens{replica="r0"} 40.0' in metrics
             lines = r.aiter_lines()
             async for line in lines:
                 if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
