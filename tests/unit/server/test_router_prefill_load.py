@@ -175,3 +175,29 @@ async def test_a_client_leaving_during_prefill_clears_its_pending_tokens(serve) 
                 break
             await asyncio.sleep(0.01)
         assert srv.router.outstanding() == 0 and srv.router.pending_prefill_tokens() == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_retry_before_the_first_token_moves_the_pending_tokens_to_the_new_replica(serve) -> None:
+    opts = FakeReplicaOptions(token_delay_s=0.01, prefill_delay_s=1.0, effective_max_model_len=1024)
+    async with serve(n_replicas=2, options=opts) as srv, httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+        task = asyncio.create_task(http.post("/v1/completions", json={
+            "model": MODEL, "prompt": "w " * 40, "max_tokens": 5, "stream": True}))
+        for _ in range(300):
+            if srv.router.pending_prefill_tokens() == 40:
+                break
+            await asyncio.sleep(0.01)
+        first, other = sorted(srv.replicas, key=lambda r: -srv.router.pending_prefill_tokens(r.replica_id))
+        assert srv.router.pending_prefill_tokens(first.replica_id) == 40
+        assert await first.drain(timeout_s=0.0) == 1  # aborted before its first token: retried on the other
+        for _ in range(300):
+            if srv.router.pending_prefill_tokens(other.replica_id) == 40:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.router.pending_prefill_tokens(other.replica_id) == 40
+        assert srv.router.pending_prefill_tokens(first.replica_id) == 0
+        r = await task
+        events = [json.loads(e.removeprefix("data: ")) for e in r.text.split("\n\n") if e and "[DONE]" not in e]
+        assert not any("error" in e for e in events), events
+        assert len("".join(c["text"] for e in events for c in e["choices"]).split()) == 5
+        assert srv.router.pending_prefill_tokens() == 0 and srv.router.outstanding() == 0
