@@ -192,7 +192,8 @@ async def start_stack(config: ServeConfig, *, backend: Backend | None = None, ht
     scheme = config.classes.to_scheme()
     templates = build_templates(config, model_path)
     spec_factory = spec_factory_from_templates(templates, config.cluster_spec)
-    router = Router(queue_max=config.server.queue_max, queue_timeout_s=config.server.queue_timeout_s, now=clock.now)
+    router = Router(queue_max=config.server.queue_max, queue_timeout_s=config.server.queue_timeout_s,
+                    replica_load=config.server.replica_load, now=clock.now)
     monitor = WorkloadMonitor(scheme, clock, registry=registry)
 
     stack = Stack(config=config, app=None, router=router, monitor=monitor, backend=backend, registry=registry)

@@ -23,7 +23,9 @@ One name per quantity. oserve's own series (prefix ``oserve_``):
   ``(e2e - ttft) / (output_tokens - 1)`` (requests with at least 2 output tokens).
 - ``oserve_request_e2e_seconds{request_class}``: admission to last token.
 - ``oserve_router_ready_replicas``, ``oserve_router_outstanding_requests{replica}``,
-  ``oserve_router_fallbacks_total``: read from the router at scrape time.
+  ``oserve_router_pending_prefill_tokens{replica}`` (prompt tokens whose first output token has not
+  arrived: the ``prefill-tokens`` replica load), ``oserve_router_fallbacks_total``: read from the router
+  at scrape time.
 - Router-side queue, read at scrape time: ``oserve_router_queue_length{request_class}`` (requests
   waiting for a free replica slot), ``oserve_router_queue_oldest_age_seconds`` (wait so far of the
   oldest), ``oserve_router_queued_total`` (requests that waited),
@@ -78,9 +80,13 @@ class _RouterCollector(Collector):
                                 value=r.ready_count())
         g = GaugeMetricFamily("oserve_router_outstanding_requests", "Requests in flight per replica",
                               labels=["replica"])
+        p = GaugeMetricFamily("oserve_router_pending_prefill_tokens",
+                              "Prompt tokens per replica whose first output token has not arrived", labels=["replica"])
         for rep in r.replicas():
             g.add_metric([rep.replica_id], r.outstanding(rep.replica_id))
+            p.add_metric([rep.replica_id], r.pending_prefill_tokens(rep.replica_id))
         yield g
+        yield p
         yield CounterMetricFamily("oserve_router_fallbacks", "Requests routed outside their class's variants",
                                   value=r.fallbacks)
         q = GaugeMetricFamily("oserve_router_queue_length", "Requests waiting in the router-side queue",

@@ -14,21 +14,21 @@ from fastapi import Request
 from oserve.backends.base import Replica
 from oserve.server.router import Router
 
-__all__ = ["ClientGone", "acquire_watching"]
+__all__ = ["ClientGone", "acquire_watching", "disconnected"]
 
 
 class ClientGone(Exception):
     """The client disconnected while its request waited in the router-side queue."""
 
 
-async def _disconnected(raw: Request) -> None:
+async def disconnected(raw: Request) -> None:
     """Return when the client disconnects (the request body has been read already)."""
     while (await raw.receive())["type"] != "http.disconnect":
         pass
 
 
 async def acquire_watching(router: Router, request_class: str, needed: int, prompt_tokens: int, prompt_param: str,
-                           raw: Request | None) -> Replica:
+                           raw: Request | None, *, request_id: str | None = None) -> Replica:
     """A replica for the request: at once when one has a free slot, else after queueing.
 
     Args:
@@ -37,19 +37,22 @@ async def acquire_watching(router: Router, request_class: str, needed: int, prom
         needed: prompt tokens + ``max_tokens``.
         prompt_tokens / prompt_param: for the 400 naming the field when nothing fits.
         raw: the HTTP request whose disconnect ends the wait (None: no watch).
+        request_id: the request's id, to count its prompt as pending prefill tokens on the replica
+            (see :meth:`~oserve.server.router.Router.acquire`).
 
     Raises:
         ClientGone: the client disconnected while queued (its entry was removed).
         the errors of :meth:`~oserve.server.router.Router.acquire_queued`.
     """
-    replica = router.try_acquire(request_class, needed, prompt_tokens=prompt_tokens, prompt_param=prompt_param)
+    replica = router.try_acquire(request_class, needed, prompt_tokens=prompt_tokens, prompt_param=prompt_param,
+                                 request_id=request_id)
     if replica is not None:
         return replica
     wait = asyncio.ensure_future(router.acquire_queued(request_class, needed, prompt_tokens=prompt_tokens,
-                                                       prompt_param=prompt_param))
+                                                       prompt_param=prompt_param, request_id=request_id))
     if raw is None:
         return await wait
-    watch = asyncio.ensure_future(_disconnected(raw))
+    watch = asyncio.ensure_future(disconnected(raw))
     try:
         await asyncio.wait({wait, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -11,6 +11,13 @@ excluded (e.g. a replica a retried request already failed on); the choice among 
 policy of :mod:`oserve.policies.routing` (context fit, smooth weighted round-robin over the class's
 variants, least outstanding within a variant, counted fallbacks).
 
+Replica load (``replica_load``): ``"requests"`` (the default) ranks replicas within a variant by
+outstanding requests; ``"prefill-tokens"`` by *pending prefill tokens* first: the prompt tokens of
+requests routed to the replica whose first output token has not arrived yet. A request counts its
+``prompt_tokens`` there when it is acquired with a ``request_id``; :meth:`Router.first_token` or
+:meth:`Router.release` with the same id takes them off once (both are idempotent per request, so the
+count never goes below 0). The count is kept under either setting (:meth:`Router.pending_prefill_tokens`).
+
 Router-side queue (:meth:`Router.acquire_queued`): each replica takes at most its in-flight limit
 (``spec.max_ongoing_requests`` where its variant sets one, else its batch limit ``spec.max_num_seqs``)
 of requests at once. A request whose every
@@ -33,11 +40,11 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oserve.backends.base import Replica, ReplicaState
 from oserve.errors import ConfigError, InvalidRequestError, NoReplicaReadyError, QueueFullError, QueueTimeoutError
-from oserve.policies.routing import Candidate, choose_replica, open_candidates
+from oserve.policies.routing import REPLICA_LOADS, Candidate, choose_replica, open_candidates
 from oserve.server.wait_queue import Waiter, WaitQueue
 
 __all__ = ["Router", "Lease"]
@@ -62,6 +69,13 @@ class _Entry:
     outstanding: int = 0
     served: int = 0
     limit: int | None = None
+    pending: dict[str, int] = field(default_factory=dict)  # request id -> prompt tokens not yet prefilled
+    pending_tokens: int = 0  # sum of ``pending``
+
+    def clear_pending(self, request_id: str) -> int:
+        tokens = self.pending.pop(request_id, 0)
+        self.pending_tokens -= tokens
+        return tokens
 
     @property
     def max_model_len(self) -> int:
@@ -81,18 +95,19 @@ class Lease:
         replica: the chosen replica.
     """
 
-    __slots__ = ("_router", "replica", "_released")
+    __slots__ = ("_router", "replica", "_released", "_request_id")
 
-    def __init__(self, router: Router, replica: Replica) -> None:
+    def __init__(self, router: Router, replica: Replica, request_id: str | None = None) -> None:
         self._router = router
         self.replica = replica
         self._released = False
+        self._request_id = request_id
 
     def release(self) -> None:
         """Stop counting the request against the replica. Idempotent."""
         if not self._released:
             self._released = True
-            self._router.release(self.replica.replica_id)
+            self._router.release(self.replica.replica_id, self._request_id)
 
     async def __aenter__(self) -> Replica:
         return self.replica
@@ -109,6 +124,8 @@ class Router:
         queue_max: most requests waiting in the router-side queue (>= 0; 0 turns the queue and
             the per-replica in-flight limits off).
         queue_timeout_s: longest wait in the queue before a 503, seconds (> 0).
+        replica_load: how replicas within a variant are ranked: ``"requests"`` (least outstanding
+            requests) or ``"prefill-tokens"`` (least pending prefill tokens, then least outstanding).
         now: the clock of queue ages, seconds (``time.monotonic`` by default).
 
     Attributes:
@@ -120,17 +137,22 @@ class Router:
             refused by a full queue, or whose client left while they waited.
 
     Raises:
-        ConfigError: ``queue_max`` < 0 or ``queue_timeout_s`` <= 0 (names the field).
+        ConfigError: ``queue_max`` < 0, ``queue_timeout_s`` <= 0 or an unknown ``replica_load`` (names
+            the field).
     """
 
     def __init__(self, *, retry_after_s: float = 1.0, queue_max: int = 1024, queue_timeout_s: float = 60.0,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 replica_load: str = "requests", now: Callable[[], float] = time.monotonic) -> None:
         if queue_max < 0:
             raise ConfigError(f"queue_max must be >= 0, got {queue_max}", field="queue_max",
                               allowed=">= 0 requests (0 turns the queue off)")
         if not (math.isfinite(queue_timeout_s) and queue_timeout_s > 0):
             raise ConfigError(f"queue_timeout_s must be > 0, got {queue_timeout_s}", field="queue_timeout_s",
                               allowed="> 0 seconds")
+        if replica_load not in REPLICA_LOADS:
+            raise ConfigError(f"unknown replica_load {replica_load!r}", field="replica_load",
+                              allowed=", ".join(REPLICA_LOADS))
+        self.replica_load = replica_load
         self.retry_after_s = retry_after_s
         self.queue_timeout_s = float(queue_timeout_s)
         self._now = now
@@ -291,6 +313,13 @@ class Router:
         entry = self._entries.get(replica_id)
         return entry.outstanding if entry else 0
 
+    def pending_prefill_tokens(self, replica_id: str | None = None) -> int:
+        """Prompt tokens of requests on one replica (or on all) whose first output token has not arrived, tokens."""
+        if replica_id is None:
+            return sum(e.pending_tokens for e in self._entries.values())
+        entry = self._entries.get(replica_id)
+        return entry.pending_tokens if entry else 0
+
     def max_model_len(self, replica_id: str | None = None) -> int | None:
         """Effective context length of one replica, or the largest over ready replicas (None if none)."""
         if replica_id is not None:
@@ -356,6 +385,8 @@ class Router:
             credit=self._credit.get(request_class) if weights else None,
             served={rid: entries[rid].served for rid, _, _ in cands},
             routing_active=bool(self._routing),
+            pending_prefill_tokens={rid: entries[rid].pending_tokens for rid, _, _ in cands}
+            if self.replica_load == "prefill-tokens" else None,
         )
         if choice.replica_id is None:
             limit = max(c.max_model_len for c in cands)
@@ -381,21 +412,39 @@ class Router:
         self.picks += 1
         return entries[choice.replica_id].replica
 
-    def acquire(self, request_class: str | None, needed_tokens: int, **kwargs: object) -> Replica:
+    def acquire(self, request_class: str | None, needed_tokens: int, *, request_id: str | None = None,
+                **kwargs: object) -> Replica:
         """:meth:`pick` a replica and count the request as outstanding on it until :meth:`release`.
 
-        Takes the same arguments and raises the same errors as :meth:`pick`.
+        Takes :meth:`pick`'s arguments and raises its errors. With ``request_id`` and ``prompt_tokens``,
+        the prompt's tokens count as pending prefill tokens on the replica until :meth:`first_token` or
+        :meth:`release` with that id (without an id the request counts as outstanding only).
         """
         replica = self.pick(request_class, needed_tokens, **kwargs)  # type: ignore[arg-type]
-        self._count(replica)
+        self._count(replica, request_id, kwargs.get("prompt_tokens"))  # type: ignore[arg-type]
         return replica
 
-    def release(self, replica_id: str) -> None:
-        """Stop counting one request against a replica; its freed slot serves the queue at once.
+    def first_token(self, replica_id: str, request_id: str) -> int:
+        """The request's first output token arrived: its prompt is prefilled on the replica.
 
-        Unknown (removed) ids are ignored.
+        Returns:
+            The prompt tokens taken off the replica's pending prefill tokens; 0 when there were none
+            (already taken off, released, never counted, or the replica was removed).
         """
         entry = self._entries.get(replica_id)
+        return entry.clear_pending(request_id) if entry is not None else 0
+
+    def release(self, replica_id: str, request_id: str | None = None) -> None:
+        """Stop counting one request against a replica; its freed slot serves the queue at once.
+
+        Args:
+            replica_id: the replica; unknown (removed) ids are ignored.
+            request_id: the id it was acquired with; its prompt tokens still pending prefill (no
+                first token yet: an error, abort or client gone) are taken off.
+        """
+        entry = self._entries.get(replica_id)
+        if entry is not None and request_id is not None:
+            entry.clear_pending(request_id)
         if entry is not None and entry.outstanding > 0:
             entry.outstanding -= 1
             if len(self._queue):
@@ -408,10 +457,12 @@ class Router:
         return self._queue.max_len > 0
 
     def try_acquire(self, request_class: str | None, needed_tokens: int, *, prompt_tokens: int | None = None,
-                    prompt_param: str = "prompt", exclude: Iterable[str] = ()) -> Replica | None:
+                    prompt_param: str = "prompt", exclude: Iterable[str] = (),
+                    request_id: str | None = None) -> Replica | None:
         """Acquire a replica with a free slot now, or None when the request must wait in the queue.
 
-        With the queue off (``queue_max=0``) this is :meth:`acquire` (never None).
+        With the queue off (``queue_max=0``) this is :meth:`acquire` (never None); ``request_id``
+        as in :meth:`acquire`.
 
         Raises:
             NoReplicaReadyError: no replica is ready and none is starting (503).
@@ -420,15 +471,15 @@ class Router:
         replica = self._choose(request_class, needed_tokens, prompt_tokens, prompt_param, exclude,
                                limited=self.queue_enabled)
         if replica is not None:
-            self._count(replica)
+            self._count(replica, request_id, prompt_tokens)
         return replica
 
     async def acquire_queued(self, request_class: str | None, needed_tokens: int, *,
                              prompt_tokens: int | None = None, prompt_param: str = "prompt",
-                             exclude: Iterable[str] = ()) -> Replica:
+                             exclude: Iterable[str] = (), request_id: str | None = None) -> Replica:
         """Acquire a replica, waiting in the router-side queue while every suitable one is full.
 
-        Takes :meth:`pick`'s arguments. Cancelling the call (the client left) removes the request
+        Takes :meth:`try_acquire`'s arguments. Cancelling the call (the client left) removes the request
         from the queue (counted in :attr:`queue_abandoned`); a replica dispatched to it meanwhile
         is released.
 
@@ -438,7 +489,7 @@ class Router:
             QueueTimeoutError: it waited ``queue_timeout_s`` without a free slot (503).
         """
         replica = self.try_acquire(request_class, needed_tokens, prompt_tokens=prompt_tokens,
-                                   prompt_param=prompt_param, exclude=exclude)
+                                   prompt_param=prompt_param, exclude=exclude, request_id=request_id)
         if replica is not None:
             return replica
         if self._queue.full():
@@ -446,7 +497,8 @@ class Router:
             raise QueueFullError(f"the router queue is full ({self._queue.max_len} requests wait); retry later",
                                  retry_after_s=self.retry_after_s)
         fut: asyncio.Future[Replica] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(request_class, needed_tokens, frozenset(exclude), self._now(), fut)
+        waiter = Waiter(request_class, needed_tokens, frozenset(exclude), self._now(), fut,
+                        prompt_tokens=prompt_tokens, request_id=request_id)
         self._queue.push(waiter)
         self.queued_total += 1
         try:
@@ -461,7 +513,7 @@ class Router:
             self._queue.remove(waiter)
             self.queue_abandoned += 1
             if fut.done() and not fut.cancelled():
-                self.release(fut.result().replica_id)  # dispatched just as the client left
+                self.release(fut.result().replica_id, request_id)  # dispatched just as the client left
             raise
 
     def dispatch(self) -> int:
@@ -485,7 +537,7 @@ class Router:
                 continue  # nothing fits it now: it waits (bounded by its timeout)
             if replica is None:
                 continue
-            self._count(replica)
+            self._count(replica, w.request_id, w.prompt_tokens)
             self._queue.remove(w)
             w.future.set_result(replica)
             n += 1
@@ -514,14 +566,19 @@ class Router:
                 return True
         return False
 
-    def _count(self, replica: Replica) -> None:
+    def _count(self, replica: Replica, request_id: str | None = None, prompt_tokens: int | None = None) -> None:
         entry = self._entries[replica.replica_id]
         entry.outstanding += 1
         entry.served += 1
+        if request_id is not None and prompt_tokens is not None and prompt_tokens > 0:
+            entry.clear_pending(request_id)  # a request counted twice on one replica is counted once
+            entry.pending[request_id] = int(prompt_tokens)
+            entry.pending_tokens += int(prompt_tokens)
 
     def lease(self, request_class: str | None, needed_tokens: int, **kwargs: object) -> Lease:
         """:meth:`acquire` wrapped in a :class:`Lease` (an async context manager yielding the replica)."""
-        return Lease(self, self.acquire(request_class, needed_tokens, **kwargs))
+        request_id: str | None = kwargs.pop("request_id", None)  # type: ignore[assignment]
+        return Lease(self, self.acquire(request_class, needed_tokens, request_id=request_id, **kwargs), request_id)
 
     @staticmethod
     def _check_state(state: str) -> None:

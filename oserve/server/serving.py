@@ -4,30 +4,28 @@ One request goes through:
 
 1. validation beyond the protocol model (model name, empty prompt/messages, unsupported fields);
 2. prompt rendering (chat: the injected chat-template renderer) and prompt token counting;
-3. classification with the :class:`~oserve.types.ClassScheme` (prompt tokens and
-   ``max_tokens``) and ``monitor.record_admission`` (arrivals count at admission, refused ones too;
-   they then complete with ``ok=False``);
-4. :meth:`oserve.server.router.Router.acquire_queued`: 503 when no replica is ready (and none is
-   starting), 400 when the prompt plus ``max_tokens`` fits no ready replica's *effective* context
-   length; when every suitable replica is at its batch limit the request waits in the router-side
-   queue (429 when the queue is full, 503 past its timeout); a client that disconnects while
-   queued leaves the queue (finish reason ``abort``);
+3. classification with the :class:`~oserve.types.ClassScheme` (prompt tokens and ``max_tokens``) and
+   ``monitor.record_admission`` (arrivals count at admission, refused ones too; they then complete with ``ok=False``);
+4. :meth:`oserve.server.router.Router.acquire_queued`: 503 when no replica is ready (and none is starting), 400
+   when the prompt plus ``max_tokens`` fits no ready replica's *effective* context length; when every suitable
+   replica is at its batch limit the request waits in the router-side queue (429 when the queue is full, 503
+   past its timeout); a client that disconnects while queued leaves the queue (finish reason ``abort``). The
+   prompt counts as pending prefill tokens on its replica until the replica's first output token
+   (:meth:`~oserve.server.router.Router.first_token`) or the request's release, whichever comes first;
 4b. :meth:`~oserve.backends.base.Replica.validate` on the chosen replica: the engine's own checks of
    the sampling parameters (vLLM's ``SamplingParams``), so a value the engine refuses is a 400
    naming the parameter before any response (stream or not) starts;
-5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it
-   died or was drained) before the first token, the request is retried on another replica (up to
-   ``max_retries`` times). After the first token, a request its replica aborted
-   (:class:`~oserve.errors.RequestAbortedError`: a drain) resumes on another replica from its last
-   token (:mod:`oserve.server.resume`); any other error reaches the client (a 503 envelope, or an
-   SSE ``error`` event and ``data: [DONE]`` when streaming). Every replica error is reported at once
-   to the ``on_replica_error`` hook (the orchestrator health-checks the replica);
+5. generation on the replica. If the replica fails (:class:`~oserve.errors.ReplicaError`, e.g. it died or was
+   drained) before the first token, the request is retried on another replica (up to ``max_retries`` times).
+   After the first token, a request its replica aborted (:class:`~oserve.errors.RequestAbortedError`: a drain)
+   resumes on another replica from its last token (:mod:`oserve.server.resume`); any other error reaches the
+   client (a 503 envelope, or an SSE ``error`` event and ``data: [DONE]`` when streaming). Every replica error
+   is reported at once to the ``on_replica_error`` hook (the orchestrator health-checks the replica);
 6. a client that disconnects (streaming or not) gets its engine request aborted, freeing the slot.
 
-A stream that fails after its headers, whatever the exception, ends with one SSE error event and
-``data: [DONE]``. Each admitted request ends counted once in ``oserve_requests_finished_total`` by
-outcome: ``stop``/``length``, ``abort`` (client disconnect), ``refused`` (engine refusal),
-``error`` (server fault).
+A stream that fails after its headers, whatever the exception, ends with one SSE error event and ``data: [DONE]``.
+Each admitted request ends counted once in ``oserve_requests_finished_total`` by outcome: ``stop``/``length``,
+``abort`` (client disconnect), ``refused`` (engine refusal), ``error`` (server fault).
 
 Latencies (TTFT, TPOT, E2E) are measured on the injected :class:`~oserve.clock.Clock`.
 """
@@ -83,7 +81,7 @@ from .protocol import (
     UsageInfo,
     random_id,
 )
-from .queued_acquire import ClientGone, acquire_watching
+from .queued_acquire import ClientGone, acquire_watching, disconnected
 
 __all__ = ["AdmissionMonitor", "PromptRenderer", "TokenCounter", "OpenAIServing"]
 
@@ -227,7 +225,8 @@ class OpenAIServing:
                                           max_tokens if max_tokens is not None else rclass.expected_output_tokens)
         needed = prompt_tokens + (max_tokens if max_tokens is not None else 1)
         try:
-            replica = await acquire_watching(self.router, request_class, needed, prompt_tokens, prompt_param, raw)
+            replica = await acquire_watching(self.router, request_class, needed, prompt_tokens, prompt_param, raw,
+                                             request_id=request_id)
         except (ClientError, ServerError, ClientGone) as e:
             if self.monitor is not None:
                 self.monitor.record_completion(request_id, 0, False)
@@ -255,7 +254,7 @@ class OpenAIServing:
         try:
             replica.validate(params)  # the engine's own limits, before any response starts
         except ClientError:
-            self.router.release(replica.replica_id)
+            self.router.release(replica.replica_id, request_id)
             if self.monitor is not None:
                 self.monitor.record_completion(request_id, 0, False)
             raise
@@ -277,9 +276,13 @@ class OpenAIServing:
         while True:
             replica = job.replica
             assert replica is not None
+            prefilling = True  # on this replica: its pending prefill tokens end with its first output token
             try:
                 async with aclosing(replica.generate(job.request_id, prompt, params)) as stream:
                     async for chunk in stream:
+                        if prefilling and chunk.completion_tokens > 0:
+                            prefilling = False
+                            self.router.first_token(replica.replica_id, job.request_id)
                         chunk = shift_chunk(chunk, before, job.prompt_tokens)
                         if job.first_token_s is None and chunk.completion_tokens > 0:
                             job.first_token_s = self.clock.now()
@@ -349,11 +352,12 @@ class OpenAIServing:
     def _reacquire(self, job: _Job, failed_id: str) -> None:
         """Move ``job`` from replica ``failed_id`` to another one (sets ``job.outcome`` on failure)."""
         job.tried.append(failed_id)
-        self.router.release(failed_id)
+        self.router.release(failed_id, job.request_id)
         job.replica = None
         try:
             job.replica = self.router.acquire(job.request_class, job.needed_tokens, exclude=job.tried,
-                                              prompt_tokens=job.prompt_tokens, prompt_param=job.prompt_param)
+                                              prompt_tokens=job.prompt_tokens, prompt_param=job.prompt_param,
+                                              request_id=job.request_id)
             job.replica.validate(job.params)
         except ClientError:
             job.outcome = "refused"
@@ -385,7 +389,7 @@ class OpenAIServing:
                 log.exception("abort of %s on replica %s failed", job.request_id, replica.replica_id)
             job.finish_reason = job.finish_reason or "abort"
         if replica is not None:
-            self.router.release(replica.replica_id)
+            self.router.release(replica.replica_id, job.request_id)  # with its pending prefill tokens, if any
         if job.outcome is not None:
             reason = job.outcome  # "refused" (engine refusal, 4xx) or "error" (server fault)
         elif job.finish_reason is not None:
@@ -416,12 +420,8 @@ class OpenAIServing:
                 parts.append(chunk.text)
             return "".join(parts)
 
-        async def disconnected() -> None:
-            while (await raw.receive())["type"] != "http.disconnect":
-                pass
-
         gen_task = asyncio.ensure_future(generate())
-        watch_task = asyncio.ensure_future(disconnected())
+        watch_task = asyncio.ensure_future(disconnected(raw))
         try:
             await asyncio.wait({gen_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:

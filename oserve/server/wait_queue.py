@@ -31,6 +31,8 @@ class Waiter:
         exclude: replica ids it must not go to.
         enqueued_s: when it joined the queue (the router's clock), seconds.
         future: resolved with the replica it was dispatched to (already counted outstanding).
+        prompt_tokens: its prompt's tokens (pending prefill tokens once dispatched), or None.
+        request_id: its id for the pending prefill tokens, or None.
     """
 
     request_class: str | None
@@ -39,6 +41,8 @@ class Waiter:
     enqueued_s: float
     future: asyncio.Future[Replica] = field(repr=False)
     key: int = 0
+    prompt_tokens: int | None = None
+    request_id: str | None = None
 
 
 class WaitQueue:
