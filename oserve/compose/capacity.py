@@ -538,6 +538,9 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         "summary": summary, "wall_s": time.perf_counter() - t_start,
         "planner_capacities": planner_capacities, "calibration": calibration,
     }
+    from oserve.compose.capacity_refine import restate_study
+
+    restate_study(study)  # adds the simulated oracle (the best fixed plan until a window oracle is added)
     if window_oracle:
         from oserve.compose.window_oracle import add_window_oracle
 

@@ -6,8 +6,10 @@ ratios (oserve over plain vLLM, over the best fixed plan, over the oracle) carry
 their ratio cannot be resolved: on Llama-2-70B conv, oserve met the target at 6.189x and missed it at
 6.463x (0.890), so its capacity lies anywhere in between (bench/results/capacity.json, 55d2db5).
 Bisection from the same bracket with a smaller ``rel_tol`` probes exactly the scales a search run with
-that ``rel_tol`` from the start would have probed next, so refining a finished search equals re-running
-it, at the cost of the new probes only.
+that ``rel_tol`` from the same start would have probed next, so refining a finished search equals re-running
+it, at the cost of the new probes only. (Within a study each policy's search starts at the previous
+policy's capacity, so a study re-run from scratch at the finer tolerance may take other paths for the later
+policies: another bisection to the same tolerance, not the same probes.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from oserve.sim.config import SimConfig
 from oserve.types import ClassScheme, ClusterSpec
 from oserve.workload.trace import Trace
 
-__all__ = ["bracket_of", "refine_capacity", "restate_study"]
+__all__ = ["bracket_of", "refine_capacity", "recalibrate_lp_bound", "restate_study"]
 
 
 def bracket_of(probes: list[list[float]] | list[tuple[float, float]], target: float) -> tuple[float, float] | None:
@@ -56,6 +58,36 @@ def refine_capacity(policy: str, probes: list[list[float]], trace: Trace, table:
                       planning_table=planning_table, measure_from_s=measure_from_s, bracket=bracket)
     r.probes = [Probe(float(s), float(a)) for s, a in probes] + r.probes
     return r
+
+
+def recalibrate_lp_bound(study: dict[str, Any], trace: Trace, table: ProfileTable, cluster: ClusterSpec,
+                         scheme: ClassScheme) -> None:
+    """Recompute a study's LP bound from its rows' fixed-plan capacities, in place (``study["oracle"]``).
+
+    With table capacities (``oracle["source"]`` ``"table"`` or ``"table-calibrated"``) the LP bound is
+    calibrated by each variant's simulated static capacity (:func:`oserve.compose.oracle.sound_oracle`), so
+    refining the ``static:V`` rows changes it; this redoes :func:`oserve.compose.capacity.capacity_study`'s
+    ``oracle_bound`` + ``sound_oracle`` on the measured part of ``trace`` (clipped to the context, as the
+    study's) with the rows' scales. A bound from simulated per-class capacities is left as it is (it does not
+    read the rows). Call :func:`restate_study` after it.
+
+    Raises:
+        KeyError: a study without ``rows`` or ``oracle``.
+    """
+    from oserve.compose.capacity import measured_part
+    from oserve.compose.oracle import oracle_bound, sound_oracle
+
+    oracle = study["oracle"]
+    if oracle.get("source") not in ("table", "table-calibrated"):
+        return
+    measured = measured_part(trace, float(study.get("warmup_s", 0.0)))
+    target = float(study["target"])
+    fixed = {r["policy"]: float(r["capacity_scale"]) for r in study["rows"]
+             if r["policy"].startswith("static:") or r["policy"] == "static-mix"}
+    table_bound = oracle_bound(measured, table, cluster, scheme, window_s=float(oracle["window_s"]), target=target)
+    bound = sound_oracle(table_bound, measured, table, cluster, scheme, fixed, target=target)
+    oracle.update(source=bound.source, window_bound_scale=bound.lp_scale, variant_factors=bound.variant_factors,
+                  static_scales=bound.static_scales, capacities_rps=bound.capacities)
 
 
 def restate_study(study: dict[str, Any]) -> None:

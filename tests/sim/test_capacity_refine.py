@@ -83,3 +83,40 @@ def test_restated_study_reports_the_lp_bound_oracle_and_the_simulated_one_side_b
     restate_study(study)
     assert study["oracle"]["without_window_oracle"] == {"scale": 7.0, "floored_by": "static-mix"}
     assert study["summary"]["oracle_scale"] == 7.2 and study["oracle"]["floored_by"] == "window-oracle"
+
+
+def test_refined_static_rows_recalibrate_the_lp_bound_as_a_fine_study_computes_it() -> None:
+    # the LP bound is calibrated by the simulated static capacities (sound_oracle): refining the static rows
+    # must move it to where a study searched at the fine tolerance puts it
+    from oserve.compose.capacity import capacity_study
+    from oserve.compose.capacity_refine import recalibrate_lp_bound
+
+    names = DEFAULT_SCHEME.names
+    caps = {"small": {c: 3.0 for c in names}, "big": {c: 5.0 for c in names}}
+    table = synthetic_table(caps, {"small": 1, "big": 2}, memory_per_device_bytes=60 * GIB, class_names=names)
+    table = table.model_copy(update={"variants": {
+        k: v.model_copy(update={"kv_cache_bytes": 60 * GIB * v.devices_per_replica // 2})
+        for k, v in table.variants.items()}})
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    rng = np.random.default_rng(2)
+    arr = np.sort(rng.uniform(0, 120.0, 360))
+    trace = Trace(arr - arr[0], rng.integers(100, 600, 360), rng.integers(10, 120, 360), name="poisson")
+    cfg = SimConfig(table="synthetic")
+    policies = ["plain-vllm", "static:small", "static:big"]
+
+    def study(rel_tol: float) -> dict:
+        return capacity_study(trace, table, cluster, DEFAULT_SCHEME, cfg, policies=policies, rel_tol=rel_tol,
+                              oracle_capacities="table", seed=0)
+
+    coarse, fine = study(0.3), study(0.05)
+    for r in coarse["rows"]:
+        if r["policy"].startswith("static:"):
+            res = refine_capacity(r["policy"], r["probes"], trace, table, cluster, DEFAULT_SCHEME, cfg, target=0.9,
+                                  rel_tol=0.05)
+            if res is not None:
+                r["capacity_scale"] = res.capacity_scale
+    fine_static = {r["policy"]: r["capacity_scale"] for r in fine["rows"] if r["policy"].startswith("static:")}
+    assert {r["policy"]: r["capacity_scale"] for r in coarse["rows"] if r["policy"] in fine_static} == fine_static
+    assert coarse["oracle"]["window_bound_scale"] != pytest.approx(fine["oracle"]["window_bound_scale"], rel=1e-3)
+    recalibrate_lp_bound(coarse, trace, table, cluster, DEFAULT_SCHEME)
+    assert coarse["oracle"]["window_bound_scale"] == pytest.approx(fine["oracle"]["window_bound_scale"], rel=1e-9)
