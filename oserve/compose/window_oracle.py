@@ -94,6 +94,14 @@ def _check_lead_in(lead_in_s: float) -> float:
     return float(lead_in_s)
 
 
+def _check_measure_from(measure_from_s: float) -> float:
+    # not check_measure_from: a scaled trace may be thinned to no request past it (met vacuously, as the policies)
+    if not (math.isfinite(measure_from_s) and measure_from_s >= 0):
+        raise ConfigError(f"measure_from_s must be a finite number of seconds >= 0, got {measure_from_s}",
+                          field="measure_from_s", allowed="[0, inf) seconds")
+    return float(measure_from_s)
+
+
 def window_demands(trace: Trace, scheme: ClassScheme, window_s: float) -> list[tuple[np.ndarray, Demand]]:
     """Per ``window_s`` window of ``trace`` that has requests: (their row indices, their mean per-class rate, req/s).
 
@@ -159,12 +167,14 @@ def window_oracle_attainment(trace: Trace, table: ProfileTable, cluster: Cluster
             windowed; earlier ones (a capacity study's warm-up) serve only as the first windows' lead-in.
 
     Raises:
-        ConfigError: ``window_s`` <= 0, ``lead_in_s`` < 0, or an unknown variant.
+        ConfigError: ``window_s`` <= 0, ``lead_in_s`` < 0, ``measure_from_s`` not finite or < 0, or an unknown
+            variant.
     """
     from oserve.compose.capacity import mean_demand, measured_part
     from oserve.sim.policies import static_plan
     from oserve.workload.transforms import select
 
+    measure_from_s = _check_measure_from(measure_from_s)
     routing_static = "round-robin" if cfg.routing.static == "round-robin" else "plan"
     hindsight = mean_demand(trace, scheme, measure_from_s=measure_from_s)
     fixed: list[tuple[str, Plan, str]] = [("static-mix", planner.plan(cluster, planning_table, hindsight, None), "plan")]
@@ -209,7 +219,7 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
 
     Raises:
         ConfigError: a bad search parameter (:func:`oserve.compose.capacity.bisect_scale`), ``window_s`` <= 0,
-            ``lead_in_s`` < 0, an unknown variant or planner.
+            ``lead_in_s`` < 0, ``measure_from_s`` not finite or < 0, an unknown variant or planner.
     """
     from oserve.compose.capacity import bisect_scale, default_scaler
     from oserve.compose.simulation import sim_scored
@@ -217,6 +227,7 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     from oserve.sim.capacity_check import derate_table
 
     lead = _check_lead_in(math.inf if lead_in_s is None else lead_in_s)
+    measure_from_s = _check_measure_from(measure_from_s)
     t0 = time.perf_counter()
     planning = derate_table(planning_table or table, cfg.planner_capacity_factor)
     planner = sim_scored(make_planner(cfg.planner.kind, **cfg.planner.params), cfg, scheme, trace)
