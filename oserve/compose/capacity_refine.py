@@ -20,7 +20,7 @@ from oserve.sim.config import SimConfig
 from oserve.types import ClassScheme, ClusterSpec
 from oserve.workload.trace import Trace
 
-__all__ = ["bracket_of", "refine_capacity", "restate_study"]
+__all__ = ["bracket_of", "refine_capacity", "recalibrate_lp_bound", "restate_study"]
 
 
 def bracket_of(probes: list[list[float]] | list[tuple[float, float]], target: float) -> tuple[float, float] | None:
@@ -56,6 +56,38 @@ def refine_capacity(policy: str, probes: list[list[float]], trace: Trace, table:
                       planning_table=planning_table, measure_from_s=measure_from_s, bracket=bracket)
     r.probes = [Probe(float(s), float(a)) for s, a in probes] + r.probes
     return r
+
+
+def recalibrate_lp_bound(study: dict[str, Any], trace: Trace, table: ProfileTable, cluster: ClusterSpec,
+                         scheme: ClassScheme) -> bool:
+    """Recompute a ``table-calibrated`` LP bound from the rows' current ``static:V`` scales, in place; call it
+    after refining them and before :func:`restate_study`.
+
+    The calibration scales each variant's table capacities by its simulated static capacity over its table-units
+    one (:func:`oserve.compose.oracle.sound_oracle`), so the bound moves with those rows: refining every
+    ``static:V`` 4% up moves it 4% up, and a bound left at the coarse scales reads every ``oracle_fraction``
+    up to the coarse ``rel_tol`` high. ``trace``: as :func:`refine_capacity`'s (the study's, clipped); its part
+    from ``study["warmup_s"]`` on is the bound's. Updates ``oracle``'s ``window_bound_scale``, ``static_scales``,
+    ``variant_factors``, ``capacities_rps`` and ``best_class_variant``.
+
+    Returns:
+        Whether the bound was recomputed (False: another source, whose capacities do not depend on the rows).
+    """
+    from oserve.compose.measured import measured_part
+    from oserve.compose.oracle import oracle_bound, sound_oracle
+
+    oracle = study["oracle"]
+    if oracle.get("source") != "table-calibrated":
+        return False
+    measured = measured_part(trace, float(study.get("warmup_s", 0.0)))
+    target = float(study["target"])
+    fixed = {r["policy"]: float(r["capacity_scale"]) for r in study["rows"]
+             if r["policy"].startswith("static:") or r["policy"] == "static-mix"}
+    tb = oracle_bound(measured, table, cluster, scheme, window_s=float(oracle["window_s"]), target=target)
+    b = sound_oracle(tb, measured, table, cluster, scheme, fixed, target=target)
+    oracle.update(window_bound_scale=b.lp_scale, static_scales=b.static_scales, variant_factors=b.variant_factors,
+                  capacities_rps=b.capacities, best_class_variant=b.best_class_variant)
+    return True
 
 
 def restate_study(study: dict[str, Any]) -> None:
