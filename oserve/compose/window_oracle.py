@@ -212,8 +212,8 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     Each probe scales ``trace`` as every other policy's search does
     (:func:`oserve.compose.capacity.default_scaler` with ``seed``) and evaluates
     :func:`window_oracle_attainment`. The planner is the config's, wrapped as ``static-mix``'s is
-    (:func:`oserve.compose.simulation.sim_scored`), and sees ``planning_table`` (default ``table``) derated
-    by ``cfg.planner_capacity_factor``. ``measure_from_s``: only the scaled trace's requests arriving from then
+    (:func:`oserve.compose.simulation.sim_scored`, drawing request lengths from the probe's scaled trace), and
+    sees ``planning_table`` (default ``table``) derated by ``cfg.planner_capacity_factor``. ``measure_from_s``: only the scaled trace's requests arriving from then
     on are windowed (:func:`oserve.compose.capacity.measured_part`, a capacity study's warm-up left out).
     ``lead_in_s``: see :func:`window_oracle_attainment` (default ``inf``, the whole trace before each window).
 
@@ -230,7 +230,6 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     measure_from_s = _check_measure_from(measure_from_s)
     t0 = time.perf_counter()
     planning = derate_table(planning_table or table, cfg.planner_capacity_factor)
-    planner = sim_scored(make_planner(cfg.planner.kind, **cfg.planner.params), cfg, scheme, trace)
     scaler = default_scaler(seed)
     picks: dict[str, list[str]] = {}
 
@@ -239,6 +238,8 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
         if measure_from_s > 0 and not (np.asarray(scaled.arrival_s) >= measure_from_s).any():
             picks[f"{s:.6g}"] = []  # thinned away: nothing counted, met vacuously (as the other policies' runs)
             return 1.0
+        # the guard draws lengths from the probe's scaled trace, as static-mix's does (simulate_policy): the same plan
+        planner = sim_scored(make_planner(cfg.planner.kind, **cfg.planner.params), cfg, scheme, scaled)
         a, p = window_oracle_attainment(scaled, table, cluster, scheme, cfg, planner, planning, window_s=window_s,
                                         static_variants=static_variants, lead_in_s=lead, measure_from_s=measure_from_s)
         picks[f"{s:.6g}"] = p
