@@ -93,6 +93,9 @@ def main() -> int:
             print(f"{key}: LP bound recalibrated to the refined static scales: {lp_before} -> "
                   f"{part['oracle']['window_bound_scale']:.4g}", flush=True)
         restate_study(part)
+        if part["summary"]["window_oracle_lead_in_s"] not in (None, "inf"):
+            print(f"{key}: warning: the window oracle was bisected with a {part['summary']['window_oracle_lead_in_s']} s "
+                  "lead-in (0: each window from an idle cluster, biased high); rerun bench/window_oracle.py", flush=True)
         out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
         out["rows"] += [{"model": model, "trace": tname, **r} for r in part.pop("rows")]
         part["wall_s"] = float(study["wall_s"]) + time.perf_counter() - t0

@@ -98,7 +98,9 @@ def restate_study(study: dict[str, Any]) -> None:
     (``oracle["window_oracle"]["scale"]``, :mod:`oserve.compose.window_oracle`). The summary also gives the
     *simulated* oracle, the best of the window oracle and the fixed plans (``simulated_oracle_scale``,
     ``simulated_oracle_fraction``, also per row): every number in it comes from the same simulator as the policies', while the
-    LP bound prices per-class capacities that no plan was simulated to reach.
+    LP bound prices per-class capacities that no plan was simulated to reach. ``window_oracle_lead_in_s``: the
+    window oracle's lead-in (``"inf"``, seconds, 0 for one recorded without it, which served each window from
+    an idle cluster and rates even one fixed plan above itself; None without a window oracle).
 
     Raises:
         KeyError: a study without ``rows``, ``oracle``, ``summary`` or a ``plain-vllm`` row.
@@ -133,4 +135,6 @@ def restate_study(study: dict[str, Any]) -> None:
         oracle_fraction={k: _ratio(v, bound) for k, v in oserve.items()},
         best_static_oracle_fraction=_ratio(best, bound),
         simulated_oracle_scale=simulated,
-        simulated_oracle_fraction={k: _ratio(v, simulated) for k, v in oserve.items()})
+        simulated_oracle_fraction={k: _ratio(v, simulated) for k, v in oserve.items()},
+        # 0: a window oracle recorded before the lead-in, each window from an idle cluster (biased high)
+        window_oracle_lead_in_s=oracle["window_oracle"].get("lead_in_s", 0.0) if oracle.get("window_oracle") else None)

@@ -122,3 +122,24 @@ def test_refined_static_scales_move_a_table_calibrated_lp_bound_with_them() -> N
     assert study["summary"]["oracle_fraction"]["oserve:milp"] == pytest.approx(0.9 / 1.04, rel=1e-6)
     assert study["oracle"]["static_scales"] == pytest.approx({"small": 1.04 * coarse["static:small"],
                                                                "big": 1.04 * coarse["static:big"]}, rel=1e-6)
+
+
+def test_restated_summary_says_which_lead_in_its_window_oracle_was_bisected_with() -> None:
+    # A window oracle recorded before the lead-in (no "lead_in_s") served each window from an idle cluster, which
+    # rates even one fixed plan above itself (70B conv: its 6.749 was that bias); a restated summary gave
+    # simulated_oracle_fraction against it without saying so.
+    def row(policy: str, scale: float) -> dict:
+        return {"policy": policy, "variant": None, "capacity_scale": scale}
+
+    study = {"mean_rate_rps": 2.0, "summary": {},
+             "rows": [row("plain-vllm", 3.0), row("static-mix", 6.2), row("oserve:milp", 6.3), row("oracle", 6.8),
+                      row("window-oracle", 6.5)],
+             "oracle": {"scale": 6.8, "window_bound_scale": 6.8, "window_oracle": {"scale": 6.5}}}
+    restate_study(study)
+    assert study["summary"]["window_oracle_lead_in_s"] == 0.0
+    study["oracle"]["window_oracle"]["lead_in_s"] = "inf"
+    restate_study(study)
+    assert study["summary"]["window_oracle_lead_in_s"] == "inf"
+    del study["oracle"]["window_oracle"]
+    restate_study(study)
+    assert study["summary"]["window_oracle_lead_in_s"] is None
