@@ -32,9 +32,15 @@ TRACE_FILES = {"code": ["AzureLLMInferenceTrace_code.csv"], "conv": ["AzureLLMIn
 CONTROL = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_bin_s": 30, "history_s": 3600}
 
 
+#: The simulation settings a study ran with, and their defaults for results that predate them: each study records
+#: its own (``--merge`` combines runs made with different ones; the top-level copy is the last run's).
+SIM_SETTINGS: dict[str, Any] = {"sim_scored_plans": True, "initial_window_s": 300.0, "replica_load": "requests"}
+
+
 def study_inputs(out: dict, key: str) -> tuple[Any, Any, Any]:
     """``(table, cfg, trace)`` a finished study ``key`` (``model/trace``) of result file ``out`` ran on: its model's
-    table, its config (planner, control, first window as recorded) and its trace (warm-up + duration, unclipped)."""
+    table, its config (planner, control, and the study's own :data:`SIM_SETTINGS`, else the file's, as recorded)
+    and its trace (warm-up + duration, unclipped)."""
     from oserve.compose.simulation import load_traces
     from oserve.profiles.table import ProfileTable
     from oserve.sim.config import SimConfig
@@ -44,9 +50,10 @@ def study_inputs(out: dict, key: str) -> tuple[Any, Any, Any]:
     study = out["studies"][key]
     table_path = str(ROOT / out["table"]) if not Path(out["table"]).is_absolute() else out["table"]
     table = restrict_table(ProfileTable.load(table_path), model=model)
+    rec = {k: study.get(k, out.get(k, default)) for k, default in SIM_SETTINGS.items()}
     cfg = SimConfig(table=table_path, control=CONTROL, planner={"kind": out["planners"][0]}, forecaster={"kind": "ewma"},
-                    sim_scored_plans=out.get("sim_scored_plans", True), initial_window_s=out.get("initial_window_s", 300.0),
-                    routing={"replica_load": out.get("replica_load", "requests")})
+                    sim_scored_plans=rec["sim_scored_plans"], initial_window_s=rec["initial_window_s"],
+                    routing={"replica_load": rec["replica_load"]})
     trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]],
                         duration_s=float(study.get("warmup_s", 0.0)) + float(study["duration_limit_s"]))
     return table, cfg, trace
@@ -204,12 +211,17 @@ def _run(args: argparse.Namespace) -> int:
             for key, study in part["studies"].items():
                 study.setdefault("command", part.get("command"))
                 study.setdefault("duration_limit_s", part.get("duration_s"))
+                for k, default in SIM_SETTINGS.items():  # the part's, not this merging command's
+                    study.setdefault(k, part.get(k, default))
                 out["studies"][key] = study
             out["rows"] += part["rows"]
         out["command"] = None
         out["commands"] = [p.get("command") for p in parts] + [" ".join(shlex.quote(a) for a in sys.argv)]
         out["duration_s"] = sorted({s["duration_limit_s"] for s in out["studies"].values()})
         out["rel_tol"] = sorted({s["rel_tol"] for s in out["studies"].values()})
+        for k in SIM_SETTINGS:  # one value, or every value the studies ran with
+            vals = sorted({s[k] for s in out["studies"].values() if k in s}, key=str)
+            out[k] = vals[0] if len(vals) == 1 else vals
         out["summary"] = _summary(out["rows"], planners)
         out["wall_s"] = sum(s["wall_s"] for s in out["studies"].values())
         Path(args.out).write_text(json.dumps(finite_json(out), indent=1))
@@ -233,6 +245,7 @@ def _run(args: argparse.Namespace) -> int:
             print(format_capacity_table(study), flush=True)
             key = f"{model}/{tname}"
             out["studies"][key] = {"duration_limit_s": args.duration, "command": out["command"],
+                                   **{k: out[k] for k in SIM_SETTINGS},
                                    "load_average_1_5_15": list(os.getloadavg()),
                                    **{k: v for k, v in study.items() if k != "rows"}}
             out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]

@@ -4,9 +4,11 @@ For every study (model / trace) of ``--results`` and every policy row named (def
 oracle rows), continues the policy's bisection from the bracket its probes left (the largest scale that met the
 target, the smallest above it that missed) until ``hi / lo <= 1 + --rel-tol``, with the same trace, table,
 config, seed and warm-up as the study (:func:`oserve.compose.capacity_refine.refine_capacity`: the same probes a
-search run at that ``--rel-tol`` from the start would make). Then recalibrates the LP bound with the refined
-static capacities (:func:`oserve.compose.capacity_refine.recalibrate_lp_bound`) and restates the oracle, every
-row's ratios and the summary (:func:`oserve.compose.capacity_refine.restate_study`). Rows' ``at_common_load`` stay those of the common
+search run at that ``--rel-tol`` from the start would make). Then recomputes a ``table-calibrated`` LP bound from
+the refined ``static:V`` scales (:func:`oserve.compose.capacity_refine.recalibrate_lp_bound`) and restates the
+oracle, every row's ratios and the summary (:func:`oserve.compose.capacity_refine.restate_study`). The window
+oracle is not refined: it keeps its own bisection's ``rel_tol`` (``oracle.window_oracle.rel_tol``; rerun
+``bench/window_oracle.py --rel-tol``). Rows' ``at_common_load`` stay those of the common
 scale the study ran at.
 
     PYTHONPATH=$PWD .venv/bin/python bench/refine_capacity.py --results bench/results/capacity.json \\
@@ -86,8 +88,14 @@ def main() -> int:
                      wall_s=float(r.get("wall_s", 0.0)) + res.wall_s, refined_rel_tol=args.rel_tol,
                      **({"replicas": last.summary.get("replicas")} if last else {}))
         part = {**study, "rows": [{k: v for k, v in r.items() if k not in ("model", "trace")} for r in rows]}
-        recalibrate_lp_bound(part, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme())
+        lp_before = part["oracle"].get("window_bound_scale")
+        if recalibrate_lp_bound(part, trace, table, cfg.cluster.spec(), cfg.classes.to_scheme()):
+            print(f"{key}: LP bound recalibrated to the refined static scales: {lp_before} -> "
+                  f"{part['oracle']['window_bound_scale']:.4g}", flush=True)
         restate_study(part)
+        if part["summary"]["window_oracle_lead_in_s"] not in (None, "inf"):
+            print(f"{key}: warning: the window oracle was bisected with a {part['summary']['window_oracle_lead_in_s']} s "
+                  "lead-in (0: each window from an idle cluster, biased high); rerun bench/window_oracle.py", flush=True)
         out["rows"] = [r for r in out["rows"] if (r["model"], r["trace"]) != (model, tname)]
         out["rows"] += [{"model": model, "trace": tname, **r} for r in part.pop("rows")]
         part["wall_s"] = float(study["wall_s"]) + time.perf_counter() - t0

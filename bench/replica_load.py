@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--variants", required=True, help="comma-separated variants (single-variant deployments)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/replica_load.json"))
     args = ap.parse_args()
+    if not Path(args.results).exists():
+        ap.error(f"--results {args.results} does not exist (run bench/capacity.py first)")
     out = json.loads(Path(args.results).read_text())
     todo: list[tuple[str, list[float]]] = []
     for part in args.studies.split(";"):
@@ -48,6 +50,13 @@ def main() -> int:
         if not values or not all(math.isfinite(s) and s > 0 for s in values):
             ap.error(f"--studies {part!r}: scales must be finite numbers > 0")
         todo.append((key, values))
+    from oserve.profiles.table import ProfileTable
+
+    known = set(ProfileTable.load(str(ROOT / out["table"]) if not Path(out["table"]).is_absolute()
+                                  else out["table"]).variants)
+    unknown = [v for v in args.variants.split(",") if v not in known]
+    if unknown:  # else skipped below as another model's, and an empty result would overwrite --out
+        ap.error(f"--variants names no variant of the studies' tables: {unknown}")
 
     from dataclasses import replace
 

@@ -52,6 +52,8 @@ def main() -> int:
         ap.error(f"--scale must be a finite number > 0, got {args.scale:g}")
     if not (math.isfinite(args.window) and args.window > 0):
         ap.error(f"--window must be a finite number of seconds > 0, got {args.window:g}")
+    if not Path(args.results).exists():
+        ap.error(f"--results {args.results} does not exist (run bench/capacity.py first)")
     out = json.loads(Path(args.results).read_text())
     if args.study not in out["studies"]:
         ap.error(f"--study {args.study!r} not in --results; allowed: {', '.join(out['studies'])}")

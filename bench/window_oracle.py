@@ -2,8 +2,8 @@
 
 For every study (model / trace) of ``--results``, bisects the oracle of :mod:`oserve.compose.window_oracle`
 (per 60-s window, the best of the planner's plan for the window's true demand, static-mix's plan and every
-single-variant static deployment that has capacity, each window served from an idle cluster: perfect knowledge,
-no switching cost) on the same trace, table, config and seed, adds a ``window-oracle`` row, raises the oracle to
+single-variant static deployment that has capacity, each served from an idle cluster at the trace's start with
+the requests before the window uncounted, ``--lead-in``: perfect knowledge, no switching cost) on the same trace, table, config and seed, adds a ``window-oracle`` row, raises the oracle to
 it where it is higher, and recomputes the oracle fractions and the summary. The other rows are not re-run.
 
     PYTHONPATH=$PWD .venv/bin/python bench/window_oracle.py --results bench/results/capacity.json [--only llama-2-70b/merged]

@@ -61,33 +61,35 @@ def refine_capacity(policy: str, probes: list[list[float]], trace: Trace, table:
 
 
 def recalibrate_lp_bound(study: dict[str, Any], trace: Trace, table: ProfileTable, cluster: ClusterSpec,
-                         scheme: ClassScheme) -> None:
-    """Recompute a study's LP bound from its rows' fixed-plan capacities, in place (``study["oracle"]``).
+                         scheme: ClassScheme) -> bool:
+    """Recompute a ``table-calibrated`` LP bound from the rows' current ``static:V`` scales, in place; call it
+    after refining them and before :func:`restate_study`.
 
-    With table capacities (``oracle["source"]`` ``"table"`` or ``"table-calibrated"``) the LP bound is
-    calibrated by each variant's simulated static capacity (:func:`oserve.compose.oracle.sound_oracle`), so
-    refining the ``static:V`` rows changes it; this redoes :func:`oserve.compose.capacity.capacity_study`'s
-    ``oracle_bound`` + ``sound_oracle`` on the measured part of ``trace`` (clipped to the context, as the
-    study's) with the rows' scales. A bound from simulated per-class capacities is left as it is (it does not
-    read the rows). Call :func:`restate_study` after it.
+    The calibration scales each variant's table capacities by its simulated static capacity over its table-units
+    one (:func:`oserve.compose.oracle.sound_oracle`), so the bound moves with those rows: refining every
+    ``static:V`` 4% up moves it 4% up, and a bound left at the coarse scales reads every ``oracle_fraction``
+    up to the coarse ``rel_tol`` high. ``trace``: as :func:`refine_capacity`'s (the study's, clipped); its part
+    from ``study["warmup_s"]`` on is the bound's. Updates ``oracle``'s ``window_bound_scale``, ``static_scales``,
+    ``variant_factors``, ``capacities_rps`` and ``best_class_variant``.
 
-    Raises:
-        KeyError: a study without ``rows`` or ``oracle``.
+    Returns:
+        Whether the bound was recomputed (False: another source, whose capacities do not depend on the rows).
     """
-    from oserve.compose.capacity import measured_part
+    from oserve.compose.measured import measured_part
     from oserve.compose.oracle import oracle_bound, sound_oracle
 
     oracle = study["oracle"]
-    if oracle.get("source") not in ("table", "table-calibrated"):
-        return
+    if oracle.get("source") != "table-calibrated":
+        return False
     measured = measured_part(trace, float(study.get("warmup_s", 0.0)))
     target = float(study["target"])
     fixed = {r["policy"]: float(r["capacity_scale"]) for r in study["rows"]
              if r["policy"].startswith("static:") or r["policy"] == "static-mix"}
-    table_bound = oracle_bound(measured, table, cluster, scheme, window_s=float(oracle["window_s"]), target=target)
-    bound = sound_oracle(table_bound, measured, table, cluster, scheme, fixed, target=target)
-    oracle.update(source=bound.source, window_bound_scale=bound.lp_scale, variant_factors=bound.variant_factors,
-                  static_scales=bound.static_scales, capacities_rps=bound.capacities)
+    tb = oracle_bound(measured, table, cluster, scheme, window_s=float(oracle["window_s"]), target=target)
+    b = sound_oracle(tb, measured, table, cluster, scheme, fixed, target=target)
+    oracle.update(window_bound_scale=b.lp_scale, static_scales=b.static_scales, variant_factors=b.variant_factors,
+                  capacities_rps=b.capacities, best_class_variant=b.best_class_variant)
+    return True
 
 
 def restate_study(study: dict[str, Any]) -> None:
@@ -98,7 +100,9 @@ def restate_study(study: dict[str, Any]) -> None:
     (``oracle["window_oracle"]["scale"]``, :mod:`oserve.compose.window_oracle`). The summary also gives the
     *simulated* oracle, the best of the window oracle and the fixed plans (``simulated_oracle_scale``,
     ``simulated_oracle_fraction``, also per row): every number in it comes from the same simulator as the policies', while the
-    LP bound prices per-class capacities that no plan was simulated to reach.
+    LP bound prices per-class capacities that no plan was simulated to reach. ``window_oracle_lead_in_s``: the
+    window oracle's lead-in (``"inf"``, seconds, 0 for one recorded without it, which served each window from
+    an idle cluster and rates even one fixed plan above itself; None without a window oracle).
 
     Raises:
         KeyError: a study without ``rows``, ``oracle``, ``summary`` or a ``plain-vllm`` row.
@@ -133,4 +137,6 @@ def restate_study(study: dict[str, Any]) -> None:
         oracle_fraction={k: _ratio(v, bound) for k, v in oserve.items()},
         best_static_oracle_fraction=_ratio(best, bound),
         simulated_oracle_scale=simulated,
-        simulated_oracle_fraction={k: _ratio(v, simulated) for k, v in oserve.items()})
+        simulated_oracle_fraction={k: _ratio(v, simulated) for k, v in oserve.items()},
+        # 0: a window oracle recorded before the lead-in, each window from an idle cluster (biased high)
+        window_oracle_lead_in_s=oracle["window_oracle"].get("lead_in_s", 0.0) if oracle.get("window_oracle") else None)

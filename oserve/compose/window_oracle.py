@@ -94,6 +94,14 @@ def _check_lead_in(lead_in_s: float) -> float:
     return float(lead_in_s)
 
 
+def _check_measure_from(measure_from_s: float) -> float:
+    # not check_measure_from: a scaled trace may be thinned to no request past it (met vacuously, as the policies)
+    if not (math.isfinite(measure_from_s) and measure_from_s >= 0):
+        raise ConfigError(f"measure_from_s must be a finite number of seconds >= 0, got {measure_from_s}",
+                          field="measure_from_s", allowed="[0, inf) seconds")
+    return float(measure_from_s)
+
+
 def window_demands(trace: Trace, scheme: ClassScheme, window_s: float) -> list[tuple[np.ndarray, Demand]]:
     """Per ``window_s`` window of ``trace`` that has requests: (their row indices, their mean per-class rate, req/s).
 
@@ -159,12 +167,14 @@ def window_oracle_attainment(trace: Trace, table: ProfileTable, cluster: Cluster
             windowed; earlier ones (a capacity study's warm-up) serve only as the first windows' lead-in.
 
     Raises:
-        ConfigError: ``window_s`` <= 0, ``lead_in_s`` < 0, or an unknown variant.
+        ConfigError: ``window_s`` <= 0, ``lead_in_s`` < 0, ``measure_from_s`` not finite or < 0, or an unknown
+            variant.
     """
     from oserve.compose.capacity import mean_demand, measured_part
     from oserve.sim.policies import static_plan
     from oserve.workload.transforms import select
 
+    measure_from_s = _check_measure_from(measure_from_s)
     routing_static = "round-robin" if cfg.routing.static == "round-robin" else "plan"
     hindsight = mean_demand(trace, scheme, measure_from_s=measure_from_s)
     fixed: list[tuple[str, Plan, str]] = [("static-mix", planner.plan(cluster, planning_table, hindsight, None), "plan")]
@@ -202,14 +212,14 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     Each probe scales ``trace`` as every other policy's search does
     (:func:`oserve.compose.capacity.default_scaler` with ``seed``) and evaluates
     :func:`window_oracle_attainment`. The planner is the config's, wrapped as ``static-mix``'s is
-    (:func:`oserve.compose.simulation.sim_scored`), and sees ``planning_table`` (default ``table``) derated
-    by ``cfg.planner_capacity_factor``. ``measure_from_s``: only the scaled trace's requests arriving from then
+    (:func:`oserve.compose.simulation.sim_scored`, drawing request lengths from the probe's scaled trace), and
+    sees ``planning_table`` (default ``table``) derated by ``cfg.planner_capacity_factor``. ``measure_from_s``: only the scaled trace's requests arriving from then
     on are windowed (:func:`oserve.compose.capacity.measured_part`, a capacity study's warm-up left out).
     ``lead_in_s``: see :func:`window_oracle_attainment` (default ``inf``, the whole trace before each window).
 
     Raises:
         ConfigError: a bad search parameter (:func:`oserve.compose.capacity.bisect_scale`), ``window_s`` <= 0,
-            ``lead_in_s`` < 0, an unknown variant or planner.
+            ``lead_in_s`` < 0, ``measure_from_s`` not finite or < 0, an unknown variant or planner.
     """
     from oserve.compose.capacity import bisect_scale, default_scaler
     from oserve.compose.simulation import sim_scored
@@ -217,9 +227,9 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
     from oserve.sim.capacity_check import derate_table
 
     lead = _check_lead_in(math.inf if lead_in_s is None else lead_in_s)
+    measure_from_s = _check_measure_from(measure_from_s)
     t0 = time.perf_counter()
     planning = derate_table(planning_table or table, cfg.planner_capacity_factor)
-    planner = sim_scored(make_planner(cfg.planner.kind, **cfg.planner.params), cfg, scheme, trace)
     scaler = default_scaler(seed)
     picks: dict[str, list[str]] = {}
 
@@ -228,6 +238,8 @@ def window_oracle_capacity(trace: Trace, table: ProfileTable, cluster: ClusterSp
         if measure_from_s > 0 and not (np.asarray(scaled.arrival_s) >= measure_from_s).any():
             picks[f"{s:.6g}"] = []  # thinned away: nothing counted, met vacuously (as the other policies' runs)
             return 1.0
+        # the guard draws lengths from the probe's scaled trace, as static-mix's does (simulate_policy): the same plan
+        planner = sim_scored(make_planner(cfg.planner.kind, **cfg.planner.params), cfg, scheme, scaled)
         a, p = window_oracle_attainment(scaled, table, cluster, scheme, cfg, planner, planning, window_s=window_s,
                                         static_variants=static_variants, lead_in_s=lead, measure_from_s=measure_from_s)
         picks[f"{s:.6g}"] = p

@@ -76,3 +76,49 @@ def test_refine_capacity_bad_arguments_are_usage_errors(args, expected):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert expected in proc.stderr.splitlines()[-1]
+
+
+def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
+    # bench/refine_capacity.py and bench/window_oracle.py re-simulate a study with study_inputs' config. --merge
+    # wrote the merging command's own --replica-load (default 'requests') at the top level, so a study run with
+    # --replica-load prefill-tokens was refined, and its window oracle bisected, with another router.
+    import json
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from capacity import study_inputs
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    part = {"table": "examples/profiles/a100-80gb-mixed.json", "planners": ["milp"], "command": "part",
+            "replica_load": "prefill-tokens", "initial_window_s": 30.0, "sim_scored_plans": False, "rows": [],
+            "studies": {"llama-2-70b/conv": {"duration_limit_s": 5.0, "warmup_s": 0.0, "rel_tol": 0.05,
+                                             "wall_s": 1.0}}}
+    (tmp_path / "part.json").write_text(json.dumps(part))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "capacity.py"), "--merge", str(tmp_path / "part.json"),
+                           "--out", str(tmp_path / "merged.json")], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    _, cfg, _ = study_inputs(merged, "llama-2-70b/conv")
+    assert cfg.routing.replica_load == "prefill-tokens"
+    assert cfg.initial_window_s == 30.0 and cfg.sim_scored_plans is False
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), [
+    ("replica_load.py", ["--results", "/nonexistent/cap.json", "--studies", "a/b:1", "--variants", "v"],
+     "--results /nonexistent/cap.json does not exist"),
+    # a misspelt variant was skipped as "another model's", and an empty result overwrote --out
+    ("replica_load.py", ["--studies", "llama-2-70b/conv:1", "--variants", "llama-2-70b-int8-tp3"],
+     "--variants names no variant of the studies' tables: ['llama-2-70b-int8-tp3']"),
+    ("window_idle_bias.py", ["--results", "/nonexistent/cap.json", "--study", "a/b", "--scale", "1"],
+     "--results /nonexistent/cap.json does not exist"),
+])
+def test_side_by_side_benches_refuse_bad_arguments_without_a_traceback(tmp_path, script, args, expected):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--out", str(tmp_path / "o.json")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert expected in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "o.json").exists()

@@ -120,3 +120,61 @@ def test_refined_static_rows_recalibrate_the_lp_bound_as_a_fine_study_computes_i
     assert coarse["oracle"]["window_bound_scale"] != pytest.approx(fine["oracle"]["window_bound_scale"], rel=1e-3)
     recalibrate_lp_bound(coarse, trace, table, cluster, DEFAULT_SCHEME)
     assert coarse["oracle"]["window_bound_scale"] == pytest.approx(fine["oracle"]["window_bound_scale"], rel=1e-9)
+def test_refined_static_scales_move_a_table_calibrated_lp_bound_with_them() -> None:
+    # The table-calibrated LP bound scales each variant's table capacities by its *simulated* static capacity
+    # (oserve.compose.oracle.sound_oracle), so refining static:V's capacity moves the bound. Restated with the
+    # bound of the coarse scales, the oracle stayed up to rel_tol low and every oracle_fraction up to rel_tol high.
+    from oserve.compose.capacity_refine import recalibrate_lp_bound
+    from oserve.compose.oracle import oracle_bound, sound_oracle
+
+    names = DEFAULT_SCHEME.names
+    table = synthetic_table({"small": {c: 3.0 for c in names}, "big": {c: 5.0 for c in names}},
+                            {"small": 1, "big": 2}, memory_per_device_bytes=60 * GIB, class_names=names)
+    cluster = ClusterSpec.homogeneous(1, 2, "a100-80gb", 60 * GIB)
+    rng = np.random.default_rng(2)
+    arr = np.sort(rng.uniform(0, 240.0, 720))
+    trace = Trace(arr - arr[0], rng.integers(100, 600, 720), rng.integers(10, 120, 720), name="poisson")
+    tb = oracle_bound(trace, table, cluster, DEFAULT_SCHEME, window_s=60.0, target=0.9)
+    coarse = {"static:small": 0.7 * tb.static_scales["small"], "static:big": 0.6 * tb.static_scales["big"]}
+    b = sound_oracle(tb, trace, table, cluster, DEFAULT_SCHEME, coarse, target=0.9)
+    assert b.source == "table-calibrated"
+
+    def row(policy: str, scale: float) -> dict:
+        return {"policy": policy, "variant": None, "capacity_scale": scale}
+
+    study = {"mean_rate_rps": 3.0, "target": 0.9, "warmup_s": 0.0, "summary": {},
+             "rows": [row("plain-vllm", 0.5 * b.scale), *(row(k, v) for k, v in coarse.items()),
+                      row("oserve:milp", 0.9 * b.scale), row("oracle", b.scale)],
+             "oracle": {"source": b.source, "scale": b.scale, "window_s": 60.0, "window_bound_scale": b.lp_scale,
+                        "floored_by": None}}
+    for r in study["rows"]:  # refined: every static capacity 4% up
+        if r["policy"].startswith("static:"):
+            r["capacity_scale"] *= 1.04
+    recalibrate_lp_bound(study, trace, table, cluster, DEFAULT_SCHEME)
+    restate_study(study)
+    assert study["oracle"]["window_bound_scale"] == pytest.approx(1.04 * b.lp_scale, rel=1e-6)
+    assert study["summary"]["oracle_scale"] == pytest.approx(1.04 * b.scale, rel=1e-6)
+    assert study["summary"]["oracle_fraction"]["oserve:milp"] == pytest.approx(0.9 / 1.04, rel=1e-6)
+    assert study["oracle"]["static_scales"] == pytest.approx({"small": 1.04 * coarse["static:small"],
+                                                               "big": 1.04 * coarse["static:big"]}, rel=1e-6)
+
+
+def test_restated_summary_says_which_lead_in_its_window_oracle_was_bisected_with() -> None:
+    # A window oracle recorded before the lead-in (no "lead_in_s") served each window from an idle cluster, which
+    # rates even one fixed plan above itself (70B conv: its 6.749 was that bias); a restated summary gave
+    # simulated_oracle_fraction against it without saying so.
+    def row(policy: str, scale: float) -> dict:
+        return {"policy": policy, "variant": None, "capacity_scale": scale}
+
+    study = {"mean_rate_rps": 2.0, "summary": {},
+             "rows": [row("plain-vllm", 3.0), row("static-mix", 6.2), row("oserve:milp", 6.3), row("oracle", 6.8),
+                      row("window-oracle", 6.5)],
+             "oracle": {"scale": 6.8, "window_bound_scale": 6.8, "window_oracle": {"scale": 6.5}}}
+    restate_study(study)
+    assert study["summary"]["window_oracle_lead_in_s"] == 0.0
+    study["oracle"]["window_oracle"]["lead_in_s"] = "inf"
+    restate_study(study)
+    assert study["summary"]["window_oracle_lead_in_s"] == "inf"
+    del study["oracle"]["window_oracle"]
+    restate_study(study)
+    assert study["summary"]["window_oracle_lead_in_s"] is None

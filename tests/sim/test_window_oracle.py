@@ -139,3 +139,49 @@ def test_a_window_served_after_its_lead_in_rates_one_fixed_plan_at_its_own_attai
     with pytest.raises(ConfigError) as e:
         windowed(-1.0)
     assert e.value.field == "lead_in_s"
+
+
+@pytest.mark.parametrize("bad", [math.nan, -30.0, math.inf])
+def test_window_oracle_refuses_a_measured_start_that_is_not_a_finite_number_of_seconds_from_0(bad: float) -> None:
+    # NaN and inf raised an untyped TraceError from deep inside; a negative start was taken: windows were cut on the
+    # trace's clock but each window's start on another grid, so the lead-in left out requests just before the window
+    from oserve.compose.window_oracle import window_oracle_attainment
+    from oserve.policies.static import StaticPlanner
+
+    table = synthetic_table({"small": {c: 2.0 for c in NAMES}}, {"small": 1}, memory_per_device_bytes=60 * GIB,
+                            class_names=NAMES)
+    cluster = ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB)
+    arr = np.arange(0.0, 120.0, 1.0)
+    trace = Trace(arr, np.full(arr.size, 300), np.full(arr.size, 30), name="t")
+    with pytest.raises(ConfigError) as e:
+        window_oracle_attainment(trace, table, cluster, DEFAULT_SCHEME, SimConfig(table="synthetic"),
+                                 StaticPlanner("small"), table, window_s=60.0, static_variants=["small"],
+                                 measure_from_s=bad)
+    assert e.value.field == "measure_from_s"
+
+
+def test_window_oracle_s_guard_draws_lengths_from_each_probe_s_scaled_trace_as_static_mix_s(monkeypatch) -> None:
+    # static-mix's guard (simulate_policy) draws its request lengths from the probe's scaled trace; the window
+    # oracle's drew them from the unscaled one, so its static-mix candidate could be another plan than the
+    # static-mix row's, and the oracle no longer held that row's plan in every window
+    import oserve.compose.simulation as simulation
+    from oserve.compose.capacity import default_scaler
+    from oserve.compose.window_oracle import window_oracle_capacity
+
+    table = synthetic_table({"small": {c: 2.0 for c in NAMES}}, {"small": 1}, memory_per_device_bytes=60 * GIB,
+                            class_names=NAMES)
+    cluster = ClusterSpec.homogeneous(1, 1, "a100-80gb", 60 * GIB)
+    rng = np.random.default_rng(4)
+    arr = np.sort(rng.uniform(0, 120.0, 240))
+    trace = Trace(arr - arr[0], rng.integers(100, 600, 240), rng.integers(10, 120, 240), name="t")
+    seen: list[int] = []
+    real = simulation.sim_scored
+
+    def spy(planner, cfg, scheme, tr):
+        seen.append(len(tr))
+        return real(planner, cfg, scheme, tr)
+
+    monkeypatch.setattr(simulation, "sim_scored", spy)
+    wo = window_oracle_capacity(trace, table, cluster, DEFAULT_SCHEME, SimConfig(table="synthetic"),
+                                static_variants=["small"], window_s=60.0, rel_tol=0.5, seed=3)
+    assert [len(default_scaler(3)(trace, s)) for s, _ in wo.probes] == seen
