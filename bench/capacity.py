@@ -37,6 +37,19 @@ CONTROL = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_b
 SIM_SETTINGS: dict[str, Any] = {"sim_scored_plans": True, "initial_window_s": 300.0, "replica_load": "requests"}
 
 
+def load_results(ap: argparse.ArgumentParser, path: Path, only: str | None) -> tuple[dict, list[str]]:
+    """A finished result file and the studies ``only`` names (comma-separated ``model/trace``; None: all of them);
+    a missing file or an unknown study is ``ap.error`` (exit 2)."""
+    if not path.exists():
+        ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
+    out = json.loads(path.read_text())
+    keys = list(out["studies"]) if not only else only.split(",")
+    unknown = [k for k in keys if k not in out["studies"]]
+    if unknown:
+        ap.error(f"--only names unknown studies {unknown}; allowed: {', '.join(out['studies'])}")
+    return out, keys
+
+
 def study_inputs(out: dict, key: str) -> tuple[Any, Any, Any]:
     """``(table, cfg, trace)`` a finished study ``key`` (``model/trace``) of result file ``out`` ran on: its model's
     table, its config (planner, control, and the study's own :data:`SIM_SETTINGS`, else the file's, as recorded)

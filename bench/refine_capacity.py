@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from capacity import ROOT, _summary, study_inputs
+from capacity import ROOT, _summary, load_results, study_inputs
 
 
 def main() -> int:
@@ -39,13 +39,7 @@ def main() -> int:
     if not (math.isfinite(args.rel_tol) and args.rel_tol > 0):
         ap.error(f"--rel-tol must be a finite number > 0, got {args.rel_tol:g}")
     path = Path(args.results)
-    if not path.exists():
-        ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
-    out = json.loads(path.read_text())
-    keys = list(out["studies"]) if not args.only else args.only.split(",")
-    unknown = [k for k in keys if k not in out["studies"]]
-    if unknown:
-        ap.error(f"--only names unknown studies {unknown}; allowed: {', '.join(out['studies'])}")
+    out, keys = load_results(ap, path, args.only)
 
     from oserve.cli.errors import format_cli_error
     from oserve.compose.capacity import finite_json

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from capacity import ROOT, _summary, study_inputs
+from capacity import ROOT, _summary, load_results, study_inputs
 
 
 def main() -> int:
@@ -41,13 +41,7 @@ def main() -> int:
     if math.isnan(lead_in) or lead_in < 0:
         ap.error(f"--lead-in must be a number of seconds >= 0 (inf: the whole trace before each window), got {lead_in:g}")
     path = Path(args.results)
-    if not path.exists():
-        ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
-    out = json.loads(path.read_text())
-    keys = list(out["studies"]) if not args.only else args.only.split(",")
-    unknown = [k for k in keys if k not in out["studies"]]
-    if unknown:
-        ap.error(f"--only names unknown studies {unknown}; allowed: {', '.join(out['studies'])}")
+    out, keys = load_results(ap, path, args.only)
 
     from oserve.cli.errors import format_cli_error
     from oserve.compose.capacity import finite_json
