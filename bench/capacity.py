@@ -47,6 +47,9 @@ def load_results(ap: argparse.ArgumentParser, path: Path, only: str | None) -> t
     unknown = [k for k in keys if k not in out["studies"]]
     if unknown:
         ap.error(f"--only names unknown studies {unknown}; allowed: {', '.join(out['studies'])}")
+    for key in keys:  # refine and the window oracle re-simulate with the table's capacities only
+        if out["studies"][key].get("planner_capacities", "table") != "table":
+            ap.error(f"{key}: only studies with table planner capacities are supported")
     return out, keys
 
 

@@ -51,8 +51,6 @@ def main() -> int:
     for key in keys:
         model, tname = key.split("/")
         study = out["studies"][key]
-        if study.get("planner_capacities", "table") != "table":
-            ap.error(f"{key}: only studies with table planner capacities are supported")
         table, cfg, trace = study_inputs(out, key)
         trace = clip_tokens(trace, max_total=max(v.max_model_len for v in table.variants.values()))
         rows = [r for r in out["rows"] if (r["model"], r["trace"]) == (model, tname)]

@@ -53,8 +53,6 @@ def main() -> int:
     for key in keys:
         model, tname = key.split("/")
         study = out["studies"][key]
-        if study.get("planner_capacities", "table") != "table":
-            ap.error(f"{key}: only studies with table planner capacities are supported")
         table, cfg, trace = study_inputs(out, key)
         rows = [r for r in out["rows"] if (r["model"], r["trace"]) == (model, tname)]
         part = {**study, "rows": [{k: v for k, v in r.items() if k not in ("model", "trace")} for r in rows]}
