@@ -151,7 +151,7 @@ def main() -> int:
                     help="oserve's and static-mix's planner keeps its plan unless a single-variant plan carries more of "
                          "the demand mix in a short simulation (SimConfig.sim_scored_plans, oserve/sim/scored_planner.py)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--replica-load", default="requests", choices=("requests", "prefill-tokens"),
+    ap.add_argument("--replica-load", default="prefill-tokens", choices=("requests", "prefill-tokens"),
                     help="the oserve router's replica load within a variant (SimConfig.routing.replica_load): "
                          "outstanding requests, or pending prefill tokens first; static:V stays round-robin")
     ap.add_argument("--out", default=str(ROOT / "bench/results/capacity.json"))

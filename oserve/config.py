@@ -170,7 +170,7 @@ class ServerConfig(_Strict):
     queue_timeout_s: float = Field(60.0, gt=0, le=3600, description="longest wait in the router-side queue before "
                                                                     "a 503, seconds")
     replica_load: Literal["requests", "prefill-tokens"] = Field(
-        "requests", description="how the router ranks the replicas of one variant: 'requests' (least outstanding "
+        "prefill-tokens", description="how the router ranks the replicas of one variant: 'requests' (least outstanding "
         "requests) or 'prefill-tokens' (least pending prefill tokens, i.e. prompt tokens routed to the replica "
         "whose first output token has not arrived, then least outstanding requests)")
 

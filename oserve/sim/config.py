@@ -97,7 +97,7 @@ class RoutingConfig(_Model):
     static: Literal["round-robin", "plan"] = Field(
         "round-robin", description="routing of static deployments: round-robin, or the oserve router (least outstanding)")
     replica_load: Literal["requests", "prefill-tokens"] = Field(
-        "requests", description="the oserve router's replica load within a variant (plan routing: oserve, static-mix, "
+        "prefill-tokens", description="the oserve router's replica load within a variant (plan routing: oserve, static-mix, "
         "the guard's candidates): outstanding requests, or pending prefill tokens first (oserve.policies.routing)")
 
 

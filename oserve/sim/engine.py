@@ -60,8 +60,8 @@ class SimOptions:
         prefill_only_fixed: fixed cost of an iteration without decodes, ``"a+d"`` (default) or ``"a"``
             (the profiled lone-prompt TTFT ``prefill_s``; :data:`oserve.sim.replica.PREFILL_ONLY_FIXED`).
         replica_load: with ``routing="plan"``, how the router measures a replica's load within a variant:
-            ``"requests"`` (outstanding requests) or ``"prefill-tokens"`` (pending prefill tokens first;
-            :data:`oserve.policies.routing.REPLICA_LOADS`).
+            ``"prefill-tokens"`` (default: pending prefill tokens first) or ``"requests"`` (outstanding
+            requests; :data:`oserve.policies.routing.REPLICA_LOADS`).
     """
 
     control_interval_s: float = 30.0
@@ -82,7 +82,7 @@ class SimOptions:
     migrate_on_drain: bool = False
     migration_grace_s: float = 0.0
     prefill_only_fixed: str = "a+d"
-    replica_load: str = "requests"
+    replica_load: str = "prefill-tokens"
 
     def __post_init__(self) -> None:
         check_prefill_only_fixed(self.prefill_only_fixed)

@@ -116,12 +116,12 @@ class _Workload:
 
 def plan_attainment(plan: Plan, table: Any, cluster: Any, workload: _Workload, rate_rps: float, *, slo: SLO,
                     scheme: ClassScheme = DEFAULT_SCHEME, contention: ContentionModel | None = None,
-                    prefill_only_fixed: str = "a+d", replica_load: str = "requests") -> float:
+                    prefill_only_fixed: str = "a+d", replica_load: str = "prefill-tokens") -> float:
     """SLO attainment (share of requests, 0-1) of ``plan`` on ``workload`` at ``rate_rps`` (req/s) in the simulator.
 
     ``contention``, ``prefill_only_fixed`` and ``replica_load``: the simulator's node-contention / serving-path
     model, prefill-only iteration cost and the router's replica load (:class:`oserve.sim.engine.SimOptions`);
-    default none, ``"a+d"`` and ``"requests"``.
+    default none, ``"a+d"`` and ``"prefill-tokens"``.
     """
     from oserve.sim.engine import SimOptions, Simulation
     from oserve.sim.metrics import summarise
@@ -228,7 +228,7 @@ class SimScoredPlanner(Planner):
                  overload_factors: Sequence[float] = (1.0, 1.25, 1.5), mix_search: int = 10,
                  horizon_s: float = 90.0, weights: ObjectiveWeights | Mapping[str, Any] | None = None,
                  contention: ContentionModel | None = None, prefill_only_fixed: str = "a+d",
-                 replica_load: str = "requests") -> None:
+                 replica_load: str = "prefill-tokens") -> None:
         _check(target, "planner.target", 0.0, 1.0)
         _check(min_gain_fraction, "planner.min_gain_fraction", 0.0, 1.0, lo_open=False)
         _check(rel_tol, "planner.rel_tol", 0.0, 1.0)

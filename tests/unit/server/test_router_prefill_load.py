@@ -53,7 +53,7 @@ def test_requests_load_picks_exactly_as_before_and_still_counts_pending_tokens()
     got = [router.acquire(None, 60, prompt_tokens=10, request_id=f"s{i}").replica_id for i in range(3)]
     assert got == ["b", "a", "b"]  # least outstanding, ties by served then order added
     assert router.pending_prefill_tokens("a") == 4010 and router.pending_prefill_tokens("b") == 20
-    assert Router().replica_load == "requests"
+    assert Router().replica_load == "prefill-tokens"  # the default
 
 
 def test_release_before_first_token_clears_and_first_token_then_release_subtracts_once() -> None:
@@ -112,8 +112,8 @@ def test_bad_replica_load_names_the_field_and_the_allowed_values() -> None:
 
 def test_server_config_replica_load_matches_the_policy_values() -> None:
     assert get_args(ServerConfig.model_fields["replica_load"].annotation) == REPLICA_LOADS
-    assert ServerConfig().replica_load == "requests"
-    assert ServerConfig(replica_load="prefill-tokens").replica_load == "prefill-tokens"
+    assert ServerConfig().replica_load == "prefill-tokens"
+    assert ServerConfig(replica_load="requests").replica_load == "requests"
     with pytest.raises(ValueError, match="replica_load"):
         ServerConfig(replica_load="tokens")
 
