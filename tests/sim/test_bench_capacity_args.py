@@ -113,6 +113,11 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
      "--variants names no variant of the studies' tables: ['llama-2-70b-int8-tp3']"),
     ("window_idle_bias.py", ["--results", "/nonexistent/cap.json", "--study", "a/b", "--scale", "1"],
      "--results /nonexistent/cap.json does not exist"),
+    # the live bench refuses before any engine starts
+    ("replica_load_live.py", ["--rate-factors", "0.05,x"], "--rate-factors must be comma-separated numbers"),
+    ("replica_load_live.py", ["--rate-factors", "1.5"], "--rate-factors must be in (0, 1]"),
+    ("replica_load_live.py", ["--repeats", "0"], "--repeats must be >= 1"),
+    ("replica_load_live.py", ["--max-input", "2000"], "--max-input must be <= 1952"),
 ])
 def test_side_by_side_benches_refuse_bad_arguments_without_a_traceback(tmp_path, script, args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
