@@ -507,6 +507,10 @@ class Router:
         try:
             return await asyncio.wait_for(fut, self.queue_timeout_s)
         except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                # dispatched (counted on the replica) in the loop iteration its timeout fired: since Python 3.12
+                # wait_for raises TimeoutError then, and dropping the replica would leak its slot and pending tokens
+                return fut.result()
             self._queue.remove(waiter)
             self.queue_timeouts += 1
             raise QueueTimeoutError(

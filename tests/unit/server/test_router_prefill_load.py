@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import get_args
 
 import httpx
@@ -101,6 +102,28 @@ async def test_a_queued_request_dispatched_later_carries_its_pending_tokens() ->
     assert (await wait).replica_id == "a"
     assert router.pending_prefill_tokens("a") == 300
     assert router.first_token("a", "queued") == 300
+
+
+async def test_a_request_dispatched_as_its_queue_timeout_fires_keeps_its_slot_and_nothing_leaks(monkeypatch) -> None:
+    async def wait_for_312(fut, timeout):  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(timeout):  # asyncio.wait_for as Python >= 3.12 has it
+            return await fut
+
+    monkeypatch.setattr(asyncio, "wait_for", wait_for_312)
+    router = Router(replica_load="prefill-tokens", queue_timeout_s=0.05)
+    router.add(replica("a", max_num_seqs=1))
+    assert router.try_acquire(None, 60, prompt_tokens=50, request_id="first") is not None
+    wait = asyncio.create_task(router.acquire_queued(None, 400, prompt_tokens=300, request_id="queued"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert router.queue_length() == 1
+    # the slot frees (dispatching the waiter) and its timeout fires in one loop iteration
+    asyncio.get_running_loop().call_later(0.01, router.release, "a", "first")
+    time.sleep(0.1)  # the loop is blocked past both deadlines
+    assert (await wait).replica_id == "a"
+    assert router.queue_timeouts == 0 and router.pending_prefill_tokens("a") == 300
+    router.release("a", "queued")
+    assert router.outstanding() == 0 and router.pending_prefill_tokens() == 0
 
 
 def test_bad_replica_load_names_the_field_and_the_allowed_values() -> None:
