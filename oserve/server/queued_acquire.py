@@ -53,13 +53,19 @@ async def acquire_watching(router: Router, request_class: str, needed: int, prom
     if raw is None:
         return await wait
     watch = asyncio.ensure_future(disconnected(raw))
+    returned = False
     try:
         await asyncio.wait({wait, watch}, return_when=asyncio.FIRST_COMPLETED)
+        returned = True
     finally:
         watch.cancel()
         if not wait.done():
             wait.cancel()  # the router removes the entry (and releases a slot given meanwhile)
             await asyncio.gather(wait, return_exceptions=True)
+        if not returned and wait.done() and not wait.cancelled() and wait.exception() is None:
+            # the caller itself was cancelled after the router gave the request a replica (Python 3.11's
+            # wait_for returns it even when cancelled): nobody will use or release it but us
+            router.release(wait.result().replica_id, request_id)
     if wait.cancelled():
         raise ClientGone
     return wait.result()

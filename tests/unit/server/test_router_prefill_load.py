@@ -16,6 +16,7 @@ from oserve.compose.stack import start_stack
 from oserve.config import ServeConfig, ServerConfig
 from oserve.errors import ConfigError
 from oserve.policies.routing import REPLICA_LOADS
+from oserve.server.queued_acquire import acquire_watching
 from oserve.server.router import Router
 from oserve.testing.fake_backend import FakeReplica, FakeReplicaOptions
 
@@ -123,6 +124,29 @@ async def test_a_request_dispatched_as_its_queue_timeout_fires_keeps_its_slot_an
     assert (await wait).replica_id == "a"
     assert router.queue_timeouts == 0 and router.pending_prefill_tokens("a") == 300
     router.release("a", "queued")
+    assert router.outstanding() == 0 and router.pending_prefill_tokens() == 0
+
+
+async def test_a_handler_cancelled_as_its_queued_request_is_dispatched_leaks_no_slot_or_tokens() -> None:
+    class Connected:  # an HTTP request whose client never leaves
+        async def receive(self) -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+    router = Router(replica_load="prefill-tokens")
+    router.add(replica("a", max_num_seqs=1))
+    assert router.try_acquire(None, 60, prompt_tokens=50, request_id="first") is not None
+    handler = asyncio.create_task(acquire_watching(router, "c", 400, 300, "prompt", Connected(),  # type: ignore[arg-type]
+                                                   request_id="queued"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert router.queue_length() == 1
+    router.release("a", "first")  # dispatches the queued request to "a" ...
+    handler.cancel()  # ... as its handler is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    for _ in range(5):
+        await asyncio.sleep(0)
     assert router.outstanding() == 0 and router.pending_prefill_tokens() == 0
 
 
