@@ -169,7 +169,7 @@ def test_server_config_replica_load_matches_the_policy_values() -> None:
 async def test_the_stack_gives_the_router_the_configured_replica_load() -> None:
     config = ServeConfig.model_validate({
         "model": {"served_name": "m", "path": "unused"},
-        "server": {"host": "127.0.0.1", "port": 0, "replica_load": "prefill-tokens"},
+        "server": {"host": "127.0.0.1", "port": 0, "replica_load": "requests"},  # not the default
         "backend": {"kind": "fake"},
         "cluster": {"nodes": [{"name": "local", "device_type": "cpu", "devices": 1, "device_memory_bytes": 2**32}]},
         "variants": {"v": {}},
@@ -177,7 +177,7 @@ async def test_the_stack_gives_the_router_the_configured_replica_load() -> None:
     })
     stack = await start_stack(config, http=False)
     try:
-        assert stack.router.replica_load == "prefill-tokens"
+        assert stack.router.replica_load == "requests"
     finally:
         await stack.stop()
 
