@@ -80,8 +80,9 @@ def test_refine_capacity_bad_arguments_are_usage_errors(args, expected):
 
 def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     # bench/refine_capacity.py and bench/window_oracle.py re-simulate a study with study_inputs' config. --merge
-    # wrote the merging command's own --replica-load (default 'requests') at the top level, so a study run with
-    # --replica-load prefill-tokens was refined, and its window oracle bisected, with another router.
+    # wrote the merging command's own --replica-load at the top level, so a study run with another --replica-load
+    # was refined, and its window oracle bisected, with another router. The part's settings are not the defaults
+    # (the merging command's --replica-load is 'prefill-tokens'), else the test could not tell them apart.
     import json
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -90,7 +91,7 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "bench"))
     part = {"table": "examples/profiles/a100-80gb-mixed.json", "planners": ["milp"], "command": "part",
-            "replica_load": "prefill-tokens", "initial_window_s": 30.0, "sim_scored_plans": False, "rows": [],
+            "replica_load": "requests", "initial_window_s": 30.0, "sim_scored_plans": False, "rows": [],
             "studies": {"llama-2-70b/conv": {"duration_limit_s": 5.0, "warmup_s": 0.0, "rel_tol": 0.05,
                                              "wall_s": 1.0}}}
     (tmp_path / "part.json").write_text(json.dumps(part))
@@ -101,7 +102,7 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     assert proc.returncode == 0, proc.stderr
     merged = json.loads((tmp_path / "merged.json").read_text())
     _, cfg, _ = study_inputs(merged, "llama-2-70b/conv")
-    assert cfg.routing.replica_load == "prefill-tokens"
+    assert cfg.routing.replica_load == "requests"
     assert cfg.initial_window_s == 30.0 and cfg.sim_scored_plans is False
 
 
