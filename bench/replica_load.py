@@ -5,8 +5,8 @@ trace) and each rate scale, simulates each single-variant deployment named three
 attainment, TTFT p99 and TPOT p99 to ``--out``:
 
 * ``round-robin`` (the ``static:V`` baselines' routing);
-* ``requests``: the oserve router, least outstanding requests within the variant (``replica_load`` default);
-* ``prefill-tokens``: the oserve router, least pending prefill tokens first (``replica_load: prefill-tokens``).
+* ``requests``: the oserve router, least outstanding requests within the variant (``replica_load: requests``);
+* ``prefill-tokens``: the oserve router, least pending prefill tokens first (``replica_load`` default).
 
     PYTHONPATH=$PWD .venv/bin/python bench/replica_load.py --studies llama-2-70b/conv:6.2,6.37 \\
         --variants llama-2-70b-int8-tp2,llama-2-70b-int8-tp4

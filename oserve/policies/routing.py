@@ -45,8 +45,9 @@ from oserve.errors import ConfigError
 __all__ = ["Candidate", "Choice", "REPLICA_LOADS", "check_replica_load", "choose_replica", "open_candidates"]
 
 REPLICA_LOADS = ("requests", "prefill-tokens")
-"""How the router measures a replica's load within a variant: outstanding requests (the default), or
-pending prefill tokens first (see the module docstring)."""
+"""How the router measures a replica's load within a variant: outstanding requests, or pending prefill
+tokens first (the default of ``server.replica_load``, ``routing.replica_load`` and :class:`~oserve.server.router.Router`;
+see the module docstring)."""
 
 
 class Candidate(NamedTuple):

@@ -9,7 +9,7 @@ Candidates are replicas whose router-side state is ``"ready"`` *and* whose own `
 ``"ready"`` (a draining, failed or stopped replica leaves the candidate set at once) and that are not
 excluded (e.g. a replica a retried request already failed on); the choice among them follows the
 policy of :mod:`oserve.policies.routing` (context fit, smooth weighted round-robin over the class's
-variants, least outstanding within a variant, counted fallbacks).
+variants, least loaded within a variant (see ``replica_load`` below), counted fallbacks).
 
 Replica load (``replica_load``): ``"prefill-tokens"`` (the default) ranks replicas within a variant
 by *pending prefill tokens* first: the prompt tokens of requests routed to the replica whose first

@@ -95,7 +95,7 @@ class RoutingConfig(_Model):
     """How the static baselines route requests, and how the oserve router measures replica load."""
 
     static: Literal["round-robin", "plan"] = Field(
-        "round-robin", description="routing of static deployments: round-robin, or the oserve router (least outstanding)")
+        "round-robin", description="routing of static deployments: round-robin, or the oserve router (replica_load)")
     replica_load: Literal["requests", "prefill-tokens"] = Field(
         "prefill-tokens", description="the oserve router's replica load within a variant (plan routing: oserve, static-mix, "
         "the guard's candidates): outstanding requests, or pending prefill tokens first (oserve.policies.routing)")

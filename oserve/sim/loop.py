@@ -5,8 +5,8 @@ the events of :mod:`oserve.sim.events` in order:
 
 * arrival: the request is classified, counted by the :class:`~oserve.workload.monitor.WorkloadMonitor`
   (driven by the simulated clock, so snapshots come from the live code) and routed by
-  :func:`oserve.policies.routing.choose_replica` (plan routing weights, least outstanding within a
-  variant), or round-robin for plain static deployments. As in the live router
+  :func:`oserve.policies.routing.choose_replica` (plan routing weights, least loaded within a
+  variant: ``SimOptions.replica_load``, pending prefill tokens first by default), or round-robin for plain static deployments. As in the live router
   (:mod:`oserve.server.router`), with ``router_queue`` each replica takes at most ``max_num_seqs``
   requests at once (:func:`oserve.policies.routing.open_candidates`): when every fitting ready
   replica is full the request waits in the router-side queue (:attr:`SimRun.held`, FIFO) and is
