@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SLO = {"ttft": 2.0, "tpot": 0.2}
+MAX_OUTPUT = 96  # output tokens are clipped to [2, MAX_OUTPUT]
 LOADS = ("requests", "prefill-tokens")
 KEYS = ("slo_attainment", "request_goodput", "request_throughput", "p50_ttft_ms", "p99_ttft_ms", "p99_tpot_ms",
         "p99_e2el_ms", "failed")
@@ -44,7 +44,7 @@ def live_trace(*, rate_factor: float, token_divisor: float, max_input: int, star
     """The Azure 2023 code + conv slice ``[start_s, end_s)`` thinned to ``rate_factor``, time-compressed 2x.
 
     Input tokens ``/ token_divisor`` clipped to ``[4, max_input]``; outputs as the demo's (conv ``/ 4``,
-    clipped to ``[2, 96]``), so decode stays short next to the prompts' prefill.
+    clipped to ``[2, MAX_OUTPUT]``), so decode stays short next to the prompts' prefill.
     """
     from oserve.workload.loaders import load_azure
     from oserve.workload.trace import Trace
@@ -57,13 +57,13 @@ def live_trace(*, rate_factor: float, token_divisor: float, max_input: int, star
                   2.0)
     is_conv = np.asarray(sl.source == "conv")
     inp = np.clip(np.round(sl.input_tokens / token_divisor), 4, max_input).astype(np.int64)
-    out = np.clip(np.where(is_conv, np.round(sl.output_tokens / 4), sl.output_tokens), 2, 96).astype(np.int64)
+    out = np.clip(np.where(is_conv, np.round(sl.output_tokens / 4), sl.output_tokens), 2, MAX_OUTPUT).astype(np.int64)
     return Trace(arrival_s=sl.arrival_s, input_tokens=inp, output_tokens=out, source=sl.source, failed=sl.failed,
                  name=f"azure-2023-code+conv[{start_s:g},{end_s:g})s-live-rl",
                  meta={"source": "Azure LLM inference trace 2023 (CC-BY 4.0)", "window_s": [start_s, end_s],
                        "rate_factor": rate_factor, "time_compression": 2.0,
                        "token_scaling": f"input/{token_divisor:g} clipped [4,{max_input}]; conv output/4; "
-                                        "outputs clipped [2,96]"})
+                                        f"outputs clipped [2,{MAX_OUTPUT}]"})
 
 
 def _machine() -> str:
@@ -86,7 +86,7 @@ def _commit() -> str:
 
 
 def _order(repeats: int) -> list[str]:
-    """A-B-B-A blocks: each load runs first as often as second."""
+    """A-B-B-A blocks: with an even ``repeats`` each load runs first as often as second (odd: ``requests`` once more)."""
     out: list[str] = []
     for i in range(repeats):
         out += list(LOADS) if i % 2 == 0 else list(reversed(LOADS))
@@ -126,25 +126,48 @@ def main(argv: list[str] | None = None) -> int:
     from fidelity_real_runs import static_stack_config
 
     from oserve.compose import resolve_model_path
+    from oserve.config import load_config
+    from oserve.errors import ConfigError
+    from oserve.sim.report import finite_json
     from oserve.testing.stack_thread import StackThread
+    from oserve.types import SLO
     from oserve.workload.replay import replay
 
-    cfg = static_stack_config(args.config, 2)
-    max_len = min(int(v.max_model_len) for v in cfg.variants.values() if v.max_model_len)
-    if args.max_input + 96 > max_len:
-        ap.error(f"--max-input must be <= {max_len - 96} (max_model_len {max_len} minus 96 output tokens)")
-    model_path = resolve_model_path(cfg)
+    # Everything that can be refused is checked here, before any engine starts (exit 2, one line).
+    try:
+        orch = load_config(args.config).orchestrator  # static_stack_config drops it: its SLO is the replay's
+        cfg = static_stack_config(args.config, 2)
+    except (ConfigError, SystemExit) as e:
+        ap.error(f"--config {args.config}: {e}")
+    slo_t = orch.slo if orch is not None else SLO()
+    slo = {"ttft": slo_t.ttft_s, "tpot": slo_t.tpot_s}
+    lens = [int(v.max_model_len) for v in cfg.variants.values() if v.max_model_len]
+    if lens and args.max_input + MAX_OUTPUT > min(lens):
+        ap.error(f"--max-input must be <= {min(lens) - MAX_OUTPUT} (max_model_len {min(lens)} minus {MAX_OUTPUT} "
+                 "output tokens)")
+    traces = {}
+    for rf in factors:
+        try:
+            traces[rf] = live_trace(rate_factor=rf, token_divisor=args.token_divisor, max_input=args.max_input,
+                                    start_s=args.start_s, end_s=args.end_s)
+        except (OSError, ValueError) as e:
+            ap.error(f"--rate-factors {rf:g}: cannot build the trace: {e}")
+        if len(traces[rf]) == 0:
+            ap.error(f"--rate-factors {rf:g} leaves no request in [{args.start_s:g}, {args.end_s:g}) s")
+    try:
+        model_path = resolve_model_path(cfg)
+    except ConfigError as e:
+        ap.error(f"--config {args.config}: {e}")
     runs: list[dict[str, Any]] = []
     t_start = time.monotonic()
     with StackThread(cfg) as st:
         logging.info("stack up in %.1f s", time.monotonic() - t_start)
         for rf in factors:
-            trace = live_trace(rate_factor=rf, token_divisor=args.token_divisor, max_input=args.max_input,
-                               start_s=args.start_s, end_s=args.end_s)
+            trace = traces[rf]
             for i, load in enumerate(_order(args.repeats)):
-                st.stack.router.replica_load = load
+                st.stack.router.replica_load = load  # read on the stack's loop at each pick; no request in flight now
                 la = os.getloadavg()[0]
-                result = asyncio.run(replay(trace, st.url, cfg.model.served_name, tokenizer=model_path, slo=SLO,
+                result = asyncio.run(replay(trace, st.url, cfg.model.served_name, tokenizer=model_path, slo=slo,
                                             scheme=cfg.classes.to_scheme(), timeout_s=300))
                 s = result.summary
                 runs.append({"rate_factor": rf, "run": i, "replica_load": load, "requests": len(trace),
@@ -157,17 +180,20 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(3)
     by_factor: dict[str, Any] = {}
     for rf in factors:
-        mean = {load: {k: float(np.mean([r[k] for r in runs if r["rate_factor"] == rf and r["replica_load"] == load
-                                         and r[k] is not None])) for k in KEYS} for load in LOADS}
+        vals = {load: {k: [r[k] for r in runs if r["rate_factor"] == rf and r["replica_load"] == load
+                           and r[k] is not None] for k in KEYS} for load in LOADS}
+        mean = {load: {k: float(np.mean(v)) if v else None for k, v in vals[load].items()} for load in LOADS}
         by_factor[f"{rf:g}"] = {**mean, "prefill_tokens_minus_requests": {
-            k: mean["prefill-tokens"][k] - mean["requests"][k] for k in KEYS}}
+            k: None if mean["prefill-tokens"][k] is None or mean["requests"][k] is None
+            else mean["prefill-tokens"][k] - mean["requests"][k] for k in KEYS}}
     result = {"benchmark": "replica_load_live", "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-              "commit": _commit(), "machine": _machine(), "config": args.config, "slo": SLO,
+              "commit": _commit(), "machine": _machine(), "config": args.config, "slo": slo,
               "trace": {"window_s": [args.start_s, args.end_s], "token_divisor": args.token_divisor,
-                        "max_input": args.max_input}, "order": "A-B-B-A per rate factor on one running stack",
+                        "max_input": args.max_input, "max_output": MAX_OUTPUT},
+              "order": {"per_rate_factor": _order(args.repeats), "note": "on one running stack"},
               "runs": runs, "by_rate_factor": by_factor, "wall_s": time.monotonic() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(finite_json(result), indent=1))
     print(json.dumps(by_factor, indent=1))
     return 0
 

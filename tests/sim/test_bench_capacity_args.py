@@ -119,6 +119,7 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     ("replica_load_live.py", ["--rate-factors", "1.5"], "--rate-factors must be in (0, 1]"),
     ("replica_load_live.py", ["--repeats", "0"], "--repeats must be >= 1"),
     ("replica_load_live.py", ["--max-input", "2000"], "--max-input must be <= 1952"),
+    ("replica_load_live.py", ["--config", "/nonexistent/c.yaml"], "--config /nonexistent/c.yaml: cannot read config"),
 ])
 def test_side_by_side_benches_refuse_bad_arguments_without_a_traceback(tmp_path, script, args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -127,4 +128,26 @@ def test_side_by_side_benches_refuse_bad_arguments_without_a_traceback(tmp_path,
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert expected in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_replica_load_live_refuses_an_empty_trace_before_any_engine_starts(tmp_path, monkeypatch, capsys):
+    # the traces were built after the engines had started (minutes), so an empty one failed only then
+    import importlib
+
+    import oserve.compose
+    import oserve.testing.stack_thread as stack_thread
+
+    def no_engines(*args, **kwargs):
+        raise AssertionError("the engines would start")
+
+    monkeypatch.setattr(stack_thread, "StackThread", no_engines)
+    monkeypatch.setattr(oserve.compose, "resolve_model_path", lambda cfg: "unused")
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    live = importlib.import_module("replica_load_live")
+    with pytest.raises(SystemExit) as e:
+        live.main(["--rate-factors", "0.0001", "--start-s", "0", "--end-s", "1", "--out", str(tmp_path / "o.json")])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "--rate-factors 0.0001: cannot build the trace" in last and "no request" in last
     assert not (tmp_path / "o.json").exists()
