@@ -5,15 +5,16 @@ core each, behind oserve's endpoint; no orchestrator) serves the same Azure 2023
 window ``[START, END)`` s, time-compressed 2x) once per replica load and repeat, the two loads
 alternating A-B-B-A on the one running stack (``Router.replica_load`` is switched between replays, so
 both see the same engines and the drift of a noisy machine falls on both). Prompts keep more of their
-length than the demo's (``input / --token-divisor``, clipped to ``[4, --max-input]``) so that a long
-prompt's prefill takes a visible share of an engine's time, as a 4,000-token prompt does on a GPU
-replica of a 70B model (the case ``bench/replica_load.py`` simulates).
+length than the demo's (``input / --token-divisor``, default 10 vs the demo's 20, clipped to
+``[4, --max-input]``) so that a long prompt's prefill takes a visible share of an engine's time (a
+1,000-token prefill takes about 4 s on one Zen 4 core in fp32, ``bench/results/precision.json``), as a
+4,000-token prompt does on a GPU replica of a 70B model (the case ``bench/replica_load.py`` simulates).
 
 Writes ``--out`` (JSON): per run the replay summary (SLO attainment, TTFT/TPOT/E2E percentiles,
 throughput), and per rate factor the mean of each load and the difference (prefill-tokens minus
 requests).
 
-    .venv/bin/python bench/replica_load_live.py --rate-factors 0.05 --repeats 2
+    .venv/bin/python bench/replica_load_live.py --rate-factors 0.06 --repeats 2
 """
 
 from __future__ import annotations
@@ -96,10 +97,10 @@ def _order(repeats: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "examples/cpu-smollm2.yaml"))
-    ap.add_argument("--rate-factors", default="0.05", help="thinning factors of the Azure slice (comma-separated)")
+    ap.add_argument("--rate-factors", default="0.06", help="thinning factors of the Azure slice (comma-separated)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per load and rate factor (>= 1)")
-    ap.add_argument("--token-divisor", type=float, default=4.0, help="input tokens are divided by this (> 0)")
-    ap.add_argument("--max-input", type=int, default=1800, help="input tokens clipped to this (>= 4)")
+    ap.add_argument("--token-divisor", type=float, default=10.0, help="input tokens are divided by this (> 0)")
+    ap.add_argument("--max-input", type=int, default=1000, help="input tokens clipped to this (>= 4)")
     ap.add_argument("--start-s", type=float, default=480.0)
     ap.add_argument("--end-s", type=float, default=840.0, help="window end, s (time-compressed 2x: 180 s a replay)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/replica_load_live.json"))
