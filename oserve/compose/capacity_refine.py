@@ -4,7 +4,7 @@ A capacity study bisects each policy's scale until the bracket ``hi / lo`` is wi
 ratios (oserve over plain vLLM, over the best fixed plan, over the oracle) carry that tolerance. At
 ``rel_tol = 0.05`` two policies whose true capacities are equal can read 5% apart, so a 0.97 goal on
 their ratio cannot be resolved: on Llama-2-70B conv, oserve met the target at 6.189x and missed it at
-6.463x (0.890), so its capacity lies anywhere in between (bench/results/capacity.json, 55d2db5).
+6.463x (0.890), so its capacity lies anywhere in between (bench/results/capacity_router_requests.json, 55d2db5).
 Bisection from the same bracket with a smaller ``rel_tol`` probes exactly the scales a search run with
 that ``rel_tol`` from the same start would have probed next, so refining a finished search equals re-running
 it, at the cost of the new probes only. (Within a study each policy's search starts at the previous

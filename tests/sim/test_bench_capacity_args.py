@@ -114,6 +114,8 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
      "--variants names no variant of the studies' tables: ['llama-2-70b-int8-tp3']"),
     ("window_idle_bias.py", ["--results", "/nonexistent/cap.json", "--study", "a/b", "--scale", "1"],
      "--results /nonexistent/cap.json does not exist"),
+    ("static_router.py", ["--results", "/nonexistent/cap.json"], "--results /nonexistent/cap.json does not exist"),
+    ("static_router.py", ["--top", "0"], "--top must be >= 1"),
     # the live bench refuses before any engine starts
     ("replica_load_live.py", ["--rate-factors", "0.05,x"], "--rate-factors must be comma-separated numbers"),
     ("replica_load_live.py", ["--rate-factors", "1.5"], "--rate-factors must be in (0, 1]"),
