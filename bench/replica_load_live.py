@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MAX_OUTPUT = 96  # output tokens are clipped to [2, MAX_OUTPUT]
 LOADS = ("requests", "prefill-tokens")
-KEYS = ("slo_attainment", "request_goodput", "request_throughput", "p50_ttft_ms", "p99_ttft_ms", "p99_tpot_ms",
+KEYS = ("slo_attainment", "request_goodput", "request_throughput", "median_ttft_ms", "p99_ttft_ms", "p99_tpot_ms",
         "p99_e2el_ms", "failed")
 
 

@@ -148,20 +148,28 @@ def test_running_mixed_plan_is_scored_and_kept_within_the_margin():
     assert "current" in p.last_overload_scores and "inner" in p.last_overload_scores
 
 
-def test_code_trace_plan_is_the_single_variant_plan_the_simulator_rates_best():
-    # The MILP alone plans 4 x int8 TP8 (the table rates TP8 best per GPU for long prompts); in the
-    # simulator 8 x int8 TP4 carries ~25% more of the code mix within the SLO (and 1.27 vs 1.11 of the
-    # real trace's rate, bench/results/capacity_integrated.json).
+@pytest.mark.parametrize(("replica_load", "best"), [
+    # least outstanding requests: 8 x int8 TP4 carries ~25% more of the code mix than the MILP's plan (and 1.27 vs
+    # 1.11 of the real trace's rate, bench/results/capacity_integrated.json)
+    ("requests", ("llama-2-70b-int8-tp4", 8)),
+    # least pending prefill tokens (the default) keeps short requests off a replica prefilling a long prompt, which
+    # helps the smaller TP2 replicas most: 16 x int8 TP2 rates best (bench/results/replica_load.json, code trace)
+    ("prefill-tokens", ("llama-2-70b-int8-tp2", 16)),
+])
+def test_code_trace_plan_is_the_single_variant_plan_the_simulator_rates_best(replica_load, best):
+    # The MILP alone plans 4 x int8 TP8 (the table rates TP8 best per GPU for long prompts); the simulator, with the
+    # router's replica load, rates a smaller-TP single-variant plan above it.
     table, cluster, scheme, lengths, demand = _code_setup()
     plain = make_planner("milp").plan(cluster, table, demand)
     assert plain.replica_counts() == {"llama-2-70b-int8-tp8": 4}, plain.reason
-    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600)
+    p = SimScoredPlanner("milp", lengths=lengths, scheme=scheme, n_requests=600, replica_load=replica_load)
     plan = p.plan(cluster, table, demand)
-    assert plan.replica_counts() == {"llama-2-70b-int8-tp4": 8}, (plan.reason, p.last_scores)
-    assert plan.reason.startswith("sim-scored: static:llama-2-70b-int8-tp4")
+    variant, count = best
+    assert plan.replica_counts() == {variant: count}, (plan.reason, p.last_scores)
+    assert plan.reason.startswith(f"sim-scored: static:{variant}")
     # the property: the plan keeps the most requests within the SLO at and past the inner plan's capacity
     s = p.last_overload_scores
-    assert s["static:llama-2-70b-int8-tp4"] == max(s.values()) > s["inner"]
+    assert s[f"static:{variant}"] == max(s.values()) > s["inner"]
 
 
 def test_same_mix_is_measured_once(monkeypatch):
