@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated studies (model/trace); default every one")
     ap.add_argument("--top", type=int, default=2, help="the best N single-variant deployments of each study (>= 1)")
     ap.add_argument("--rel-tol", type=float, default=None, help="final bracket hi / lo - 1 (default: the study's)")
+    ap.add_argument("--paired", action="store_true",
+                    help="simulate oserve once at the re-bisected capacity where it reports less (a paired probe)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/static_router.json"))
     args = ap.parse_args(argv)
     if args.top < 1:
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from capacity import load_results, study_inputs
 
-    from oserve.compose.capacity import find_capacity
+    from oserve.compose.capacity import default_scaler, find_capacity, parse_capacity_policy, simulate_policy
     from oserve.workload.transforms import clip_tokens
 
     out, keys = load_results(ap, Path(args.results), args.only)
@@ -60,20 +62,36 @@ def main(argv: list[str] | None = None) -> int:
                                 start_scale=r["capacity_scale"], rel_tol=rel_tol,
                                 measure_from_s=float(study.get("warmup_s", 0.0)))
             rr = r["capacity_scale"]
+            paired = {}
+            for label, scale in oserve.items():
+                if scale < res.capacity_scale and args.paired:
+                    # the capacity study's paired probe (oserve.compose.paired_probe): the lower one at the higher
+                    # one's scale, so two bisections that stopped at different crossings are compared at one scale
+                    summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(int(study["seed"]))(
+                        trace, res.capacity_scale), table, cfg.cluster.spec(), cfg.classes.to_scheme(), cfg,
+                        seed=int(study["seed"]), measure_from_s=float(study.get("warmup_s", 0.0)))
+                    a = float(summary["slo_attainment"])
+                    paired[label] = {"scale": res.capacity_scale, "attainment": a, "met": a >= float(study["target"])}
             row = {"study": key, "policy": r["policy"], "round_robin_scale": rr, "oserve_router_scale": res.capacity_scale,
                    "router_gain": res.capacity_scale / rr if rr > 0 else None, "replica_load": cfg.routing.replica_load,
                    "oserve": oserve, "oserve_vs_this": {p: (s / res.capacity_scale if res.capacity_scale > 0 else None)
                                                         for p, s in oserve.items()},
+                   "oserve_paired_probe": paired,
                    "probes": [[p.scale, p.attainment] for p in res.probes], "rel_tol": rel_tol,
                    "wall_s": time.perf_counter() - t0}
             rows.append(row)
             print(f"{key} {r['policy']}: round-robin {rr:.4g}, oserve's router {res.capacity_scale:.4g} "
                   f"({len(res.probes)} runs, {row['wall_s']:.0f} s)", flush=True)
-    result = {"benchmark": "static_router", "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-              "results": args.results, "rows": rows, "wall_s": time.perf_counter() - t_all}
+            _write(args, rows, time.perf_counter() - t_all)  # after every row: a long study may be cut short
+    _write(args, rows, time.perf_counter() - t_all)
+    return 0
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], wall_s: float) -> None:
+    result = {"benchmark": "static_router", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "results": args.results, "rows": rows, "wall_s": wall_s}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
