@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -65,17 +64,6 @@ def live_trace(*, rate_factor: float, token_divisor: float, max_input: int, star
                        "rate_factor": rate_factor, "time_compression": 2.0,
                        "token_scaling": f"input/{token_divisor:g} clipped [4,{max_input}]; conv output/4; "
                                         f"outputs clipped [2,{MAX_OUTPUT}]"})
-
-
-def _machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown"
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    avx = "avx512f" in flags
-    return f"{os.cpu_count()} cores, {model}, avx512: {avx}; vLLM-CPU"
 
 
 def _commit() -> str:
@@ -129,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from oserve.compose import resolve_model_path
     from oserve.config import load_config
     from oserve.errors import ConfigError
+    from oserve.profiles.cpu_info import current_cpu
     from oserve.sim.report import finite_json
     from oserve.testing.stack_thread import StackThread
     from oserve.types import SLO
@@ -188,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             k: None if mean["prefill-tokens"][k] is None or mean["requests"][k] is None
             else mean["prefill-tokens"][k] - mean["requests"][k] for k in KEYS}}
     result = {"benchmark": "replica_load_live", "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-              "commit": _commit(), "machine": _machine(), "config": args.config, "slo": slo,
+              "commit": _commit(), "machine": {**current_cpu().model_dump(), "engine": "vLLM-CPU"},
+              "config": args.config, "slo": slo,
               "trace": {"window_s": [args.start_s, args.end_s], "token_divisor": args.token_divisor,
                         "max_input": args.max_input, "max_output": MAX_OUTPUT},
               "order": {"per_rate_factor": _order(args.repeats), "note": "on one running stack"},
