@@ -34,7 +34,8 @@ CONTROL = {"interval_s": 30, "horizon_s": 90, "monitor_window_s": 30, "history_b
 
 #: The simulation settings a study ran with, and their defaults for results that predate them: each study records
 #: its own (``--merge`` combines runs made with different ones; the top-level copy is the last run's).
-SIM_SETTINGS: dict[str, Any] = {"sim_scored_plans": True, "initial_window_s": 300.0, "replica_load": "requests"}
+SIM_SETTINGS: dict[str, Any] = {"sim_scored_plans": True, "initial_window_s": 300.0, "replica_load": "requests",
+                                 "sim_split_fractions": []}
 
 
 def load_results(ap: argparse.ArgumentParser, path: Path, only: str | None) -> tuple[dict, list[str]]:
@@ -69,7 +70,7 @@ def study_inputs(out: dict, key: str) -> tuple[Any, Any, Any]:
     rec = {k: study.get(k, out.get(k, default)) for k, default in SIM_SETTINGS.items()}
     cfg = SimConfig(table=table_path, control=CONTROL, planner={"kind": out["planners"][0]}, forecaster={"kind": "ewma"},
                     sim_scored_plans=rec["sim_scored_plans"], initial_window_s=rec["initial_window_s"],
-                    routing={"replica_load": rec["replica_load"]})
+                    routing={"replica_load": rec["replica_load"]}, sim_split_fractions=rec["sim_split_fractions"])
     trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]],
                         duration_s=float(study.get("warmup_s", 0.0)) + float(study["duration_limit_s"]))
     return table, cfg, trace
@@ -120,6 +121,14 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(f"--traces names unknown trace(s) {bad}; allowed: {', '.join(TRACE_FILES)}")
     if not args.planners or not all(args.planners.split(",")):
         ap.error(f"--planners must be a comma-separated list of planner names, got {args.planners!r}")
+    text = args.split_fractions.strip()
+    try:
+        fractions = [] if text.lower() == "none" else [float(x) for x in text.split(",")]
+    except ValueError:
+        fractions = [math.nan]
+    if not all(math.isfinite(f) and 0 < f < 1 for f in fractions):
+        ap.error(f"--split-fractions must be 'none' or comma-separated numbers in (0, 1), got {args.split_fractions!r}")
+    args.split_fractions = sorted(set(fractions))
 
 
 def main() -> int:
@@ -150,6 +159,9 @@ def main() -> int:
     ap.add_argument("--sim-scored", default="on", choices=("on", "off"),
                     help="oserve's and static-mix's planner keeps its plan unless a single-variant plan carries more of "
                          "the demand mix in a short simulation (SimConfig.sim_scored_plans, oserve/sim/scored_planner.py)")
+    ap.add_argument("--split-fractions", default="0.4,0.6,0.8",
+                    help="comma-separated routing splits the guard also scores (SimConfig.sim_split_fractions, each in "
+                         "(0, 1)); 'none' for none")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--replica-load", default="prefill-tokens", choices=("requests", "prefill-tokens"),
                     help="the oserve router's replica load within a variant (SimConfig.routing.replica_load): "
@@ -198,6 +210,7 @@ def _run(args: argparse.Namespace) -> int:
         "target": args.target, "duration_s": args.duration, "seed": args.seed, "rel_tol": args.rel_tol,
         "planners": planners, "forecaster": "ewma", "control": CONTROL, "sim_scored_plans": args.sim_scored == "on",
         "initial_window_s": args.initial_window, "warmup_s": args.warmup, "replica_load": args.replica_load,
+        "sim_split_fractions": args.split_fractions,
         "definitions": {
             "capacity_scale": "largest scale of the trace's arrival rate (oserve.workload.transforms.scale_rate, "
                               "seeded) with SLO attainment >= target, bisected to rel_tol",
@@ -236,7 +249,7 @@ def _run(args: argparse.Namespace) -> int:
         out["duration_s"] = sorted({s["duration_limit_s"] for s in out["studies"].values()})
         out["rel_tol"] = sorted({s["rel_tol"] for s in out["studies"].values()})
         for k in SIM_SETTINGS:  # one value, or every value the studies ran with
-            vals = sorted({s[k] for s in out["studies"].values() if k in s}, key=str)
+            vals = sorted({json.dumps(s[k]): s[k] for s in out["studies"].values() if k in s}.values(), key=str)
             out[k] = vals[0] if len(vals) == 1 else vals
         out["summary"] = _summary(out["rows"], planners)
         out["wall_s"] = sum(s["wall_s"] for s in out["studies"].values())
@@ -248,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
         table = restrict_table(full, model=model)
         cfg = SimConfig(table=args.table, control=CONTROL, planner={"kind": planners[0]}, forecaster={"kind": "ewma"},
                         sim_scored_plans=args.sim_scored == "on", initial_window_s=args.initial_window,
-                        routing={"replica_load": args.replica_load})
+                        routing={"replica_load": args.replica_load}, sim_split_fractions=args.split_fractions)
         for tname in args.traces.split(","):
             trace = load_traces([str(TRACES / f) for f in TRACE_FILES[tname]], duration_s=args.warmup + args.duration)
             print(f"== {model} / {tname}: {len(trace)} requests over {trace.duration_s:.0f} s", flush=True)

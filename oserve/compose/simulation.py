@@ -144,7 +144,7 @@ def sim_scored(planner: Any, cfg: SimConfig, scheme: ClassScheme, trace: Trace |
     return SimScoredPlanner(planner, lengths=class_lengths(trace, scheme) if trace is not None else None,
                             scheme=scheme, slo=cfg.slo, horizon_s=cfg.control.horizon_s,
                             contention=cfg.contention.model(), prefill_only_fixed=cfg.prefill_only_fixed,
-                            replica_load=cfg.routing.replica_load)
+                            replica_load=cfg.routing.replica_load, split_fractions=cfg.sim_split_fractions)
 
 
 def build_controller(cfg: SimConfig, cluster: ClusterSpec, table: ProfileTable, scheme: ClassScheme,

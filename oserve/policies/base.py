@@ -156,12 +156,14 @@ def as_weights(weights: ObjectiveWeights | Mapping[str, Any] | None) -> Objectiv
                           allowed=", ".join(ObjectiveWeights.model_fields)) from exc
 
 
-def _routing(problem: Problem, counts_v: np.ndarray, served: np.ndarray | None, equal: bool
-             ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def _routing(problem: Problem, counts_v: np.ndarray, served: np.ndarray | None, equal: bool,
+             fixed: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     routing: dict[str, dict[str, float]] = {}
     admit: dict[str, float] = {}
     for ci, c in enumerate(problem.classes):
-        can = [vi for vi in range(len(problem.variants)) if counts_v[vi] > 0 and problem.cap[vi, ci] > 0]
+        # a fixed routing was chosen by measurement (e.g. in simulation): it may use a variant the table rates 0
+        can = [vi for vi in range(len(problem.variants)) if counts_v[vi] > 0 and (
+            problem.cap[vi, ci] > 0 or (fixed and served is not None and served[ci, vi] > 0))]
         if not can:
             routing[c] = {}
             continue
@@ -238,7 +240,7 @@ def build_plan(problem: Problem, alloc: Allocation, cluster: ClusterSpec, table:
     if served is not None and problem.weights.fill_idle_devices and not alloc.fixed_routing:
         served = pooled_assignment(problem, counts_v, balanced_assignment(problem, counts_v, served))
     replicas = place(problem, counts, current)
-    routing, admit = _routing(problem, counts_v, served, alloc.equal_routing)
+    routing, admit = _routing(problem, counts_v, served, alloc.equal_routing, alloc.fixed_routing)
     plan = Plan(replicas=replicas, routing=routing, admit_rps=admit, planner=planner)
     score = evaluate(plan, cluster, table, demand, current, problem.weights)
     notes = [alloc.reason] if alloc.reason else []

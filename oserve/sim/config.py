@@ -24,13 +24,14 @@ Example (``examples/sim-4x8-a100.yaml``)::
     contention: {host_cpu_s_per_token: 0, colocated_slowdown: 0, step_overhead_s: 0, request_overhead_s: 0}  # CPU node (0 = none)
     planner_capacity_factor: 1.0   # capacities the planner sees x this (1 = table as is)
     sim_scored_plans: false        # the plan (planner's, running or single-variant) that keeps most within SLO under overload in simulation
+    sim_split_fractions: []        # with it: routing splits of two-variant mixes also scored (e.g. [0.4, 0.6, 0.8])
     trace: {paths: [], scale: 1.0, seed: 0, duration_s: null}
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -185,6 +186,11 @@ class SimConfig(_Model):
         "running plan is replaced only for > 5% more, and only when it misses the target at the demand and the switch "
         "pays for its restarts over control.horizon_s (its routing stays while it carries the demand); a plan that "
         "carries the demand in simulation is not replaced by one of lower replica quality")
+    sim_split_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=list, description="with sim_scored_plans: routing splits of the best-scoring multi-variant "
+        "plan also scored, each the fraction of a class's minority-variant traffic kept there (the rest goes to the "
+        "variant with the most devices), each in (0, 1); candidates are then compared at the best one's own "
+        "simulated capacity (oserve.sim.scored_planner.SimScoredPlanner split_fractions). Empty (default): none")
     contention: ContentionConfig = Field(default_factory=ContentionConfig,
                                          description="CPU-node contention model (default: none)")
     prefill_only_fixed: Literal["a+d", "a"] = Field(

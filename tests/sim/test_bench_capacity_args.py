@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
     (["--warmup", "nan"], "--warmup must be a finite number of seconds >= 0"),
     (["--planners", "mlip"], "unknown planner 'mlip' (field planner.kind); did you mean 'milp'?"),
     (["--models", "bogus", "--duration", "1", "--initial-window", "1"], "no variant left for model 'bogus'"),
+    (["--split-fractions", "0.5,1"], "--split-fractions must be 'none' or comma-separated numbers in (0, 1)"),
+    (["--split-fractions", "x"], "--split-fractions must be 'none' or comma-separated numbers in (0, 1), got 'x'"),
+    (["--split-fractions", "nan"], "--split-fractions must be 'none' or comma-separated numbers in (0, 1)"),
 ])
 def test_bad_arguments_are_usage_errors_without_a_traceback(tmp_path, args, expected):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -91,7 +94,8 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "bench"))
     part = {"table": "examples/profiles/a100-80gb-mixed.json", "planners": ["milp"], "command": "part",
-            "replica_load": "requests", "initial_window_s": 30.0, "sim_scored_plans": False, "rows": [],
+            "replica_load": "requests", "initial_window_s": 30.0, "sim_scored_plans": False,
+            "sim_split_fractions": [0.3, 0.7], "rows": [],
             "studies": {"llama-2-70b/conv": {"duration_limit_s": 5.0, "warmup_s": 0.0, "rel_tol": 0.05,
                                              "wall_s": 1.0}}}
     (tmp_path / "part.json").write_text(json.dumps(part))
@@ -104,6 +108,12 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     _, cfg, _ = study_inputs(merged, "llama-2-70b/conv")
     assert cfg.routing.replica_load == "requests"
     assert cfg.initial_window_s == 30.0 and cfg.sim_scored_plans is False
+    assert cfg.sim_split_fractions == [0.3, 0.7]  # the part's, not the merging command's default
+    # a result file from before the setting reads as none: its studies ran without splits
+    old = {**merged, "studies": {k: {kk: vv for kk, vv in v.items() if kk != "sim_split_fractions"}
+                                 for k, v in merged["studies"].items()}}
+    old.pop("sim_split_fractions", None)
+    assert study_inputs(old, "llama-2-70b/conv")[1].sim_split_fractions == []
 
 
 @pytest.mark.parametrize(("script", "args", "expected"), [
@@ -116,6 +126,12 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
      "--results /nonexistent/cap.json does not exist"),
     ("static_router.py", ["--results", "/nonexistent/cap.json"], "--results /nonexistent/cap.json does not exist"),
     ("static_router.py", ["--top", "0"], "--top must be >= 1"),
+    ("split_routing.py", ["--only", "llama-2-70b/conv", "--fractions", "0.5,1.2"], "fractions must be numbers in (0, 1)"),
+    ("split_routing.py", ["--only", "llama-2-70b/conv", "--fixed", "a:2"], "--fixed wants exactly two variants"),
+    ("split_routing.py", ["--only", "llama-2-70b/conv", "--policies", "oserve:nope"],
+     "--policies: 'oserve:nope' is not a row of llama-2-70b/conv"),
+    ("split_routing.py", ["--only", "llama-2-70b/conv", "--fixed", "llama-2-70b-int8-tp2:14,llama-2-70b-int8-tp4:1",
+                          "--sink-classes", "long-in/nope"], "--sink-classes: unknown classes ['long-in/nope']"),
     # the live bench refuses before any engine starts
     ("replica_load_live.py", ["--rate-factors", "0.05,x"], "--rate-factors must be comma-separated numbers"),
     ("replica_load_live.py", ["--rate-factors", "1.5"], "--rate-factors must be in (0, 1]"),
