@@ -187,10 +187,11 @@ class SimConfig(_Model):
         "pays for its restarts over control.horizon_s (its routing stays while it carries the demand); a plan that "
         "carries the demand in simulation is not replaced by one of lower replica quality")
     sim_split_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
-        default_factory=list, description="with sim_scored_plans: routing splits of the best-scoring multi-variant "
-        "plan also scored, each the fraction of a class's minority-variant traffic kept there (the rest goes to the "
-        "variant with the most devices), each in (0, 1); candidates are then compared at the best one's own "
-        "simulated capacity (oserve.sim.scored_planner.SimScoredPlanner split_fractions). Empty (default): none")
+        default_factory=list, description="with sim_scored_plans: routing splits of the two-variant mixes nearest "
+        "the best single-variant plan also scored, each the fraction of the classes a mix sends to its minority "
+        "variant kept there (the rest goes to the variant with the most devices), each in (0, 1); candidates are "
+        "then compared at the best one's own simulated capacity, and a running split is scored as it runs "
+        "(oserve.sim.scored_planner.SimScoredPlanner split_fractions). Empty (default): none")
     contention: ContentionConfig = Field(default_factory=ContentionConfig,
                                          description="CPU-node contention model (default: none)")
     prefill_only_fixed: Literal["a+d", "a"] = Field(

@@ -45,6 +45,11 @@ inner plan's is not scored: overload headroom does not buy a precision downgrade
 demo's CPU table: 2 x fp32 carries 0.5 req/s of long requests 4x over, and 2 x int8 scored higher past
 that capacity).
 
+With ``split_fractions`` (``SimConfig.sim_split_fractions``) the guard also scores routing splits of the mixes
+nearest the best single-variant plan (:meth:`SimScoredPlanner._split_candidates`: its few minority replicas take
+only part of the heavy classes), compares the candidates at the best one's own simulated capacity, and scores a
+running split with its own routing.
+
 Pure: a deterministic function of its inputs (seeded arrivals, common random numbers across
 candidates and rates). Simulations are cached per (plan, rounded class mix, rate), so re-planning the
 same mix costs nothing; a first call costs about 6-8 simulations for the capacity, one per candidate
@@ -213,9 +218,11 @@ class SimScoredPlanner(Planner):
             (the run's ``SimConfig.prefill_only_fixed``).
         replica_load: the router's replica load the candidates are routed with (the run's
             ``SimConfig.routing.replica_load``): score what will run.
-        split_fractions: routing splits of the best-scoring multi-variant plan that are scored too (see
-            :meth:`_split_candidates`), each in (0, 1); empty (default): none. With any, the candidates are also
-            re-scored at the best candidate's own simulated capacity when it exceeds the inner plan's.
+        split_fractions: routing splits of the two-variant mixes nearest the best single-variant plan, scored too
+            (see :meth:`_split_candidates`), each in (0, 1); empty (default): none. With any, the candidates are
+            also re-scored at the best candidate's own simulated capacity when it exceeds the inner plan's
+            (:meth:`_rescore_at_best`), and a running split is scored with its own routing
+            (:meth:`_running_routing`).
         weights: objective weights (default: the inner planner's).
 
     Raises:
@@ -402,7 +409,6 @@ class SimScoredPlanner(Planner):
                 except PlanningError:
                     continue
                 candidates[label], plans[label] = alloc, plan
-
                 if meets(plan, bar):
                     near.append(label)
                     scores[label] = float(np.mean([attainment(plan, ref * f) for f in self.overload_factors]))
@@ -459,9 +465,10 @@ class SimScoredPlanner(Planner):
         """Scores at the best candidate's own simulated capacity, when it is above the inner plan's. Pure.
 
         Scored at a weak inner plan's capacity, every strong candidate keeps ~0.99 of the requests and the
-        ranking among them is noise (Llama-2-70B conv at 6.7x its rate: the MILP plan 0.67, int8 TP2 0.992,
-        int8 TP4 0.999, while on the trace 16 x int8 TP2 carries 6.66x and 8 x int8 TP4 6.24x). Capacity is
-        decided past the strongest plan's capacity, so that is where the candidates are compared.
+        ranking among them is noise: for Llama-2-70B conv at 6.7x its mean demand the guard scored the MILP plan
+        0.67, int8 TP2 0.992 and int8 TP4 0.999 (so it chose TP4), while on the trace 16 x int8 TP2 carries 6.65x
+        and 8 x int8 TP4 6.24x (bench/results/capacity.json); at TP2's own capacity the scores are 0.82 and 0.66.
+        Capacity is decided past the strongest plan's capacity, so that is where the candidates are compared.
         """
         best = max(near, key=lambda k: scores[k])
         if best == "inner":
@@ -478,15 +485,20 @@ class SimScoredPlanner(Planner):
     def _split_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], plans: Mapping[str, Plan],
                           mixes: Sequence[str], n_mixes: int = 4) -> list[tuple[str, Allocation]]:
         """Routing splits of the two-variant mixes closest to the best single-variant plan (the first
-        ``n_mixes`` of ``mixes`` that were built): for each fraction ``f`` of ``split_fractions``, every class
-        keeps ``f`` of the traffic the mix's planner routing sends to its minority variant and sends the rest to
-        the variant with the most devices. Pure.
+        ``n_mixes`` of ``mixes`` that were built). The mix's planner routing sends each class to its majority
+        variant (the one with the most devices), its minority variant or both; the classes it sends mostly
+        (>= half) to the minority are its *sink* classes. For each fraction ``f`` of ``split_fractions`` a sink
+        class keeps ``f`` of its traffic on the variants the planner routing chose (in its proportions) and
+        sends the rest to the majority variant; every other class goes wholly to the majority variant. Fixed
+        routing (:attr:`oserve.policies.base.Allocation.fixed_routing`): the majority variant serves its share of
+        a sink class even where the table gives it no capacity for it. Pure.
 
-        The planner routing sends a class wholly to where the table serves it best; a few replicas that take
-        part of a heavy class (long prompts) off the others protect their short requests' TTFT without taking
-        all of it and queueing it. Llama-2-70B conv (bench/results/split_routing.json): 14 x int8 TP2 + 1 x int8
-        TP4 with 60% of the long prompts on the TP4 carries 7.05x the trace's rate; with all of them 6.65x;
-        16 x int8 TP2 alone 6.66x.
+        The planner routing sends a class wholly to where the table serves it best, so a mix's few minority
+        replicas take all of a heavy class or none of it; taking part of it protects the majority replicas'
+        short requests from long prefills without queueing the rest on the few. Llama-2-70B conv (bench/results/
+        split_routing.json): 14 x int8 TP2 + 1 x int8 TP4 with 40 / 60 / 80% of the long prompts with short
+        outputs on the TP4 (the rest on TP2) carries 6.69 / 7.02 / 6.76x the trace's rate, 16 x int8 TP2 behind
+        the same router 6.65x (bench/results/static_router.json).
         """
         out = []
         for label in [k for k in mixes if k in plans][:n_mixes]:
