@@ -159,9 +159,9 @@ def main() -> int:
     ap.add_argument("--sim-scored", default="on", choices=("on", "off"),
                     help="oserve's and static-mix's planner keeps its plan unless a single-variant plan carries more of "
                          "the demand mix in a short simulation (SimConfig.sim_scored_plans, oserve/sim/scored_planner.py)")
-    ap.add_argument("--split-fractions", default="0.4,0.6,0.8",
+    ap.add_argument("--split-fractions", default="none",
                     help="comma-separated routing splits the guard also scores (SimConfig.sim_split_fractions, each in "
-                         "(0, 1)); 'none' for none")
+                         "(0, 1), e.g. 0.4,0.6,0.8); 'none' (default) for none")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--replica-load", default="prefill-tokens", choices=("requests", "prefill-tokens"),
                     help="the oserve router's replica load within a variant (SimConfig.routing.replica_load): "

@@ -1,8 +1,8 @@
 """Routing splits in the sim-scored guard: capacity under SLO with ``sim_split_fractions`` on, beside fixed split plans.
 
-The guard (:class:`oserve.sim.scored_planner.SimScoredPlanner`) scores two-variant mixes with the planner's
-routing, which sends a class wholly where the table serves it best. On Llama-2-70B conv a mix whose minority
-replicas take only *part* of the long prompts carries more than any plan the guard scored. This bench
+Without split fractions the guard (:class:`oserve.sim.scored_planner.SimScoredPlanner`) scores two-variant mixes
+with the planner's routing, which sends a class wholly where the table serves it best. On Llama-2-70B conv a mix
+whose minority replicas take only *part* of the long prompts carried more than any plan it scored. This bench
 
 1. bisects fixed *sink* plans on the study's trace (``--fixed``: ``A:n,B:m`` replicas placed node by node,
    B first; the ``--sink-classes`` sent to B with each fraction of ``--fractions``, the rest, and every other
@@ -12,7 +12,8 @@ replicas take only *part* of the long prompts carries more than any plan the gua
 
 and writes them beside the study's rows (``bench/results/capacity.json``); with ``--apply`` the re-bisected
 rows replace the study's in ``--results`` (the study then records ``sim_split_fractions``, and its oracle,
-ratios and summary are restated).
+ratios and summary are restated); with ``--paired`` each row is simulated once at the study's capacity for it
+instead (does the guard with splits still meet the target there?).
 
     .venv/bin/python bench/split_routing.py --only llama-2-70b/conv --fixed llama-2-70b-int8-tp2:14,llama-2-70b-int8-tp4:1
 """
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default="oserve:milp,static-mix", help="study rows to re-bisect ('' for none)")
     ap.add_argument("--rel-tol", type=float, default=None, help="default: the study's")
     ap.add_argument("--out", default=str(ROOT / "bench/results/split_routing.json"))
+    ap.add_argument("--paired", action="store_true",
+                    help="instead of re-bisecting, simulate each --policies row once at the study's capacity for it with "
+                         "the splits (a paired probe: does it still meet the target there?)")
     ap.add_argument("--apply", action="store_true",
                     help="also write the re-bisected rows into --results: their capacities, probes and latencies at the "
                          "study's common load, the study's sim_split_fractions, then its oracle, ratios and summary "
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rel_tol is not None and not 0 < args.rel_tol < 1:
         ap.error("--rel-tol must be in (0, 1)")
+    if args.paired and args.apply:
+        ap.error("--paired probes the study's capacities once; --apply needs a re-bisection")
     sys.path.insert(0, str(ROOT / "bench"))
     from capacity import load_results, study_inputs
 
@@ -164,6 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     split_cfg = cfg.model_copy(update={"sim_split_fractions": list(args.fractions)})
     for label in labels:
         t0 = time.perf_counter()
+        if args.paired:
+            scale = float(mine[label]["capacity_scale"])
+            summary, _ = simulate_policy(parse_capacity_policy(label), default_scaler(seed)(trace, scale), table,
+                                         cluster, scheme, split_cfg, seed=seed,
+                                         measure_from_s=float(study.get("warmup_s", 0.0)))
+            a = float(summary["slo_attainment"])
+            result["policies"].append({"policy": label, "paired_at": scale, "attainment": a, "met": a >= target,
+                                       "replicas": summary.get("replicas"), "wall_s": time.perf_counter() - t0})
+            print(f"{label} with splits at the study's {scale:.4g}: attainment {a:.4f} "
+                  f"({'met' if a >= target else 'missed'}; {summary.get('replicas')})", flush=True)
+            _write(args.out, result, t_all)
+            continue
         res = find_capacity(label, trace, table, cluster, scheme, split_cfg, target=target, seed=seed,
                             start_scale=mine[label]["capacity_scale"], rel_tol=rel_tol,
                             measure_from_s=float(study.get("warmup_s", 0.0)))

@@ -597,8 +597,8 @@ class SimScoredPlanner(Planner):
 
     def _mix_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], scores: Mapping[str, float]
                         ) -> list[tuple[str, np.ndarray]]:
-        """Two-variant mixes on the line from the best-scoring single-variant plan (``static:V``, or the inner or
-        running plan when it has one variant) to each other scored variant.
+        """Two-variant mixes on the line from the best-scoring single-variant plan (``static:V``; with
+        ``split_fractions`` also the inner or running plan when it has one variant) to each other scored variant.
 
         The best-scoring ``static:A`` plan gives up ``D = lcm(devices of A, devices of B)`` devices of A per
         step for ``D`` devices of B, for every other variant B of a scored candidate (single-variant, inner or
@@ -607,10 +607,13 @@ class SimScoredPlanner(Planner):
         """
         if self.mix_search <= 0:
             return []
-        # the single-variant plans scored: static:V, and the inner or running plan when it is one (a static:V equal
-        # to the inner plan is not a candidate of its own, e.g. when the planner's single-variant floor chose it)
+        # the single-variant plans scored: static:V, and with split fractions the inner or running plan when it is
+        # one (a static:V equal to the inner plan is not a candidate of its own, e.g. when the planner's
+        # single-variant floor chose it). Without splits the walk stays from static:V only: on Llama-2-70B code the
+        # split guard's loop holds 12 x int8 TP2 + 2 x TP4 and keeps 0.67 at the scale the guard without it
+        # carries (bench/results/split_routing_paired.json), so the default guard is unchanged.
         statics = [k for k in scores if k.startswith("static:")
-                   or int((np.asarray(candidates[k].counts).sum(axis=1) > 0).sum()) == 1]
+                   or (self.split_fractions and int((np.asarray(candidates[k].counts).sum(axis=1) > 0).sum()) == 1)]
         if not statics:
             return []
         base_label = max(statics, key=lambda k: scores[k])

@@ -128,6 +128,8 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     ("static_router.py", ["--top", "0"], "--top must be >= 1"),
     ("split_routing.py", ["--only", "llama-2-70b/conv", "--fractions", "0.5,1.2"], "fractions must be numbers in (0, 1)"),
     ("split_routing.py", ["--only", "llama-2-70b/conv", "--fixed", "a:2"], "--fixed wants exactly two variants"),
+    ("split_routing.py", ["--only", "llama-2-70b/conv", "--paired", "--apply"],
+     "--paired probes the study's capacities once; --apply needs a re-bisection"),
     ("split_routing.py", ["--only", "llama-2-70b/conv", "--policies", "oserve:nope"],
      "--policies: 'oserve:nope' is not a row of llama-2-70b/conv"),
     ("split_routing.py", ["--only", "llama-2-70b/conv", "--fixed", "llama-2-70b-int8-tp2:14,llama-2-70b-int8-tp4:1",

@@ -169,6 +169,10 @@ def test_mixes_walk_from_the_inner_plan_when_it_is_the_single_variant_plan():
     table, cluster, scheme, lengths, demand = _conv_setup(6.7)
     prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
     cands = {"inner": _mix(prob, 16, 0), f"static:{TP4}": Allocation(_mix(prob, 0, 8).counts, equal_routing=True)}
-    got = [label for label, _ in SimScoredPlanner("milp", mix_search=2)._mix_candidates(
-        prob, cands, {"inner": 0.82, f"static:{TP4}": 0.66})]
+    scores = {"inner": 0.82, f"static:{TP4}": 0.66}
+    got = [label for label, _ in SimScoredPlanner("milp", mix_search=2, split_fractions=(0.6,))._mix_candidates(
+        prob, cands, scores)]
     assert got == [f"mix:14 x {TP2} + 1 x {TP4}", f"mix:12 x {TP2} + 2 x {TP4}"]
+    # without splits the default guard is unchanged: the walk starts from static:V only
+    got = [label for label, _ in SimScoredPlanner("milp", mix_search=2)._mix_candidates(prob, cands, scores)]
+    assert got == [f"mix:2 x {TP2} + 7 x {TP4}", f"mix:4 x {TP2} + 6 x {TP4}"]
