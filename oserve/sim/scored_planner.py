@@ -46,7 +46,7 @@ demo's CPU table: 2 x fp32 carries 0.5 req/s of long requests 4x over, and 2 x i
 that capacity).
 
 With ``split_fractions`` (``SimConfig.sim_split_fractions``) the guard also scores routing splits of the mixes
-nearest the best single-variant plan (:meth:`SimScoredPlanner._split_candidates`: its few minority replicas take
+nearest the best single-variant plan (:func:`oserve.sim.plan_candidates.split_candidates`: its few minority replicas take
 only part of the heavy classes), compares the candidates at the best one's own simulated capacity, and scores a
 running split with its own routing.
 
@@ -71,6 +71,7 @@ from oserve.policies.base import Allocation, Planner, build_plan, make_planner
 from oserve.policies.problem import ObjectiveWeights, Problem
 from oserve.policies.routing import check_replica_load
 from oserve.sim.contention import NO_CONTENTION, ContentionModel
+from oserve.sim.plan_candidates import mix_candidates, replica_quality, running_routing, split_candidates
 from oserve.sim.replica import check_prefill_only_fixed
 from oserve.types import DEFAULT_SCHEME, SLO, ClassScheme, Plan
 
@@ -209,7 +210,7 @@ class SimScoredPlanner(Planner):
         overload_factors: rates, as multiples of the inner plan's simulated capacity, at which candidates
             are scored (mean SLO attainment), each in [1, 4].
         mix_search: at most this many two-variant mixes between the best-scoring single-variant plan and the
-            other scored variants are scored too (see :meth:`_mix_candidates`), in [0, 100]; 0: none.
+            other scored variants are scored too (see :func:`oserve.sim.plan_candidates.mix_candidates`), in [0, 100]; 0: none.
         horizon_s: seconds over which a switch away from the running plan must pay for itself (see
             :meth:`_keep_running`), in (0, 86400].
         contention: the simulator's node-contention and serving-path model the candidates are scored with
@@ -219,10 +220,10 @@ class SimScoredPlanner(Planner):
         replica_load: the router's replica load the candidates are routed with (the run's
             ``SimConfig.routing.replica_load``): score what will run.
         split_fractions: routing splits of the two-variant mixes nearest the best single-variant plan, scored too
-            (see :meth:`_split_candidates`), each in (0, 1); empty (default): none. With any, the candidates are
+            (see :func:`oserve.sim.plan_candidates.split_candidates`), each in (0, 1); empty (default): none. With any, the candidates are
             also re-scored at the best candidate's own simulated capacity when it exceeds the inner plan's
             (:meth:`_rescore_at_best`), and a running split is scored with its own routing
-            (:meth:`_running_routing`).
+            (:func:`oserve.sim.plan_candidates.running_routing`).
         weights: objective weights (default: the inner planner's).
 
     Raises:
@@ -368,9 +369,9 @@ class SimScoredPlanner(Planner):
             self.last_scores = caps
             return inner  # an energy-saving plan that carries the demand stays
         if caps["inner"] >= total:  # it carries the demand: headroom may not cost replica quality
-            q_inner = _replica_quality(problem, inner.counts)
+            q_inner = replica_quality(problem, inner.counts)
             for k in [k for k in candidates if k != "inner"
-                      and _replica_quality(problem, candidates[k].counts) < q_inner - 1e-9]:
+                      and replica_quality(problem, candidates[k].counts) < q_inner - 1e-9]:
                 del candidates[k]
                 incumbent = None if k == incumbent else incumbent
         # where the capacity decision is made: at and past the inner plan's capacity, for the inner plan, the
@@ -386,9 +387,9 @@ class SimScoredPlanner(Planner):
                                                       incumbent)
             bar = ref * NEAR_FRACTION
         mixes = self._mix_candidates(problem, candidates, scores)
-        q_floor = _replica_quality(problem, inner.counts) if caps["inner"] >= total else -1.0
+        q_floor = replica_quality(problem, inner.counts) if caps["inner"] >= total else -1.0
         for label, counts in mixes:
-            if label in candidates or _replica_quality(problem, counts) < q_floor - 1e-9:
+            if label in candidates or replica_quality(problem, counts) < q_floor - 1e-9:
                 continue
             alloc = Allocation(counts, reason=f"two-variant mix {label}")
             try:
@@ -434,30 +435,6 @@ class SimScoredPlanner(Planner):
             f"{self.inner.name} plan's {scores['inner']:.3f} ({inner.reason})", optimal=False,
             equal_routing=best.startswith("static:"), fixed_routing=alloc.fixed_routing), total, attainment)
 
-    @staticmethod
-    def _running_routing(problem: Problem) -> np.ndarray | None:
-        """The running plan's routing as served rates (C, V) for the demand, req/s, when it routes some class to a
-        variant the table gives no capacity for it (a split chosen in simulation, :meth:`_split_candidates`) and
-        places every class with demand on running variants; else None. Pure."""
-        current = problem.current_plan
-        if current is None or not current.routing or problem.current is None:
-            return None
-        running = np.asarray(problem.current).sum(axis=1) > 0
-        served = np.zeros((len(problem.classes), len(problem.variants)))
-        split = False
-        for ci, c in enumerate(problem.classes):
-            ws = {problem.variants.index(v): w for v, w in (current.routing.get(c) or {}).items()
-                  if v in problem.variants and w > 0 and running[problem.variants.index(v)]}
-            if not ws:
-                if problem.demand[ci] > 0:
-                    return None
-                continue
-            tot = sum(ws.values())
-            for vi, w in ws.items():
-                served[ci, vi] = problem.demand[ci] * w / tot
-                split = split or not problem.cap[vi, ci] > 0
-        return served if split else None
-
     def _rescore_at_best(self, candidates: Mapping[str, Allocation], plans: Mapping[str, Plan], near: list[str],
                          scores: dict[str, float], ref: float, caps: dict[str, float],
                          meets: Callable[[Plan, float], bool], attainment: Callable[[Plan, float], float],
@@ -481,51 +458,6 @@ class SimScoredPlanner(Planner):
         near2 = [k for k in candidates if k in keep or meets(plans[k], cap * NEAR_FRACTION)]
         scores2 = {k: float(np.mean([attainment(plans[k], cap * f) for f in self.overload_factors])) for k in near2}
         return cap, near2, scores2
-
-    def _split_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], plans: Mapping[str, Plan],
-                          mixes: Sequence[str], n_mixes: int = 4) -> list[tuple[str, Allocation]]:
-        """Routing splits of the two-variant mixes closest to the best single-variant plan (the first
-        ``n_mixes`` of ``mixes`` that were built). The mix's planner routing sends each class to its majority
-        variant (the one with the most devices), its minority variant or both; the classes it sends mostly
-        (>= half) to the minority are its *sink* classes. For each fraction ``f`` of ``split_fractions`` a sink
-        class keeps ``f`` of its traffic on the variants the planner routing chose (in its proportions) and
-        sends the rest to the majority variant; every other class goes wholly to the majority variant. Fixed
-        routing (:attr:`oserve.policies.base.Allocation.fixed_routing`): the majority variant serves its share of
-        a sink class even where the table gives it no capacity for it. Pure.
-
-        The planner routing sends a class wholly to where the table serves it best, so a mix's few minority
-        replicas take all of a heavy class or none of it; taking part of it protects the majority replicas'
-        short requests from long prefills without queueing the rest on the few. Llama-2-70B conv (bench/results/
-        split_routing.json): 14 x int8 TP2 + 1 x int8 TP4 with 40 / 60 / 80% of the long prompts with short
-        outputs on the TP4 (the rest on TP2) carries 6.69 / 7.02 / 6.76x the trace's rate, 16 x int8 TP2 behind
-        the same router 6.65x (bench/results/static_router.json).
-        """
-        out = []
-        for label in [k for k in mixes if k in plans][:n_mixes]:
-            counts = np.asarray(candidates[label].counts)
-            a = int(np.argmax(counts.sum(axis=1) * problem.dev))
-            routing = plans[label].routing or {}
-            served = np.zeros((len(problem.classes), len(problem.variants)))
-            for ci, c in enumerate(problem.classes):
-                for v, w in (routing.get(c) or {}).items():
-                    if v in problem.variants:
-                        served[ci, problem.variants.index(v)] = problem.demand[ci] * w
-            if not served[:, [v for v in range(len(problem.variants)) if v != a]].any():
-                continue
-            demand = np.asarray(problem.demand, float)
-            minority = np.where(demand > 0, 1.0 - served[:, a] / np.where(demand > 0, demand, 1.0), 0.0)
-            sink = minority >= 0.5  # the classes the mix sends (mostly) to its minority variant
-            if not sink.any():
-                continue
-            for f in self.split_fractions:
-                s = np.zeros_like(served)
-                s[:, a] = demand
-                for ci in np.flatnonzero(sink):
-                    s[ci] = served[ci] / max(served[ci].sum(), 1e-12) * demand[ci] * f
-                    s[ci, a] = demand[ci] * (1.0 - f) + s[ci, a]
-                out.append((f"{label} @{f:g}", Allocation(counts.copy(), s, f"{label} keeping {f:g} of its "
-                                                          "minority variant's routing", fixed_routing=True)))
-        return out
 
     def _keep_routing(self, problem: Problem, alloc: Allocation, total: float,
                       attainment: Callable[[Plan, float], float]) -> Allocation:
@@ -597,65 +529,16 @@ class SimScoredPlanner(Planner):
 
     def _mix_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], scores: Mapping[str, float]
                         ) -> list[tuple[str, np.ndarray]]:
-        """Two-variant mixes on the line from the best-scoring single-variant plan (``static:V``; with
-        ``split_fractions`` also the inner or running plan when it has one variant) to each other scored variant.
+        """:func:`oserve.sim.plan_candidates.mix_candidates` with this guard's ``mix_search`` (walked from the inner
+        or running plan too with split fractions)."""
+        return mix_candidates(problem, candidates, scores, limit=self.mix_search, from_inner=bool(self.split_fractions))
 
-        The best-scoring ``static:A`` plan gives up ``D = lcm(devices of A, devices of B)`` devices of A per
-        step for ``D`` devices of B, for every other variant B of a scored candidate (single-variant, inner or
-        running plan): e.g. 16 x int8 TP2 -> 14 + 1 x TP4, 12 + 2, ... 2 + 7. Planner routing (a class goes
-        where it is served best). Bounded by ``mix_search`` (closest to A first). Pure.
-        """
-        if self.mix_search <= 0:
-            return []
-        # the single-variant plans scored: static:V, and with split fractions the inner or running plan when it is
-        # one (a static:V equal to the inner plan is not a candidate of its own, e.g. when the planner's
-        # single-variant floor chose it). Without splits the walk stays from static:V only: on Llama-2-70B code the
-        # split guard's loop holds 12 x int8 TP2 + 2 x TP4 and keeps 0.67 at the scale the guard without it
-        # carries (bench/results/split_routing_paired.json), so the default guard is unchanged.
-        statics = [k for k in scores if k.startswith("static:")
-                   or (self.split_fractions and int((np.asarray(candidates[k].counts).sum(axis=1) > 0).sum()) == 1)]
-        if not statics:
-            return []
-        base_label = max(statics, key=lambda k: scores[k])
-        base = candidates[base_label].counts
-        a = int(np.flatnonzero(base.sum(axis=1))[0])
-        others: list[int] = []
-        for k in sorted(scores, key=lambda k: -scores[k]):
-            for vi in np.flatnonzero(candidates[k].counts.sum(axis=1)):
-                if int(vi) != a and int(vi) not in others:
-                    others.append(int(vi))
-        steps: list[tuple[int, str, np.ndarray]] = []
-        for b in others:
-            d = math.lcm(int(problem.dev[a]), int(problem.dev[b]))
-            ka, kb = d // int(problem.dev[a]), d // int(problem.dev[b])
-            for g in range(base.shape[1]):
-                if not problem.fits[b, g]:
-                    continue
-                counts = base.copy()
-                k = 0
-                while counts[a, g] >= 2 * ka:  # stop before the base variant is gone (that is static:B)
-                    counts = counts.copy()
-                    counts[a, g] -= ka
-                    counts[b, g] += kb
-                    k += 1
-                    steps.append((k, _counts_label(problem, counts), counts))
-        steps.sort(key=lambda t: t[0])
-        return [(label, counts) for _, label, counts in steps[:self.mix_search]]
+    def _split_candidates(self, problem: Problem, candidates: Mapping[str, Allocation], plans: Mapping[str, Plan],
+                          mixes: Sequence[str]) -> list[tuple[str, Allocation]]:
+        """:func:`oserve.sim.plan_candidates.split_candidates` with this guard's ``split_fractions``."""
+        return split_candidates(problem, candidates, plans, mixes, self.split_fractions)
 
-
-def _replica_quality(problem: Problem, counts: np.ndarray) -> float:
-    """Device-weighted quality score (0-1) of the replicas ``counts`` (V, G) places; 1 without quality scores
-    (as :func:`oserve.policies.pooling.pooling_search` ranks replica quality)."""
-    devices = np.asarray(counts).sum(axis=1) * problem.dev
-    if problem.quality is None or devices.sum() == 0:
-        return 1.0
-    return float((devices * problem.quality).sum() / devices.sum())
-
-
-def _counts_label(problem: Problem, counts: np.ndarray) -> str:
-    """``mix:12 x V1 + 2 x V2`` for replica counts (V, G)."""
-    per_v = np.asarray(counts).sum(axis=1)
-    return "mix:" + " + ".join(f"{int(n)} x {problem.variants[v]}" for v, n in enumerate(per_v) if n > 0)
+    _running_routing = staticmethod(running_routing)
 
 
 def _plan_key(plan: Plan) -> tuple:
