@@ -134,6 +134,14 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
      "--policies: 'oserve:nope' is not a row of llama-2-70b/conv"),
     ("split_routing.py", ["--only", "llama-2-70b/conv", "--fixed", "llama-2-70b-int8-tp2:14,llama-2-70b-int8-tp4:1",
                           "--sink-classes", "long-in/nope"], "--sink-classes: unknown classes ['long-in/nope']"),
+    ("guard_decisions.py", ["--only", "llama-2-70b/conv", "--fractions", "none", "0.4,x"],
+     "each --fractions setting is 'none' or comma-separated numbers in (0, 1)"),
+    ("guard_decisions.py", ["--only", "llama-2-70b/conv", "--scale", "0"], "--scale must be > 0"),
+    ("guard_decisions.py", ["--only", "llama-2-70b/conv", "--policy", "static-mix"],
+     "--policy must be an oserve row"),
+    ("guard_decisions.py", ["--only", "llama-2-70b/conv", "--policy", "oserve:nope"],
+     "--policy: 'oserve:nope' is not a row of llama-2-70b/conv"),
+    ("guard_decisions.py", ["--only", "nope/conv"], "--only names unknown studies ['nope/conv']"),
     # the live bench refuses before any engine starts
     ("replica_load_live.py", ["--rate-factors", "0.05,x"], "--rate-factors must be comma-separated numbers"),
     ("replica_load_live.py", ["--rate-factors", "1.5"], "--rate-factors must be in (0, 1]"),
@@ -171,3 +179,27 @@ def test_replica_load_live_refuses_an_empty_trace_before_any_engine_starts(tmp_p
     last = capsys.readouterr().err.splitlines()[-1]
     assert "--rate-factors 0.0001: cannot build the trace" in last and "no request" in last
     assert not (tmp_path / "o.json").exists()
+
+
+def test_guard_decisions_window_attainment_counts_each_windows_own_arrivals():
+    # a request arriving in a window counts there, however late it finishes; unfinished requests miss the SLO
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from guard_decisions import window_attainment
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    nan = float("nan")
+
+    def rec(arrival: float, ttft: float, finish: float, out: int = 11) -> dict:
+        return {"arrival_s": arrival, "first_token_s": arrival + ttft, "finish_s": arrival + finish,
+                "input_tokens": 10, "output_tokens": out, "cls": 0}
+
+    records = [rec(1.0, 0.2, 1.0), rec(5.0, 2.0, 3.0),  # window 0: one within the SLO (TTFT 1 s), one late
+               rec(29.0, 0.1, 40.0),  # window 0 too, though it finishes in window 1: TPOT 4 s, a miss
+               rec(31.0, 0.1, 0.5), {**rec(40.0, 0.1, 0.5), "first_token_s": nan, "finish_s": nan},
+               rec(95.0, 0.1, 0.5)]  # no arrivals in [60, 90): left out
+    got = window_attainment(records, slo_ttft_s=1.0, slo_tpot_s=0.1, window_s=30.0)
+    assert [(w["start_s"], w["requests"]) for w in got] == [(0.0, 3), (30.0, 2), (90.0, 1)]
+    assert [w["slo_attainment"] for w in got] == pytest.approx([1 / 3, 1 / 2, 1.0])
+    later = window_attainment(records, slo_ttft_s=1.0, slo_tpot_s=0.1, window_s=30.0, from_s=30.0)
+    assert [(w["start_s"], w["requests"]) for w in later] == [(30.0, 2), (90.0, 1)]

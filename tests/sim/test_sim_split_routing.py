@@ -176,3 +176,27 @@ def test_mixes_walk_from_the_inner_plan_when_it_is_the_single_variant_plan():
     # without splits the default guard is unchanged: the walk starts from static:V only
     got = [label for label, _ in SimScoredPlanner("milp", mix_search=2)._mix_candidates(prob, cands, scores)]
     assert got == [f"mix:2 x {TP2} + 7 x {TP4}", f"mix:4 x {TP2} + 6 x {TP4}"]
+
+
+def test_a_split_must_beat_the_best_unsplit_plan_by_the_margin():
+    # pure: only the simulation on the mean class mix vouches for a split (the table rates its majority variant 0 for
+    # the class it shares), and a burst toward that class is what it is most exposed to (70B code: 12 x TP2 + 2 x
+    # TP4 @0.4 scored 0.607 vs 16 x TP2's 0.595 and kept 0.489 of the long-prompt burst vs 0.869,
+    # bench/results/guard_decisions.json); a mix with the planner's routing needs no margin over one variant
+    from oserve.policies.base import Allocation
+    from oserve.policies.problem import ObjectiveWeights, build_problem
+
+    table, cluster, scheme, lengths, demand = _conv_setup(1.0)
+    prob = build_problem(cluster, table, demand, None, ObjectiveWeights())
+    split = _mix(prob, 12, 2)
+    split = Allocation(split.counts, np.zeros((len(prob.classes), len(prob.variants))), "split", fixed_routing=True)
+    cands = {"static:tp2": _mix(prob, 16, 0), "mix:10+3": _mix(prob, 10, 3), "mix:a @0.4": split}
+    p = SimScoredPlanner("milp", split_fractions=(0.4,), min_gain_fraction=0.05)
+    scores = {"static:tp2": 0.595, "mix:10+3": 0.55, "mix:a @0.4": 0.607}
+    assert p._prefer_unsplit("mix:a @0.4", scores, cands) == "static:tp2"
+    scores["mix:10+3"] = 0.60  # the best unsplit plan may be a mix itself
+    assert p._prefer_unsplit("mix:a @0.4", scores, cands) == "mix:10+3"
+    scores["mix:a @0.4"] = 0.60 * 1.05 + 1e-6  # past the margin: the split wins
+    assert p._prefer_unsplit("mix:a @0.4", scores, cands) == "mix:a @0.4"
+    assert p._prefer_unsplit("mix:10+3", {"mix:10+3": 0.5, "static:tp2": 0.499}, cands) == "mix:10+3"  # no margin
+    assert p._prefer_unsplit("mix:a @0.4", {"mix:a @0.4": 0.5}, cands) == "mix:a @0.4"  # nothing unsplit scored
