@@ -6,7 +6,7 @@ per ``--fractions`` setting of ``SimConfig.sim_split_fractions`` (``none``: the 
 clipping and warm-up as the study, and writes for each run:
 
 * the SLO attainment of the measured requests and per ``--window-s`` window of arrivals;
-* the initial plan (replicas per variant and routing);
+* the initial plan (replicas per variant, routing, and the planner's reason: the guard's scores);
 * every decision: time, forecast demand (req/s), replicas, routing, whether the plan or its replicas changed and
   the reason the planner gave;
 * every switch target (decided, reached or superseded, time to reach it).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ def _setting(text: str) -> list[float]:
     if text.strip().lower() == "none":
         return []
     try:
-        out = [float(x) for x in text.split(",") if x.strip()]
+        out = [float(x) for x in text.split(",")]
     except ValueError:
         out = []
     if not out or not all(0 < f < 1 for f in out):
@@ -75,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window-s", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/guard_decisions.json"))
     args = ap.parse_args(argv)
-    if args.scale is not None and not args.scale > 0:
-        ap.error("--scale must be > 0")
-    if not args.window_s > 0:
-        ap.error("--window-s must be > 0")
+    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
+        ap.error("--scale must be a finite number > 0")
+    if not (math.isfinite(args.window_s) and args.window_s > 0):
+        ap.error("--window-s must be a finite number of seconds > 0")
     if not args.policy.startswith("oserve"):
         ap.error(f"--policy must be an oserve row (oserve or oserve:PLANNER), got {args.policy!r}")
     sys.path.insert(0, str(ROOT / "bench"))
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.scale if args.scale is not None else float(mine[args.policy]["capacity_scale"])
     slo = cfg.slo or table.slo
     result: dict[str, Any] = {
-        "benchmark": "guard_decisions", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "benchmark": "guard_decisions",
+        "command": " ".join(["guard_decisions.py", *(sys.argv[1:] if argv is None else argv)]),
         "results": args.results, "study": key, "policy": args.policy, "scale": scale,
         "study_capacity": mine[args.policy]["capacity_scale"], "target": float(study["target"]),
         "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s}, "warmup_s": warmup, "window_s": args.window_s, "runs": []}
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                "windows": window_attainment(res.requests, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
                                             window_s=args.window_s, from_s=warmup),
                "initial_plan": {"replicas": dict(Counter(r["variant"] for r in init.get("replicas", []))),
-                                "routing": init.get("routing")},
+                                "routing": init.get("routing"), "reason": init.get("reason")},
                "decisions": [_decision(d) for d in res.decisions],
                "targets": [{k: t.get(k) for k in ("decided_s", "status", "ended_s", "reconfig_s")} for t in res.targets],
                "wall_s": time.perf_counter() - t0}

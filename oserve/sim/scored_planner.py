@@ -31,7 +31,8 @@ within the SLO at 1-1.5x that rate vs TP4's 0.60-0.70, and carries 2.083x the tr
 1.935x (bench/results/capacity_integrated.json, 81d2723; 1.995x with the earlier scale_rate).
 
 The candidate with the highest overload score wins (ties: the incumbent, then the inner plan). The
-margin ``min_gain_fraction`` protects only the incumbent against churn: a running plan is replaced
+margin ``min_gain_fraction`` protects the incumbent against churn (and, with split fractions, the unsplit
+plans against a routing split, :meth:`SimScoredPlanner._prefer_unsplit`): a running plan is replaced
 only by one scoring more than ``1 + min_gain_fraction`` times its score, and only when the switch pays
 for itself at the demand (:meth:`SimScoredPlanner._keep_running`): a running plan that keeps the
 target at the demand in simulation stays, and otherwise the requests the candidate keeps within the SLO
@@ -203,7 +204,8 @@ class SimScoredPlanner(Planner):
         target: SLO attainment a plan must keep, in (0, 1].
         n_requests: synthetic requests per simulation, in [50, 100000].
         min_gain_fraction: a candidate replaces the incumbent (the running plan) only if its overload score is
-            more than ``1 + min_gain_fraction`` times the incumbent's, in [0, 1].
+            more than ``1 + min_gain_fraction`` times the incumbent's (with split fractions, a split replaces
+            the best unsplit candidate only by the same margin), in [0, 1].
         rel_tol: relative tolerance of each capacity search, in (0, 1].
         mix_resolution: class shares are rounded to this before measuring (cache key), in (0, 0.5].
         seed: seed of the synthetic workload.
@@ -421,7 +423,7 @@ class SimScoredPlanner(Planner):
         if self.split_fractions:
             best = self._prefer_unsplit(best, scores, candidates)
         if incumbent is not None and scores[best] <= scores[incumbent] * (1 + self.min_gain_fraction):
-            best = incumbent  # the margin protects the running plan against churn, nothing else
+            best = incumbent  # the margin protects the running plan against churn
         if incumbent is not None and best != incumbent:
             keep_why = self._keep_running(problem, candidates[incumbent].counts, candidates[best].counts,
                                           attainment(plans[incumbent], total), attainment(plans[best], total), total)
