@@ -44,12 +44,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse option values outside their range, naming the option (before any trace is read).
+
+    Raises:
+        ConfigError: ``--scale`` or ``--duration`` not a finite number > 0, ``--best-static-top`` < 0, or
+            ``--capacity-target`` outside (0, 1].
+    """
+    import math
+
+    from oserve.errors import ConfigError
+
+    for name, value in (("--scale", args.scale), ("--duration", args.duration)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a finite number > 0, got {value}", field=name, allowed="> 0")
+    if args.best_static_top < 0:
+        raise ConfigError(f"--best-static-top must be >= 0 (0: every variant), got {args.best_static_top}",
+                          field="--best-static-top", allowed=">= 0")
+    if not (math.isfinite(args.capacity_target) and 0 < args.capacity_target <= 1):
+        raise ConfigError(f"--capacity-target must be in (0, 1], got {args.capacity_target}",
+                          field="--capacity-target", allowed="(0, 1]")
+
+
 def run(args: argparse.Namespace) -> int:
     from oserve.compose import simulate
     from oserve.errors import OserveError
     from oserve.sim.report import comparison_table, write_outputs
 
     try:
+        _check_args(args)
         if args.capacity:
             from oserve.compose.simulation import load_table, load_traces
             from oserve.sim.config import load_config
