@@ -124,7 +124,8 @@ class HysteresisPlanner(Planner):
             raise ValueError("HysteresisPlanner needs a Problem built by build_problem (cluster, table, demand)")
         candidate = build_plan(free, candidate_alloc, cluster, table, demand, current, self.name)
         if floor:  # the inner planner's plan() would replace its allocation by a single-variant one carrying more
-            floored = single_variant_floor_allocation(free, candidate, cluster, table, demand, current, self.name)
+            floored = single_variant_floor_allocation(free, candidate, cluster, table, demand, current, self.name,
+                                                       self.inner.floor_allocations(free))
             if floored is not None:
                 candidate, candidate_alloc = floored
         if current is None:

@@ -459,6 +459,11 @@ class MILPPlanner(Planner):
             return []
         return [np.asarray(self._fallback._allocate(problem).counts, dtype=np.int64)]
 
+    def floor_allocations(self, problem: Problem) -> list[Allocation]:
+        """The greedy heuristic's allocation: under overload the MILP credits serving part of a class
+        (``x <= demand``) while the plan routes all of it, so its plan can carry less than greedy's."""
+        return [self._fallback._allocate(problem)]
+
     def solve_outcome(self, problem: Problem) -> tuple[SolveOutcome, Allocation]:
         """Solve ``problem`` and say how the solve ended; never raises for a solver failure.
 

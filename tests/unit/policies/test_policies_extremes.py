@@ -62,6 +62,23 @@ def test_milp_never_below_greedy_on_extreme_values(inst):
     assert milp.objective >= greedy.objective - 1e-3 * max(1.0, abs(greedy.objective)) - spare
 
 
+def test_milp_keeps_greedys_goodput_under_overload():
+    """Found by hypothesis (random draws, before the examples were derandomized): demand 1e4 and 1e9 req/s
+    on 4 devices; the MILP credits serving part of each class, the plan routes all of it, and its 4 x v1
+    carried 2.71 req/s within SLO where greedy's 1 x v0 + 3 x v1 carried 2.80. The floor now also compares
+    the greedy allocation (``MILPPlanner.floor_allocations``)."""
+    table = synthetic_table({"v0": {"a": 1.0, "b": 1e-6}, "v1": {"a": 3e-4, "b": 1.0}}, {"v0": 1, "v1": 1},
+                            class_names=CLASSES)
+    cluster = ClusterSpec.homogeneous(1, 4, "a100-80gb", 80 * GIB)
+    demand = Demand(rates_rps={"a": 1e4, "b": 1e9})
+    milp = make_planner("milp").plan(cluster, table, demand)
+    greedy = make_planner("greedy").plan(cluster, table, demand)
+    assert greedy.predicted_goodput_rps == pytest.approx(2.8)
+    assert milp.predicted_goodput_rps >= greedy.predicted_goodput_rps * (1 - 1e-9)
+    assert "more than the planner's allocation" in milp.reason and milp.optimal is False
+    assert check_plan(milp, cluster, table) == []
+
+
 @pytest.mark.parametrize("cap", [MIN_CAPACITY_RPS, MAX_CAPACITY_RPS])
 def test_milp_optimal_at_the_capacity_bounds(cap):
     """Scaling keeps HiGHS well conditioned at both ends of the valid range (was: unknown status)."""
