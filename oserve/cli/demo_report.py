@@ -30,6 +30,7 @@ again; else None); ``meta`` describes the trace, the rate choice and the machine
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,8 @@ def plot_timeline(results: dict[str, dict[str, Any]], trace: Any, slo_ttft_s: fl
             t = trace.arrival_s[np.asarray(trace.source == src)]
             h, _ = np.histogram(t, edges)
             ax.step(edges[:-1], h / 10.0, where="post", label=f"{src}")
-        ax.set_title(f"{name}\n{res.get('deployment', '')}", fontsize=8)
+        # deployment descriptions run to ~150 characters: wrap to the column or they overlap the next title
+        ax.set_title("\n".join([name, *textwrap.wrap(str(res.get("deployment", "")), 60)]), fontsize=8)
         ax = axes[1][col]
         ts = [s["t_s"] for s in res["timeline"]]
         variants = sorted({v for s in res["timeline"] for v in s["ready_by_variant"]})
