@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from oserve.backends.cache_lock import build_lock
 from oserve.errors import ConfigError
 
 __all__ = ["DEFAULT_MODEL_NAME", "CHECKPOINT_PRECISIONS", "cache_dir", "smollm2_gguf_path", "ensure_default_model",
@@ -90,6 +91,13 @@ def ensure_default_model(target: Path | None = None, *, dtype: str = "bfloat16")
     folder = Path(target) if target is not None else cache_dir() / "models" / DEFAULT_MODEL_NAME
     if _checkpoint_ok(folder, gguf):
         return folder
+    with build_lock(folder):
+        if _checkpoint_ok(folder, gguf):  # another process built it while this one waited
+            return folder
+        return _build_default_model(folder, gguf, dtype)
+
+
+def _build_default_model(folder: Path, gguf: Path, dtype: str) -> Path:
     if folder.exists():
         log.warning("model cache %s is incomplete or corrupt; rebuilding it from %s", folder, gguf)
         shutil.rmtree(folder)

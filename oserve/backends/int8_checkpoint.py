@@ -25,6 +25,8 @@ import re
 import shutil
 from pathlib import Path
 
+from oserve.backends.cache_lock import build_lock
+
 __all__ = [
     "QUANTIZED_LINEAR",
     "quantization_config",
@@ -126,15 +128,22 @@ def write_int8_checkpoint(source: Path, target: Path) -> Path:
         Writes about 1/4 of the fp32 linear weights plus the full-precision embeddings (SmolLM2-135M:
         ~0.25 GB from fp32); an incomplete ``target`` is removed and rebuilt (logged at WARNING).
     """
-    import torch
-    from safetensors.torch import load_file, save_file
-
     source, target = Path(source), Path(target)
     shards = sorted(source.glob("*.safetensors"))
     if not (source / "config.json").is_file() or not shards:
         raise FileNotFoundError(f"{source} is not a safetensors checkpoint folder (config.json + *.safetensors)")
     if int8_checkpoint_ok(target, source):
         return target
+    with build_lock(target):
+        if int8_checkpoint_ok(target, source):  # another process wrote it while this one waited
+            return target
+        return _write_int8(source, target, shards)
+
+
+def _write_int8(source: Path, target: Path, shards: list[Path]) -> Path:
+    import torch
+    from safetensors.torch import load_file, save_file
+
     if target.exists():
         log.warning("int8 checkpoint %s is incomplete or stale; rebuilding it from %s", target, source)
         shutil.rmtree(target)
