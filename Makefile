@@ -27,11 +27,12 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(PY) -m oserve.cli.demo
 
-# tests/ plus examples/test_*.py, which use only the oserve pytest plugin (pytest11 entry point).
+# tests/ plus examples/test_*.py, which use only the oserve pytest plugin (pytest11 entry point). Two
+# pytest-xdist workers: the real-engine tests run in one group on one worker (tests/conftest.py).
 test: setup
 	$(PY) -m ruff check oserve tests bench examples
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q --timeout=900 tests examples
+	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout=900 tests examples
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not engine" tests examples
