@@ -195,12 +195,15 @@ def _oserve_source() -> str:
 def _run(args: argparse.Namespace) -> int:
     from oserve.compose.capacity import capacity_study, finite_json, format_capacity_table
     from oserve.compose.simulation import load_traces
+    from oserve.policies import make_planner
     from oserve.profiles.table import ProfileTable
     from oserve.sim.config import SimConfig
     from oserve.sim.policies import restrict_table
 
     full = ProfileTable.load(args.table)
     planners = args.planners.split(",")
+    for name in planners:  # an unknown planner is refused before any simulation (it was after the static rows)
+        make_planner(name)
     tp = Path(args.table).resolve()
     out: dict = {
         "benchmark": "capacity under SLO: largest arrival-rate scale with SLO attainment >= target",
