@@ -6,7 +6,11 @@ deployment, static-mix, the oracle) for each new planner row. This bench bisects
 ``rel_tol``, starting from the study's headline oserve capacity, and writes the rows to ``--out``; with
 ``--apply`` the rows are added to ``--results`` (replacing a row of the same policy), the study restated
 (:func:`oserve.compose.capacity_refine.restate_study`: ratios to plain vLLM, best static and the oracle) and the
-file's ``planners`` and ``summary.by_planner`` extended. The headline planner stays the file's first.
+file's ``planners`` and ``summary.by_planner`` extended. The headline planner stays the file's first (and is
+refused in ``--planners``). Unlike the rows ``bench/capacity.py`` writes, these get no paired probe
+(:mod:`oserve.compose.paired_probe`: the lower of oserve and the best fixed deployment simulated once at the
+other's capacity, a tie when it meets the target there), so such a row can read up to ``rel_tol`` below the
+best fixed deployment where the headline row, probed, ties it.
 
     .venv/bin/python bench/planner_capacity.py --only llama-3-8b/merged --planners greedy,flow --apply
 """
@@ -40,16 +44,28 @@ def main(argv: list[str] | None = None) -> int:
     from oserve.policies import available_planners
     from oserve.workload.transforms import clip_tokens
 
-    out, keys = load_results(ap, Path(args.results), args.only)
-    planners = [p.strip() for p in args.planners.split(",") if p.strip()]
+    try:
+        out, keys = load_results(ap, Path(args.results), ",".join(k.strip() for k in args.only.split(",")))
+    except json.JSONDecodeError as exc:
+        ap.error(f"--results {args.results} is not a capacity result file (JSON: {exc})")
+    planners = list(dict.fromkeys(p.strip() for p in args.planners.split(",") if p.strip()))
     allowed = available_planners()
     bad = [p for p in planners if p not in allowed]
-    if not planners or bad:
+    if not planners:
+        ap.error("--planners names no planner")
+    if bad:
         ap.error(f"--planners: unknown planners {bad}; allowed: {', '.join(allowed)}")
+    if out["planners"][0] in planners:
+        ap.error(f"--planners: {out['planners'][0]!r} is the file's headline planner, bisected by bench/capacity.py "
+                 "with its paired probe; name the others")
     headline = f"oserve:{out['planners'][0]}"
     for key in keys:
-        if not any(r["policy"] == headline for r in out["rows"] if f"{r['model']}/{r['trace']}" == key):
+        mine = {r["policy"]: r for r in out["rows"] if f"{r['model']}/{r['trace']}" == key}
+        if headline not in mine:
             ap.error(f"{key} has no {headline} row to start the bisection from")
+        missing = [k for k in ("seed", "target", "rel_tol", "common_scale") if k not in out["studies"][key]]
+        if missing:
+            ap.error(f"{key}: the study lacks {missing} (not written by bench/capacity.py?)")
     result: dict[str, Any] = {"benchmark": "planner_capacity", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                               "results": args.results, "planners": planners, "rows": []}
     t_all = time.perf_counter()
@@ -67,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 res = find_capacity(label, trace, table, cluster, scheme, cfg, target=target, seed=seed,
-                                    start_scale=float(mine[headline]["capacity_scale"]), rel_tol=rel_tol,
+                                    # a headline that held at no scale has capacity 0: start at the search's floor
+                                    start_scale=min(max(float(mine[headline]["capacity_scale"]), 1 / 64), 256.0),
+                                    rel_tol=rel_tol,
                                     measure_from_s=warmup)
             except ConfigError as exc:
                 ap.error(f"{key} {label}: {exc}")
@@ -98,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             restate_study(part)  # the rows are out["rows"]' own dicts: restated in place
             part.pop("rows")
             out["studies"][key] = part
+            # written after each study, so a later study's failure loses none of the bisections before it
+            out["planners"] = [*out["planners"], *(p for p in planners if p not in out["planners"])]
+            out["summary"] = _summary(out["rows"], out["planners"])
+            Path(args.results).write_text(json.dumps(finite_json(out), indent=1))
     if args.apply:
-        out["planners"] = [*out["planners"], *(p for p in planners if p not in out["planners"])]
-        out["summary"] = _summary(out["rows"], out["planners"])
         out.setdefault("commands", [out.get("command")]).append(result["command"])
         Path(args.results).write_text(json.dumps(finite_json(out), indent=1))
         print(json.dumps(out["summary"]["by_planner"], indent=1), flush=True)

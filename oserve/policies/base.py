@@ -292,24 +292,43 @@ def single_variant_floor(problem: Problem, plan: Plan, cluster: ClusterSpec, tab
 def single_variant_floor_allocation(problem: Problem, plan: Plan, cluster: ClusterSpec, table: ProfileTable,
                                     demand: Demand, current: Plan | None, planner: str,
                                     extra: Sequence[Allocation] = ()) -> tuple[Plan, Allocation] | None:
-    """The best single-variant deployment and its allocation when it carries more goodput than ``plan``
-    (:func:`single_variant_floor`), else None. Wrappers that decide on an inner planner's allocation
-    (the hysteresis planner) use it so the floor applies to their candidate too."""
+    """The best single-variant deployment (or ``extra`` allocation) and its allocation when it carries more
+    goodput than ``plan`` (:func:`single_variant_floor`), else None. An ``extra`` allocation also wins with the
+    same goodput (within 1e-6), replica quality no lower and a higher objective (by more than 1e-6 of it;
+    quality first, as the pooling search ranks them, :mod:`oserve.policies.pooling`): the planner's own model
+    may score its plan differently from :func:`~oserve.policies.evaluate.evaluate` (the MILP values headroom
+    with the best routing, ``evaluate`` with pooled routing). Wrappers that decide on an inner planner's
+    allocation (the hysteresis planner) use it so the floor applies to their candidate too."""
     best: tuple[Plan, Allocation] | None = None
-    good = plan.predicted_goodput_rps or 0.0
-    for alloc in [*_single_variant_fills(problem), *extra]:
+    good, obj = plan.predicted_goodput_rps or 0.0, plan.objective
+    fills = _single_variant_fills(problem)
+    for i, alloc in enumerate([*fills, *extra]):
         cand = build_plan(problem, alloc, cluster, table, demand, current, planner)
         cgood = cand.predicted_goodput_rps or 0.0
-        if cgood > good * (1 + 1e-6) + 1e-9:
-            best, good = (cand, alloc), cgood
+        more = cgood > good * (1 + 1e-6) + 1e-9
+        same = abs(cgood - good) <= good * 1e-6 + 1e-9
+        if more or (i >= len(fills) and same and cand.objective > obj + 1e-6 * max(1.0, abs(obj))
+                    and _replica_quality(problem, cand) >= _replica_quality(problem, plan) - 1e-9):
+            best, good, obj = (cand, alloc), cgood, cand.objective
     if best is None:
         return None
     cand, alloc = best
-    reason = (f"{cand.reason}. It carries {good:.4g} req/s within SLO, more than the planner's allocation "
-              f"({plan.predicted_goodput_rps or 0.0:.4g} req/s: {plan.reason})")
-    alloc = replace(alloc, reason=f"{alloc.reason} (it carries {good:.4g} req/s within SLO, more than the "
-                                  f"planner's allocation, {plan.predicted_goodput_rps or 0.0:.4g} req/s)", optimal=False)
+    was = plan.predicted_goodput_rps or 0.0
+    why = (f"more than the planner's allocation, {was:.4g} req/s" if good > was * (1 + 1e-6) + 1e-9 else
+           f"as the planner's allocation does, with a higher objective ({cand.objective:.6g} vs {plan.objective:.6g})")
+    reason = f"{cand.reason}. It carries {good:.4g} req/s within SLO, {why} (planner's allocation: {plan.reason})"
+    alloc = replace(alloc, reason=f"{alloc.reason} (it carries {good:.4g} req/s within SLO, {why})", optimal=False)
     return cand.model_copy(update={"reason": reason, "optimal": False}), alloc
+
+
+def _replica_quality(problem: Problem, plan: Plan) -> float:
+    """Device-weighted quality score (0-1) of the plan's replicas (1 for a table without quality or no replicas)."""
+    if problem.quality is None or not plan.replicas:
+        return 1.0
+    index = {v: i for i, v in enumerate(problem.variants)}
+    dev = np.array([float(problem.dev[index[r.variant]]) for r in plan.replicas])
+    q = np.array([float(problem.quality[index[r.variant]]) for r in plan.replicas])
+    return float((dev * q).sum() / dev.sum())
 
 
 def _single_variant_fills(problem: Problem) -> list[Allocation]:

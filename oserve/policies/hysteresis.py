@@ -125,7 +125,7 @@ class HysteresisPlanner(Planner):
         candidate = build_plan(free, candidate_alloc, cluster, table, demand, current, self.name)
         if floor:  # the inner planner's plan() would replace its allocation by a single-variant one carrying more
             floored = single_variant_floor_allocation(free, candidate, cluster, table, demand, current, self.name,
-                                                       self.inner.floor_allocations(free))
+                                                       getattr(self.inner, "floor_allocations", lambda p: [])(free))
             if floored is not None:
                 candidate, candidate_alloc = floored
         if current is None:
