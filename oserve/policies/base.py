@@ -293,11 +293,13 @@ def single_variant_floor_allocation(problem: Problem, plan: Plan, cluster: Clust
                                     demand: Demand, current: Plan | None, planner: str,
                                     extra: Sequence[Allocation] = ()) -> tuple[Plan, Allocation] | None:
     """The best single-variant deployment (or ``extra`` allocation) and its allocation when it carries more
-    goodput than ``plan`` (:func:`single_variant_floor`), else None. An ``extra`` allocation also wins with the
-    same goodput (within 1e-6), replica quality no lower and a higher objective (by more than 1e-6 of it;
-    quality first, as the pooling search ranks them, :mod:`oserve.policies.pooling`): the planner's own model
-    may score its plan differently from :func:`~oserve.policies.evaluate.evaluate` (the MILP values headroom
-    with the best routing, ``evaluate`` with pooled routing). Wrappers that decide on an inner planner's
+    goodput than ``plan`` (:func:`single_variant_floor`), else None. With ``fill_idle_devices`` an ``extra``
+    allocation also wins with the same goodput (within 1e-6), replica quality no lower and a higher objective
+    (by more than 1e-6 of it; quality first, as the pooling search ranks them, :mod:`oserve.policies.pooling`):
+    there the MILP values headroom with the best routing and :func:`~oserve.policies.evaluate.evaluate` with
+    pooled routing, so greedy's counts can score higher. Not in the energy-saving mode: there the rule took
+    greedy's plan for 0.06 % of objective (one device's cost) and the CPU example's control loop flapped
+    between one and two replicas (6 switches for 3, ``tests/sim/test_sim_churn.py``). Wrappers that decide on an inner planner's
     allocation (the hysteresis planner) use it so the floor applies to their candidate too."""
     best: tuple[Plan, Allocation] | None = None
     good, obj = plan.predicted_goodput_rps or 0.0, plan.objective
@@ -307,7 +309,8 @@ def single_variant_floor_allocation(problem: Problem, plan: Plan, cluster: Clust
         cgood = cand.predicted_goodput_rps or 0.0
         more = cgood > good * (1 + 1e-6) + 1e-9
         same = abs(cgood - good) <= good * 1e-6 + 1e-9
-        if more or (i >= len(fills) and same and cand.objective > obj + 1e-6 * max(1.0, abs(obj))
+        if more or (i >= len(fills) and problem.weights.fill_idle_devices and same
+                    and cand.objective > obj + 1e-6 * max(1.0, abs(obj))
                     and _replica_quality(problem, cand) >= _replica_quality(problem, plan) - 1e-9):
             best, good, obj = (cand, alloc), cgood, cand.objective
     if best is None:
