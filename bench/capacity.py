@@ -76,6 +76,14 @@ def study_inputs(out: dict, key: str) -> tuple[Any, Any, Any]:
     return table, cfg, trace
 
 
+def write_result(path: str, result: dict[str, Any], t_all: float) -> None:
+    """Write a side-by-side bench's ``result`` to ``path`` (JSON) with its wall time since ``t_all``
+    (``time.perf_counter()``, seconds); benches call it after each row so a stopped run keeps its rows."""
+    result["wall_s"] = time.perf_counter() - t_all
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1))
+
+
 def _summary(rows: list[dict], planners: list[str]) -> dict:
     by: dict = {}
     for p in planners:

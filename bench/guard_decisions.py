@@ -17,7 +17,6 @@ clipping and warm-up as the study, and writes for each run:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.policy.startswith("oserve"):
         ap.error(f"--policy must be an oserve row (oserve or oserve:PLANNER), got {args.policy!r}")
     sys.path.insert(0, str(ROOT / "bench"))
-    from capacity import load_results, study_inputs
+    from capacity import load_results, study_inputs, write_result
 
     from oserve.compose.capacity import default_scaler, measured_summary, parse_capacity_policy
     from oserve.compose.simulation import run_policy
@@ -138,14 +137,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['slo_attainment']:.4f}; per {args.window_s:g} s: "
               f"{[round(w['slo_attainment'], 3) for w in row['windows']]}; initial {row['initial_plan']['replicas']}",
               flush=True)
-        _write(args.out, result, t_all)
+        write_result(args.out, result, t_all)
     return 0
-
-
-def _write(path: str, result: dict[str, Any], t_all: float) -> None:
-    result["wall_s"] = time.perf_counter() - t_all
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

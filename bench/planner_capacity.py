@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--apply", action="store_true", help="also add the rows to --results and restate its summary")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "bench"))
-    from capacity import _summary, load_results, study_inputs
+    from capacity import _summary, load_results, study_inputs, write_result
 
     from oserve.compose.capacity import find_capacity, finite_json, parse_capacity_policy, simulate_policy
     from oserve.compose.capacity_refine import restate_study
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             result["rows"].append(row)
             print(f"{key} {label}: {res.capacity_scale:.4g} ({headline} {mine[headline]['capacity_scale']:.4g}; "
                   f"{len(res.probes)} runs, {row['wall_s']:.0f} s)", flush=True)
-            _write(args.out, result, t_all)
+            write_result(args.out, result, t_all)
             if args.apply:
                 out["rows"] = [r for r in out["rows"]
                                if not ((r["model"], r["trace"], r["policy"]) == (model, tname, label))]
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         out.setdefault("commands", [out.get("command")]).append(result["command"])
         Path(args.results).write_text(json.dumps(finite_json(out), indent=1))
         print(json.dumps(out["summary"]["by_planner"], indent=1), flush=True)
-    _write(args.out, result, t_all)
+    write_result(args.out, result, t_all)
     return 0
 
 
@@ -132,12 +132,6 @@ def _scaled(seed: int, trace: Any, scale: float) -> Any:
     from oserve.compose.capacity import default_scaler
 
     return default_scaler(seed)(trace, scale)
-
-
-def _write(path: str, result: dict[str, Any], t_all: float) -> None:
-    result["wall_s"] = time.perf_counter() - t_all
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paired and args.apply:
         ap.error("--paired probes the study's capacities once; --apply needs a re-bisection")
     sys.path.insert(0, str(ROOT / "bench"))
-    from capacity import load_results, study_inputs
+    from capacity import load_results, study_inputs, write_result
 
     from oserve.compose.capacity import (
         bisect_scale,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                    "wall_s": time.perf_counter() - t0}
             result["fixed"].append(row)
             print(f"fixed {row['plan']} {f:g} of {sorted(sink)} to the minority: {r.scale:.4g}", flush=True)
-            _write(args.out, result, t_all)
+            write_result(args.out, result, t_all)
     split_cfg = cfg.model_copy(update={"sim_split_fractions": list(args.fractions)})
     for label in labels:
         t0 = time.perf_counter()
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "replicas": summary.get("replicas"), "wall_s": time.perf_counter() - t0})
             print(f"{label} with splits at the study's {scale:.4g}: attainment {a:.4f} "
                   f"({'met' if a >= target else 'missed'}; {summary.get('replicas')})", flush=True)
-            _write(args.out, result, t_all)
+            write_result(args.out, result, t_all)
             continue
         res = find_capacity(label, trace, table, cluster, scheme, split_cfg, target=target, seed=seed,
                             start_scale=mine[label]["capacity_scale"], rel_tol=rel_tol,
@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         result["policies"].append(row)
         print(f"{label} with splits: {res.capacity_scale:.4g} (without: {row['without_splits']:.4g}; "
               f"{len(res.probes)} runs, {row['wall_s']:.0f} s)", flush=True)
-        _write(args.out, result, t_all)
-    _write(args.out, result, t_all)
+        write_result(args.out, result, t_all)
+    write_result(args.out, result, t_all)
     if args.apply and labels:
         from capacity import _summary
 
@@ -224,12 +224,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.results).write_text(json.dumps(finite_json(out), indent=1))
         print(f"{key}: rows written to {args.results}; oracle {part['oracle']['scale']:.4g}", flush=True)
     return 0
-
-
-def _write(path: str, result: dict[str, Any], t_all: float) -> None:
-    result["wall_s"] = time.perf_counter() - t_all
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
