@@ -43,7 +43,13 @@ def load_results(ap: argparse.ArgumentParser, path: Path, only: str | None) -> t
     a missing file or an unknown study is ``ap.error`` (exit 2)."""
     if not path.exists():
         ap.error(f"--results {path} does not exist (run bench/capacity.py first)")
-    out = json.loads(path.read_text())
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        ap.error(f"--results {path} is not a readable capacity result file ({type(exc).__name__}: {exc})")
+    if not isinstance(out, dict) or not all(k in out for k in ("studies", "rows", "planners", "table")):
+        ap.error(f"--results {path} is not a capacity result file (needs studies, rows, planners, table: "
+                 "written by bench/capacity.py)")
     keys = list(out["studies"]) if not only else only.split(",")
     unknown = [k for k in keys if k not in out["studies"]]
     if unknown:

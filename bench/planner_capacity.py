@@ -44,10 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     from oserve.policies import available_planners
     from oserve.workload.transforms import clip_tokens
 
+    only = list(dict.fromkeys(k.strip() for k in args.only.split(",") if k.strip()))
+    if not only:  # load_results reads an empty --only as every study (hours of bisections)
+        ap.error("--only names no study")
+    if Path(args.out).resolve() == Path(args.results).resolve():
+        ap.error("--out must differ from --results (--out gets this bench's rows, --results the whole study file)")
     try:
-        out, keys = load_results(ap, Path(args.results), ",".join(k.strip() for k in args.only.split(",")))
-    except json.JSONDecodeError as exc:
-        ap.error(f"--results {args.results} is not a capacity result file (JSON: {exc})")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        ap.error(f"--out {args.out}: cannot create its folder ({exc})")
+    out, keys = load_results(ap, Path(args.results), ",".join(only))
     planners = list(dict.fromkeys(p.strip() for p in args.planners.split(",") if p.strip()))
     allowed = available_planners()
     bad = [p for p in planners if p not in allowed]

@@ -48,8 +48,8 @@ def _check_args(args: argparse.Namespace) -> None:
     """Refuse option values outside their range, naming the option (before any trace is read).
 
     Raises:
-        ConfigError: ``--scale`` or ``--duration`` not a finite number > 0, ``--best-static-top`` < 0, or
-            ``--capacity-target`` outside (0, 1].
+        ConfigError: ``--scale`` or ``--duration`` not a finite number > 0, ``--best-static-top`` < 0,
+            ``--capacity-target`` outside (0, 1], or an empty ``--compare``.
     """
     import math
 
@@ -64,6 +64,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.capacity_target) and 0 < args.capacity_target <= 1):
         raise ConfigError(f"--capacity-target must be in (0, 1], got {args.capacity_target}",
                           field="--capacity-target", allowed="(0, 1]")
+    if args.compare is not None and not args.compare.strip():  # else it ran the default --policy silently
+        raise ConfigError("--compare names no policy", field="--compare", allowed="comma-separated policies")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,7 +46,8 @@ from oserve.workload.trace import Trace
 
 __all__ = ["DEFAULT_TARGET", "Probe", "BisectResult", "CapacityResult", "CapacityPolicy", "parse_capacity_policy",
            "bisect_scale", "mean_demand", "simulate_policy", "find_capacity", "default_policies", "capacity_study",
-           "format_capacity_table", "finite_json", "measured_part", "measured_span_s", "check_measure_from"]
+           "format_capacity_table", "finite_json", "measured_part", "measured_span_s", "check_measure_from",
+           "check_capacity_policy"]
 
 #: Default SLO attainment target of the capacity search (the issue's and DistServe's 90%).
 DEFAULT_TARGET = 0.9
@@ -199,6 +200,21 @@ def parse_capacity_policy(text: str) -> CapacityPolicy:
             rest = t.split(":", 1)[1]
             return CapacityPolicy(kind, variant=rest) if kind == "static" else CapacityPolicy(kind, planner=rest)
     raise ConfigError(f"unknown capacity policy {text!r}", field="policy", allowed=_FORMS)
+
+
+def check_capacity_policy(policy: CapacityPolicy, table: ProfileTable) -> None:
+    """Refuse a policy that names a variant the table lacks (``static:V``) or an unknown planner (``oserve:P``).
+
+    Raises:
+        ConfigError: naming the field ``policy`` and the allowed variants, or ``planner.kind`` and the planners.
+    """
+    if policy.kind == "static" and policy.variant not in table.variants:
+        raise ConfigError(f"unknown variant {policy.variant!r} in capacity policy 'static:{policy.variant}'",
+                          field="policy", allowed=", ".join(sorted(table.variants)))
+    if policy.kind == "oserve" and policy.planner is not None:
+        from oserve.policies import make_planner
+
+        make_planner(policy.planner)
 
 
 def simulate_policy(policy: CapacityPolicy, trace: Trace, table: ProfileTable, cluster: ClusterSpec,
@@ -430,8 +446,11 @@ def capacity_study(trace: Trace, table: ProfileTable, cluster: ClusterSpec, sche
         labels = ["plain-vllm", *labels]
     from oserve.sim.policies import plain_vllm_variant
 
-    # the baseline every ratio needs and oserve's first window: refuse bad ones before the oracle's simulations run
+    # the baseline every ratio needs, every label and oserve's first window: refuse bad ones before the oracle's
+    # simulations run (an unknown static variant or planner was refused only at its own bisection)
     plain_vllm_variant(table, min_kv_fraction=cfg.plain_vllm.min_kv_fraction)
+    for label in labels:
+        check_capacity_policy(parse_capacity_policy(label), table)
     if any(label.startswith("oserve") for label in labels):
         check_initial_window(cfg, trace, warmup_s=warmup_s)
     slo = cfg.slo or table.slo

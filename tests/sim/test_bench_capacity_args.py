@@ -153,6 +153,9 @@ def test_merged_studies_keep_the_simulation_settings_they_ran_with(tmp_path):
     ("planner_capacity.py", ["--only", "llama-3-8b/merged", "--planners", "milp"],
      "--planners: 'milp' is the file's headline planner"),
     ("planner_capacity.py", ["--only", "nope/conv"], "--only names unknown studies ['nope/conv']"),
+    ("planner_capacity.py", ["--only", " , "], "--only names no study"),  # read as every study before
+    ("planner_capacity.py", ["--only", "llama-3-8b/merged", "--results", "/"],
+     "--results / is not a readable capacity result file (IsADirectoryError"),
     ("planner_capacity.py", ["--only", "llama-3-8b/merged", "--results", "/nonexistent/cap.json"],
      "--results /nonexistent/cap.json does not exist"),
     # the live bench refuses before any engine starts

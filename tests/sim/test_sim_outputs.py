@@ -21,6 +21,7 @@ from oserve.types import DEFAULT_SCHEME, ClusterSpec
 from oserve.workload.trace import Trace
 
 NAMES = DEFAULT_SCHEME.names
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def small_table():
@@ -142,6 +143,7 @@ def test_simulate_command_names_a_bad_config_field(tmp_path: Path, capsys: pytes
     (["--scale", "inf"], "--scale must be a finite number > 0"),
     (["--best-static-top", "-3"], "--best-static-top must be >= 0"),
     (["--capacity-target", "1.5"], "--capacity-target must be in (0, 1], got 1.5"),
+    (["--compare", " "], "--compare names no policy"),  # ran the default --policy silently
 ])
 def test_simulate_command_names_a_bad_option(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str],
                                              option: str) -> None:
@@ -151,6 +153,28 @@ def test_simulate_command_names_a_bad_option(tmp_path: Path, capsys: pytest.Capt
     assert rc == 2
     assert option in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--capacity-policies", "static:nope"], "unknown variant 'nope' in capacity policy 'static:nope'"),
+    (["--capacity-planners", "nope"], "unknown planner 'nope'"),
+])
+def test_capacity_mode_refuses_unknown_names_before_any_simulation(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                    monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                                    message: str) -> None:
+    # a fresh-user run found plain vLLM's bisection running first (over 60 s) before the bad name was refused
+    import oserve.compose.capacity as capacity
+    import oserve.compose.oracle as oracle
+
+    def no_search(*a, **k):
+        raise AssertionError("a simulation started before the names were checked")
+
+    monkeypatch.setattr(capacity, "find_capacity", no_search)
+    monkeypatch.setattr(oracle, "oracle_bound", no_search)
+    rc = cli_main(["simulate", str(ROOT / "examples" / "sim-4x8-a100.yaml"), "--out", str(tmp_path / "o"),
+                   "--capacity", *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
 
 
 def test_capacity_check_and_derating() -> None:
