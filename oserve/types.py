@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from oserve.errors import ConfigError
 
@@ -70,6 +70,16 @@ class Demand(BaseModel):
     min_quality: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="per class, the lowest variant quality score (0-1, "
                                           "oserve.profiles.quality) that may serve it; classes absent: any")
+
+    @field_validator("rates_rps", mode="before")
+    @classmethod
+    def _no_bool_rates(cls, value: Any) -> Any:
+        # bool is an int subclass, so pydantic would read true as 1 req/s
+        if isinstance(value, dict):
+            bad = sorted(str(c) for c, r in value.items() if isinstance(r, bool))
+            if bad:
+                raise ValueError(f"rates must be numbers in req/s, not booleans (class(es) {', '.join(bad)})")
+        return value
 
 
 class ReplicaPlacement(BaseModel):

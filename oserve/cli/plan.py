@@ -157,9 +157,15 @@ def run(args: argparse.Namespace) -> int:
             rates = json.loads(args.demand)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--demand is not JSON: {exc}", field="demand") from exc
-        if not isinstance(rates, dict) or not all(isinstance(v, int | float) for v in rates.values()):
-            raise ConfigError('--demand must be a JSON object {"class": rate_rps, ...}', field="demand")
+        # bool is an int subclass: JSON true would plan for 1 req/s
+        if not isinstance(rates, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                  for v in rates.values()):
+            raise ConfigError('--demand must be a JSON object {"class": rate_rps, ...} with numeric rates',
+                              field="demand", allowed="numbers >= 0 req/s")
         kind = args.planner or configured.kind
+        if args.variant and kind != "static":
+            raise ConfigError(f"--variant applies to the static planner only, not {kind!r}", field="variant",
+                              allowed="--planner static (or a config whose planner is static)")
         params = dict(configured.params) if kind == configured.kind else {}
         if kind == "static" and args.variant:
             params["variant"] = args.variant

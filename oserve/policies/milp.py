@@ -426,6 +426,17 @@ class MILPPlanner(Planner):
         self.solver_available = milp_solver_available()
         self._fallback = GreedyPlanner(self.weights)
         self._models: OrderedDict[tuple, _Model] = OrderedDict()
+        self._greedy_last: tuple[Problem, Allocation] | None = None
+
+    def _greedy_allocation(self, problem: Problem) -> Allocation:
+        """The greedy heuristic's allocation of ``problem``, computed once per problem: one plan asks for it as
+        a pooling-search start, a floor candidate and (when the solve fails) the fallback."""
+        last = self._greedy_last
+        if last is not None and last[0] is problem:
+            return last[1]
+        alloc = self._fallback._allocate(problem)
+        self._greedy_last = (problem, alloc)
+        return alloc
 
     def _model(self, problem: Problem) -> _Model:
         key = (self.backend, problem.variants, problem.classes, problem.cap.tobytes(), problem.dev.tobytes(),
@@ -457,12 +468,16 @@ class MILPPlanner(Planner):
         worse than greedy's under :func:`oserve.policies.evaluate.evaluate`)."""
         if not problem.weights.fill_idle_devices:
             return []
-        return [np.asarray(self._fallback._allocate(problem).counts, dtype=np.int64)]
+        return [np.asarray(self._greedy_allocation(problem).counts, dtype=np.int64)]
 
     def floor_allocations(self, problem: Problem) -> list[Allocation]:
-        """The greedy heuristic's allocation: under overload the MILP credits serving part of a class
-        (``x <= demand``) while the plan routes all of it, so its plan can carry less than greedy's."""
-        return [self._fallback._allocate(problem)]
+        """The greedy heuristic's allocation, which :func:`oserve.policies.base.single_variant_floor` takes
+        over the MILP's plan in two cases (``docs/planning.md``): it carries more goodput (under overload
+        the MILP credits serving part of a class, ``x <= demand``, while the plan routes all of it); or,
+        with ``fill_idle_devices`` only, it carries the same goodput with a higher objective under
+        :func:`oserve.policies.evaluate.evaluate` and replica quality no lower (the MILP prices
+        headroom with its best routing, not the pooled routing the plan runs)."""
+        return [self._greedy_allocation(problem)]
 
     def solve_outcome(self, problem: Problem) -> tuple[SolveOutcome, Allocation]:
         """Solve ``problem`` and say how the solve ended; never raises for a solver failure.
@@ -502,6 +517,6 @@ class MILPPlanner(Planner):
             counts, served, f"MILP incumbent (status {point.status}): verified, optimality not proven", optimal=False)
 
     def _greedy(self, problem: Problem, outcome: SolveOutcome, why: str) -> tuple[SolveOutcome, Allocation]:
-        alloc = self._fallback._allocate(problem)
+        alloc = self._greedy_allocation(problem)
         return outcome, Allocation(alloc.counts, alloc.served, f"MILP {outcome.value}: {why}; fell back to greedy: "
                                    f"{alloc.reason}", optimal=False)

@@ -126,8 +126,10 @@ class ProfileTable(BaseModel):
         p = Path(path)
         try:
             raw = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # missing, binary or not JSON
             raise ProfileError(f"cannot read profile table {p}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ProfileError(f"profile table {p} is not a JSON object (got {type(raw).__name__})")
         if raw.get("version") != TABLE_VERSION:
             raise ProfileError(f"profile table {p} has version {raw.get('version')!r}, expected {TABLE_VERSION}")
         try:

@@ -98,7 +98,9 @@ def plain_vllm_variant(table: ProfileTable, *, model: str | None = None, min_kv_
 
     Rule: precision fp16 (or bf16), pipeline parallel 1, the smallest TP degree whose KV cache
     takes at least ``min_kv_fraction`` of the replica's memory (so the model fits *with room for
-    KV cache*, not just its weights). Ties: the larger KV cache.
+    KV cache*, not just its weights). Ties: the larger KV cache. A table with no fp16/bf16 variant
+    (the CPU tables: fp32 and int8) gets the same rule over its fp32 variants, the full precision
+    such a user runs there (the demo's "plain" deployment).
 
     Args:
         table: the profile table.
@@ -106,7 +108,7 @@ def plain_vllm_variant(table: ProfileTable, *, model: str | None = None, min_kv_
         min_kv_fraction: share of the replica's memory the KV cache must get (0..1).
 
     Raises:
-        ConfigError: several models and none named, or no fp16/bf16 variant meets the rule.
+        ConfigError: several models and none named, or no fp16/bf16 (else fp32) variant meets the rule.
     """
     if not 0 <= min_kv_fraction < 1:
         raise ConfigError(f"min_kv_fraction must be in [0, 1), got {min_kv_fraction}", field="min_kv_fraction",
@@ -116,15 +118,18 @@ def plain_vllm_variant(table: ProfileTable, *, model: str | None = None, min_kv_
     if len(models) != 1:
         raise ConfigError(f"plain-vllm needs one model, the table has {models}", field="model",
                           allowed=", ".join(models))
+    half = {"fp16", "bf16"}
+    precisions = half if any(v.precision.lower() in half for v in vs) else {"fp32"}
     ok = []
     for v in vs:
-        if v.precision.lower() not in ("fp16", "bf16") or v.pp != 1:
+        if v.precision.lower() not in precisions or v.pp != 1:
             continue
         total = v.memory_per_device_bytes * v.devices_per_replica
         if total > 0 and v.kv_cache_bytes >= min_kv_fraction * total:
             ok.append(v)
     if not ok:
-        raise ConfigError(f"no fp16/bf16 variant of {models[0]} leaves {min_kv_fraction:.0%} of memory to the "
+        names = "/".join(sorted(precisions))
+        raise ConfigError(f"no {names} variant of {models[0]} leaves {min_kv_fraction:.0%} of memory to the "
                           "KV cache", field="min_kv_fraction", allowed="a smaller fraction or a table with such a variant")
     best = min(ok, key=lambda v: (v.tp, -v.kv_cache_bytes, v.name))
     return best.name

@@ -93,6 +93,18 @@ def test_policy_parsing_and_plain_vllm_rule() -> None:
         plain_vllm_variant(table, min_kv_fraction=0.9)
 
 
+def test_plain_vllm_is_fp32_on_a_table_without_16_bit_variants() -> None:
+    from oserve.profiles.table import ProfileTable
+
+    root = Path(__file__).resolve().parents[2]
+    cpu = ProfileTable.load(root / "examples" / "profiles" / "cpu-smollm2-precision.json")  # fp32 and int8 only
+    assert not any(v.precision.lower() in ("fp16", "bf16") for v in cpu.variants.values())
+    plain = plain_vllm_variant(cpu)
+    assert cpu.variants[plain].precision.lower() == "fp32"
+    with pytest.raises(ConfigError, match="fp32 variant"):
+        plain_vllm_variant(cpu, min_kv_fraction=0.99)
+
+
 def write_azure_csv(path: Path, n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     t0 = datetime(2023, 11, 16, 18, 0, 0)

@@ -56,3 +56,35 @@ def test_plan_cli_rejects_unknown_class(tmp_path, capsys):
     rc = main(["plan", str(EXAMPLES / "cluster-cpu.yaml"), "--table", str(table), "--demand", '{"nope": 1}'])
     assert rc == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "expect"), [
+    (["--demand", '{"short-in/short-out": true}'], "numeric rates"),  # JSON true is not 1 req/s
+    (["--demand", '{"short-in/short-out": "3"}'], "numeric rates"),
+    (["--demand", '{"short-in/short-out": 3}', "--variant", "x"], "--variant applies to the static planner only"),
+])
+def test_plan_cli_refuses_a_bad_demand_or_a_variant_without_the_static_planner(extra, expect, tmp_path, capsys):
+    table = tmp_path / "t.json"
+    synthetic_a100_table().save(table)
+    rc = main(["plan", str(EXAMPLES / "cluster-4x8-a100.yaml"), "--table", str(table), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and expect in err, err
+
+
+@pytest.mark.parametrize("content", [b"\x7fELF\x02\x01\x01\x00\xd0\xff binary", b"[1, 2]"])
+def test_plan_cli_names_an_unreadable_table(content, tmp_path, capsys):
+    table = tmp_path / "t.json"
+    table.write_bytes(content)
+    rc = main(["plan", str(EXAMPLES / "cluster-4x8-a100.yaml"), "--table", str(table), "--demand", '{"a": 1}'])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(table) in err and "Traceback" not in err, err
+
+
+def test_demand_refuses_boolean_rates():
+    from pydantic import ValidationError
+
+    from oserve.types import Demand
+
+    with pytest.raises(ValidationError, match="not booleans"):
+        Demand(rates_rps={"short-in/short-out": True})
+    assert Demand(rates_rps={"short-in/short-out": 2}).rates_rps == {"short-in/short-out": 2.0}

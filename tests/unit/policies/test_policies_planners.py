@@ -208,19 +208,15 @@ def test_conformance(name, weights):
     check_planner(make_planner(name, weights=weights))
 
 
-def test_greedy_handles_128_nodes_quickly():
-    import time
-
+def test_greedy_on_128_nodes_is_valid_and_near_the_milp():
+    # its speed (target < 1 s) is measured by bench/planner_bench.py (bench/results/planner.json), not timed here
     from oserve.testing.tables import synthetic_a100_table
 
     table = synthetic_a100_table()
     cluster = ClusterSpec.homogeneous(128, 8, "a100-80gb", 80 * GIB)
     demand = Demand(rates_rps=dict(zip(table.class_names, [150.0, 120.0, 60.0, 40.0, 8.0, 5.0], strict=True)))
-    t0 = time.perf_counter()
     plan = make_planner("greedy", weights=EXACT).plan(cluster, table, demand)
-    elapsed = time.perf_counter() - t0
     assert not check_plan(plan, cluster, table)
-    assert elapsed < 5.0  # target < 1 s (bench/results/planner.json); loose here for shared CI machines
     milp = make_planner("milp", weights=EXACT).plan(cluster, table, demand)
     assert milp.optimal
     assert plan.objective >= milp.objective * (1 - 0.02)
