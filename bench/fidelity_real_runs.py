@@ -6,9 +6,18 @@ time-compressed 2x, tokens scaled for SmolLM2) with a static deployment of real 
 generator on the same 2 cores, as the demo runs) at several thinning factors (``--rate-factors``),
 one after another on one running stack. Writes per load ``OUT/records-rf{factor}.jsonl`` (per-request
 records and the summary) and ``OUT/runs.json`` (rate, requests, ``uptime`` load average before and
-after each load). ``bench/sim_fidelity.py --loads OUT/runs.json`` then simulates the same requests.
+after each load). ``bench/sim_fidelity_loads.py --runs OUT/runs.json`` then simulates the same requests.
 
-    .venv/bin/python bench/fidelity_real_runs.py --rate-factors 0.03,0.06,0.10 --out out/fidelity
+With ``--profile-config`` (e.g. ``examples/profile-cpu-demo.yaml``) the variants are then profiled on this
+machine, with the stack stopped (``oserve profile`` -> ``OUT/profile.json``), and ``OUT/sim-config.yaml`` is
+written: ``--sim-config`` with its ``table`` pointed at that profile. The simulator then models the machine
+the replays ran on: these 2-core VMs differ in speed (2026-12-02: fp32 prefill of 512 tokens 1.47 s against
+the shipped table's 1.28 s, a batch-1 decode step 0.081 s against 0.052 s), and a table from another machine
+put TTFT p50 25% off where this one's put it 3% off (docs/simulator.md).
+
+    .venv/bin/python bench/fidelity_real_runs.py --rate-factors 0.03,0.06,0.10 --out out/fidelity \
+        --profile-config examples/profile-cpu-demo.yaml
+    .venv/bin/python bench/sim_fidelity_loads.py --runs out/fidelity/runs.json --config out/fidelity/sim-config.yaml
 """
 
 from __future__ import annotations
@@ -75,6 +84,45 @@ def static_stack_config(config_path: str, replicas: int) -> Any:
     return config.model_copy(update={"orchestrator": None, "deployment": config.deployment[:replicas]})
 
 
+def read_sim_template(template: str | Path) -> dict[str, Any]:
+    """The simulator config ``template`` as a mapping.
+
+    Raises:
+        SystemExit: unreadable, not YAML, or no top-level ``table`` (not a simulator config).
+    """
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(Path(template).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SystemExit(f"--sim-config {template}: cannot read it ({exc})") from exc
+    if not isinstance(cfg, dict) or "table" not in cfg:
+        raise SystemExit(f"--sim-config {template}: not a simulator config (no top-level 'table')")
+    return cfg
+
+
+def write_sim_config(template: str | Path, table: str | Path, out: str | Path) -> Path:
+    """Write ``out``: the simulator config ``template`` (YAML) with its ``table`` set to ``table``.
+
+    ``table`` is written relative to ``out``'s folder when it lies under it (the config resolves relative
+    paths against its own folder), else absolute.
+
+    Raises:
+        SystemExit: ``template`` unreadable or not a simulator config (no top-level ``table``).
+    """
+    import yaml
+
+    cfg = read_sim_template(template)
+    out, table = Path(out), Path(table).resolve()
+    try:
+        cfg["table"] = str(table.relative_to(out.parent.resolve()))
+    except ValueError:
+        cfg["table"] = str(table)
+    out.write_text(f"# {Path(template).name} with the table profiled on the replays' machine "
+                   f"(bench/fidelity_real_runs.py)\n" + yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "examples/cpu-smollm2.yaml"))
@@ -86,7 +134,16 @@ def main() -> int:
     ap.add_argument("--max-load", type=float, default=4.0,
                     help="wait before each load until the 1-min load average (the stack idle) is below this")
     ap.add_argument("--max-wait-s", type=float, default=300.0, help="give up waiting after this long, s")
+    ap.add_argument("--profile-config", default=None,
+                    help="after the loads, profile the variants on this machine with this profile config "
+                         "(OUT/profile.json) and write OUT/sim-config.yaml")
+    ap.add_argument("--sim-config", default=str(ROOT / "examples/sim-cpu-demo.yaml"),
+                    help="with --profile-config: the simulator config OUT/sim-config.yaml copies")
     args = ap.parse_args()
+    if args.profile_config:  # refused before the loads, not after them
+        if not Path(args.profile_config).is_file():
+            ap.error(f"--profile-config {args.profile_config}: no such file")
+        read_sim_template(args.sim_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("vllm", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -130,6 +187,15 @@ def main() -> int:
             "runs": runs}
     (out_dir / "runs.json").write_text(json.dumps(meta, indent=1, default=str))
     print(json.dumps(runs, indent=1, default=str))
+    if args.profile_config:  # the stack is stopped: the profile has the machine to itself
+        from oserve.cli import main as oserve_main
+
+        profile = out_dir / "profile.json"
+        rc = oserve_main(["profile", args.profile_config, "-o", str(profile), "--no-progress"])
+        if rc != 0:
+            logging.error("oserve profile exited %s; no sim-config written", rc)
+            return rc
+        logging.info("wrote %s", write_sim_config(args.sim_config, profile, out_dir / "sim-config.yaml"))
     return 0
 
 

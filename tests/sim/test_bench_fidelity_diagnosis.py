@@ -43,3 +43,29 @@ def test_an_unknown_fit_metric_is_refused_with_the_allowed_names() -> None:
                         "--out", os.devnull], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0
     assert "--fit-metrics: unknown ['latency']" in r.stderr and "tpot_mean_s" in r.stderr
+
+
+def _real_runs():
+    spec = importlib.util.spec_from_file_location("fidelity_real_runs", ROOT / "bench/fidelity_real_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_the_sim_config_written_after_the_replays_points_at_the_profile_measured_there(tmp_path: Path) -> None:
+    import pytest
+
+    from oserve.sim.config import load_config
+
+    mod = _real_runs()
+    table = ROOT / "bench/results/fidelity_runs_1202/profile.json"
+    profile = tmp_path / "profile.json"
+    profile.write_bytes(table.read_bytes())
+    written = mod.write_sim_config(ROOT / "examples/sim-cpu-demo.yaml", profile, tmp_path / "sim-config.yaml")
+    cfg = load_config(written)
+    assert cfg.resolve(cfg.table) == profile.resolve()  # relative to the written config's folder
+    assert cfg.variants == load_config(ROOT / "examples/sim-cpu-demo.yaml").variants
+    bad = tmp_path / "serve.yaml"
+    bad.write_text("cluster: {}\n")  # no top-level table: not a simulator config
+    with pytest.raises(SystemExit, match="not a simulator config"):
+        mod.read_sim_template(bad)
