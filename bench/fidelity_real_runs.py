@@ -12,7 +12,7 @@ With ``--profile-config`` (e.g. ``examples/profile-cpu-demo.yaml``) the variants
 machine, with the stack stopped (``oserve profile`` -> ``OUT/profile.json``), and ``OUT/sim-config.yaml`` is
 written: ``--sim-config`` with its ``table`` pointed at that profile. The simulator then models the machine
 the replays ran on: these 2-core VMs differ in speed (2026-12-02: fp32 prefill of 512 tokens 1.47 s against
-the shipped table's 1.28 s, a batch-1 decode step 0.081 s against 0.052 s), and a table from another machine
+the shipped table's 1.28 s, a batch-1 decode step 0.065 s against 0.052 s by the fitted tables), and a table from another machine
 put TTFT p50 25% off where this one's put it 3% off (docs/simulator.md).
 
     .venv/bin/python bench/fidelity_real_runs.py --rate-factors 0.03,0.06,0.10 --out out/fidelity \
@@ -105,7 +105,7 @@ def write_sim_config(template: str | Path, table: str | Path, out: str | Path) -
     """Write ``out``: the simulator config ``template`` (YAML) with its ``table`` set to ``table``.
 
     ``table`` is written relative to ``out``'s folder when it lies under it (the config resolves relative
-    paths against its own folder), else absolute.
+    paths against its own folder), else absolute; the template's ``trace.paths`` are made absolute.
 
     Raises:
         SystemExit: ``template`` unreadable or not a simulator config (no top-level ``table``).
@@ -114,6 +114,9 @@ def write_sim_config(template: str | Path, table: str | Path, out: str | Path) -
 
     cfg = read_sim_template(template)
     out, table = Path(out), Path(table).resolve()
+    trace = cfg.get("trace")
+    if isinstance(trace, dict) and trace.get("paths"):  # relative to the template's folder, not OUT's
+        trace["paths"] = [str((Path(template).parent / p).resolve()) for p in trace["paths"]]
     try:
         cfg["table"] = str(table.relative_to(out.parent.resolve()))
     except ValueError:

@@ -419,7 +419,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:  # missing, binary or not YAML
         raise ConfigError(f"cannot read config {p}: {exc}", field="config", allowed="a readable YAML file") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {p} must be a mapping at the top level", field="<root>", allowed="a mapping")

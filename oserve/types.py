@@ -71,16 +71,15 @@ class Demand(BaseModel):
         default_factory=dict, description="per class, the lowest variant quality score (0-1, "
                                           "oserve.profiles.quality) that may serve it; classes absent: any")
 
-    @field_validator("rates_rps", mode="before")
+    @field_validator("rates_rps", "min_quality", mode="before")
     @classmethod
-    def _no_bool_rates(cls, value: Any) -> Any:
-        # bool is an int subclass, so pydantic would read true as 1 req/s
-        if isinstance(value, dict):
-            bad = sorted(str(c) for c, r in value.items() if isinstance(r, bool))
-            if bad:
-                raise ValueError(f"rates must be numbers in req/s, not booleans (class(es) {', '.join(bad)})")
+    def _numbers_only(cls, value: Any) -> Any:
+        # pydantic's lax mode would read true as 1 req/s and "3" as 3 req/s; numpy numbers stay accepted
+        items = value.items() if hasattr(value, "items") else ()
+        bad = sorted(str(c) for c, r in items if isinstance(r, bool | np.bool_ | str | bytes))
+        if bad:
+            raise ValueError(f"values must be numbers, not booleans or strings (class(es) {', '.join(bad)})")
         return value
-
 
 class ReplicaPlacement(BaseModel):
     """One replica of a variant on devices of a node (active in ``Plan.replicas``, parked in ``Plan.parked``)."""

@@ -185,6 +185,9 @@ def load_yaml_model(path: str | Path, model: type, overrides: dict[str, Any] | N
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}", field=None) from exc
+    except UnicodeDecodeError as exc:  # a binary file
+        raise ConfigError(f"cannot read config {p}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          field=None) from exc
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

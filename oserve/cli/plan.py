@@ -162,6 +162,16 @@ def run(args: argparse.Namespace) -> int:
                                                   for v in rates.values()):
             raise ConfigError('--demand must be a JSON object {"class": rate_rps, ...} with numeric rates',
                               field="demand", allowed="numbers >= 0 req/s")
+        for c, r in rates.items():
+            try:
+                float(r)
+            except OverflowError as exc:  # an integer too large for a float
+                raise ConfigError(f"--demand rate of {c!r} is too large", field="demand",
+                                  allowed="numbers >= 0 req/s") from exc
+        for option, given in (("--planner", args.planner), ("--variant", args.variant)):
+            if given is not None and not given.strip():
+                raise ConfigError(f"{option} is empty", field=option.lstrip("-"),
+                                  allowed="a name (leave the option out for the config's)")
         kind = args.planner or configured.kind
         if args.variant and kind != "static":
             raise ConfigError(f"--variant applies to the static planner only, not {kind!r}", field="variant",

@@ -426,17 +426,19 @@ class MILPPlanner(Planner):
         self.solver_available = milp_solver_available()
         self._fallback = GreedyPlanner(self.weights)
         self._models: OrderedDict[tuple, _Model] = OrderedDict()
-        self._greedy_last: tuple[Problem, Allocation] | None = None
+        self._greedy_last: tuple[Problem, bytes, Allocation] | None = None
 
     def _greedy_allocation(self, problem: Problem) -> Allocation:
         """The greedy heuristic's allocation of ``problem``, computed once per problem: one plan asks for it as
-        a pooling-search start, a floor candidate and (when the solve fails) the fallback."""
+        a pooling-search start, a floor candidate and (when the solve fails) the fallback. The cache holds for
+        the same object with the same demand and running counts (a frozen Problem's arrays can still be
+        written), and each caller gets its own copy of the counts."""
+        key = problem.demand.tobytes() + problem.current.tobytes()
         last = self._greedy_last
-        if last is not None and last[0] is problem:
-            return last[1]
-        alloc = self._fallback._allocate(problem)
-        self._greedy_last = (problem, alloc)
-        return alloc
+        if last is None or last[0] is not problem or last[1] != key:
+            last = self._greedy_last = (problem, key, self._fallback._allocate(problem))
+        alloc = last[2]
+        return dataclasses.replace(alloc, counts=np.array(alloc.counts, copy=True))
 
     def _model(self, problem: Problem) -> _Model:
         key = (self.backend, problem.variants, problem.classes, problem.cap.tobytes(), problem.dev.tobytes(),

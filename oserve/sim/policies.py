@@ -99,8 +99,8 @@ def plain_vllm_variant(table: ProfileTable, *, model: str | None = None, min_kv_
     Rule: precision fp16 (or bf16), pipeline parallel 1, the smallest TP degree whose KV cache
     takes at least ``min_kv_fraction`` of the replica's memory (so the model fits *with room for
     KV cache*, not just its weights). Ties: the larger KV cache. A table with no fp16/bf16 variant
-    (the CPU tables: fp32 and int8) gets the same rule over its fp32 variants, the full precision
-    such a user runs there (the demo's "plain" deployment).
+    (e.g. ``examples/profiles/cpu-smollm2-precision.json``: fp32 and int8) gets the same rule over its
+    fp32 variants, the full precision such a user runs there (the demo's "plain" deployment).
 
     Args:
         table: the profile table.
@@ -128,6 +128,9 @@ def plain_vllm_variant(table: ProfileTable, *, model: str | None = None, min_kv_
         if total > 0 and v.kv_cache_bytes >= min_kv_fraction * total:
             ok.append(v)
     if not ok:
+        if not any(v.precision.lower() in precisions for v in vs):
+            raise ConfigError(f"no fp16, bf16 or fp32 variant of {models[0]}: plain vLLM runs full or half precision",
+                              field="table", allowed="a table with an fp16, bf16 or fp32 variant")
         names = "/".join(sorted(precisions))
         raise ConfigError(f"no {names} variant of {models[0]} leaves {min_kv_fraction:.0%} of memory to the "
                           "KV cache", field="min_kv_fraction", allowed="a smaller fraction or a table with such a variant")

@@ -255,3 +255,29 @@ def test_a_planner_from_an_entry_point_names_its_plans(tmp_path, monkeypatch, mi
     monkeypatch.syspath_prepend(str(tmp_path))
     plan = make_planner("ep-planner").plan(one_node, mix_table, Demand(rates_rps={SHORT: 1.0}))
     assert plan.planner == "ep-planner"
+
+
+def test_milp_computes_greedys_allocation_once_per_problem(monkeypatch):
+    from oserve.policies.problem import build_problem
+    from oserve.testing.tables import synthetic_a100_table
+
+    table = synthetic_a100_table()
+    cluster = ClusterSpec.homogeneous(4, 8, "a100-80gb", 80 * GIB)
+    demand = Demand(rates_rps=dict(zip(table.class_names, [20.0, 10.0, 5.0, 2.0, 1.0, 0.5], strict=True)))
+    milp = MILPPlanner()
+    calls = []
+    real = milp._fallback._allocate
+    monkeypatch.setattr(milp._fallback, "_allocate", lambda p: calls.append(p) or real(p))
+    problem = build_problem(cluster, table, demand, None, milp.weights)
+    first = milp.floor_allocations(problem)[0]
+    again = milp.floor_allocations(problem)[0]
+    milp._pooling_starts(problem)
+    assert len(calls) == 1 and np.array_equal(first.counts, again.counts)
+    first.counts[:] = 0  # a caller's copy: writing it leaves the cached allocation alone
+    assert np.array_equal(milp.floor_allocations(problem)[0].counts, again.counts) and len(calls) == 1
+    problem.demand[:] = problem.demand * 10  # the same object with other demand is another problem
+    milp.floor_allocations(problem)
+    assert len(calls) == 2
+    other = build_problem(cluster, table, demand, None, milp.weights)
+    milp.floor_allocations(other)
+    assert len(calls) == 3
