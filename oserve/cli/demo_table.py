@@ -1,7 +1,8 @@
 """The demo's CPU profile table: one measured on this machine's CPU, or a quick re-measurement.
 
-CPU profiles are machine-specific (:mod:`oserve.profiles.cpu_info`): a table records the CPU model
-and ISA flags it was measured on, and applies only to the same CPU. :func:`demo_table` returns the
+CPU profiles are machine-specific: a table records the CPU model and ISA flags it was measured on
+(:mod:`oserve.profiles.cpu_info`) and one core's speed (:mod:`oserve.profiles.cpu_speed`), and applies
+only to the same CPU at a speed within 20% (VMs showing the same CPU were measured 1.25-1.8x apart). :func:`demo_table` returns the
 first shipped table valid here; when none is, it re-measures the demo's variants with
 ``oserve profile`` (``examples/profile-cpu-demo.yaml``: a light sweep, a few minutes on 2 cores)
 plus the quality probe, writes the table under the output folder, and says so.
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from oserve.profiles.cpu_info import CpuIdentity, current_cpu, select_table
+from oserve.profiles.cpu_speed import measure_cpu_speed
 
 __all__ = ["demo_table", "remeasure"]
 
@@ -57,11 +59,13 @@ def demo_table(candidates: list[Path], profile_config: Path, out_dir: Path) -> t
         RuntimeError: re-measuring failed.
     """
     cpu = current_cpu()
+    speed = measure_cpu_speed()
     measured = out_dir / f"profile-{_slug(cpu)}.json"
-    path, reasons = select_table([*candidates, measured], cpu)
-    where = f"{cpu.vendor} {cpu.model!r} (family {cpu.family}, flags {' '.join(cpu.flags)})"
+    path, reasons = select_table([*candidates, measured], cpu, speed)
+    where = (f"{cpu.vendor} {cpu.model!r} (family {cpu.family}, flags {' '.join(cpu.flags)}; one core "
+             f"{speed.memory_gbps:.3g} GB/s GEMV, {speed.gemm_gflops:.3g} GFLOP/s GEMM)")
     if path is not None:
-        return path, f"profile table {path}: measured on this CPU, {where}"
+        return path, f"profile table {path}: measured on this CPU at this speed, {where}"
     why = "; ".join(f"{Path(p).name}: {r}" for p, r in reasons.items() if Path(p) != measured)
     log.warning("no shipped CPU profile is valid on %s (%s): re-measuring the demo's variants "
                 "(a few minutes)", where, why)

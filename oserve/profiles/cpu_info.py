@@ -16,8 +16,12 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from oserve.profiles.cpu_speed import CpuSpeed
 
 __all__ = [
     "PERF_FLAGS",
@@ -137,20 +141,32 @@ def table_validity(measured_on: CpuIdentity | None, cpu: CpuIdentity) -> Validit
     return Validity(True)
 
 
-def select_table(candidates: list[Path], cpu: CpuIdentity) -> tuple[Path | None, dict[str, str]]:
-    """The first profile table among ``candidates`` that is valid for ``cpu``.
+def select_table(candidates: list[Path], cpu: CpuIdentity, speed: CpuSpeed | None = None,
+                 tolerance: float | None = None) -> tuple[Path | None, dict[str, str]]:
+    """The first profile table among ``candidates`` that is valid for ``cpu`` (and, given, ``speed``).
 
     Args:
         candidates: table files, in order of preference.
         cpu: the machine's CPU (:func:`current_cpu`).
+        speed: the machine's one-core speed (:func:`oserve.profiles.cpu_speed.measure_cpu_speed`); when
+            given, a table must also record a speed within ``tolerance`` of it
+            (:func:`oserve.profiles.cpu_speed.speed_validity`): VMs with the same CPU identity were measured
+            1.25-1.8x apart.
+        tolerance: relative speed difference allowed (default
+            :data:`oserve.profiles.cpu_speed.DEFAULT_SPEED_TOLERANCE`).
 
     Returns:
         ``(path or None, reasons)``: ``reasons`` maps each rejected candidate to why (unreadable, or
-        :func:`table_validity`'s reason), so a caller that re-measures can say why it does.
+        :func:`table_validity`'s or ``speed_validity``'s reason), so a caller that re-measures can say why it does.
+
+    Raises:
+        ConfigError: ``tolerance`` not a finite number > 0.
     """
     from oserve.errors import ProfileError
+    from oserve.profiles.cpu_speed import DEFAULT_SPEED_TOLERANCE, speed_validity
     from oserve.profiles.table import ProfileTable
 
+    tol = DEFAULT_SPEED_TOLERANCE if tolerance is None else tolerance
     reasons: dict[str, str] = {}
     for path in candidates:
         try:
@@ -159,6 +175,8 @@ def select_table(candidates: list[Path], cpu: CpuIdentity) -> tuple[Path | None,
             reasons[str(path)] = str(exc)
             continue
         v = table_validity(table.measured_on, cpu)
+        if v.ok and speed is not None:
+            v = speed_validity(table.measured_speed, speed, tol)
         if v.ok:
             return Path(path), reasons
         reasons[str(path)] = v.reason

@@ -345,8 +345,10 @@ class Profiler:
             log.warning("no candidate meets the SLO for class %s", u.describe())
         if self.config.device_type == "cpu":
             from oserve.profiles.cpu_info import current_cpu
+            from oserve.profiles.cpu_speed import measure_cpu_speed
 
-            table = table.model_copy(update={"measured_on": current_cpu()})
+            # the engines are stopped: the core speed the table's timings go with (~2 s)
+            table = table.model_copy(update={"measured_on": current_cpu(), "measured_speed": measure_cpu_speed()})
         table.save(out)
         return table, report
 

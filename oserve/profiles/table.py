@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from oserve.errors import ProfileError
 from oserve.profiles.cpu_info import CpuIdentity
+from oserve.profiles.cpu_speed import CpuSpeed
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.quality import VariantQuality
 from oserve.types import SLO
@@ -106,6 +107,8 @@ class ProfileTable(BaseModel):
     hardware: dict[str, str] = Field(default_factory=dict)
     measured_on: CpuIdentity | None = Field(
         None, description="CPU model and ISA flags a CPU table was measured on (oserve.profiles.cpu_info)")
+    measured_speed: CpuSpeed | None = Field(
+        None, description="one core's GEMV/GEMM speed when a CPU table was measured (oserve.profiles.cpu_speed)")
     software: dict[str, str] = Field(default_factory=dict)
     slo: SLO
     class_names: list[str]

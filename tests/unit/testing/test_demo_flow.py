@@ -10,18 +10,23 @@ import pytest
 import yaml
 
 from oserve.cli import demo, demo_table
+from oserve.profiles.cpu_speed import CpuSpeed
 from oserve.profiles.table import ProfileTable
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_demo_runs_four_deployments_on_pooled_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    table = ROOT / "examples" / "profiles" / "cpu-smollm2-precision.json"
-    # run as on the CPU the shipped table was measured on (no re-measuring with real engines here)
-    monkeypatch.setattr(demo_table, "current_cpu", lambda: ProfileTable.load(table).measured_on)
+    # run as on the CPU, at the core speed, the table was measured on (no re-measuring with real engines here)
+    speed = CpuSpeed(memory_gbps=15.0, gemm_gflops=95.0, method="test")
+    shipped = ProfileTable.load(ROOT / "examples" / "profiles" / "cpu-smollm2-precision.json")
+    table = tmp_path / "cpu-smollm2-precision.json"
+    shipped.model_copy(update={"measured_speed": speed}).save(table)
+    monkeypatch.setattr(demo_table, "current_cpu", lambda: shipped.measured_on)
+    monkeypatch.setattr(demo_table, "measure_cpu_speed", lambda: speed.model_copy(update={"memory_gbps": 16.0}))
     cfg = yaml.safe_load((ROOT / "examples" / "demo-cpu-precision.yaml").read_text())
     cfg["backend"] = {"kind": "fake", "params": {"options": {"token_delay_s": 0.004}}}
-    cfg["orchestrator"]["table"] = str(ROOT / "examples" / "profiles" / "cpu-smollm2-precision.json")
+    cfg["orchestrator"]["table"] = str(table)
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
@@ -49,7 +54,7 @@ def test_demo_runs_four_deployments_on_pooled_engines(tmp_path: Path, monkeypatc
     row = res["oserve"]
     assert row["interrupted_share"] == round((row["retried"] + row["resumed"] + row["aborted"]) / row["requests"], 3)
     assert res["meta"]["rate"]["peak_rps"] > res["meta"]["rate"]["plain_capacity_at_peak_mix_rps"]
-    assert "measured on this CPU" in res["meta"]["profile_table"]
+    assert "measured on this CPU at this speed" in res["meta"]["profile_table"]
     assert (out / "timeline.png").stat().st_size > 10_000
 
 
