@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["register", "empty_plan_error"]
 
 #: Top-level keys that make ``CONFIG`` a serve config rather than a plan file.
+#: Largest per-class rate ``--demand`` takes, req/s: far above any cluster, far below where float arithmetic
+#: overflows.
+MAX_DEMAND_RPS = 1e9
 _SERVE_KEYS = ("cluster", "variants", "deployment", "orchestrator")
 
 
@@ -161,13 +164,15 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(rates, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                                   for v in rates.values()):
             raise ConfigError('--demand must be a JSON object {"class": rate_rps, ...} with numeric rates',
-                              field="demand", allowed="numbers >= 0 req/s")
+                              field="demand", allowed=f"numbers from 0 to {MAX_DEMAND_RPS:g} req/s")
         for c, r in rates.items():
             try:
-                float(r)
-            except OverflowError as exc:  # an integer too large for a float
-                raise ConfigError(f"--demand rate of {c!r} is too large", field="demand",
-                                  allowed="numbers >= 0 req/s") from exc
+                too_large = float(r) > MAX_DEMAND_RPS
+            except OverflowError:  # an integer too large for a float
+                too_large = True
+            if too_large:  # 1e308 req/s overflowed the planners' arithmetic into warnings and a 300-digit reason
+                raise ConfigError(f"--demand rate of {c!r} is too large: {r!r:.40} req/s", field="demand",
+                                  allowed=f"numbers from 0 to {MAX_DEMAND_RPS:g} req/s")
         for option, given in (("--planner", args.planner), ("--variant", args.variant)):
             if given is not None and not given.strip():
                 raise ConfigError(f"{option} is empty", field=option.lstrip("-"),

@@ -63,6 +63,7 @@ def test_plan_cli_rejects_unknown_class(tmp_path, capsys):
     (["--demand", '{"short-in/short-out": "3"}'], "numeric rates"),
     (["--demand", '{"short-in/short-out": 3}', "--variant", "x"], "--variant applies to the static planner only"),
     (["--demand", '{"short-in/short-out": 1' + "0" * 400 + '}'], "too large"),  # no float holds it
+    (["--demand", '{"short-in/short-out": 1e308}'], "numbers from 0 to 1e+09 req/s"),  # overflowed the planners
     (["--demand", '{"short-in/short-out": 3}', "--planner", " "], "--planner is empty"),
     (["--demand", '{"short-in/short-out": 3}', "--planner", "static", "--variant", ""], "--variant is empty"),
 ])

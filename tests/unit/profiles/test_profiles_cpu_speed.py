@@ -36,8 +36,8 @@ def test_measure_refuses_bad_repeats(repeats: object) -> None:
 
 def test_speed_validity_within_and_outside_tolerance() -> None:
     assert speed_validity(FAST, FAST).ok
-    assert speed_validity(FAST, FAST.model_copy(update={"memory_gbps": 13.0})).ok  # 13% slower: within 20%
-    # the 2026-12-02 VMs: a batch-1 decode step 0.065 vs 0.029 s, with the same CPU identity
+    assert speed_validity(FAST, FAST.model_copy(update={"memory_gbps": 13.0})).ok  # 13% slower: within 15%
+    # a core half as fast (cf. the 1.8x between this project's VMs)
     slow = FAST.model_copy(update={"memory_gbps": 7.0})
     v = speed_validity(FAST, slow)
     assert not v.ok and "GEMV" in v.reason and "0.47x" in v.reason and "GEMM" not in v.reason
@@ -72,7 +72,7 @@ def test_select_table_with_speed_skips_a_table_of_another_speed(tmp_path) -> Non
     path, reasons = select_table(order, zen4, FAST)
     assert path == tmp_path / "here.json"
     assert "does not record the CPU speed" in reasons[str(order[0])]
-    assert "more than 20%" in reasons[str(order[1])]
+    assert "more than 15%" in reasons[str(order[1])]
     # without a speed, the CPU identity alone decides (the first candidate)
     assert select_table(order, zen4)[0] == order[0]
     assert select_table(order[:2], zen4, FAST)[0] is None
