@@ -46,6 +46,15 @@ def remeasure(profile_config: Path, out: Path) -> None:
             raise RuntimeError(f"{' '.join(cmd[1:4])} exited with status {rc}")
 
 
+def _set_aside(measured: Path) -> None:
+    """Move a refused earlier re-measurement and its sweep state out of the way: ``oserve profile`` resumes a
+    sweep from its state file, which would re-fit the old machine's timings and stamp them with this speed."""
+    for f in (measured, measured.with_name(measured.name + ".sweep.json")):
+        if f.exists():
+            f.replace(f.with_name(f.name + ".refused"))
+            log.info("set aside %s (measured on another machine or at another speed)", f.name)
+
+
 def demo_table(candidates: list[Path], profile_config: Path, out_dir: Path) -> tuple[Path, str]:
     """The profile table for this machine and a sentence saying where it came from.
 
@@ -66,8 +75,9 @@ def demo_table(candidates: list[Path], profile_config: Path, out_dir: Path) -> t
              f"{speed.memory_gbps:.3g} GB/s GEMV, {speed.gemm_gflops:.3g} GFLOP/s GEMM)")
     if path is not None:
         return path, f"profile table {path}: measured on this CPU at this speed, {where}"
-    why = "; ".join(f"{Path(p).name}: {r}" for p, r in reasons.items() if Path(p) != measured)
-    log.warning("no shipped CPU profile is valid on %s (%s): re-measuring the demo's variants "
-                "(a few minutes)", where, why)
+    # the reasons of every table that exists, the earlier re-measurement included (refused for speed, say)
+    why = "; ".join(f"{Path(p).name}: {r}" for p, r in reasons.items() if Path(p) != measured or measured.exists())
+    log.warning("no CPU profile is valid on %s (%s): re-measuring the demo's variants (a few minutes)", where, why)
+    _set_aside(measured)
     remeasure(profile_config, measured)
     return measured, f"profile table {measured}: RE-MEASURED now on {where}, because {why}"

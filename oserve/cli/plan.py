@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 
 __all__ = ["register", "empty_plan_error"]
 
-#: Top-level keys that make ``CONFIG`` a serve config rather than a plan file.
 #: Largest per-class rate ``--demand`` takes, req/s: far above any cluster, far below where float arithmetic
-#: overflows.
+#: overflows (1e308 req/s filled the planners' output with numpy overflow warnings). CLI only: ``Demand``
+#: itself takes any finite rate, as forecasts and simulations produce.
 MAX_DEMAND_RPS = 1e9
+
+#: Top-level keys that make ``CONFIG`` a serve config rather than a plan file.
 _SERVE_KEYS = ("cluster", "variants", "deployment", "orchestrator")
 
 
@@ -171,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
             except OverflowError:  # an integer too large for a float
                 too_large = True
             if too_large:  # 1e308 req/s overflowed the planners' arithmetic into warnings and a 300-digit reason
-                raise ConfigError(f"--demand rate of {c!r} is too large: {r!r:.40} req/s", field="demand",
+                digits = len(str(abs(r))) if isinstance(r, int) else 0
+                shown = f"an integer of {digits} digits" if digits > 20 else f"{float(r):g}"
+                raise ConfigError(f"--demand rate of {c!r} is too large: {shown} req/s", field=f"demand.{c}",
                                   allowed=f"numbers from 0 to {MAX_DEMAND_RPS:g} req/s")
         for option, given in (("--planner", args.planner), ("--variant", args.variant)):
             if given is not None and not given.strip():

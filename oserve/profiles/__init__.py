@@ -12,10 +12,12 @@
 - :mod:`~oserve.profiles.quality`: a variant's quality against the reference precision (pure).
 - :mod:`~oserve.backends.quality_probe`: measures it on real engines and stores it in a table.
 - :mod:`~oserve.profiles.cpu_info`: the CPU a table was measured on; is a table valid here.
+- :mod:`~oserve.profiles.cpu_speed`: one core's speed a CPU table was measured at.
 """
 
 from oserve.profiles.capacity import build_table, class_capacity, load_point
 from oserve.profiles.cpu_info import CpuIdentity, current_cpu, select_table, table_validity
+from oserve.profiles.cpu_speed import CpuSpeed, measure_cpu_speed, speed_validity
 from oserve.profiles.fit import fit_iteration_model
 from oserve.profiles.hardware import HARDWARE, Hardware, get_hardware
 from oserve.profiles.iteration import IterationTimeModel
@@ -47,6 +49,9 @@ __all__ = [
     "catalogue",
     "get_model",
     "CpuIdentity",
+    "CpuSpeed",
+    "measure_cpu_speed",
+    "speed_validity",
     "current_cpu",
     "select_table",
     "table_validity",

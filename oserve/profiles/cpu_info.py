@@ -151,8 +151,8 @@ def select_table(candidates: list[Path], cpu: CpuIdentity, speed: CpuSpeed | Non
         speed: the machine's one-core speed (:func:`oserve.profiles.cpu_speed.measure_cpu_speed`); when
             given, a table must also record a speed within ``tolerance`` of it
             (:func:`oserve.profiles.cpu_speed.speed_validity`): two VMs with the same CPU identity were
-            measured 15-25% apart.
-        tolerance: relative speed difference allowed (default
+            measured 1.15-1.25x apart.
+        tolerance: the speed factor allowed, minus 1, either way (default
             :data:`oserve.profiles.cpu_speed.DEFAULT_SPEED_TOLERANCE`).
 
     Returns:
@@ -163,10 +163,10 @@ def select_table(candidates: list[Path], cpu: CpuIdentity, speed: CpuSpeed | Non
         ConfigError: ``tolerance`` not a finite number > 0.
     """
     from oserve.errors import ProfileError
-    from oserve.profiles.cpu_speed import DEFAULT_SPEED_TOLERANCE, speed_validity
+    from oserve.profiles.cpu_speed import DEFAULT_SPEED_TOLERANCE, check_tolerance, speed_validity
     from oserve.profiles.table import ProfileTable
 
-    tol = DEFAULT_SPEED_TOLERANCE if tolerance is None else tolerance
+    tol = check_tolerance(DEFAULT_SPEED_TOLERANCE if tolerance is None else tolerance)
     reasons: dict[str, str] = {}
     for path in candidates:
         try:

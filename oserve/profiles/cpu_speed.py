@@ -20,7 +20,7 @@ Each is the best of ``repeats`` timings: the best is what the core can do, and i
 a neighbour process (on a 2-core VM a second probe on the other core lowered the median GEMV
 bandwidth by up to 28%). A table records the result (``measured_speed``); a
 table whose recorded speed differs from this machine's by more than ``tolerance`` on either kernel
-is not valid here (:func:`speed_validity`).
+is not valid here (:func:`speed_validity`, a factor of 1.15 either way by default).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from oserve.errors import ConfigError
 from oserve.profiles.cpu_info import Validity
 
-__all__ = ["CpuSpeed", "measure_cpu_speed", "speed_validity", "DEFAULT_SPEED_TOLERANCE"]
+__all__ = ["CpuSpeed", "measure_cpu_speed", "speed_validity", "check_tolerance", "DEFAULT_SPEED_TOLERANCE"]
 
-#: Largest relative difference of either kernel's speed at which a table stays valid: below the 15-25% of
-#: the two same-identity VMs above, above the probe's own spread (best of 15: within 7% over five runs).
+#: Largest factor (minus 1) between either kernel's recorded speed and this machine's at which a table stays
+#: valid: the two same-identity VMs above were 1.25x apart per decode step (outside it) and 1.15x per prefill
+#: (at its edge); the probe's own spread was 7% over five runs (best of 15 each).
 DEFAULT_SPEED_TOLERANCE = 0.15
 _GEMV_BYTES = 256 * 2**20
 _GEMM_SHAPE = (512, 576, 1536)
@@ -99,26 +100,38 @@ def measure_cpu_speed(repeats: int = 15) -> CpuSpeed:
                     method=_METHOD.format(n=repeats))
 
 
-def speed_validity(recorded: CpuSpeed | None, here: CpuSpeed, tolerance: float = DEFAULT_SPEED_TOLERANCE) -> Validity:
-    """Whether a table measured at speed ``recorded`` is valid on a machine measured at ``here``.
-
-    Valid when each kernel's speed here is within ``tolerance`` (relative) of the recorded one. A table
-    without a recorded speed is not valid (nothing shows it matches this machine's speed).
+def check_tolerance(tolerance: object) -> float:
+    """``tolerance`` as a float.
 
     Raises:
-        ConfigError: ``tolerance`` not a finite number > 0.
+        ConfigError: not a finite number > 0.
     """
     if isinstance(tolerance, bool) or not (isinstance(tolerance, int | float) and math.isfinite(tolerance)
                                            and tolerance > 0):
         raise ConfigError(f"tolerance must be a finite number > 0, got {tolerance!r}", field="tolerance",
                           allowed="> 0 (relative)")
+    return float(tolerance)
+
+
+def speed_validity(recorded: CpuSpeed | None, here: CpuSpeed, tolerance: float = DEFAULT_SPEED_TOLERANCE) -> Validity:
+    """Whether a table measured at speed ``recorded`` is valid on a machine measured at ``here``.
+
+    Valid when each kernel's speed here is within a factor ``1 + tolerance`` of the recorded one, either way
+    (symmetric: a table from a 15% faster machine is refused as one from a 15% slower machine is). A table
+    without a recorded speed is not valid (nothing shows it matches this machine's speed).
+
+    Raises:
+        ConfigError: ``tolerance`` not a finite number > 0.
+    """
+    limit = math.log1p(check_tolerance(tolerance))
     if recorded is None:
         return Validity(False, "the table does not record the CPU speed it was measured at")
     off = []
     for name, unit in (("memory_gbps", "GB/s GEMV"), ("gemm_gflops", "GFLOP/s GEMM")):
         r, h = getattr(recorded, name), getattr(here, name)
-        if abs(h / r - 1) > tolerance:
+        if abs(math.log(h / r)) > limit:
             off.append(f"{h:.3g} {unit} here vs {r:.3g} when measured ({h / r:.2f}x)")
     if off:
-        return Validity(False, f"this machine's core speed differs by more than {tolerance:.0%}: " + "; ".join(off))
+        return Validity(False, f"this machine's core speed differs by more than a factor {1 + tolerance:.3g}: "
+                               + "; ".join(off))
     return Validity(True)

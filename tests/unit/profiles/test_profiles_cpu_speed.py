@@ -36,7 +36,7 @@ def test_measure_refuses_bad_repeats(repeats: object) -> None:
 
 def test_speed_validity_within_and_outside_tolerance() -> None:
     assert speed_validity(FAST, FAST).ok
-    assert speed_validity(FAST, FAST.model_copy(update={"memory_gbps": 13.0})).ok  # 13% slower: within 15%
+    assert speed_validity(FAST, FAST.model_copy(update={"memory_gbps": 13.2})).ok  # 1.14x slower: within 1.15x
     # a core half as fast (cf. the 1.8x between this project's VMs)
     slow = FAST.model_copy(update={"memory_gbps": 7.0})
     v = speed_validity(FAST, slow)
@@ -44,7 +44,11 @@ def test_speed_validity_within_and_outside_tolerance() -> None:
     v = speed_validity(FAST, FAST.model_copy(update={"gemm_gflops": 130.0}))
     assert not v.ok and "GEMM" in v.reason
     assert not speed_validity(None, FAST).ok
-    assert speed_validity(FAST, slow, tolerance=0.6).ok
+    assert speed_validity(FAST, slow, tolerance=1.2).ok  # 15 / 7 = 2.14x
+    # symmetric: a table from a machine 1.16x faster is refused as one from a machine 1.16x slower
+    assert not speed_validity(FAST.model_copy(update={"memory_gbps": 15.0 * 1.16}), FAST).ok
+    assert not speed_validity(FAST, FAST.model_copy(update={"memory_gbps": 15.0 * 1.16})).ok
+    assert speed_validity(FAST, FAST.model_copy(update={"memory_gbps": 15.0 / 1.14})).ok
 
 
 @pytest.mark.parametrize("tol", [0, -0.1, float("nan"), float("inf"), True, "0.2"])
@@ -72,8 +76,47 @@ def test_select_table_with_speed_skips_a_table_of_another_speed(tmp_path) -> Non
     path, reasons = select_table(order, zen4, FAST)
     assert path == tmp_path / "here.json"
     assert "does not record the CPU speed" in reasons[str(order[0])]
-    assert "more than 15%" in reasons[str(order[1])]
+    assert "more than a factor 1.15" in reasons[str(order[1])]
     # without a speed, the CPU identity alone decides (the first candidate)
     assert select_table(order, zen4)[0] == order[0]
     assert select_table(order[:2], zen4, FAST)[0] is None
     assert select_table(order[1:2], zen4, FAST, tolerance=1.0)[0] == order[1]
+
+
+@pytest.mark.parametrize("tol", [-1.0, float("nan"), 0])
+def test_select_table_refuses_a_bad_tolerance_before_reading_any_table(tol: float) -> None:
+    with pytest.raises(ConfigError, match="tolerance"):
+        select_table([], parse_cpuinfo(ZEN4), FAST, tolerance=tol)
+
+
+def test_demo_sets_aside_an_earlier_remeasurement_refused_for_speed(tmp_path, monkeypatch) -> None:
+    """A refused re-measurement's sweep state must not be resumed: it would re-fit the other machine's timings."""
+    from oserve.cli import demo_table as dt
+
+    zen4 = parse_cpuinfo(ZEN4)
+    base = synthetic_table({"a": {"c": 1.0}}, {"a": 1}, device_type="cpu").model_copy(update={"measured_on": zen4})
+    shipped = tmp_path / "shipped.json"
+    base.save(shipped)  # no speed recorded
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    earlier = out_dir / f"profile-{dt._slug(zen4)}.json"
+    base.model_copy(update={"measured_speed": FAST.model_copy(update={"memory_gbps": 7.0})}).save(earlier)
+    state = earlier.with_name(earlier.name + ".sweep.json")
+    state.write_text('{"old": "timings"}')
+    calls = []
+
+    def fake_remeasure(config, out):
+        calls.append(out)
+        assert not out.exists() and not state.exists()  # the profiler starts from nothing
+        base.model_copy(update={"measured_speed": FAST}).save(out)
+
+    monkeypatch.setattr(dt, "current_cpu", lambda: zen4)
+    monkeypatch.setattr(dt, "measure_cpu_speed", lambda: FAST)
+    monkeypatch.setattr(dt, "remeasure", fake_remeasure)
+    path, note = dt.demo_table([shipped], tmp_path / "profile.yaml", out_dir)
+    assert calls == [earlier] and path == earlier
+    assert "RE-MEASURED" in note and "does not record the CPU speed" in note and "(2.14x)" in note
+    assert (out_dir / (earlier.name + ".refused")).exists() and (out_dir / (state.name + ".refused")).exists()
+    # the next run at the same speed takes the new table without measuring
+    path, note = dt.demo_table([shipped], tmp_path / "profile.yaml", out_dir)
+    assert calls == [earlier] and path == earlier and "at this speed" in note

@@ -12,6 +12,7 @@ import pytest
 from oserve.backends.base import Backend, Replica, ReplicaSpec, ReplicaStats, SamplingParams, TokenChunk
 from oserve.clock import SimClock
 from oserve.errors import EngineStartError, ProfileError
+from oserve.profiles.cpu_speed import CpuSpeed
 from oserve.profiles.iteration import IterationTimeModel
 from oserve.profiles.profiler import ProfileConfig, Profiler, SweepConfig
 from oserve.profiles.sweep import HostResources
@@ -108,6 +109,17 @@ class FakeBatchBackend(Backend):
         return FakeBatchReplica(spec, self.clock, self)
 
 
+SPEED = CpuSpeed(memory_gbps=12.0, gemm_gflops=80.0, method="stub for the fake engines")
+
+
+@pytest.fixture(autouse=True)
+def _stub_speed_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake engines' timings do not come from this core; the real probe is tested in test_profiles_cpu_speed."""
+    import oserve.profiles.cpu_speed as cpu_speed
+
+    monkeypatch.setattr(cpu_speed, "measure_cpu_speed", lambda: SPEED)
+
+
 def _config() -> ProfileConfig:
     return ProfileConfig(
         model="fake/smollm2", arch="smollm2-135m", backend={"kind": "fake-batch"}, device_type="cpu",
@@ -137,6 +149,20 @@ def test_profiler_recovers_iteration_model(tmp_path) -> None:
     assert backend.stopped == 2
     assert backend.started[1].cpu_cores == (0, 1) and backend.started[1].dtype == "bfloat16"
     assert ProfileTable.load(out) == table
+    assert table.measured_speed == SPEED and table.measured_on is not None
+
+
+def test_profiler_writes_the_table_without_a_speed_when_torch_is_missing(tmp_path, monkeypatch) -> None:
+    import oserve.profiles.cpu_speed as cpu_speed
+
+    def no_torch() -> CpuSpeed:
+        raise ImportError("No module named 'torch'")
+
+    monkeypatch.setattr(cpu_speed, "measure_cpu_speed", no_torch)
+    clock = SimClock()
+    table = asyncio.run(Profiler(FakeBatchBackend(clock), _config(), clock=clock, progress=False,
+                                 host=HostResources(cpu_cores=2, memory_bytes=64 << 30)).run(tmp_path / "p.json"))
+    assert table.measured_speed is None and table.measured_on is not None
 
 
 HOST = HostResources(cpu_cores=2, memory_bytes=64 << 30)
