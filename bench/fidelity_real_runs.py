@@ -126,6 +126,22 @@ def write_sim_config(template: str | Path, table: str | Path, out: str | Path) -
     return out
 
 
+def machine_description() -> str:
+    """This machine as read now (CPU identity, memory), e.g. for ``runs.json``: VMs of one name differ."""
+    from oserve.profiles.cpu_info import current_cpu
+
+    cpu = current_cpu()
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu.logical_cpus}-core {cpu.vendor} {cpu.model} (family {cpu.family}; {' '.join(cpu.flags)}), "
+            f"{mem_gib:.0f} GiB; vLLM-CPU")
+
+
+def _speed() -> dict | None:
+    from oserve.profiles.cpu_speed import measure_cpu_speed
+
+    return measure_cpu_speed().model_dump()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "examples/cpu-smollm2.yaml"))
@@ -186,7 +202,7 @@ def main() -> int:
             time.sleep(5)
     meta = {"config": args.config, "replicas": args.replicas,
             "deployment": [p.model_dump() for p in cfg.deployment], "slo": SLO,
-            "machine": "2-core AMD EPYC Zen 4 (avx512 bf16/vnni), 24 GiB, no GPU; vLLM-CPU",
+            "machine": machine_description(), "cpu_speed": _speed(),
             "runs": runs}
     (out_dir / "runs.json").write_text(json.dumps(meta, indent=1, default=str))
     print(json.dumps(runs, indent=1, default=str))
