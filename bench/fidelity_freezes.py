@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,19 @@ def main() -> int:
     ap.add_argument("--gap-s", type=float, default=5.0, help="shortest inter-token gap counted, s")
     ap.add_argument("--out", default=str(ROOT / "bench/results/fidelity_freezes.json"))
     args = ap.parse_args()
+    if not (math.isfinite(args.gap_s) and args.gap_s > 0):
+        ap.error(f"--gap-s must be a finite number > 0 s, got {args.gap_s:g}")
+    if not Path(args.out).resolve().parent.is_dir():
+        ap.error(f"--out: folder {Path(args.out).parent} does not exist")
+    try:
+        return _run(args)
+    except (OSError, KeyError, TypeError, ValueError) as exc:  # a missing or malformed input file
+        ap.error(f"{type(exc).__name__}: {exc} (--runs, --config and --fidelity: the files of "
+                 "bench/fidelity_real_runs.py and bench/sim_fidelity_loads.py)")
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from sim_fidelity_loads import _simulate
 
@@ -86,6 +100,8 @@ def main() -> int:
     runs_path = Path(args.runs)
     meta = json.loads(runs_path.read_text())
     fid = json.loads(Path(args.fidelity).read_text())
+    if not isinstance(meta, dict) or not meta.get("runs"):
+        raise ValueError(f"{runs_path} holds no runs")
     cc = ContentionConfig(**fid["serving"]["contention"])
     cfg = load_config(args.config)
     table = load_table(cfg)
@@ -121,9 +137,10 @@ def main() -> int:
         }
         out["loads"][label] = row
         ev = ", ".join(f"{e['length_s']:.1f} s at {e['start_s']:.0f} s ({e['requests']} req.)" for e in row["events"])
+        pc = {k: "n/a" if v is None else f"{v:.0%}" for k, v in row.items() if k.endswith(("_all", "_unhit"))}
         print(f"{label:11s} rf {run['rate_factor']:<5} events: {ev or '-'}; TTFT p99 error all "
-              f"{row['ttft_p99_error_all']:.0%} / unhit {row['ttft_p99_error_unhit']:.0%}; TPOT p99 "
-              f"{row['tpot_p99_error_all']:.0%} / {row['tpot_p99_error_unhit']:.0%}")
+              f"{pc['ttft_p99_error_all']} / unhit {pc['ttft_p99_error_unhit']}; TPOT p99 "
+              f"{pc['tpot_p99_error_all']} / {pc['tpot_p99_error_unhit']}")
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
     return 0

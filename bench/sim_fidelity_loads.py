@@ -139,11 +139,16 @@ def main() -> int:
         raise SystemExit("--runs holds no load")
     labels = tuple(args.labels.split(","))
     if len(labels) != len(runs):
+        print(f"warning: {len(labels)} --labels for {len(runs)} loads: naming them load1..load{len(runs)}",
+              file=sys.stderr)
         labels = tuple(f"load{i + 1}" for i in range(len(runs)))
     fit_metrics = tuple(args.fit_metrics.split(","))
     if unknown := set(fit_metrics) - set(LOAD_METRICS):
         raise SystemExit(f"--fit-metrics: unknown {sorted(unknown)}; allowed: {', '.join(LOAD_METRICS)}")
     fit_on = args.fit_on if args.fit_on in labels else labels[len(labels) // 2]
+    if fit_on != args.fit_on:
+        print(f"warning: --fit-on {args.fit_on!r} is not a label ({', '.join(labels)}): fitting on the middle load "
+              f"{fit_on!r}", file=sys.stderr)
     loads: dict[str, Any] = {}
     for label, run in zip(labels, runs, strict=True):
         records, _ = load_replay(runs_path.parent / run["records"])

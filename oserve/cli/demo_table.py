@@ -2,7 +2,8 @@
 
 CPU profiles are machine-specific: a table records the CPU model and ISA flags it was measured on
 (:mod:`oserve.profiles.cpu_info`) and one core's speed (:mod:`oserve.profiles.cpu_speed`), and applies
-only to the same CPU at a speed within 15% (two VMs showing the same CPU were measured 15-25% apart). :func:`demo_table` returns the
+only to the same CPU at a core speed within a factor 1.3 either way (VMs showing one CPU model can differ
+in speed). :func:`demo_table` returns the
 first shipped table valid here; when none is, it re-measures the demo's variants with
 ``oserve profile`` (``examples/profile-cpu-demo.yaml``: a light sweep, a few minutes on 2 cores)
 plus the quality probe, writes the table under the output folder, and says so.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -160,23 +161,23 @@ def run(args: argparse.Namespace) -> int:
         cluster, table, configured, min_quality = _inputs(args)
         try:
             rates = json.loads(args.demand)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--demand is not JSON: {exc}", field="demand") from exc
+        except ValueError as exc:  # JSONDecodeError, or an integer longer than Python converts (4,300 digits)
+            raise ConfigError(f"--demand is not JSON (or holds a number too long to read): {exc}", field="demand",
+                              allowed=f"numbers from 0 to {MAX_DEMAND_RPS:g} req/s") from exc
         # bool is an int subclass: JSON true would plan for 1 req/s
         if not isinstance(rates, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                                   for v in rates.values()):
             raise ConfigError('--demand must be a JSON object {"class": rate_rps, ...} with numeric rates',
                               field="demand", allowed=f"numbers from 0 to {MAX_DEMAND_RPS:g} req/s")
         for c, r in rates.items():
-            try:
-                too_large = float(r) > MAX_DEMAND_RPS
-            except OverflowError:  # an integer too large for a float
-                too_large = True
-            if too_large:  # 1e308 req/s overflowed the planners' arithmetic into warnings and a 300-digit reason
-                digits = len(str(abs(r))) if isinstance(r, int) else 0
-                shown = f"an integer of {digits} digits" if digits > 20 else f"{float(r):g}"
-                raise ConfigError(f"--demand rate of {c!r} is too large: {shown} req/s", field=f"demand.{c}",
-                                  allowed=f"numbers from 0 to {MAX_DEMAND_RPS:g} req/s")
+            # compared as given: a Python int compares exactly with a float, whatever its size
+            ok = (math.isfinite(r) if isinstance(r, float) else True) and 0 <= r <= MAX_DEMAND_RPS
+            if not ok:  # 1e308 req/s overflowed the planners' arithmetic into warnings and a 300-digit reason
+                shown = repr(r) if len(repr(r)) <= 24 else \
+                    f"{'a negative' if r < 0 else 'an'} integer of {len(str(abs(r)))} digits"
+                raise ConfigError(f"--demand rate of {c!r} must be a finite number from 0 to {MAX_DEMAND_RPS:g} req/s, "
+                                  f"got {shown}",
+                                  field=f"demand.{c}", allowed=f"numbers from 0 to {MAX_DEMAND_RPS:g} req/s")
         for option, given in (("--planner", args.planner), ("--variant", args.variant)):
             if given is not None and not given.strip():
                 raise ConfigError(f"{option} is empty", field=option.lstrip("-"),

@@ -150,8 +150,7 @@ def select_table(candidates: list[Path], cpu: CpuIdentity, speed: CpuSpeed | Non
         cpu: the machine's CPU (:func:`current_cpu`).
         speed: the machine's one-core speed (:func:`oserve.profiles.cpu_speed.measure_cpu_speed`); when
             given, a table must also record a speed within ``tolerance`` of it
-            (:func:`oserve.profiles.cpu_speed.speed_validity`): two VMs with the same CPU identity were
-            measured 1.15-1.25x apart.
+            (:func:`oserve.profiles.cpu_speed.speed_validity`): VMs showing one CPU model can differ in speed.
         tolerance: the speed factor allowed, minus 1, either way (default
             :data:`oserve.profiles.cpu_speed.DEFAULT_SPEED_TOLERANCE`).
 

@@ -347,7 +347,7 @@ class Profiler:
             from oserve.profiles.cpu_info import current_cpu
             from oserve.profiles.cpu_speed import measure_cpu_speed
 
-            try:  # the engines are stopped: the core speed the table's timings go with (~2 s)
+            try:  # the engines are stopped: the core speed the table's timings go with (~3 s)
                 speed = measure_cpu_speed()
             except ImportError as exc:  # torch missing: the table is still right for this CPU identity
                 log.warning("cannot measure the CPU speed (%s); the table records none", exc)

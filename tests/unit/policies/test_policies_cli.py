@@ -62,8 +62,14 @@ def test_plan_cli_rejects_unknown_class(tmp_path, capsys):
     (["--demand", '{"short-in/short-out": true}'], "numeric rates"),  # JSON true is not 1 req/s
     (["--demand", '{"short-in/short-out": "3"}'], "numeric rates"),
     (["--demand", '{"short-in/short-out": 3}', "--variant", "x"], "--variant applies to the static planner only"),
-    (["--demand", '{"short-in/short-out": 1' + "0" * 400 + '}'], "too large"),  # no float holds it
-    (["--demand", '{"short-in/short-out": 1e308}'], "numbers from 0 to 1e+09 req/s"),  # overflowed the planners
+    (["--demand", '{"short-in/short-out": 1' + "0" * 400 + '}'], "got an integer of 401 digits"),  # no float holds it
+    (["--demand", '{"short-in/short-out": -1' + "0" * 400 + '}'], "got a negative integer of 401 digits"),
+    (["--demand", '{"short-in/short-out": 1' + "0" * 5000 + '}'], "too long to read"),  # Python's 4,300-digit limit
+    (["--demand", '{"short-in/short-out": 1e308}'], "from 0 to 1e+09 req/s, got 1e+308"),  # overflowed the planners
+    (["--demand", '{"short-in/short-out": 1000000001}'], "got 1000000001"),
+    (["--demand", '{"short-in/short-out": Infinity}'], "must be a finite number"),
+    (["--demand", '{"short-in/short-out": NaN}'], "must be a finite number"),
+    (["--demand", '{"short-in/short-out": -2}'], "got -2"),
     (["--demand", '{"short-in/short-out": 3}', "--planner", " "], "--planner is empty"),
     (["--demand", '{"short-in/short-out": 3}', "--planner", "static", "--variant", ""], "--variant is empty"),
 ])
